@@ -6,7 +6,7 @@
 
 #include "common/cleanup.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(json_t *, json_decref);
+/* jansson ships json_decrefp() (NULL-safe) for exactly this. */
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
 /* Each returns -ENOENT when the key is absent (ret untouched), -EINVAL on a wrong type. */
