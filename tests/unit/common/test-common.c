@@ -1,0 +1,149 @@
+/* Unit tests for common/ (string and unit helpers, files, JSON access), transport addresses
+ * and workload names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint/workload.h"
+#include "common/common.h"
+#include "transport/transport.h"
+
+static void test_strings(void **state)
+{
+	char buf[32] = "  hello world \t\n";
+	char small[4];
+	const char *parts[] = {"a", "b", "c"};
+	_cleanup_free_ char *j = strjoin_sep(", ", parts, 3);
+
+	assert_string_equal(strstrip(buf), "hello world");
+	assert_int_equal(strscpy(small, "abcdef", sizeof(small)), 3);
+	assert_string_equal(small, "abc");
+	assert_string_equal(j, "a, b, c");
+	assert_true(string_is_safe_name("web-1.prod_x", 63));
+	assert_false(string_is_safe_name("", 63));
+	assert_false(string_is_safe_name("-x", 63));
+	assert_false(string_is_safe_name("../etc", 63));
+	assert_false(string_is_safe_name("a/b", 63));
+	assert_false(string_is_safe_name("a b", 63));
+	assert_false(string_is_safe_name("abcd", 3));
+	assert_true(workload_name_is_valid("web1"));
+	assert_false(workload_name_is_valid(".hidden"));
+	assert_string_equal(workload_kind_to_string(WORKLOAD_VM), "vm");
+	assert_int_equal(workload_kind_from_string("container"), WORKLOAD_CONTAINER);
+	assert_int_equal(workload_state_from_string("nope"), -EINVAL);
+}
+
+static void test_numbers(void **state)
+{
+	uint64_t u;
+	uint32_t u32;
+	int i;
+	char buf[32];
+
+	assert_int_equal(parse_uint64("18446744073709551615", &u), 0);
+	assert_int_equal(parse_uint64("18446744073709551616", &u), -ERANGE);
+	assert_int_equal(parse_uint64("-1", &u), -EINVAL);
+	assert_int_equal(parse_uint64("12x", &u), -EINVAL);
+	assert_int_equal(parse_uint32("4294967296", &u32), -ERANGE);
+	assert_int_equal(parse_int("-42", &i), 0);
+	assert_int_equal(i, -42);
+	assert_int_equal(parse_bool("yes"), 1);
+	assert_int_equal(parse_bool("OFF"), 0);
+	assert_int_equal(parse_bool("maybe"), -EINVAL);
+	assert_string_equal(format_bytes(buf, sizeof(buf), 1536), "1.5KiB");
+	assert_string_equal(format_bytes(buf, sizeof(buf), 10), "10B");
+	assert_string_equal(format_duration(buf, sizeof(buf), 1500), "1.5ms");
+	assert_string_equal(format_duration(buf, sizeof(buf), 2500000), "2.50s");
+}
+
+static void test_files(void **state)
+{
+	char dir[] = "/tmp/migrd-test-common-XXXXXX", path[128], *text;
+	size_t size;
+	struct stat st;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/a/b/c", dir);
+	assert_int_equal(mkdir_p(path, 0700), 0);
+	assert_int_equal(mkdir_p(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/a/f", dir);
+	assert_int_equal(write_file_atomic(path, "hello", 5, 0600), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(read_full_file(path, 100, &text, &size), 0);
+	assert_int_equal(size, 5);
+	assert_string_equal(text, "hello");
+	free(text);
+	assert_int_equal(read_full_file(path, 3, &text, &size), -EFBIG);
+	snprintf(path, sizeof(path), "%s/missing", dir);
+	assert_int_equal(read_full_file(path, 100, &text, &size), -ENOENT);
+	snprintf(path, sizeof(path), "rm -rf %s", dir);
+	assert_int_equal(system(path), 0);
+}
+
+static void test_json(void **state)
+{
+	json_auto_t *j = json_loads("{\"s\":\"x\",\"n\":5,\"neg\":-1,\"b\":true}", 0, NULL);
+	const char *s;
+	uint64_t u;
+	bool b;
+	_cleanup_free_ char *c1 = NULL, *c2 = NULL;
+
+	assert_int_equal(json_get_string(j, "s", &s), 0);
+	assert_string_equal(s, "x");
+	assert_int_equal(json_get_string(j, "n", &s), -EINVAL);
+	assert_int_equal(json_get_string(j, "zz", &s), -ENOENT);
+	assert_int_equal(json_get_uint64(j, "n", &u), 0);
+	assert_int_equal(u, 5);
+	assert_int_equal(json_get_uint64(j, "neg", &u), -EINVAL);
+	assert_int_equal(json_get_bool(j, "b", &b), 0);
+	assert_true(b);
+	/* Canonical form: key order does not matter. */
+	json_auto_t *a = json_loads("{\"b\":1,\"a\":2}", 0, NULL);
+	json_auto_t *z = json_loads("{\"a\":2,\"b\":1}", 0, NULL);
+	c1 = json_dumps_canonical(a);
+	c2 = json_dumps_canonical(z);
+	assert_string_equal(c1, c2);
+}
+
+static void test_addresses(void **state)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char buf[64];
+
+	assert_int_equal(transport_parse_address("10.1.2.3", 7870, &ss, &len), 0);
+	assert_string_equal(transport_format_address((struct sockaddr *)&ss, len, buf, sizeof(buf)),
+			    "10.1.2.3:7870");
+	assert_int_equal(transport_parse_address("10.1.2.3:99", 7870, &ss, &len), 0);
+	assert_string_equal(transport_format_address((struct sockaddr *)&ss, len, buf, sizeof(buf)),
+			    "10.1.2.3:99");
+	assert_int_equal(transport_parse_address("[fd00::1]:5", 7870, &ss, &len), 0);
+	assert_string_equal(transport_format_address((struct sockaddr *)&ss, len, buf, sizeof(buf)),
+			    "[fd00::1]:5");
+	assert_int_equal(transport_parse_address("fd00::2", 7870, &ss, &len), 0);
+	assert_string_equal(transport_format_address((struct sockaddr *)&ss, len, buf, sizeof(buf)),
+			    "[fd00::2]:7870");
+	assert_int_equal(transport_parse_address("localhost:1", 7870, &ss, &len), 0);
+	assert_int_equal(transport_parse_address("10.1.2.3:0", 7870, &ss, &len), -EINVAL);
+	assert_int_equal(transport_parse_address("10.1.2.3:70000", 7870, &ss, &len), -EINVAL);
+	assert_int_equal(transport_parse_address("[fd00::1", 7870, &ss, &len), -EINVAL);
+	assert_int_equal(transport_parse_address("", 7870, &ss, &len), -EINVAL);
+	assert_int_equal(transport_parse_address("no-such-host.invalid", 7870, &ss, &len),
+			 -EHOSTUNREACH);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_strings),	  cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_files),	  cmocka_unit_test(test_json),
+		cmocka_unit_test(test_addresses),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
