@@ -332,8 +332,8 @@ static void test_malformed_messages_ignored(void **state)
 	static const char *bodies[] = {
 		"{\"members\":[1,2],\"state\":{\"epoch\":99,\"hosts\":[]}}", /* wrong config */
 		"{\"members\":[2,1],\"state\":{\"epoch\":99,\"hosts\":[]}}", /* unsorted */
-		"{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":2,\"name\":\"a\"},"
-		"{\"nodeid\":1,\"name\":\"b\"}]}}", /* unsorted hosts */
+		("{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":2,\"name\":\"a\"},"
+		 "{\"nodeid\":1,\"name\":\"b\"}]}}"), /* unsorted hosts */
 		"{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":1,\"name\":\"../x\"}]}}",
 		"{\"members\":[1],\"state\":{\"epoch\":-1,\"hosts\":[]}}",
 		"{\"members\":[1],\"state\":\"x\"}",
