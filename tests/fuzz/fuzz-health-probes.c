@@ -30,7 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    (!psi.available || !(psi.some_avg10 >= 0 && psi.some_avg10 <= 100) ||
 	     !(psi.full_avg10 >= 0 && psi.full_avg10 <= 100)))
 		abort();
-	if (health_parse_loadavg(text, load) == 0 && !(load[0] >= 0 && load[1] >= 0 && load[2] >= 0))
+	if (health_parse_loadavg(text, load) == 0 &&
+	    !(load[0] >= 0 && load[1] >= 0 && load[2] >= 0))
 		abort();
 
 	free(text);
