@@ -253,7 +253,7 @@ int control_parse_request(const char *line, size_t len, struct control_parsed *r
 	json_error_t err;
 
 	*ret = (struct control_parsed){0};
-	j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &err);
+	j = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
 	if (!j) {
 		*ret_code = "parse-error";
 		snprintf(ret_message, message_size, "Request is not valid JSON: %s (column %d).",
