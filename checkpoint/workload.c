@@ -11,8 +11,8 @@ static const char *const kind_table[_WORKLOAD_KIND_MAX] = {
 DEFINE_STRING_TABLE_LOOKUP(workload_kind, enum workload_kind, kind_table);
 
 static const char *const state_table[_WORKLOAD_STATE_MAX] = {
-	[WORKLOAD_STOPPED] = "stopped",	    [WORKLOAD_RUNNING] = "running",
-	[WORKLOAD_FROZEN] = "frozen",	    [WORKLOAD_MIGRATING] = "migrating",
+	[WORKLOAD_STOPPED] = "stopped", [WORKLOAD_RUNNING] = "running",
+	[WORKLOAD_FROZEN] = "frozen",	[WORKLOAD_MIGRATING] = "migrating",
 	[WORKLOAD_FAILED] = "failed",
 };
 DEFINE_STRING_TABLE_LOOKUP(workload_state, enum workload_state, state_table);

@@ -10,18 +10,18 @@
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
 /* Returns the pointer and sets the variable to NULL so its cleanup does nothing. */
-#define TAKE_PTR(p)                                                                         \
-	({                                                                                  \
-		__typeof__(p) _ptr_ = (p);                                                  \
-		(p) = NULL;                                                                 \
-		_ptr_;                                                                      \
+#define TAKE_PTR(p)                        \
+	({                                 \
+		__typeof__(p) _ptr_ = (p); \
+		(p) = NULL;                \
+		_ptr_;                     \
 	})
 
-#define TAKE_FD(fd)                                                                         \
-	({                                                                                  \
-		int _fd_ = (fd);                                                            \
-		(fd) = -EBADF;                                                              \
-		_fd_;                                                                       \
+#define TAKE_FD(fd)              \
+	({                       \
+		int _fd_ = (fd); \
+		(fd) = -EBADF;   \
+		_fd_;            \
 	})
 
 static inline void freep(void *p)
@@ -55,11 +55,11 @@ static inline void fclosep(FILE **f)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
 /* For a destructor type *func(type *) that accepts NULL. */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                             \
-	static inline void func##p(type *p)                                                 \
-	{                                                                                   \
-		if (*p)                                                                     \
-			func(*p);                                                           \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func) \
+	static inline void func##p(type *p)     \
+	{                                       \
+		if (*p)                         \
+			func(*p);               \
 	}
 
 static inline void strv_free(char **l)

@@ -18,9 +18,9 @@ static const char *ident = "migrd";
 static int journal_ok = -1; /* -1: not yet checked */
 
 static const char *const level_names[] = {
-	[LOG_EMERG] = "emerg",	   [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
-	[LOG_ERR] = "error",	   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
-	[LOG_INFO] = "info",	   [LOG_DEBUG] = "debug",
+	[LOG_EMERG] = "emerg", [LOG_ALERT] = "alert",	  [LOG_CRIT] = "crit",
+	[LOG_ERR] = "error",   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+	[LOG_INFO] = "info",   [LOG_DEBUG] = "debug",
 };
 
 void log_set_max_level(int level)
@@ -90,8 +90,9 @@ static void log_to_console(int level, const char *const *fields, const char *msg
 	clock_gettime(CLOCK_REALTIME, &ts);
 	localtime_r(&ts.tv_sec, &tm);
 	n += strftime(buf, sizeof(buf), "%H:%M:%S", &tm);
-	n += (size_t)snprintf(buf + n, sizeof(buf) - n, ".%03ld %s[%d] %s: %s", ts.tv_nsec / 1000000,
-			      ident, (int)getpid(), strna(log_level_to_string(level)), msg);
+	n += (size_t)snprintf(buf + n, sizeof(buf) - n, ".%03ld %s[%d] %s: %s",
+			      ts.tv_nsec / 1000000, ident, (int)getpid(),
+			      strna(log_level_to_string(level)), msg);
 	for (const char *const *f = fields; f && *f && n < sizeof(buf); f++)
 		n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %s", *f);
 	if (n >= sizeof(buf) - 1)

@@ -75,9 +75,9 @@ int parse_duration(const char *s, usec_t *ret)
 		const char *suffix;
 		long double mult;
 	} units[] = {
-		{"us", 1},	      {"usec", 1},	     {"ms", 1e3},	   {"msec", 1e3},
-		{"s", 1e6},	      {"sec", 1e6},	     {"m", 60e6},	   {"min", 60e6},
-		{"h", 3600e6},	      {"hour", 3600e6},	     {"", 1e6},
+		{"us", 1},     {"usec", 1},	 {"ms", 1e3}, {"msec", 1e3},
+		{"s", 1e6},    {"sec", 1e6},	 {"m", 60e6}, {"min", 60e6},
+		{"h", 3600e6}, {"hour", 3600e6}, {"", 1e6},
 	};
 	const char *suffix;
 	long double v;

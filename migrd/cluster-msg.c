@@ -68,8 +68,8 @@ int cluster_msg_decode(const void *data, size_t size, enum cluster_msg_type *ret
 		return -EBADMSG;
 	if (le32toh(h.body_len) != size - sizeof(h) || size - sizeof(h) > CLUSTER_MSG_MAX_BODY)
 		return -EBADMSG;
-	j = json_loadb((const char *)data + sizeof(h), size - sizeof(h),
-		       JSON_REJECT_DUPLICATES, NULL);
+	j = json_loadb((const char *)data + sizeof(h), size - sizeof(h), JSON_REJECT_DUPLICATES,
+		       NULL);
 	if (!j)
 		return -EBADMSG;
 	if (!json_is_object(j)) {
@@ -95,8 +95,8 @@ json_t *health_metrics_to_json(const struct health_metrics *m, int64_t age_ms)
 			      m->cpu_busy_pct, "n_cpus", (int)m->n_cpus, "mem_used",
 			      (json_int_t)m->mem_used, "mem_total", (json_int_t)m->mem_total,
 			      "load", m->load[0], m->load[1], m->load[2], "psi", "cpu",
-			      psi_to_json(&m->psi_cpu), "memory", psi_to_json(&m->psi_memory),
-			      "io", psi_to_json(&m->psi_io));
+			      psi_to_json(&m->psi_cpu), "memory", psi_to_json(&m->psi_memory), "io",
+			      psi_to_json(&m->psi_io));
 	if (j && age_ms >= 0)
 		json_object_set_new(j, "age_ms", json_integer(age_ms));
 	return j;
@@ -155,7 +155,8 @@ int cluster_msg_metrics_from_json(json_t *j, struct cluster_msg_metrics *ret)
 	const char *name;
 	uint64_t u;
 
-	if (json_get_string(j, "name", &name) < 0 || !string_is_safe_name(name, MIGRD_HOST_NAME_MAX) ||
+	if (json_get_string(j, "name", &name) < 0 ||
+	    !string_is_safe_name(name, MIGRD_HOST_NAME_MAX) ||
 	    json_get_bool(j, "quorate", &m.quorate) < 0 ||
 	    json_get_uint64(j, "timestamp", &m.metrics.timestamp_usec) < 0)
 		return -EBADMSG;
@@ -179,7 +180,8 @@ int cluster_msg_metrics_from_json(json_t *j, struct cluster_msg_metrics *ret)
 		m.metrics.load[i] = json_number_value(v);
 	}
 	psi = json_object_get(metrics, "psi");
-	if (!json_is_object(psi) || psi_from_json(json_object_get(psi, "cpu"), &m.metrics.psi_cpu) < 0 ||
+	if (!json_is_object(psi) ||
+	    psi_from_json(json_object_get(psi, "cpu"), &m.metrics.psi_cpu) < 0 ||
 	    psi_from_json(json_object_get(psi, "memory"), &m.metrics.psi_memory) < 0 ||
 	    psi_from_json(json_object_get(psi, "io"), &m.metrics.psi_io) < 0)
 		return -EBADMSG;
@@ -262,7 +264,8 @@ int cluster_msg_register_from_json(json_t *j, struct cluster_msg_register *ret)
 	const char *name, *address = NULL;
 	int r;
 
-	if (json_get_string(j, "name", &name) < 0 || !string_is_safe_name(name, MIGRD_HOST_NAME_MAX))
+	if (json_get_string(j, "name", &name) < 0 ||
+	    !string_is_safe_name(name, MIGRD_HOST_NAME_MAX))
 		return -EBADMSG;
 	r = json_get_string(j, "address", &address);
 	if ((r < 0 && r != -ENOENT) || (address && !cluster_address_valid(address)))

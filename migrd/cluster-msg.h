@@ -11,8 +11,8 @@
 #include "migrd/cluster-state.h"
 #include "migrd/config.h"
 
-#define CLUSTER_MSG_MAGIC 0x4452474dU /* "MGRD" little-endian */
-#define CLUSTER_MSG_VERSION 1
+#define CLUSTER_MSG_MAGIC    0x4452474dU /* "MGRD" little-endian */
+#define CLUSTER_MSG_VERSION  1
 #define CLUSTER_MSG_MAX_BODY (1024 * 1024)
 
 enum cluster_msg_type {

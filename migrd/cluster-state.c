@@ -66,8 +66,9 @@ json_t *cluster_state_to_json(const struct cluster_state *s)
 		return NULL;
 	for (size_t i = 0; i < s->n_hosts; i++) {
 		const struct cluster_host *h = &s->hosts[i];
-		json_t *o = json_pack("{s:I,s:s,s:s*,s:b}", "nodeid", (json_int_t)h->nodeid, "name",
-				      h->name, "address", h->address, "maintenance", h->maintenance);
+		json_t *o =
+			json_pack("{s:I,s:s,s:s*,s:b}", "nodeid", (json_int_t)h->nodeid, "name",
+				  h->name, "address", h->address, "maintenance", h->maintenance);
 		if (!o || json_array_append_new(hosts, o) < 0) {
 			json_decref(hosts);
 			return NULL;

@@ -279,7 +279,8 @@ static void deliver_register(struct cluster *c, uint32_t from, json_t *body)
 
 	r = cluster_msg_register_from_json(body, &m);
 	if (r < 0) {
-		log_warning_errno(r, "Ignoring malformed host registration from node %" PRIu32, from);
+		log_warning_errno(r, "Ignoring malformed host registration from node %" PRIu32,
+				  from);
 		return;
 	}
 	if (from == c->local_nodeid)
@@ -293,8 +294,8 @@ static void deliver_register(struct cluster *c, uint32_t from, json_t *body)
 	}
 	r = cluster_state_register_host(&c->state, from, m.name, m.address);
 	if (r == -EEXIST)
-		log_error("Host name '%s' of node %" PRIu32 " is already registered to node %" PRIu32
-			  "; rename one of them",
+		log_error("Host name '%s' of node %" PRIu32
+			  " is already registered to node %" PRIu32 "; rename one of them",
 			  m.name, from, cluster_state_find_host_by_name(&c->state, m.name)->nodeid);
 	else if (r < 0)
 		log_error_errno(r, "Failed to register node %" PRIu32 ": %m", from);
@@ -333,8 +334,8 @@ void cluster_deliver(struct cluster *c, uint32_t from, const void *msg, size_t l
 
 	r = cluster_msg_decode(msg, len, &type, &body);
 	if (r < 0) {
-		log_warning("Ignoring malformed cluster message (%zu bytes) from node %" PRIu32, len,
-			    from);
+		log_warning("Ignoring malformed cluster message (%zu bytes) from node %" PRIu32,
+			    len, from);
 		return;
 	}
 	switch (type) {

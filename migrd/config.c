@@ -11,7 +11,7 @@
 #include "common/common.h"
 #include "migrd/config.h"
 
-#define CONFIG_MAX_SIZE (1024 * 1024)
+#define CONFIG_MAX_SIZE	  (1024 * 1024)
 #define CONFIG_MAX_ERRORS 32
 
 static const char *const fence_mode_table[_FENCE_MODE_MAX] = {
@@ -119,8 +119,14 @@ struct config_key {
 	uint64_t min, max; /* for sizes and unsigned numbers */
 };
 
-#define K(s, k, t, f) {s, k, t, offsetof(struct migrd_config, f), 0, 0}
-#define KR(s, k, t, f, lo, hi) {s, k, t, offsetof(struct migrd_config, f), lo, hi}
+#define K(s, k, t, f)                                           \
+	{                                                       \
+		s, k, t, offsetof(struct migrd_config, f), 0, 0 \
+	}
+#define KR(s, k, t, f, lo, hi)                                    \
+	{                                                         \
+		s, k, t, offsetof(struct migrd_config, f), lo, hi \
+	}
 static const struct config_key config_keys[] = {
 	K("host", "name", VALUE_HOSTNAME, host_name),
 	K("host", "address", VALUE_STRING, address),
@@ -189,38 +195,45 @@ static int assign(struct parse_ctx *p, struct migrd_config *c, const struct conf
 		return set_string(field, value);
 	case VALUE_HOSTNAME:
 		if (!string_is_safe_name(value, MIGRD_HOST_NAME_MAX))
-			return parse_error(p,
-					   "'%s' must be 1-%d characters of letters, digits, '-', '_' "
-					   "or '.', not starting with '-' or '.'",
-					   k->key, MIGRD_HOST_NAME_MAX);
+			return parse_error(
+				p,
+				"'%s' must be 1-%d characters of letters, digits, '-', '_' "
+				"or '.', not starting with '-' or '.'",
+				k->key, MIGRD_HOST_NAME_MAX);
 		return set_string(field, value);
 	case VALUE_PORT:
 		r = parse_uint64(value, &u64);
 		if (r < 0 || u64 < 1 || u64 > 65535)
-			return parse_error(p, "'%s' must be a port number 1-65535, not '%s'", k->key,
-					   value);
+			return parse_error(p, "'%s' must be a port number 1-65535, not '%s'",
+					   k->key, value);
 		*(uint16_t *)field = (uint16_t)u64;
 		return 0;
 	case VALUE_DURATION:
 		r = parse_duration(value, &usec);
 		if (r < 0 || usec == 0)
-			return parse_error(p, "'%s' must be a positive duration such as 500ms, 2s or 1m, "
-					      "not '%s'", k->key, value);
+			return parse_error(
+				p,
+				"'%s' must be a positive duration such as 500ms, 2s or 1m, "
+				"not '%s'",
+				k->key, value);
 		*(usec_t *)field = usec;
 		return 0;
 	case VALUE_SIZE:
 		r = parse_size(value, &u64);
 		if (r < 0 || u64 < k->min || u64 > k->max)
-			return parse_error(p, "'%s' must be a size between %" PRIu64 " and %" PRIu64
-					      " bytes (K, M, G suffixes allowed), not '%s'",
+			return parse_error(p,
+					   "'%s' must be a size between %" PRIu64 " and %" PRIu64
+					   " bytes (K, M, G suffixes allowed), not '%s'",
 					   k->key, k->min, k->max, value);
 		*(uint64_t *)field = u64;
 		return 0;
 	case VALUE_UNSIGNED:
 		r = parse_uint64(value, &u64);
 		if (r < 0 || u64 < k->min || u64 > k->max)
-			return parse_error(p, "'%s' must be a number between %" PRIu64 " and %" PRIu64
-					      ", not '%s'", k->key, k->min, k->max, value);
+			return parse_error(p,
+					   "'%s' must be a number between %" PRIu64 " and %" PRIu64
+					   ", not '%s'",
+					   k->key, k->min, k->max, value);
 		*(unsigned *)field = (unsigned)u64;
 		return 0;
 	case VALUE_FENCE:
@@ -233,8 +246,11 @@ static int assign(struct parse_ctx *p, struct migrd_config *c, const struct conf
 	case VALUE_LOGLEVEL:
 		r = log_level_from_string(value);
 		if (r < 0)
-			return parse_error(p, "'%s' must be one of debug, info, notice, warning, error; "
-					      "not '%s'", k->key, value);
+			return parse_error(
+				p,
+				"'%s' must be one of debug, info, notice, warning, error; "
+				"not '%s'",
+				k->key, value);
 		*(int *)field = r;
 		return 0;
 	case VALUE_LOGTARGET:
@@ -245,7 +261,8 @@ static int assign(struct parse_ctx *p, struct migrd_config *c, const struct conf
 		else if (streq(value, "console"))
 			*(int *)field = LOG_TARGET_CONSOLE;
 		else
-			return parse_error(p, "'%s' must be one of auto, journal, console; not '%s'",
+			return parse_error(p,
+					   "'%s' must be one of auto, journal, console; not '%s'",
 					   k->key, value);
 		return 0;
 	}
@@ -268,8 +285,10 @@ static int parse_line(struct parse_ctx *p, struct migrd_config *c, char *line, c
 		s = strstrip(s + 1);
 		if (!section_known(s)) {
 			section[0] = 0;
-			return parse_error(p, "unknown section [%.64s] (known: host, paths, cluster, "
-					      "fencing, limits, log)", s);
+			return parse_error(p,
+					   "unknown section [%.64s] (known: host, paths, cluster, "
+					   "fencing, limits, log)",
+					   s);
 		}
 		strscpy(section, s, section_size);
 		return 0;
@@ -345,8 +364,7 @@ finish:
 	return 0;
 }
 
-int migrd_config_load(struct migrd_config *c, const char *path, bool must_exist,
-		      char **ret_errors)
+int migrd_config_load(struct migrd_config *c, const char *path, bool must_exist, char **ret_errors)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t size;

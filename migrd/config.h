@@ -8,8 +8,8 @@
 #include "common/util.h"
 
 #define MIGRD_DEFAULT_CONFIG "/etc/migrd/migrd.conf"
-#define MIGRD_HOST_NAME_MAX 63
-#define MIGRD_DEFAULT_PORT 7870
+#define MIGRD_HOST_NAME_MAX  63
+#define MIGRD_DEFAULT_PORT   7870
 
 enum fence_mode {
 	FENCE_MODE_NONE,    /* never fence (test clusters only) */
@@ -39,8 +39,9 @@ struct migrd_config {
 	/* [fencing] */
 	enum fence_mode fence_mode;
 	char *fence_command;
-	usec_t self_fence_timeout; /* a host without quorum kills its protected workloads after this */
-	usec_t fence_timeout;      /* how long the fence command may run */
+	usec_t self_fence_timeout; /* a host without quorum kills its protected workloads after this
+				    */
+	usec_t fence_timeout;	   /* how long the fence command may run */
 
 	/* [limits] */
 	uint64_t control_max_request;
@@ -48,7 +49,7 @@ struct migrd_config {
 	unsigned control_max_inflight;
 
 	/* [log] */
-	int log_level;  /* syslog level */
+	int log_level;	/* syslog level */
 	int log_target; /* enum log_target */
 };
 
@@ -62,5 +63,4 @@ int migrd_config_parse(struct migrd_config *c, const char *filename, const char 
 		       char **ret_errors);
 
 /* Reads and parses a file; a missing file at the default path is not an error. */
-int migrd_config_load(struct migrd_config *c, const char *path, bool must_exist,
-		      char **ret_errors);
+int migrd_config_load(struct migrd_config *c, const char *path, bool must_exist, char **ret_errors);

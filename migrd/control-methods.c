@@ -4,8 +4,7 @@
 #include "common/common.h"
 #include "migrd/manager-internal.h"
 
-static int method_version(struct control_request *req, json_t *params, void *userdata,
-			  json_t **ret)
+static int method_version(struct control_request *req, json_t *params, void *userdata, json_t **ret)
 {
 	*ret = json_pack("{s:s,s:i}", "version", MIGRD_VERSION, "protocol", 1);
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;

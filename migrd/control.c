@@ -13,9 +13,9 @@
 #include "common/common.h"
 #include "migrd/control.h"
 
-#define CONTROL_READ_CHUNK 65536
-#define CONTROL_OUT_HIGH (1024 * 1024)	  /* stop reading a client whose replies pile up */
-#define CONTROL_OUT_MAX (64 * 1024 * 1024) /* then give up on it */
+#define CONTROL_READ_CHUNK	65536
+#define CONTROL_OUT_HIGH	(1024 * 1024)	   /* stop reading a client whose replies pile up */
+#define CONTROL_OUT_MAX		(64 * 1024 * 1024) /* then give up on it */
 #define CONTROL_PARTIAL_TIMEOUT (30 * USEC_PER_SEC)
 
 struct control_client {
@@ -31,8 +31,8 @@ struct control_client {
 	size_t out_len, out_off, out_alloc;
 	usec_t partial_since; /* when an incomplete line started arriving, 0 when none */
 	struct control_request *pending;
-	bool eof;	   /* the peer closed its side */
-	bool close_after;  /* close once the output is flushed */
+	bool eof;	  /* the peer closed its side */
+	bool close_after; /* close once the output is flushed */
 };
 
 struct control_request {
@@ -167,8 +167,8 @@ static void client_send(struct control_client *c, json_t *reply)
 
 static void send_error(struct control_client *c, json_t *id, const char *code, const char *msg)
 {
-	_cleanup_json_ json_t *reply = json_pack("{s:O?,s:{s:s,s:s}}", "id", id, "error", "code",
-						 code, "message", msg);
+	_cleanup_json_ json_t *reply =
+		json_pack("{s:O?,s:{s:s,s:s}}", "id", id, "error", "code", code, "message", msg);
 	if (reply)
 		client_send(c, reply);
 }
@@ -192,8 +192,8 @@ static void request_finish(struct control_request *req, json_t *result, const ch
 		json_t *reply;
 
 		if (code)
-			reply = json_pack("{s:O?,s:{s:s,s:s}}", "id", req->id, "error", "code", code,
-					  "message", message ?: code);
+			reply = json_pack("{s:O?,s:{s:s,s:s}}", "id", req->id, "error", "code",
+					  code, "message", message ?: code);
 		else
 			reply = json_pack("{s:O?,s:O}", "id", req->id, "ok", result);
 		if (reply)
@@ -265,7 +265,8 @@ int control_parse_request(const char *line, size_t len, struct control_parsed *r
 		ret->id = json_incref(id);
 	if (!json_is_object(j) || json_get_string(j, "method", &method) < 0) {
 		*ret_code = "invalid-request";
-		snprintf(ret_message, message_size, "A request is an object with a string 'method'.");
+		snprintf(ret_message, message_size,
+			 "A request is an object with a string 'method'.");
 		return -EINVAL;
 	}
 	params = json_object_get(j, "params");
@@ -352,7 +353,8 @@ static void handle_line(struct control_client *c, const char *line, size_t len)
 		return;
 	}
 	c->pending = NULL;
-	_cleanup_json_ json_t *reply = json_pack("{s:O?,s:O}", "id", id, "ok", result ?: json_null());
+	_cleanup_json_ json_t *reply =
+		json_pack("{s:O?,s:O}", "id", id, "ok", result ?: json_null());
 	if (reply)
 		client_send(c, reply);
 	request_free(req);
@@ -396,7 +398,8 @@ static void client_process(struct control_client *c)
 			c->in_len = 0;
 		}
 	}
-	c->partial_since = c->in_len > 0 && !c->pending ? (c->partial_since ?: now_usec(CLOCK_MONOTONIC)) : 0;
+	c->partial_since =
+		c->in_len > 0 && !c->pending ? (c->partial_since ?: now_usec(CLOCK_MONOTONIC)) : 0;
 	if (client_done(c)) {
 		client_free(c);
 		return;
@@ -413,7 +416,8 @@ static int client_read(struct control_client *c)
 		ssize_t k;
 
 		if (c->in_alloc - c->in_len < CONTROL_READ_CHUNK) {
-			size_t na = MIN(MAX(c->in_alloc * 2, c->in_len + CONTROL_READ_CHUNK), cap + CONTROL_READ_CHUNK);
+			size_t na = MIN(MAX(c->in_alloc * 2, c->in_len + CONTROL_READ_CHUNK),
+					cap + CONTROL_READ_CHUNK);
 			char *nb = realloc(c->in, na);
 			if (!nb)
 				return -ENOMEM;
@@ -471,7 +475,8 @@ static int client_update_events(struct control_client *c)
 
 	/* Read only when we would process the input: keeps a flooding client from growing us. */
 	if (!c->eof && !c->close_after && !c->pending &&
-	    c->out_len - c->out_off < CONTROL_OUT_HIGH && c->in_len <= c->server->limits.max_request)
+	    c->out_len - c->out_off < CONTROL_OUT_HIGH &&
+	    c->in_len <= c->server->limits.max_request)
 		ev |= EPOLLIN;
 	if (c->out_len > c->out_off)
 		ev |= EPOLLOUT;
@@ -538,8 +543,9 @@ static bool caller_allowed(int fd, gid_t group, uid_t *ret_uid, pid_t *ret_pid)
 static void refuse(int fd, const char *code, const char *message)
 {
 	char line[512];
-	int n = snprintf(line, sizeof(line), "{\"id\":null,\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n",
-			 code, message);
+	int n = snprintf(line, sizeof(line),
+			 "{\"id\":null,\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code,
+			 message);
 	(void)!send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	safe_close(fd);
 }
@@ -561,8 +567,10 @@ static int on_accept(sd_event_source *source, int lfd, uint32_t revents, void *u
 			return 0;
 		}
 		if (!caller_allowed(fd, s->group, &uid, &pid)) {
-			log_notice("Refused control connection from uid %d pid %d: not root and not "
-				   "in the control group", (int)uid, (int)pid);
+			log_notice(
+				"Refused control connection from uid %d pid %d: not root and not "
+				"in the control group",
+				(int)uid, (int)pid);
 			refuse(fd, "permission-denied",
 			       "Only root and members of the migrd group may use this socket.");
 			continue;
@@ -607,7 +615,8 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata)
 		next = c->next;
 		if (c->partial_since && now - c->partial_since > CONTROL_PARTIAL_TIMEOUT) {
 			log_info("Dropping control client (pid %d): incomplete request for %llus",
-				 (int)c->pid, (unsigned long long)(CONTROL_PARTIAL_TIMEOUT / USEC_PER_SEC));
+				 (int)c->pid,
+				 (unsigned long long)(CONTROL_PARTIAL_TIMEOUT / USEC_PER_SEC));
 			client_free(c);
 		}
 	}

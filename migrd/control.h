@@ -33,7 +33,7 @@ struct control_method {
 
 /* One request line, parsed and checked (the pure part of the server, fuzzed). */
 struct control_parsed {
-	json_t *id;     /* integer or string, or NULL */
+	json_t *id; /* integer or string, or NULL */
 	char *method;
 	json_t *params; /* always an object */
 };

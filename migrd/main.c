@@ -24,7 +24,8 @@ static void help(void)
 	       "Options:\n"
 	       "  -c, --config PATH     read PATH instead of %s\n"
 	       "      --check-config    parse the configuration, print the result and exit\n"
-	       "      --log-level LEVEL debug, info, notice, warning or error (overrides [log] level)\n"
+	       "      --log-level LEVEL debug, info, notice, warning or error (overrides [log] "
+	       "level)\n"
 	       "  -h, --help            show this help\n"
 	       "      --version         show the version\n"
 	       "\n"
@@ -74,7 +75,8 @@ static int parse_argv(int argc, char *argv[])
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "migrd: unexpected argument '%s'. Try 'migrd --help'.\n", argv[optind]);
+		fprintf(stderr, "migrd: unexpected argument '%s'. Try 'migrd --help'.\n",
+			argv[optind]);
 		return -EINVAL;
 	}
 	return 1;
@@ -91,7 +93,8 @@ static void print_config(const struct migrd_config *c)
 	printf("[cluster]\ngroup = %s\nmetrics_interval = %s\nsync_timeout = %s\n\n", c->cpg_group,
 	       format_duration(b1, sizeof(b1), c->metrics_interval),
 	       format_duration(b2, sizeof(b2), c->sync_timeout));
-	printf("[fencing]\nmode = %s\ncommand = %s\nself_fence_timeout = %s\nfence_timeout = %s\n\n",
+	printf("[fencing]\nmode = %s\ncommand = %s\nself_fence_timeout = %s\nfence_timeout = "
+	       "%s\n\n",
 	       fence_mode_to_string(c->fence_mode), c->fence_command ?: "",
 	       format_duration(b1, sizeof(b1), c->self_fence_timeout),
 	       format_duration(b3, sizeof(b3), c->fence_timeout));
@@ -123,7 +126,8 @@ int main(int argc, char *argv[])
 	if (r < 0) {
 		/* file:line: reason, one per line, for the operator and the journal alike. */
 		fprintf(stderr, "migrd: invalid configuration:\n%s", strna(errors));
-		(void)sd_notifyf(false, "STATUS=Invalid configuration %s\nERRNO=%d", arg_config, -r);
+		(void)sd_notifyf(false, "STATUS=Invalid configuration %s\nERRNO=%d", arg_config,
+				 -r);
 		migrd_config_done(&config);
 		return 1;
 	}

@@ -13,7 +13,7 @@
 #include "migrd/manager-internal.h"
 
 #define RECONNECT_INTERVAL (1 * USEC_PER_SEC)
-#define FLUSH_INTERVAL (50 * USEC_PER_MSEC)
+#define FLUSH_INTERVAL	   (50 * USEC_PER_MSEC)
 
 static void manager_schedule_reconnect(struct manager *m);
 static int manager_connect(struct manager *m);
@@ -73,7 +73,8 @@ void manager_update_status(struct manager *m)
 	if (streq(status, m->last_status))
 		return;
 	strscpy(m->last_status, status, sizeof(m->last_status));
-	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=cluster-view"), "Cluster: %s", status);
+	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=cluster-view"), "Cluster: %s",
+			 status);
 	(void)sd_notifyf(false, "STATUS=%s", status);
 }
 
@@ -158,7 +159,8 @@ static int manager_connect(struct manager *m)
 				  &m->membership);
 	if (r < 0) {
 		if (!m->corosync_warned)
-			log_warning_errno(r, "Cannot connect to corosync (%m); retrying every second.");
+			log_warning_errno(
+				r, "Cannot connect to corosync (%m); retrying every second.");
 		m->corosync_warned = true;
 		return r;
 	}
@@ -358,8 +360,9 @@ int manager_startup(struct manager *m)
 			return log_error_errno(r, "Failed to listen on %s: %m",
 					       m->config.control_socket);
 		if (gid == 0)
-			log_warning("Group '%s' does not exist: the control socket is for root only",
-				    m->config.control_group);
+			log_warning(
+				"Group '%s' does not exist: the control socket is for root only",
+				m->config.control_group);
 	}
 	r = control_server_new(m->event, fd, gid, &limits, manager_control_methods,
 			       manager_n_control_methods, m, &m->control);
@@ -368,10 +371,10 @@ int manager_startup(struct manager *m)
 		return log_error_errno(r, "Failed to start the control server: %m");
 	}
 
-	if ((r = sd_event_add_time(m->event, &m->metrics_timer, CLOCK_MONOTONIC, now, 0,
-				   on_metrics, m)) < 0 ||
-	    (r = sd_event_add_time(m->event, &m->reconnect_timer, CLOCK_MONOTONIC, USEC_INFINITY,
-				   0, on_reconnect, m)) < 0 ||
+	if ((r = sd_event_add_time(m->event, &m->metrics_timer, CLOCK_MONOTONIC, now, 0, on_metrics,
+				   m)) < 0 ||
+	    (r = sd_event_add_time(m->event, &m->reconnect_timer, CLOCK_MONOTONIC, USEC_INFINITY, 0,
+				   on_reconnect, m)) < 0 ||
 	    (r = sd_event_add_time(m->event, &m->flush_timer, CLOCK_MONOTONIC, now, 0, on_flush,
 				   m)) < 0)
 		return log_error_errno(r, "Failed to set up timers: %m");

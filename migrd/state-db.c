@@ -72,8 +72,7 @@ int state_db_open(const char *state_dir, struct state_db **ret)
 		return -ENOMEM;
 	/* The database holds nothing secret yet, but later workload specs may: keep it private. */
 	mode_t old = umask(0077);
-	rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-			     NULL);
+	rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	umask(old);
 	if (rc != SQLITE_OK)
 		return s->db ? db_error(s, rc, "open") : -ENOMEM;
@@ -81,11 +80,14 @@ int state_db_open(const char *state_dir, struct state_db **ret)
 	r = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
 	if (r < 0)
 		return r;
-	r = exec(s, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-		    "CREATE TABLE IF NOT EXISTS hosts (nodeid INTEGER PRIMARY KEY,"
-		    " name TEXT NOT NULL UNIQUE, address TEXT, maintenance INTEGER NOT NULL DEFAULT 0);"
-		    "INSERT OR IGNORE INTO meta VALUES ('schema', '" STRINGIFY(STATE_DB_SCHEMA) "');"
-		    "INSERT OR IGNORE INTO meta VALUES ('epoch', '0');");
+	r = exec(
+		s,
+		"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+		"CREATE TABLE IF NOT EXISTS hosts (nodeid INTEGER PRIMARY KEY,"
+		" name TEXT NOT NULL UNIQUE, address TEXT, maintenance INTEGER NOT NULL DEFAULT 0);"
+		"INSERT OR IGNORE INTO meta VALUES ('schema', '" STRINGIFY(
+			STATE_DB_SCHEMA) "');"
+					 "INSERT OR IGNORE INTO meta VALUES ('epoch', '0');");
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(s);
@@ -98,16 +100,17 @@ int state_db_load(struct state_db *s, struct cluster_state *ret)
 	sqlite3_stmt *stmt = NULL;
 	int rc, r = 0;
 
-	rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'epoch'", -1, &stmt, NULL);
+	rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'epoch'", -1, &stmt,
+				NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "prepare");
 	if (sqlite3_step(stmt) == SQLITE_ROW)
 		st.epoch = (uint64_t)sqlite3_column_int64(stmt, 0);
 	sqlite3_finalize(stmt);
 
-	rc = sqlite3_prepare_v2(s->db,
-				"SELECT nodeid, name, address, maintenance FROM hosts ORDER BY nodeid",
-				-1, &stmt, NULL);
+	rc = sqlite3_prepare_v2(
+		s->db, "SELECT nodeid, name, address, maintenance FROM hosts ORDER BY nodeid", -1,
+		&stmt, NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "prepare");
 	uint64_t epoch = st.epoch;

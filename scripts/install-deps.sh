@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   # build
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format git
   # libraries
   libsystemd-dev libjansson-dev libsqlite3-dev libzstd-dev libxxhash-dev libssl-dev
   libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libcorosync-common-dev

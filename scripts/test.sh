@@ -15,6 +15,12 @@ fi
 scripts/install-deps.sh
 getent group migrd >/dev/null || groupadd --system migrd
 
+echo "=== style: clang-format (.clang-format, kernel-like, 100 columns)"
+if ! git ls-files -z '*.c' '*.h' | xargs -0 clang-format --dry-run --Werror; then
+	echo "scripts/test.sh: run clang-format -i on the files above" >&2
+	exit 1
+fi
+
 builds=${MIGRD_BUILDS:-gcc asan}
 jobs=$(nproc)
 start=$(date +%s)

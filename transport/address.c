@@ -40,7 +40,8 @@ static int split_host_port(const char *s, char *host, size_t host_size, const ch
 int transport_parse_address(const char *s, uint16_t default_port, struct sockaddr_storage *ret,
 			    socklen_t *ret_len)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV},
+			*ai = NULL;
 	const char *port_str = NULL;
 	char host[256], port[8];
 	uint32_t p = default_port;

@@ -282,8 +282,11 @@ static void test_not_quorate_changes_nothing(void **state)
 static void test_hosts_view(void **state)
 {
 	struct bus b = {0};
-	struct health_metrics m = {.cpu_busy_pct = 12.5, .mem_total = 1000, .mem_used = 10,
-				   .n_cpus = 2, .load = {0.5, 0.25, 0.125},
+	struct health_metrics m = {.cpu_busy_pct = 12.5,
+				   .mem_total = 1000,
+				   .mem_used = 10,
+				   .n_cpus = 2,
+				   .load = {0.5, 0.25, 0.125},
 				   .psi_cpu = {.available = true, .some_avg10 = 1.5}};
 	json_t *j, *hosts, *h;
 
@@ -328,13 +331,16 @@ static void test_hosts_view(void **state)
 static void test_malformed_messages_ignored(void **state)
 {
 	struct bus b = {0};
-	static const char garbage[] = "\x4d\x47\x52\x44\x01\x00\x02\x00\x05\x00\x00\x00\x00\x00\x00\x00{\"a\"";
+	static const char garbage[] =
+		"\x4d\x47\x52\x44\x01\x00\x02\x00\x05\x00\x00\x00\x00\x00\x00\x00{\"a\"";
 	static const char *bodies[] = {
 		"{\"members\":[1,2],\"state\":{\"epoch\":99,\"hosts\":[]}}", /* wrong config */
 		"{\"members\":[2,1],\"state\":{\"epoch\":99,\"hosts\":[]}}", /* unsorted */
-		("{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":2,\"name\":\"a\"},"
+		("{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":2,\"name\":\"a\"}"
+		 ","
 		 "{\"nodeid\":1,\"name\":\"b\"}]}}"), /* unsorted hosts */
-		"{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":1,\"name\":\"../x\"}]}}",
+		"{\"members\":[1],\"state\":{\"epoch\":99,\"hosts\":[{\"nodeid\":1,\"name\":\"../"
+		"x\"}]}}",
 		"{\"members\":[1],\"state\":{\"epoch\":-1,\"hosts\":[]}}",
 		"{\"members\":[1],\"state\":\"x\"}",
 		"[]",

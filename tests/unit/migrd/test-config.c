@@ -103,12 +103,15 @@ static void test_errors_have_lines(void **state)
 	assert_int_equal(parse(&c, text, &errors), -EINVAL);
 	assert_non_null(errors);
 	assert_non_null(strstr(errors, "test.conf:2: 'name' must be"));
-	assert_non_null(strstr(errors, "test.conf:3: 'port' must be a port number 1-65535, not '70000'"));
+	assert_non_null(
+		strstr(errors, "test.conf:3: 'port' must be a port number 1-65535, not '70000'"));
 	assert_non_null(strstr(errors, "test.conf:4: unknown key 'colour' in section [host]"));
 	assert_non_null(strstr(errors, "test.conf:5: unknown section [nosuch]"));
 	assert_non_null(strstr(errors, "test.conf:6: key 'x' outside of a known section"));
-	assert_non_null(strstr(errors, "test.conf:8: 'metrics_interval' must be a positive duration"));
-	assert_non_null(strstr(errors, "test.conf:9: 'metrics_interval' must be a positive duration"));
+	assert_non_null(
+		strstr(errors, "test.conf:8: 'metrics_interval' must be a positive duration"));
+	assert_non_null(
+		strstr(errors, "test.conf:9: 'metrics_interval' must be a positive duration"));
 	assert_non_null(strstr(errors, "test.conf:10: expected 'key = value'"));
 	assert_non_null(strstr(errors, "test.conf:12: 'state_dir' must be an absolute path"));
 	assert_non_null(strstr(errors, "test.conf:13: malformed section header"));

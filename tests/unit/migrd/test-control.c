@@ -56,7 +56,8 @@ static const struct control_method methods[] = {
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct control_limits lim = {.max_request = 1024 * 1024, .max_clients = 3, .max_inflight = 1};
+	struct control_limits lim = {
+		.max_request = 1024 * 1024, .max_clients = 3, .max_inflight = 1};
 	gid_t gid;
 	int fd;
 
@@ -66,9 +67,8 @@ static int setup(void **state)
 	assert_int_equal(sd_event_new(&f->e), 0);
 	assert_int_equal(control_listen(f->path, "no-such-group-here", &fd, &gid), 0);
 	assert_int_equal(gid, 0);
-	assert_int_equal(control_server_new(f->e, fd, gid, &lim, methods, ELEMENTSOF(methods), f,
-					    &f->s),
-			 0);
+	assert_int_equal(
+		control_server_new(f->e, fd, gid, &lim, methods, ELEMENTSOF(methods), f, &f->s), 0);
 	*state = f;
 	return 0;
 }
@@ -186,17 +186,17 @@ static void test_ok_and_errors(void **state)
 	client_write_str(fd, "{\"id\":1,\"method\":\"nosuch\"}\n");
 	r = client_read_reply(f, fd);
 	assert_string_equal(error_code(r), "unknown-method");
-	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "error"),
-								 "message")),
-			       "nosuch"));
+	assert_non_null(
+		strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+		       "nosuch"));
 	json_decref(r);
 
 	client_write_str(fd, "{\"id\":2,\"method\":\"fail\"}\n");
 	r = client_read_reply(f, fd);
 	assert_string_equal(error_code(r), "not-found");
-	assert_string_equal(json_string_value(json_object_get(json_object_get(r, "error"),
-							      "message")),
-			    "No workload named 'web9'.");
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+		"No workload named 'web9'.");
 	json_decref(r);
 
 	client_write_str(fd, "{\"id\":3,\"method\":\"errno\"}\n");
@@ -241,7 +241,9 @@ static void test_too_large(void **state)
 	memcpy(big, "{\"id\":1,\"method\":\"echo\",\"params\":{\"s\":\"", 39);
 	/* Interleave writing and running the loop until the server answers. */
 	for (int i = 0; i < 2000 && !r; i++) {
-		ssize_t k = off < size ? send(fd, big + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+		ssize_t k = off < size
+				    ? send(fd, big + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT)
+				    : 0;
 		if (k > 0)
 			off += (size_t)k;
 		assert_true(sd_event_run(f->e, 5 * USEC_PER_MSEC) >= 0);
