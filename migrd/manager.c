@@ -1,6 +1,7 @@
 /* The Manager: wires the event loop, corosync membership, the cluster state machine, the state
  * store, the metrics probe and the control socket together. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <grp.h>
@@ -311,9 +312,18 @@ static int inherited_control_fd(void)
 {
 	int n = sd_listen_fds(true);
 
-	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
-		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0)
-			return fd;
+	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+		int flags;
+
+		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0)
+			continue;
+		/* Inherited sockets may be blocking; the accept loop drains until EAGAIN. */
+		flags = fcntl(fd, F_GETFL);
+		if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+		    fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+			return NEG_ERRNO();
+		return fd;
+	}
 	return -EBADF;
 }
 
@@ -350,6 +360,8 @@ int manager_startup(struct manager *m)
 		return log_error_errno(r, "Failed to set up the metrics probe: %m");
 
 	fd = inherited_control_fd();
+	if (fd < 0 && fd != -EBADF)
+		return log_error_errno(fd, "Failed to set up the control socket from systemd: %m");
 	if (fd >= 0) {
 		struct group *gr = getgrnam(m->config.control_group);
 		gid = gr ? gr->gr_gid : 0;

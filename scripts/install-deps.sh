@@ -11,7 +11,7 @@ PKGS=(
   libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libcorosync-common-dev
   libcmocka-dev
   # cluster and test harness
-  corosync iproute2 util-linux procps psmisc python3-pytest sqlite3
+  corosync iproute2 util-linux procps psmisc python3-pytest sqlite3 systemd
 )
 
 missing=()

@@ -178,6 +178,18 @@ def test_systemd_notify_and_watchdog(host):
         # It serves on its own socket, next to the main migrd.
         cp = host.migctl_raw("--socket", "/run/migrd/notify.sock", "status", json=False)
         assert cp.returncode == 0 and "n1" in cp.stdout
+        # SIGHUP re-reads the log level; a broken file leaves the running config alone.
+        with open(host.path("etc", "migrd", "notify.conf"), "a") as f:
+            f.write("level = debug\n")
+        os.kill(p.pid, signal.SIGHUP)
+        host.wait_for(lambda: "Reloaded /etc/migrd/notify.conf (log level debug)"
+                      in open(host.path("migrd-notify.log")).read(), 5, "reload logged")
+        with open(host.path("etc", "migrd", "notify.conf"), "a") as f:
+            f.write("level = loud\n")
+        os.kill(p.pid, signal.SIGHUP)
+        host.wait_for(lambda: "notify.conf:11: 'level' must be one of"
+                      in open(host.path("migrd-notify.log")).read(), 5, "reload error logged")
+        assert p.poll() is None
         os.kill(p.pid, signal.SIGTERM)
         while not any("STOPPING=1" in m for m in got):
             got.append(ns.recv(4096).decode())
@@ -187,4 +199,28 @@ def test_systemd_notify_and_watchdog(host):
             p.kill()
             p.wait()
         ns.close()
+    still_serving(host)
+
+
+def test_socket_activation(host):
+    """migrd.socket: the listening socket comes from systemd (LISTEN_FDS), not from bind()."""
+    with open(host.path("etc", "migrd", "act.conf"), "w") as f:
+        f.write("[host]\nname = a1\n[paths]\nstate_dir = /var/lib/migrd/act\n"
+                "control_socket = /run/migrd/not-used.sock\n[cluster]\ngroup = migrd-act\n"
+                "[log]\ntarget = console\n")
+    p = host.spawn("migrd-act", ["systemd-socket-activate", "-l", "/run/migrd/act.sock",
+                                 "migrd", "--config", "/etc/migrd/act.conf"])
+    try:
+        host.wait_for(lambda: os.path.exists(host.path("run", "migrd", "act.sock")), 5,
+                      "the activation socket")
+        cp = host.migctl_raw("--socket", "/run/migrd/act.sock", "--timeout", "10s", "status",
+                             json=False)
+        assert cp.returncode == 0, cp.stderr
+        assert "a1" in cp.stdout
+        assert "Using the control socket passed by systemd" in \
+            open(host.path("migrd-act.log")).read()
+        assert not os.path.exists(host.path("run", "migrd", "not-used.sock"))
+    finally:
+        p.terminate()
+        p.wait(10)
     still_serving(host)
