@@ -9,7 +9,9 @@ PKGS=(
   # libraries
   libsystemd-dev libjansson-dev libsqlite3-dev libzstd-dev libxxhash-dev libssl-dev
   libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libcorosync-common-dev
-  libcmocka-dev
+  libcmocka-dev librdmacm-dev libibverbs-dev rdma-core ibverbs-providers openssl
+  # baselines for the benchmarks
+  iperf3 socat
   # cluster and test harness
   corosync iproute2 util-linux procps psmisc python3-pytest sqlite3 systemd
 )
