@@ -17,6 +17,8 @@ int transport_sealer_new(struct transport_sealer **ret);
 struct transport_sealer *transport_sealer_free(struct transport_sealer *s);
 /* Largest wire payload for raw_len bytes (for sizing out buffers). */
 size_t transport_wire_bound(size_t raw_len);
+/* True if len bytes at p are all zero (fast: 8 bytes at a time, stops at the first non-zero). */
+bool transport_buffer_is_zero(const void *p, size_t len);
 /* Fills f->flags/raw_len/wire_len/checksum and writes the wire payload to out (which holds
  * transport_wire_bound(len) bytes). An all-zero payload becomes ZERO with no wire bytes;
  * compressed output that is not smaller than the input is sent raw. The time spent
@@ -58,19 +60,23 @@ struct transport_adapt_stats {
 	double ratio;		   /* raw/wire at the current level */
 };
 void transport_adapt_get_stats(struct transport_adapt *a, struct transport_adapt_stats *ret);
+/* For tests: the clock (nanoseconds, monotonic) that delimits link measurement windows. */
+void transport_adapt_set_clock(struct transport_adapt *a, uint64_t (*clock_ns)(void *userdata),
+			       void *userdata);
 
 /* Page batches (TRANSPORT_FRAME_PAGES payload): n page addresses, a bitmap of all-zero pages
  * and the data of the other pages only. */
 struct transport_pages_view {
 	uint32_t n_pages;
 	uint32_t page_size;
-	const uint64_t *addrs;	     /* n_pages */
-	const uint8_t *zero_bitmap;  /* (n_pages + 7) / 8 bytes; bit set = page is zeros */
-	const uint8_t *data;	     /* the non-zero pages, in order */
+	const uint64_t *addrs;	    /* n_pages */
+	const uint8_t *zero_bitmap; /* (n_pages + 7) / 8 bytes; bit set = page is zeros */
+	const uint8_t *data;	    /* the non-zero pages, in order */
 };
 size_t transport_pages_bound(uint32_t n_pages, uint32_t page_size);
 /* Encodes pages[i] (page_size bytes each) at addrs[i] into out; returns the payload size. */
 size_t transport_pages_encode(const uint64_t *addrs, const void *const *pages, uint32_t n_pages,
 			      uint32_t page_size, void *out);
-/* Checks the layout (counts, sizes, bitmap vs data length) of a received payload. */
+/* Checks the layout (counts, sizes, bitmap vs data length) of a received payload. The view
+ * points into it, so it must be 8-byte aligned (malloc'ed buffers are): -EINVAL otherwise. */
 int transport_pages_decode(const void *payload, size_t len, struct transport_pages_view *ret);

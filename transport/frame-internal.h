@@ -6,10 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TRANSPORT_FRAME_MAGIC 0x4652474dU /* "MGRF" little-endian */
-#define TRANSPORT_FRAME_VERSION 1
+#define TRANSPORT_FRAME_MAGIC	    0x4652474dU /* "MGRF" little-endian */
+#define TRANSPORT_FRAME_VERSION	    1
 #define TRANSPORT_FRAME_HEADER_SIZE 48
-#define TRANSPORT_FRAME_MAX_RAW (8U << 20) /* largest payload a frame may carry */
+#define TRANSPORT_FRAME_MAX_RAW	    (8U << 20) /* largest payload a frame may carry */
 
 enum transport_frame_type {
 	TRANSPORT_FRAME_DATA = 1,  /* opaque bytes */
@@ -41,7 +41,9 @@ void transport_frame_header_encode(const struct transport_frame *f,
 				   uint8_t out[TRANSPORT_FRAME_HEADER_SIZE]);
 /* Validates magic, version, type, flags, header check, lengths (raw <= max_raw, wire no
  * larger than zstd's bound for raw, ZERO => wire 0, uncompressed => wire == raw), and that
- * stream and seq are the expected ones. Returns -EBADMSG and a reason on any mismatch. */
+ * stream and seq are the expected ones. Returns -EBADMSG and a reason on any mismatch: a
+ * static string, or for a wrong stream or sequence one formatted in a thread-local buffer that
+ * stays valid until the same thread decodes again. */
 int transport_frame_header_decode(const uint8_t in[TRANSPORT_FRAME_HEADER_SIZE],
 				  uint32_t expected_stream, uint64_t expected_seq, size_t max_raw,
 				  struct transport_frame *ret, const char **ret_reason);
