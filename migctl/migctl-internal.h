@@ -118,6 +118,7 @@ int verb_status(const struct migctl *m, int argc, char **argv);
 int verb_hosts(const struct migctl *m, int argc, char **argv);
 int verb_list(const struct migctl *m, int argc, char **argv);
 int verb_version(const struct migctl *m, int argc, char **argv);
+int verb_ca(const struct migctl *m, int argc, char **argv);
 
 /* The text renderings, separate from the round trip so tests can feed canned results. */
 int status_print(FILE *f, json_t *result);

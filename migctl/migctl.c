@@ -21,6 +21,7 @@ static const struct verb verbs[] = {
 	{"hosts", verb_hosts, "every host: membership, coordinator, CPU, memory, pressure, load"},
 	{"list", verb_list, "workloads: name, kind, host, state, memory"},
 	{"version", verb_version, "the versions of migctl and of migrd"},
+	{"ca", verb_ca, "the cluster CA and host certificates (works without migrd)"},
 };
 
 enum {

@@ -27,7 +27,10 @@ typedef bool (*transport_name_check_t)(void *userdata, const char *name);
  * a connection (ops name "tls") with peer_name set. Client: expected_name must match the
  * peer's certificate. Server: name_ok(userdata, name) must accept it. Errors: -EACCES for an
  * authentication failure (message says why: unknown CA, wrong name, not a cluster host, no
- * certificate), -ETIMEDOUT, -ECONNRESET, -EPROTO for anything else TLS. */
+ * certificate), -ETIMEDOUT, -ECONNRESET, -EPROTO for anything else TLS.
+ * The handshake ends with one byte from server to client (tls.c: TLS_ACCEPTED_BYTE), so a
+ * refused client learns it here, not at its first read. A "tls" connection may be used by one
+ * sending and one receiving thread at once. */
 int transport_tls_handshake(struct transport_tls *t, int fd, bool is_server,
 			    const char *expected_name, transport_name_check_t name_ok,
 			    void *userdata, usec_t timeout, struct transport_conn **ret,
