@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "common/macro.h"
 
@@ -15,6 +16,11 @@ typedef uint64_t usec_t;
 #define NSEC_PER_USEC ((uint64_t)1000ULL)
 
 usec_t now_usec(clockid_t clock);
+/* a + b, saturating at USEC_INFINITY (deadlines from "infinite" timeouts). */
+static inline usec_t usec_add(usec_t a, usec_t b)
+{
+	return b >= USEC_INFINITY - a ? USEC_INFINITY : a + b;
+}
 
 /* "1500ms", "2s", "1.5s", "3m", "1h", "250us"; a bare number is seconds. */
 int parse_duration(const char *s, usec_t *ret);

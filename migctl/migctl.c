@@ -22,6 +22,8 @@ static const struct verb verbs[] = {
 	{"list", verb_list, "workloads: name, kind, host, state, memory"},
 	{"version", verb_version, "the versions of migctl and of migrd"},
 	{"ca", verb_ca, "the cluster CA and host certificates (works without migrd)"},
+	{"peer-test", verb_peer_test,
+	 "measure the link to a peer through a real transport session"},
 };
 
 enum {

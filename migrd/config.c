@@ -14,6 +14,13 @@
 #define CONFIG_MAX_SIZE	  (1024 * 1024)
 #define CONFIG_MAX_ERRORS 32
 
+static const char *const transport_choice_table[_TRANSPORT_CHOICE_MAX] = {
+	[TRANSPORT_CHOICE_TCP] = "tcp",
+	[TRANSPORT_CHOICE_RDMA] = "rdma",
+	[TRANSPORT_CHOICE_AUTO] = "auto",
+};
+DEFINE_STRING_TABLE_LOOKUP(transport_choice, enum transport_choice, transport_choice_table);
+
 static const char *const fence_mode_table[_FENCE_MODE_MAX] = {
 	[FENCE_MODE_NONE] = "none",
 	[FENCE_MODE_SELF] = "self",
@@ -35,6 +42,13 @@ int migrd_config_init_defaults(struct migrd_config *c)
 		.control_max_request = 1024 * 1024,
 		.control_max_clients = 64,
 		.control_max_inflight = 256,
+		.streams = (unsigned)CLAMP(sysconf(_SC_NPROCESSORS_ONLN), 1, 16),
+		.encrypt = 1,
+		.transport = TRANSPORT_CHOICE_TCP,
+		.compress_level = COMPRESS_AUTO,
+		.stall_timeout = 10 * USEC_PER_SEC,
+		.handshake_timeout = 5 * USEC_PER_SEC,
+		.frame_size = 1024 * 1024,
 		.log_level = LOG_INFO,
 		.log_target = LOG_TARGET_AUTO,
 	};
@@ -46,8 +60,11 @@ int migrd_config_init_defaults(struct migrd_config *c)
 	c->control_socket = strdup("/run/migrd/control.sock");
 	c->control_group = strdup("migrd");
 	c->cpg_group = strdup("migrd");
-	if (!c->host_name || !c->state_dir || !c->control_socket || !c->control_group ||
-	    !c->cpg_group) {
+	c->ca_file = strdup("/etc/migrd/pki/ca.crt");
+	c->cert_file = strdup("/etc/migrd/pki/host.crt");
+	c->key_file = strdup("/etc/migrd/pki/host.key");
+	if (!c->ca_file || !c->cert_file || !c->key_file || !c->host_name || !c->state_dir ||
+	    !c->control_socket || !c->control_group || !c->cpg_group) {
 		migrd_config_done(c);
 		return -ENOMEM;
 	}
@@ -63,10 +80,19 @@ void migrd_config_done(struct migrd_config *c)
 	free(c->control_group);
 	free(c->cpg_group);
 	free(c->fence_command);
+	free(c->ca_file);
+	free(c->cert_file);
+	free(c->key_file);
+	for (size_t i = 0; i < c->n_peers; i++) {
+		free(c->peers[i].name);
+		free(c->peers[i].address);
+	}
+	free(c->peers);
 	*c = (struct migrd_config){0};
 }
 
 struct parse_ctx {
+	struct migrd_peer_config *peer; /* the [peer NAME] section being read */
 	const char *filename;
 	unsigned line;
 	char *errors;
@@ -109,6 +135,9 @@ enum value_type {
 	VALUE_FENCE,	/* enum fence_mode */
 	VALUE_LOGLEVEL, /* int */
 	VALUE_LOGTARGET,
+	VALUE_BOOL,	 /* int 0/1 */
+	VALUE_TRANSPORT, /* int, enum transport_choice */
+	VALUE_COMPRESS,	 /* int: COMPRESS_AUTO, 0 (off) or a zstd level */
 };
 
 struct config_key {
@@ -144,11 +173,34 @@ static const struct config_key config_keys[] = {
 	KR("limits", "control_max_request", VALUE_SIZE, control_max_request, 4096, 64ULL << 20),
 	KR("limits", "control_max_clients", VALUE_UNSIGNED, control_max_clients, 1, 4096),
 	KR("limits", "control_max_inflight", VALUE_UNSIGNED, control_max_inflight, 1, 65536),
+	K("transport", "ca_file", VALUE_PATH, ca_file),
+	K("transport", "cert_file", VALUE_PATH, cert_file),
+	K("transport", "key_file", VALUE_PATH, key_file),
+	KR("transport", "streams", VALUE_UNSIGNED, streams, 1, 64),
+	K("transport", "encrypt", VALUE_BOOL, encrypt),
+	K("transport", "transport", VALUE_TRANSPORT, transport),
+	K("transport", "compress", VALUE_COMPRESS, compress_level),
+	K("transport", "stall_timeout", VALUE_DURATION, stall_timeout),
+	K("transport", "handshake_timeout", VALUE_DURATION, handshake_timeout),
+	KR("transport", "frame_size", VALUE_SIZE, frame_size, 64 * 1024, 8 * 1024 * 1024),
 	K("log", "level", VALUE_LOGLEVEL, log_level),
 	K("log", "target", VALUE_LOGTARGET, log_target),
 };
 #undef K
 #undef KR
+
+#define P(k, t, f)                                                        \
+	{                                                                 \
+		"peer", k, t, offsetof(struct migrd_peer_config, f), 0, 0 \
+	}
+static const struct config_key peer_keys[] = {
+	P("address", VALUE_STRING, address),
+	P("encrypt", VALUE_BOOL, encrypt),
+	P("transport", VALUE_TRANSPORT, transport),
+	P("compress", VALUE_COMPRESS, compress_level),
+	{"peer", "streams", VALUE_UNSIGNED, offsetof(struct migrd_peer_config, streams), 1, 64},
+};
+#undef P
 
 static bool section_known(const char *s)
 {
@@ -169,10 +221,9 @@ static int set_string(char **field, const char *value)
 	return 0;
 }
 
-static int assign(struct parse_ctx *p, struct migrd_config *c, const struct config_key *k,
-		  const char *value)
+static int assign(struct parse_ctx *p, void *base, const struct config_key *k, const char *value)
 {
-	void *field = (char *)c + k->offset;
+	void *field = (char *)base + k->offset;
 	usec_t usec;
 	uint64_t u64;
 	int r;
@@ -253,6 +304,33 @@ static int assign(struct parse_ctx *p, struct migrd_config *c, const struct conf
 				k->key, value);
 		*(int *)field = r;
 		return 0;
+	case VALUE_BOOL:
+		r = parse_bool(value);
+		if (r < 0)
+			return parse_error(p, "'%s' must be yes or no, not '%s'", k->key, value);
+		*(int *)field = r;
+		return 0;
+	case VALUE_TRANSPORT:
+		r = transport_choice_from_string(value);
+		if (r < 0)
+			return parse_error(p, "'%s' must be one of tcp, rdma, auto; not '%s'",
+					   k->key, value);
+		*(int *)field = r;
+		return 0;
+	case VALUE_COMPRESS: {
+		int level;
+		if (streq(value, "auto"))
+			level = COMPRESS_AUTO;
+		else if (streq(value, "off") || streq(value, "no"))
+			level = 0;
+		else if (parse_int(value, &level) < 0 || level < -7 || level > 19)
+			return parse_error(p,
+					   "'%s' must be auto, off or a zstd level from -7 to 19, "
+					   "not '%s'",
+					   k->key, value);
+		*(int *)field = level;
+		return 0;
+	}
 	case VALUE_LOGTARGET:
 		if (streq(value, "auto"))
 			*(int *)field = LOG_TARGET_AUTO;
@@ -269,6 +347,35 @@ static int assign(struct parse_ctx *p, struct migrd_config *c, const struct conf
 	return -EINVAL;
 }
 
+static int peer_section(struct parse_ctx *p, struct migrd_config *c, const char *name)
+{
+	struct migrd_peer_config *np;
+
+	if (!string_is_safe_name(name, MIGRD_HOST_NAME_MAX))
+		return parse_error(p, "[peer NAME] needs a host name, not '%.64s'", name);
+	for (size_t i = 0; i < c->n_peers; i++)
+		if (streq(c->peers[i].name, name)) {
+			p->peer = &c->peers[i];
+			return parse_error(p, "[peer %s] appears twice", name);
+		}
+	if (c->n_peers >= 256)
+		return parse_error(p, "more than 256 [peer] sections");
+	np = realloc(c->peers, (c->n_peers + 1) * sizeof(*np));
+	if (!np)
+		return -ENOMEM;
+	c->peers = np;
+	np[c->n_peers] = (struct migrd_peer_config){
+		.name = strdup(name),
+		.encrypt = UNSET,
+		.transport = UNSET,
+		.compress_level = UNSET,
+	};
+	if (!np[c->n_peers].name)
+		return -ENOMEM;
+	p->peer = &np[c->n_peers++];
+	return 0;
+}
+
 static int parse_line(struct parse_ctx *p, struct migrd_config *c, char *line, char *section,
 		      size_t section_size)
 {
@@ -283,13 +390,19 @@ static int parse_line(struct parse_ctx *p, struct migrd_config *c, char *line, c
 			return parse_error(p, "malformed section header (expected '[name]')");
 		*end = 0;
 		s = strstrip(s + 1);
-		if (!section_known(s)) {
-			section[0] = 0;
+		section[0] = 0;
+		p->peer = NULL;
+		if (strneq(s, "peer", 4) && (s[4] == ' ' || s[4] == '\t')) {
+			int r = peer_section(p, c, strstrip(s + 5));
+			if (r >= 0)
+				strscpy(section, "peer", section_size);
+			return r;
+		}
+		if (!section_known(s))
 			return parse_error(p,
 					   "unknown section [%.64s] (known: host, paths, cluster, "
-					   "fencing, limits, log)",
+					   "transport, peer NAME, fencing, limits, log)",
 					   s);
-		}
 		strscpy(section, s, section_size);
 		return 0;
 	}
@@ -303,10 +416,42 @@ static int parse_line(struct parse_ctx *p, struct migrd_config *c, char *line, c
 		return parse_error(p, "missing key before '='");
 	if (!section[0])
 		return parse_error(p, "key '%.64s' outside of a known section", key);
+	if (streq(section, "peer")) {
+		for (size_t i = 0; i < ELEMENTSOF(peer_keys); i++)
+			if (streq(peer_keys[i].key, key))
+				return p->peer ? assign(p, p->peer, &peer_keys[i], value) : 0;
+		return parse_error(p,
+				   "unknown key '%.64s' in a [peer] section (known: address, "
+				   "encrypt, transport, compress, streams)",
+				   key);
+	}
 	for (size_t i = 0; i < ELEMENTSOF(config_keys); i++)
 		if (streq(config_keys[i].section, section) && streq(config_keys[i].key, key))
 			return assign(p, c, &config_keys[i], value);
 	return parse_error(p, "unknown key '%.64s' in section [%s]", key, section);
+}
+
+const char *migrd_config_peer_address(const struct migrd_config *c, const char *peer)
+{
+	for (size_t i = 0; i < c->n_peers; i++)
+		if (streq(c->peers[i].name, peer))
+			return c->peers[i].address;
+	return NULL;
+}
+
+void migrd_config_peer(const struct migrd_config *c, const char *peer, int *ret_encrypt,
+		       int *ret_transport, int *ret_compress_level, unsigned *ret_streams)
+{
+	const struct migrd_peer_config *pc = NULL;
+
+	for (size_t i = 0; i < c->n_peers; i++)
+		if (streq(c->peers[i].name, peer))
+			pc = &c->peers[i];
+	*ret_encrypt = pc && pc->encrypt != UNSET ? pc->encrypt : c->encrypt;
+	*ret_transport = pc && pc->transport != UNSET ? pc->transport : c->transport;
+	*ret_compress_level =
+		pc && pc->compress_level != UNSET ? pc->compress_level : c->compress_level;
+	*ret_streams = pc && pc->streams ? pc->streams : c->streams;
 }
 
 /* Checks that need the whole file: combinations of keys. */

@@ -20,6 +20,28 @@ enum fence_mode {
 const char *fence_mode_to_string(enum fence_mode m);
 int fence_mode_from_string(const char *s);
 
+enum transport_choice {
+	TRANSPORT_CHOICE_TCP,
+	TRANSPORT_CHOICE_RDMA,
+	TRANSPORT_CHOICE_AUTO,
+	_TRANSPORT_CHOICE_MAX,
+};
+const char *transport_choice_to_string(enum transport_choice t);
+int transport_choice_from_string(const char *s);
+
+#define COMPRESS_AUTO (-1000) /* compress_level value for "auto" */
+#define UNSET	      (-2000) /* a per-peer value not given */
+
+/* [peer NAME]: settings for the link to one host; UNSET fields follow [transport]. */
+struct migrd_peer_config {
+	char *name;
+	char *address; /* overrides the address the peer registered (NAT, proxies) */
+	int encrypt;
+	int transport;
+	int compress_level;
+	unsigned streams; /* 0 = unset */
+};
+
 struct migrd_config {
 	/* [host] */
 	char *host_name;
@@ -48,10 +70,27 @@ struct migrd_config {
 	unsigned control_max_clients;
 	unsigned control_max_inflight;
 
+	/* [transport] */
+	char *ca_file, *cert_file, *key_file;
+	unsigned streams;   /* data streams per session; default: number of cores */
+	int encrypt;	    /* 1: TLS on data streams; 0 only by explicit config */
+	int transport;	    /* enum transport_choice */
+	int compress_level; /* COMPRESS_AUTO, 0 = off, or a zstd level */
+	usec_t stall_timeout;
+	usec_t handshake_timeout;
+	uint64_t frame_size;
+	struct migrd_peer_config *peers;
+	size_t n_peers;
+
 	/* [log] */
 	int log_level;	/* syslog level */
 	int log_target; /* enum log_target */
 };
+
+/* The effective settings for a link to peer (its [peer] section over [transport]). */
+void migrd_config_peer(const struct migrd_config *c, const char *peer, int *ret_encrypt,
+		       int *ret_transport, int *ret_compress_level, unsigned *ret_streams);
+const char *migrd_config_peer_address(const struct migrd_config *c, const char *peer);
 
 /* Fills in every default. host_name defaults to the machine's hostname, so this can fail. */
 int migrd_config_init_defaults(struct migrd_config *c);

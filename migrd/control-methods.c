@@ -1,8 +1,10 @@
 /* The control API's methods: each turns the manager's state into a reply object. */
 #include <errno.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "migrd/manager-internal.h"
+#include "migrd/peer-test.h"
 
 static int method_version(struct control_request *req, json_t *params, void *userdata, json_t **ret)
 {
@@ -39,10 +41,109 @@ static int method_list(struct control_request *req, json_t *params, void *userda
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;
 }
 
+static void peer_test_done(void *userdata, int r, json_t *result, const char *code,
+			   const char *message)
+{
+	struct control_request *req = userdata;
+
+	if (r < 0)
+		control_request_fail(req, code ?: "internal", message ?: strerror(-r));
+	else
+		control_request_reply(req, json_incref(result));
+}
+
+/* peer-test {host, size, streams, compress: "auto"|"off"|level, source, encrypt} */
+static int method_peer_test(struct control_request *req, json_t *params, void *userdata,
+			    json_t **ret)
+{
+	struct manager *m = userdata;
+	const struct cluster_host *h;
+	const char *host = NULL, *source = "random", *address;
+	json_t *compress = json_object_get(params, "compress");
+	struct peer_test *t;
+	uint64_t size = 1ULL << 30, streams = 0;
+	int encrypt, transport, level, r;
+	unsigned def_streams;
+	bool enc;
+
+	if (json_get_string(params, "host", &host) < 0)
+		return control_request_error(req, EINVAL, "invalid-params",
+					     "peer-test needs 'host', the peer to measure.");
+	if (!m->transport)
+		return control_request_error(req, ENOTCONN, "transport-unavailable",
+					     "This host has no transport: %s.",
+					     strna(m->transport_error));
+	h = cluster_state_find_host_by_name(cluster_get_state(m->cluster), host);
+	if (!h)
+		return control_request_error(req, ENOENT, "not-found",
+					     "'%s' is not a host of this cluster.", host);
+	address = migrd_config_peer_address(&m->config, host) ?: h->address;
+	if (!address)
+		return control_request_error(req, EADDRNOTAVAIL, "not-found",
+					     "Host '%s' has no address configured.", host);
+	if (streq(host, m->config.host_name))
+		return control_request_error(req, EINVAL, "invalid-params",
+					     "peer-test measures the link to another host.");
+	if ((json_object_get(params, "size") && json_get_uint64(params, "size", &size) < 0) ||
+	    size == 0 || size > (1ULL << 40) ||
+	    (json_object_get(params, "streams") &&
+	     (json_get_uint64(params, "streams", &streams) < 0 || streams == 0 ||
+	      streams > TRANSPORT_MAX_STREAMS)) ||
+	    (json_object_get(params, "source") && json_get_string(params, "source", &source) < 0))
+		return control_request_error(
+			req, EINVAL, "invalid-params",
+			"peer-test: size must be 1 byte to 1 TiB, streams 1 to "
+			"%d, source a string.",
+			TRANSPORT_MAX_STREAMS);
+	migrd_config_peer(&m->config, host, &encrypt, &transport, &level, &def_streams);
+	enc = encrypt;
+	if (json_object_get(params, "encrypt") && json_get_bool(params, "encrypt", &enc) < 0)
+		return control_request_error(req, EINVAL, "invalid-params",
+					     "'encrypt' must be true or false.");
+	if (compress) {
+		if (json_is_string(compress) && streq(json_string_value(compress), "auto"))
+			level = COMPRESS_AUTO;
+		else if (json_is_string(compress) && streq(json_string_value(compress), "off"))
+			level = 0;
+		else if (json_is_integer(compress) && json_integer_value(compress) >= -7 &&
+			 json_integer_value(compress) <= 19)
+			level = (int)json_integer_value(compress);
+		else
+			return control_request_error(req, EINVAL, "invalid-params",
+						     "'compress' must be \"auto\", \"off\" or a "
+						     "zstd level from -7 to 19.");
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->ctx = m->transport;
+	strscpy(t->peer, host, sizeof(t->peer));
+	r = transport_parse_address(address, m->config.port, &t->addr, &t->addr_len);
+	t->size = size;
+	t->source = strdup(source);
+	t->params = (struct transport_session_params){
+		.n_streams = streams ? (unsigned)streams : def_streams,
+		.encrypt = enc,
+		.compress_auto = level == COMPRESS_AUTO,
+		.compress_level = level == COMPRESS_AUTO ? 0 : level,
+		.purpose = "peer-test",
+	};
+	if (r < 0 || !t->source) {
+		peer_test_free(t);
+		return control_request_error(req, r < 0 ? -r : ENOMEM, "internal",
+					     "Cannot resolve the address of %s: %s.", host,
+					     address);
+	}
+	r = job_start(m->jobs, peer_test_run, t, peer_test_free, peer_test_done, req);
+	if (r < 0) {
+		peer_test_free(t);
+		return control_request_error(req, -r, "busy", "Too many transfers running.");
+	}
+	return CONTROL_REPLY_LATER;
+}
+
 const struct control_method manager_control_methods[] = {
-	{"version", method_version},
-	{"status", method_status},
-	{"hosts", method_hosts},
-	{"list", method_list},
+	{"version", method_version}, {"status", method_status},	      {"hosts", method_hosts},
+	{"list", method_list},	     {"peer-test", method_peer_test},
 };
 const size_t manager_n_control_methods = ELEMENTSOF(manager_control_methods);

@@ -1,7 +1,11 @@
 /* Manager internals shared by manager.c and the control methods. */
 #pragma once
 
+#include <pthread.h>
+
 #include "common/util.h"
+#include "migrd/jobs.h"
+#include "transport/transport.h"
 #include "health/health.h"
 #include "migrd/cluster.h"
 #include "migrd/config.h"
@@ -26,6 +30,18 @@ struct manager {
 	sd_event_source *flush_timer;
 	sd_event_source *disconnect_defer;
 	bool corosync_warned;
+
+	/* Transport: absent (NULL) until certificates are configured. */
+	struct transport_context *transport;
+	struct transport_listener *listener;
+	char *transport_error; /* why there is no transport, for clear errors */
+	struct job_queue *jobs;
+	/* Read by handshake threads: the names of cluster hosts, and live sessions to abort at
+	 * shutdown. */
+	pthread_mutex_t shared_lock;
+	char **host_names;
+	struct transport_session **sessions;
+	size_t n_sessions;
 	char last_status[256];
 };
 
@@ -33,3 +49,8 @@ extern const struct control_method manager_control_methods[];
 extern const size_t manager_n_control_methods;
 
 void manager_update_status(struct manager *m);
+int manager_transport_setup(struct manager *m);
+void manager_transport_teardown(struct manager *m);
+void manager_update_host_names(struct manager *m, const struct cluster_state *s);
+int manager_session_register(struct manager *m, struct transport_session *s);
+void manager_session_unregister(struct manager *m, struct transport_session *s);

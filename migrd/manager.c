@@ -35,6 +35,7 @@ static void cluster_state_changed(void *userdata, const struct cluster_state *s)
 	struct manager *m = userdata;
 	int r = state_db_save(m->db, s);
 
+	manager_update_host_names(m, s);
 	if (r < 0)
 		log_error_errno(r, "Failed to persist cluster state at epoch %" PRIu64 ": %m",
 				s->epoch);
@@ -261,6 +262,7 @@ int manager_new(struct migrd_config *config, const char *config_path, struct man
 	*config = (struct migrd_config){0};
 	m->config_path = strdup(config_path);
 	m->start_time = now_usec(CLOCK_MONOTONIC);
+	pthread_mutex_init(&m->shared_lock, NULL);
 	if (!m->config_path) {
 		manager_free(m);
 		return -ENOMEM;
@@ -292,6 +294,7 @@ struct manager *manager_free(struct manager *m)
 	if (!m)
 		return NULL;
 	m->control = control_server_free(m->control);
+	manager_transport_teardown(m);
 	m->membership = health_membership_free(m->membership);
 	sd_event_source_disable_unref(m->disconnect_defer);
 	sd_event_source_disable_unref(m->metrics_timer);
@@ -303,6 +306,7 @@ struct manager *manager_free(struct manager *m)
 	sd_event_unref(m->event);
 	migrd_config_done(&m->config);
 	free(m->config_path);
+	pthread_mutex_destroy(&m->shared_lock);
 	free(m);
 	return NULL;
 }
@@ -355,6 +359,10 @@ int manager_startup(struct manager *m)
 		cluster_state_done(&state);
 		return log_oom();
 	}
+	manager_update_host_names(m, cluster_get_state(m->cluster));
+	r = manager_transport_setup(m);
+	if (r < 0)
+		return r;
 	r = health_probe_new("/proc", &m->probe);
 	if (r < 0)
 		return log_error_errno(r, "Failed to set up the metrics probe: %m");

@@ -27,13 +27,13 @@ struct transport_conn_ops {
 
 struct transport_conn {
 	const struct transport_conn_ops *ops;
-	uint64_t bytes_sent;	 /* on the wire, after TLS framing is not counted */
+	uint64_t bytes_sent; /* on the wire, after TLS framing is not counted */
 	uint64_t bytes_received;
-	char peer_name[64];	 /* verified name of the peer host ("" before authentication) */
+	char peer_name[64]; /* verified name of the peer host ("" before authentication) */
 };
 
-static inline int transport_conn_sendv(struct transport_conn *c, const struct iovec *iov,
-				       int n_iov, usec_t timeout)
+static inline int transport_conn_sendv(struct transport_conn *c, const struct iovec *iov, int n_iov,
+				       usec_t timeout)
 {
 	return c->ops->sendv(c, iov, n_iov, timeout);
 }

@@ -1,9 +1,17 @@
-/* The transport module's public header: authenticated byte streams between migrd hosts.
- * So far: peer addresses. Sessions, framing, TLS and RDMA build on these. */
+/* The transport module's public header: authenticated, checksummed, compressed byte streams
+ * between migrd hosts. A session = one control connection (always TLS 1.3, mutually
+ * authenticated) + N data connections (TLS, or plain TCP bound to the session's key when
+ * encryption is off for the peer). It knows nothing of what it carries. */
 #pragma once
 
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <systemd/sd-event.h>
+
+#include "common/util.h"
 
 /* Parses "10.0.0.1", "10.0.0.1:7870", "[fd00::1]:7870", "fd00::1" or "hostB[:port]" (resolved
  * with getaddrinfo, numeric first). default_port applies when none is given. */
@@ -11,6 +19,106 @@ int transport_parse_address(const char *s, uint16_t default_port, struct sockadd
 			    socklen_t *ret_len);
 /* "10.0.0.1:7870" / "[fd00::1]:7870" */
 char *transport_format_address(const struct sockaddr *sa, socklen_t len, char *buf, size_t size);
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+#define TRANSPORT_MAX_STREAMS 64
+#define TRANSPORT_ANY_STREAM  UINT32_MAX
+
+struct transport_settings {
+	const char *ca_file, *cert_file, *key_file;
+	usec_t handshake_timeout; /* a connection that has not completed its handshake by then */
+	usec_t stall_timeout;	  /* no progress (and no heartbeat) from the peer for this long */
+	size_t frame_size;	  /* raw bytes per frame (default 1 MiB) */
+	unsigned queue_depth;	  /* frames queued per stream and direction (default 4) */
+	unsigned max_handshakes;  /* concurrent incoming handshakes (default 32) */
+	/* Server side: whether a certificate name is a cluster host (called from any thread). */
+	bool (*is_cluster_host)(void *userdata, const char *name);
+	void *userdata;
+};
+
+struct transport_context;
+/* Loads the certificates; fails with a message naming the file and the problem. */
+int transport_context_new(const struct transport_settings *s, struct transport_context **ret,
+			  char **ret_error);
+struct transport_context *transport_context_free(struct transport_context *ctx);
+const char *transport_context_own_name(struct transport_context *ctx);
+
+struct transport_session_params {
+	unsigned n_streams;
+	bool encrypt;
+	int compress_level; /* with compress_auto false: 0 = off, else a zstd level */
+	bool compress_auto;
+	const char *purpose; /* what the session is for, e.g. "peer-test" */
+	json_t *args;	     /* purpose-specific arguments, may be NULL */
+};
+
+struct transport_session;
+
+/* Client: connects to peer (its certificate must carry peer_name) and opens all streams.
+ * Blocks; call it from a worker thread. ret_error says what failed and on which side. */
+int transport_session_connect(struct transport_context *ctx, const char *peer_name,
+			      const struct sockaddr *addr, socklen_t addr_len,
+			      const struct transport_session_params *p,
+			      struct transport_session **ret, char **ret_error);
+
+/* Server: called from a handshake thread once a session is complete. It owns s from then on
+ * (and must eventually transport_session_free() it). */
+typedef void (*transport_session_handler_t)(void *userdata, struct transport_session *s);
+
+struct transport_listener;
+int transport_listener_new(struct transport_context *ctx, sd_event *e, const struct sockaddr *addr,
+			   socklen_t addr_len, transport_session_handler_t handler, void *userdata,
+			   struct transport_listener **ret);
+struct transport_listener *transport_listener_free(struct transport_listener *l);
+/* For tests and status: handshakes in progress, sessions accepted, connections refused. */
+void transport_listener_counters(struct transport_listener *l, unsigned *ret_handshaking,
+				 uint64_t *ret_accepted, uint64_t *ret_refused);
+
+const char *transport_session_peer(struct transport_session *s);
+const char *transport_session_purpose(struct transport_session *s);
+json_t *transport_session_args(struct transport_session *s);
+unsigned transport_session_n_streams(struct transport_session *s);
+bool transport_session_encrypted(struct transport_session *s);
+
+/* Queues len bytes (copied) as one frame on stream (or the least busy one with
+ * TRANSPORT_ANY_STREAM), blocking while the stream's queue is full. Returns the stream used,
+ * or the session's error (-ECONNRESET, -ETIMEDOUT, …) once it failed. */
+int transport_session_send(struct transport_session *s, uint32_t stream, const void *buf,
+			   size_t len);
+/* Sends END on every stream and waits until all queued frames are on the wire. */
+int transport_session_finish(struct transport_session *s);
+
+struct transport_buf {
+	uint32_t stream;
+	uint8_t type;
+	size_t len;
+	uint8_t *data;
+};
+void transport_buf_free(struct transport_buf *b);
+/* The next frame of a stream, in order: 0 and a buffer; -EPIPE once the peer ended the stream
+ * cleanly; the session's error otherwise. */
+int transport_session_recv(struct transport_session *s, uint32_t stream, usec_t timeout,
+			   struct transport_buf **ret);
+
+/* Small JSON messages on the control connection, in order. */
+int transport_session_send_control(struct transport_session *s, json_t *msg);
+int transport_session_recv_control(struct transport_session *s, usec_t timeout, json_t **ret);
+
+/* Ends the session with an error (told to the peer when possible); wakes every waiter. */
+void transport_session_abort(struct transport_session *s, int error, const char *message);
+/* The first error and its message (0 and NULL while healthy). */
+int transport_session_error(struct transport_session *s, const char **ret_message);
+
+struct transport_stats {
+	uint64_t raw_bytes_sent, wire_bytes_sent;
+	uint64_t raw_bytes_received, wire_bytes_received;
+	uint64_t frames_sent, frames_received, zero_frames_sent;
+	int level;		   /* compression level in use (0 = off) */
+	double link_bytes_per_sec; /* the adaptive controller's link estimate */
+};
+void transport_session_get_stats(struct transport_session *s, struct transport_stats *ret);
+void transport_session_free(struct transport_session *s);
 
 /* ---- The cluster PKI (pki.c): the CA and host certificates TLS authenticates with --------- */
 

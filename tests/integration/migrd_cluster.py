@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -116,7 +117,7 @@ def prerequisite_problems(migrd=True, build_dir=None):
 
 class Cluster:
     def __init__(self, n, workdir=None, build_dir=None, token_ms=1000, migrd=True,
-                 start_timeout=60, migrd_conf_extra="", settle=True):
+                 start_timeout=60, migrd_conf_extra="", settle=True, pki=False):
         if not 1 <= n <= 32:
             raise ValueError("a cluster has 1 to 32 hosts")
         self.n = n
@@ -133,6 +134,9 @@ class Cluster:
         self.start_timeout = start_timeout
         self.settle = settle
         self.migrd_conf_extra = migrd_conf_extra
+        # pki=True: a cluster CA and a certificate per host (made with `migctl ca`), so the
+        # hosts' transports are up; the files land in each host's /etc/migrd/pki.
+        self.pki = pki
         self._workdir_arg = workdir
         self.workdir = None
         self.bridge_ns = f"{self.tag}-br"
@@ -185,9 +189,23 @@ class Cluster:
         text = (f"[host]\nname = {host.name}\naddress = {host.address}\n\n"
                 f"[paths]\nstate_dir = /var/lib/migrd\ncontrol_socket = {CONTROL_SOCKET}\n\n"
                 "[log]\nlevel = debug\ntarget = console\n")
+        if self.pki:
+            text += ("\n[transport]\nca_file = /etc/migrd/pki/ca.crt\n"
+                     f"cert_file = /etc/migrd/pki/{host.name}.crt\n"
+                     f"key_file = /etc/migrd/pki/{host.name}.key\n")
         if self.migrd_conf_extra:
             text += "\n" + self.migrd_conf_extra.strip("\n") + "\n"
         return text
+
+    def _make_pki(self):
+        """The two commands an operator runs: a cluster CA, then one certificate per host."""
+        ca = os.path.join(self.workdir, "pki")
+        subprocess.run([self.migctl_bin, "ca", "init", "--dir", ca, "--cluster", self.tag],
+                       check=True, capture_output=True, text=True)
+        for h in self.hosts:
+            subprocess.run([self.migctl_bin, "ca", "issue", h.name, "--dir", ca, "--out",
+                            h.path("etc", "migrd", "pki")], check=True, capture_output=True,
+                           text=True)
 
     # -- lifecycle --
 
@@ -215,6 +233,8 @@ class Cluster:
             self._make_network()
             for h in self.hosts:
                 h._setup()
+            if self.pki:
+                self._make_pki()
             t1 = time.monotonic()
             self.timings["namespaces_s"] = t1 - t0
             for h in self.hosts:

@@ -181,6 +181,58 @@ static void test_load_missing(void **state)
 	migrd_config_done(&c);
 }
 
+static void test_transport_and_peers(void **state)
+{
+	static const char text[] = "[transport]\n"
+				   "streams = 4\n"
+				   "compress = 3\n"
+				   "cert_file = /etc/x.crt\n"
+				   "[peer hostB]\n"
+				   "encrypt = no\n"
+				   "transport = auto\n"
+				   "[peer hostC]\n"
+				   "compress = off\n"
+				   "streams = 2\n";
+	struct migrd_config c;
+	int enc, tr, lvl;
+	unsigned st;
+	char *errors;
+
+	assert_int_equal(parse(&c, text, &errors), 0);
+	assert_int_equal(c.streams, 4);
+	assert_string_equal(c.cert_file, "/etc/x.crt");
+	assert_string_equal(c.ca_file, "/etc/migrd/pki/ca.crt");
+	assert_int_equal(c.n_peers, 2);
+	migrd_config_peer(&c, "hostB", &enc, &tr, &lvl, &st);
+	assert_int_equal(enc, 0);
+	assert_int_equal(tr, TRANSPORT_CHOICE_AUTO);
+	assert_int_equal(lvl, 3);
+	assert_int_equal(st, 4);
+	migrd_config_peer(&c, "hostC", &enc, &tr, &lvl, &st);
+	assert_int_equal(enc, 1);
+	assert_int_equal(tr, TRANSPORT_CHOICE_TCP);
+	assert_int_equal(lvl, 0);
+	assert_int_equal(st, 2);
+	migrd_config_peer(&c, "other", &enc, &tr, &lvl, &st);
+	assert_int_equal(enc, 1);
+	assert_int_equal(lvl, 3);
+	migrd_config_done(&c);
+
+	assert_int_equal(parse(&c,
+			       "[transport]\ncompress = 99\nencrypt = maybe\n[peer ../x]\n"
+			       "[peer h]\ncolour = red\n[peer h]\n",
+			       &errors),
+			 -EINVAL);
+	assert_non_null(
+		strstr(errors, "test.conf:2: 'compress' must be auto, off or a zstd level"));
+	assert_non_null(strstr(errors, "test.conf:3: 'encrypt' must be yes or no"));
+	assert_non_null(strstr(errors, "test.conf:4: [peer NAME] needs a host name"));
+	assert_non_null(strstr(errors, "test.conf:6: unknown key 'colour' in a [peer] section"));
+	assert_non_null(strstr(errors, "test.conf:7: [peer h] appears twice"));
+	free(errors);
+	migrd_config_done(&c);
+}
+
 static void test_units(void **state)
 {
 	usec_t u;
@@ -218,6 +270,7 @@ int main(void)
 		cmocka_unit_test(test_too_many_errors_capped),
 		cmocka_unit_test(test_load_missing),
 		cmocka_unit_test(test_units),
+		cmocka_unit_test(test_transport_and_peers),
 	};
 	log_set_max_level(LOG_WARNING);
 	return cmocka_run_group_tests(tests, NULL, NULL);
