@@ -17,6 +17,9 @@ struct send_item {
 	uint8_t type;
 	size_t len;
 	uint8_t *data;
+	bool borrowed; /* data is the caller's: release, do not free */
+	void (*release)(void *opaque);
+	void *opaque;
 };
 
 struct stream {
@@ -25,6 +28,9 @@ struct stream {
 	struct transport_conn *conn;
 	pthread_t send_thread, recv_thread;
 	bool threads_started;
+	pthread_cond_t send_cond;	/* an item was queued */
+	pthread_cond_t recv_cond;	/* a frame arrived, or the stream ended */
+	pthread_cond_t recv_space_cond; /* the consumer took a frame */
 
 	struct send_item *sq; /* ring of queue_depth items */
 	unsigned sq_head, sq_len;
@@ -65,7 +71,8 @@ struct transport_session {
 	struct transport_session *next_pending;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;	   /* errors, control messages, peer-closed waits */
+	pthread_cond_t space_cond; /* a send queue has room or drained */
 	int error;
 	char *error_message;
 	bool stopping;

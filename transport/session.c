@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "common/common.h"
 #include "transport/session-internal.h"
@@ -22,6 +23,18 @@ static uint64_t mono_ns(void)
 }
 
 static int control_write(struct transport_session *s, json_t *msg, usec_t timeout);
+
+/* With s->lock held: every waiter re-checks (errors, shutdown). */
+static void session_wake_all(struct transport_session *s)
+{
+	pthread_cond_broadcast(&s->cond);
+	pthread_cond_broadcast(&s->space_cond);
+	for (unsigned i = 0; s->streams && i < s->n_streams; i++) {
+		pthread_cond_broadcast(&s->streams[i].send_cond);
+		pthread_cond_broadcast(&s->streams[i].recv_cond);
+		pthread_cond_broadcast(&s->streams[i].recv_space_cond);
+	}
+}
 
 /* Errors that mean the peer or the link went away: nothing to tell the peer then. */
 static bool error_is_disconnect(int error)
@@ -64,7 +77,7 @@ void session_fail(struct transport_session *s, int error, const char *fmt, ...)
 			s->error_message = NULL;
 		va_end(ap);
 	}
-	pthread_cond_broadcast(&s->cond);
+	session_wake_all(s);
 	pthread_mutex_unlock(&s->lock);
 	if (!first)
 		return;
@@ -99,6 +112,7 @@ int session_new(struct transport_context *ctx, bool is_server, unsigned n_stream
 	s->n_streams = n_streams;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
+	pthread_cond_init(&s->space_cond, NULL);
 	pthread_mutex_init(&s->control_send_lock, NULL);
 	s->streams = calloc(n_streams, sizeof(*s->streams));
 	s->cq = calloc(CONTROL_QUEUE, sizeof(*s->cq));
@@ -109,6 +123,9 @@ int session_new(struct transport_context *ctx, bool is_server, unsigned n_stream
 
 		st->s = s;
 		st->index = i;
+		pthread_cond_init(&st->send_cond, NULL);
+		pthread_cond_init(&st->recv_cond, NULL);
+		pthread_cond_init(&st->recv_space_cond, NULL);
 		st->sq = calloc(depth, sizeof(*st->sq));
 		st->rq = calloc(depth, sizeof(*st->rq));
 		st->wire_out = malloc(transport_wire_bound(frame));
@@ -159,6 +176,14 @@ static int write_frame(struct stream *st, uint8_t type, const void *raw, size_t 
 	return 0;
 }
 
+static void send_item_done(struct send_item *item)
+{
+	if (!item->borrowed)
+		free(item->data);
+	else if (item->release)
+		item->release(item->opaque);
+}
+
 static void *send_thread(void *arg)
 {
 	struct stream *st = arg;
@@ -171,7 +196,7 @@ static void *send_thread(void *arg)
 
 		pthread_mutex_lock(&s->lock);
 		while (st->sq_len == 0 && !s->error && !s->stopping)
-			pthread_cond_wait(&s->cond, &s->lock);
+			pthread_cond_wait(&st->send_cond, &s->lock);
 		if (s->error || st->sq_len == 0) {
 			pthread_mutex_unlock(&s->lock);
 			break;
@@ -181,13 +206,13 @@ static void *send_thread(void *arg)
 		pthread_mutex_unlock(&s->lock);
 
 		r = write_frame(st, item.type, item.data, item.len);
-		free(item.data);
+		send_item_done(&item);
 
 		pthread_mutex_lock(&s->lock);
 		st->sq_head = (st->sq_head + 1) % depth;
 		st->sq_len--;
 		st->sending = false;
-		pthread_cond_broadcast(&s->cond);
+		pthread_cond_broadcast(&s->space_cond);
 		pthread_mutex_unlock(&s->lock);
 		if (r < 0) {
 			if (error_is_disconnect(r))
@@ -204,7 +229,7 @@ static void *send_thread(void *arg)
 }
 
 static int enqueue(struct transport_session *s, uint32_t stream, uint8_t type, const void *buf,
-		   size_t len)
+		   size_t len, bool copy_data, void (*release)(void *), void *opaque)
 {
 	unsigned depth = s->ctx->settings.queue_depth;
 	struct stream *st;
@@ -215,7 +240,7 @@ static int enqueue(struct transport_session *s, uint32_t stream, uint8_t type, c
 		return -EMSGSIZE;
 	if (stream != TRANSPORT_ANY_STREAM && stream >= s->n_streams)
 		return -EINVAL;
-	if (len > 0) {
+	if (len > 0 && copy_data) {
 		copy = malloc(len);
 		if (!copy)
 			return -ENOMEM;
@@ -227,6 +252,8 @@ static int enqueue(struct transport_session *s, uint32_t stream, uint8_t type, c
 			r = s->error;
 			pthread_mutex_unlock(&s->lock);
 			free(copy);
+			if (!copy_data && release)
+				release(opaque);
 			return r;
 		}
 		if (stream == TRANSPORT_ANY_STREAM) {
@@ -248,12 +275,18 @@ static int enqueue(struct transport_session *s, uint32_t stream, uint8_t type, c
 			st = &s->streams[stream];
 			break;
 		}
-		pthread_cond_wait(&s->cond, &s->lock);
+		pthread_cond_wait(&s->space_cond, &s->lock);
 	}
-	st->sq[(st->sq_head + st->sq_len) % depth] =
-		(struct send_item){.type = type, .len = len, .data = copy};
+	st->sq[(st->sq_head + st->sq_len) % depth] = (struct send_item){
+		.type = type,
+		.len = len,
+		.data = copy_data ? copy : (uint8_t *)buf,
+		.borrowed = !copy_data,
+		.release = release,
+		.opaque = opaque,
+	};
 	st->sq_len++;
-	pthread_cond_broadcast(&s->cond);
+	pthread_cond_signal(&st->send_cond);
 	pthread_mutex_unlock(&s->lock);
 	return (int)st->index;
 }
@@ -261,7 +294,13 @@ static int enqueue(struct transport_session *s, uint32_t stream, uint8_t type, c
 int transport_session_send(struct transport_session *s, uint32_t stream, const void *buf,
 			   size_t len)
 {
-	return enqueue(s, stream, TRANSPORT_FRAME_DATA, buf, len);
+	return enqueue(s, stream, TRANSPORT_FRAME_DATA, buf, len, true, NULL, NULL);
+}
+
+int transport_session_send_borrowed(struct transport_session *s, uint32_t stream, const void *buf,
+				    size_t len, void (*release)(void *opaque), void *opaque)
+{
+	return enqueue(s, stream, TRANSPORT_FRAME_DATA, buf, len, false, release, opaque);
 }
 
 int transport_session_finish(struct transport_session *s)
@@ -269,7 +308,7 @@ int transport_session_finish(struct transport_session *s)
 	int r = 0;
 
 	for (unsigned i = 0; i < s->n_streams && r >= 0; i++)
-		r = enqueue(s, i, TRANSPORT_FRAME_END, NULL, 0);
+		r = enqueue(s, i, TRANSPORT_FRAME_END, NULL, 0, true, NULL, NULL);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->lock);
@@ -279,7 +318,7 @@ int transport_session_finish(struct transport_session *s)
 			drained = drained && s->streams[i].sq_len == 0 && !s->streams[i].sending;
 		if (s->error || drained)
 			break;
-		pthread_cond_wait(&s->cond, &s->lock);
+		pthread_cond_wait(&s->space_cond, &s->lock);
 	}
 	r = s->error;
 	pthread_mutex_unlock(&s->lock);
@@ -304,6 +343,7 @@ static int read_frame(struct stream *st, struct transport_buf **ret)
 	struct transport_frame f;
 	struct transport_buf *b;
 	const char *reason = NULL;
+	bool raw_direct;
 	int r;
 
 	r = transport_conn_recv_full(st->conn, hdr, sizeof(hdr), USEC_INFINITY);
@@ -316,10 +356,6 @@ static int read_frame(struct stream *st, struct transport_buf **ret)
 			     s->peer, strna(reason));
 		return -EBADMSG;
 	}
-	r = transport_conn_recv_full(st->conn, st->wire_in, f.wire_len,
-				     s->ctx->settings.stall_timeout);
-	if (r < 0)
-		return r;
 	b = calloc(1, sizeof(*b));
 	if (!b || (f.raw_len && !(b->data = malloc(f.raw_len)))) {
 		free(b);
@@ -328,7 +364,18 @@ static int read_frame(struct stream *st, struct transport_buf **ret)
 	b->stream = st->index;
 	b->type = f.type;
 	b->len = f.raw_len;
-	r = transport_open(st->opener, &f, st->wire_in, b->data);
+	/* An uncompressed payload goes straight into the buffer handed up: one copy less. */
+	raw_direct = !(f.flags & (TRANSPORT_FRAME_COMPRESSED | TRANSPORT_FRAME_ZERO));
+	r = transport_conn_recv_full(st->conn, raw_direct ? b->data : st->wire_in, f.wire_len,
+				     s->ctx->settings.stall_timeout);
+	if (r < 0) {
+		transport_buf_free(b);
+		return r;
+	}
+	if (raw_direct)
+		r = XXH3_64bits(b->data, f.raw_len) == f.checksum ? 0 : -EBADMSG;
+	else
+		r = transport_open(st->opener, &f, st->wire_in, b->data);
 	if (r < 0) {
 		transport_buf_free(b);
 		session_fail(s, -EBADMSG,
@@ -369,13 +416,13 @@ static void *recv_thread(void *arg)
 		pthread_mutex_lock(&s->lock);
 		if (b->type == TRANSPORT_FRAME_END) {
 			st->recv_ended = true;
-			pthread_cond_broadcast(&s->cond);
+			pthread_cond_broadcast(&st->recv_cond);
 			pthread_mutex_unlock(&s->lock);
 			transport_buf_free(b);
 			break;
 		}
 		while (st->rq_len >= depth && !s->error)
-			pthread_cond_wait(&s->cond, &s->lock);
+			pthread_cond_wait(&st->recv_space_cond, &s->lock);
 		if (s->error) {
 			pthread_mutex_unlock(&s->lock);
 			transport_buf_free(b);
@@ -385,7 +432,7 @@ static void *recv_thread(void *arg)
 		st->rq_len++;
 		st->raw_received += b->len;
 		st->frames_received++;
-		pthread_cond_broadcast(&s->cond);
+		pthread_cond_signal(&st->recv_cond);
 		pthread_mutex_unlock(&s->lock);
 	}
 	return NULL;
@@ -419,12 +466,12 @@ int transport_session_recv(struct transport_session *s, uint32_t stream, usec_t 
 	st = &s->streams[stream];
 	pthread_mutex_lock(&s->lock);
 	while (st->rq_len == 0 && !st->recv_ended && !s->error && r == 0)
-		r = pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
+		r = pthread_cond_timedwait(&st->recv_cond, &s->lock, &deadline);
 	if (st->rq_len > 0) {
 		*ret = st->rq[st->rq_head];
 		st->rq_head = (st->rq_head + 1) % depth;
 		st->rq_len--;
-		pthread_cond_broadcast(&s->cond);
+		pthread_cond_signal(&st->recv_space_cond);
 		r = 0;
 	} else if (st->recv_ended) {
 		r = -EPIPE;
@@ -747,7 +794,7 @@ void transport_session_free(struct transport_session *s)
 	depth = s->ctx->settings.queue_depth;
 	pthread_mutex_lock(&s->lock);
 	s->stopping = true;
-	pthread_cond_broadcast(&s->cond);
+	session_wake_all(s);
 	pthread_mutex_unlock(&s->lock);
 	if (transport_session_error(s, NULL) == 0)
 		session_fail(s, ECANCELED, "session closed");
@@ -763,7 +810,7 @@ void transport_session_free(struct transport_session *s)
 			pthread_join(st->recv_thread, NULL);
 		}
 		for (unsigned k = 0; st->sq && k < st->sq_len; k++)
-			free(st->sq[(st->sq_head + k) % depth].data);
+			send_item_done(&st->sq[(st->sq_head + k) % depth]);
 		for (unsigned k = 0; st->rq && k < st->rq_len; k++)
 			transport_buf_free(st->rq[(st->rq_head + k) % depth]);
 		free(st->sq);
@@ -773,6 +820,9 @@ void transport_session_free(struct transport_session *s)
 		transport_sealer_free(st->sealer);
 		transport_opener_free(st->opener);
 		transport_conn_free(st->conn);
+		pthread_cond_destroy(&st->send_cond);
+		pthread_cond_destroy(&st->recv_cond);
+		pthread_cond_destroy(&st->recv_space_cond);
 	}
 	for (unsigned k = 0; s->cq && k < s->cq_len; k++)
 		json_decref(s->cq[(s->cq_head + k) % CONTROL_QUEUE]);
@@ -788,6 +838,7 @@ void transport_session_free(struct transport_session *s)
 	free(s->error_message);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
+	pthread_cond_destroy(&s->space_cond);
 	pthread_mutex_destroy(&s->control_send_lock);
 	explicit_bzero(s->key, sizeof(s->key));
 	free(s);

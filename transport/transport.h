@@ -86,6 +86,11 @@ bool transport_session_encrypted(struct transport_session *s);
  * or the session's error (-ECONNRESET, -ETIMEDOUT, …) once it failed. */
 int transport_session_send(struct transport_session *s, uint32_t stream, const void *buf,
 			   size_t len);
+/* The same without the copy: buf stays the caller's, unchanged, until release(opaque) runs
+ * (from a session thread, once the frame is on the wire or the session failed; release may be
+ * NULL when buf outlives the session). */
+int transport_session_send_borrowed(struct transport_session *s, uint32_t stream, const void *buf,
+				    size_t len, void (*release)(void *opaque), void *opaque);
 /* Sends END on every stream and waits until all queued frames are on the wire. */
 int transport_session_finish(struct transport_session *s);
 
