@@ -24,6 +24,7 @@ static const char peer_test_help[] =
 	"  --source SRC       zeros, random (default) or an absolute file path whose bytes are\n"
 	"                     sent over and over (e.g. a memory image)\n"
 	"  --plain            no encryption on the data streams (still authenticated)\n"
+	"  --transport T      tcp, rdma or auto (RDMA needs --plain; auto says what it chose)\n"
 	"  -h, --help         this help\n"
 	"\n"
 	"Example:\n"
@@ -61,6 +62,9 @@ int peer_test_print(FILE *f, json_t *r)
 	if (json_is_number(rcpu))
 		fprintf(f, "cpu           sender %.2fs, receiver %.2fs\n",
 			json_number_value(json_object_get(cpu, "sender")), json_number_value(rcpu));
+	if (json_is_string(json_object_get(r, "transport_note")))
+		fprintf(f, "transport     %s\n",
+			json_string_value(json_object_get(r, "transport_note")));
 	fprintf(f, "verified      %s\n",
 		json_is_true(json_object_get(r, "verified")) ? "yes" : "NO");
 	return 0;
@@ -68,7 +72,15 @@ int peer_test_print(FILE *f, json_t *r)
 
 int verb_peer_test(const struct migctl *m, int argc, char **argv)
 {
-	enum { ARG_SIZE = 0x100, ARG_STREAMS, ARG_NO_COMPRESS, ARG_LEVEL, ARG_SOURCE, ARG_PLAIN };
+	enum {
+		ARG_SIZE = 0x100,
+		ARG_STREAMS,
+		ARG_NO_COMPRESS,
+		ARG_LEVEL,
+		ARG_SOURCE,
+		ARG_PLAIN,
+		ARG_TRANSPORT,
+	};
 	static const struct option options[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"size", required_argument, NULL, ARG_SIZE},
@@ -77,6 +89,7 @@ int verb_peer_test(const struct migctl *m, int argc, char **argv)
 		{"level", required_argument, NULL, ARG_LEVEL},
 		{"source", required_argument, NULL, ARG_SOURCE},
 		{"plain", no_argument, NULL, ARG_PLAIN},
+		{"transport", required_argument, NULL, ARG_TRANSPORT},
 		{},
 	};
 	_cleanup_json_ json_t *params = json_object(), *reply = NULL;
@@ -125,6 +138,13 @@ int verb_peer_test(const struct migctl *m, int argc, char **argv)
 			break;
 		case ARG_PLAIN:
 			json_object_set_new(params, "encrypt", json_false());
+			break;
+		case ARG_TRANSPORT:
+			if (!streq(optarg, "tcp") && !streq(optarg, "rdma") &&
+			    !streq(optarg, "auto"))
+				return migctl_usage_error(m, "peer-test",
+							  "--transport must be tcp, rdma or auto");
+			json_object_set_new(params, "transport", json_string(optarg));
 			break;
 		default:
 			return migctl_option_error(m, "peer-test", c, argv);

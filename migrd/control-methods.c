@@ -121,7 +121,17 @@ static int method_peer_test(struct control_request *req, json_t *params, void *u
 	r = transport_parse_address(address, m->config.port, &t->addr, &t->addr_len);
 	t->size = size;
 	t->source = strdup(source);
+	if (json_object_get(params, "transport")) {
+		const char *tr = NULL;
+		if (json_get_string(params, "transport", &tr) < 0 ||
+		    (transport = transport_choice_from_string(tr)) < 0) {
+			peer_test_free(t);
+			return control_request_error(req, EINVAL, "invalid-params",
+						     "'transport' must be tcp, rdma or auto.");
+		}
+	}
 	t->params = (struct transport_session_params){
+		.kind = (enum transport_kind)transport,
 		.n_streams = streams ? (unsigned)streams : def_streams,
 		.encrypt = enc,
 		.compress_auto = level == COMPRESS_AUTO,

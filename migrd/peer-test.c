@@ -190,9 +190,13 @@ int peer_test_run(void *arg, json_t **ret_result, const char **ret_code, char **
 		(double)sent / (t1 - t0), "wire_bytes", (json_int_t)stats.wire_bytes_sent, "ratio",
 		stats.wire_bytes_sent ? (double)sent / (double)stats.wire_bytes_sent : 0.0, "level",
 		stats.level, "streams", (int)t->params.n_streams, "encrypted", t->params.encrypt,
-		"transport", "tcp", "source", t->source, "verified", verified, "cpu_seconds",
-		"sender", c1 - c0, "receiver", rcpu ? json_incref(rcpu) : json_null(),
-		"link_estimate_bytes_per_sec", stats.link_bytes_per_sec);
+		"transport", transport_session_transport(s), "source", t->source, "verified",
+		verified, "cpu_seconds", "sender", c1 - c0, "receiver",
+		rcpu ? json_incref(rcpu) : json_null(), "link_estimate_bytes_per_sec",
+		stats.link_bytes_per_sec);
+	if (*ret_result && transport_session_note(s))
+		json_object_set_new(*ret_result, "transport_note",
+				    json_string(transport_session_note(s)));
 	{
 		json_t *bye = json_pack("{s:s}", "type", "done");
 		if (bye)

@@ -1,6 +1,7 @@
 /* Session setup: the client's connect, the server's listener and handshake threads, and the
  * binding of data connections to their session (TLS, or a key proof for plain ones). */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "transport/rdma-internal.h"
 #include "transport/session-internal.h"
 #include "transport/tcp-internal.h"
 
@@ -203,12 +205,22 @@ static int connect_data(struct transport_session *s, const struct sockaddr *addr
 		char nonce_hex[33], mac_hex[65];
 		int fd;
 
-		r = transport_tcp_connect(addr, addr_len, t, &fd);
-		if (r < 0)
-			return r;
-		r = transport_conn_tcp_new(fd, &c);
-		if (r < 0)
-			return r;
+		if (s->rdma) {
+			r = transport_rdma_connect(addr, addr_len, t, &c);
+			if (r < 0) {
+				if (asprintf(ret_error, "RDMA data stream %u to %s: %s", stream,
+					     s->peer, strerror(-r)) < 0)
+					*ret_error = NULL;
+				return r;
+			}
+		} else {
+			r = transport_tcp_connect(addr, addr_len, t, &fd);
+			if (r < 0)
+				return r;
+			r = transport_conn_tcp_new(fd, &c);
+			if (r < 0)
+				return r;
+		}
 		if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce) ||
 		    transport_data_mac(s, stream, nonce, mac) < 0) {
 			transport_conn_free(c);
@@ -245,6 +257,59 @@ static int connect_data(struct transport_session *s, const struct sockaddr *addr
 	return 0;
 }
 
+_printf_(2, 3) static void set_note(struct transport_session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	free(s->note);
+	va_start(ap, fmt);
+	if (vasprintf(&s->note, fmt, ap) < 0)
+		s->note = NULL;
+	va_end(ap);
+}
+
+/* RDMA carries data streams only unencrypted (verbs have no TLS) and only with a device here;
+ * the peer says in its accept whether it has one. */
+static int choose_rdma(struct transport_session *s, enum transport_kind kind, char **ret_error)
+{
+	_cleanup_free_ char *reason = NULL;
+	int r;
+
+	s->rdma = false;
+	if (kind == TRANSPORT_KIND_TCP)
+		return 0;
+	if (s->encrypt) {
+		if (kind == TRANSPORT_KIND_RDMA) {
+			if (asprintf(ret_error,
+				     "RDMA data streams cannot be encrypted: set encrypt = no for "
+				     "%s "
+				     "to use RDMA (authentication stays)",
+				     s->peer) < 0)
+				*ret_error = NULL;
+			return -EPROTONOSUPPORT;
+		}
+		set_note(s, "auto: TCP, the link to %s is encrypted and RDMA streams cannot be",
+			 s->peer);
+		return 0;
+	}
+	r = transport_rdma_available(&reason);
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		if (kind == TRANSPORT_KIND_RDMA) {
+			if (asprintf(ret_error, "RDMA requested, but this host has none: %s",
+				     strna(reason)) < 0)
+				*ret_error = NULL;
+			return -EPROTONOSUPPORT;
+		}
+		set_note(s, "auto: TCP, this host has no RDMA (%s)", strna(reason));
+		return 0;
+	}
+	s->rdma = true;
+	set_note(s, "RDMA: %s", strna(reason));
+	return 0;
+}
+
 int transport_session_connect(struct transport_context *ctx, const char *peer_name,
 			      const struct sockaddr *addr, socklen_t addr_len,
 			      const struct transport_session_params *p,
@@ -267,12 +332,15 @@ int transport_session_connect(struct transport_context *ctx, const char *peer_na
 	r = make_adapt(s, p->compress_auto, p->compress_level);
 	if (r < 0)
 		goto fail;
+	r = choose_rdma(s, p->kind, ret_error);
+	if (r < 0)
+		goto fail;
 	r = connect_tls(ctx, peer_name, addr, addr_len, &s->control, ret_error);
 	if (r < 0)
 		goto fail;
-	hello = json_pack("{s:s,s:i,s:s,s:i,s:b,s:O?}", "type", "session", "version",
+	hello = json_pack("{s:s,s:i,s:s,s:i,s:b,s:s,s:O?}", "type", "session", "version",
 			  PROTOCOL_VERSION, "purpose", s->purpose, "streams", (int)s->n_streams,
-			  "encrypt", s->encrypt, "args", s->args);
+			  "encrypt", s->encrypt, "data", s->rdma ? "rdma" : "tcp", "args", s->args);
 	if (!hello) {
 		r = -ENOMEM;
 		goto fail;
@@ -299,6 +367,25 @@ int transport_session_connect(struct transport_context *ctx, const char *peer_na
 	r = transport_session_export_key(s);
 	if (r < 0)
 		goto fail;
+	if (s->rdma) {
+		bool peer_rdma = false;
+		const char *why = NULL;
+
+		(void)json_get_bool(reply, "rdma", &peer_rdma);
+		(void)json_get_string(reply, "rdma_note", &why);
+		if (!peer_rdma && p->kind == TRANSPORT_KIND_RDMA) {
+			r = -EPROTONOSUPPORT;
+			if (asprintf(ret_error, "RDMA requested, but %s has none: %s", peer_name,
+				     why ?: "no RDMA listener") < 0)
+				*ret_error = NULL;
+			goto fail;
+		}
+		if (!peer_rdma) {
+			s->rdma = false;
+			set_note(s, "auto: TCP, %s has no RDMA (%s)", peer_name,
+				 why ?: "no RDMA listener");
+		}
+	}
 	for (unsigned i = 0; i < s->n_streams; i++) {
 		r = connect_data(s, addr, addr_len, i, ret_error);
 		if (r < 0)

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/common.h"
+#include "transport/rdma-internal.h"
 #include "transport/session-internal.h"
 #include "transport/tcp-internal.h"
 
@@ -27,11 +29,16 @@ struct transport_listener {
 	unsigned handshaking;
 	uint64_t accepted, refused;
 	bool closing;
+	/* RDMA data connections, when this host has a device. */
+	struct transport_rdma_listener *rdma;
+	sd_event_source *rdma_source, *rdma_wake_source;
+	int rdma_wake;
+	char *rdma_note; /* why there is no RDMA listener */
 };
 
 struct handshake {
 	struct transport_listener *l;
-	int fd;
+	int fd; /* a TCP connection, or -1 for the next RDMA connection request */
 };
 
 static bool name_ok(void *userdata, const char *name)
@@ -162,7 +169,8 @@ static int serve_control(struct transport_listener *l, struct transport_conn *c,
 		return -EIO;
 	}
 	transport_hex(s->id, sizeof(s->id), id);
-	reply = json_pack("{s:s,s:s}", "type", "accept", "session", id);
+	reply = json_pack("{s:s,s:s,s:b,s:s*}", "type", "accept", "session", id, "rdma",
+			  l->rdma != NULL, "rdma_note", l->rdma ? NULL : l->rdma_note);
 	pthread_mutex_lock(&ctx->lock);
 	s->next_pending = ctx->pending;
 	ctx->pending = s;
@@ -207,14 +215,14 @@ static int peek_first_byte(int fd, usec_t timeout, uint8_t *ret)
 	return k < 0 ? NEG_ERRNO() : 0;
 }
 
+static int handshake_conn(struct transport_listener *l, struct transport_conn *c, bool plain);
+
 static int handshake_run(struct transport_listener *l, int fd)
 {
 	struct transport_context *ctx = l->ctx;
 	usec_t t = ctx->settings.handshake_timeout;
 	struct transport_conn *c = NULL;
-	_cleanup_json_ json_t *hello = NULL;
 	_cleanup_free_ char *error = NULL;
-	const char *type = NULL;
 	bool plain = false;
 	uint8_t first;
 	int r;
@@ -233,19 +241,35 @@ static int handshake_run(struct transport_listener *l, int fd)
 			return r;
 		}
 	} else {
-		char preface[PLAIN_PREFACE_LEN];
-
 		r = transport_conn_tcp_new(fd, &c);
 		if (r < 0)
 			return r;
+		plain = true;
+	}
+	return handshake_conn(l, c, plain);
+}
+
+/* After TLS (plain = false) or on a plain TCP or RDMA connection, which must then start with
+ * the data stream preface and prove the session key. */
+static int handshake_conn(struct transport_listener *l, struct transport_conn *c, bool plain)
+{
+	struct transport_context *ctx = l->ctx;
+	usec_t t = ctx->settings.handshake_timeout;
+	_cleanup_json_ json_t *hello = NULL;
+	const char *type = NULL;
+	int r;
+
+	if (plain) {
+		char preface[PLAIN_PREFACE_LEN];
+
 		r = transport_conn_recv_full(c, preface, sizeof(preface), t);
 		if (r < 0 || memcmp(preface, PLAIN_PREFACE, PLAIN_PREFACE_LEN) != 0) {
-			log_debug("transport: refused a connection that speaks neither TLS nor "
-				  "the data stream protocol");
+			log_debug("transport: refused a %s connection that speaks neither TLS nor "
+				  "the data stream protocol",
+				  c->ops->name);
 			transport_conn_free(c);
 			return -EPROTO;
 		}
-		plain = true;
 	}
 	r = transport_msg_recv(c, t, &hello);
 	if (r >= 0)
@@ -273,7 +297,20 @@ static void *handshake_thread(void *arg)
 {
 	struct handshake *h = arg;
 	struct transport_listener *l = h->l;
-	int r = handshake_run(l, h->fd);
+	int r;
+
+	if (h->fd >= 0)
+		r = handshake_run(l, h->fd);
+	else {
+		struct transport_conn *c = NULL;
+		uint64_t one = 1;
+
+		r = transport_rdma_accept(l->rdma, l->ctx->settings.handshake_timeout, &c);
+		/* The request is off the channel: the loop may watch for the next one. */
+		(void)!write(l->rdma_wake, &one, sizeof(one));
+		if (r >= 0)
+			r = handshake_conn(l, c, true);
+	}
 
 	pthread_mutex_lock(&l->lock);
 	if (r < 0 && r != -ETIMEDOUT)
@@ -285,44 +322,112 @@ static void *handshake_thread(void *arg)
 	return NULL;
 }
 
+/* Runs a handshake thread for fd (or an RDMA request with fd -1); false when shed. */
+static bool spawn_handshake(struct transport_listener *l, int fd)
+{
+	struct handshake *h;
+	pthread_attr_t attr;
+	pthread_t tid;
+	bool ok = false;
+
+	pthread_mutex_lock(&l->lock);
+	if (l->handshaking >= l->ctx->settings.max_handshakes || l->closing) {
+		l->refused++;
+		pthread_mutex_unlock(&l->lock);
+		return false;
+	}
+	l->handshaking++;
+	pthread_mutex_unlock(&l->lock);
+	h = malloc(sizeof(*h));
+	if (h) {
+		*h = (struct handshake){.l = l, .fd = fd};
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 256 * 1024);
+		ok = pthread_create(&tid, &attr, handshake_thread, h) == 0;
+		pthread_attr_destroy(&attr);
+		if (!ok)
+			free(h);
+	}
+	if (!ok) {
+		pthread_mutex_lock(&l->lock);
+		l->handshaking--;
+		pthread_mutex_unlock(&l->lock);
+	}
+	return ok;
+}
+
+static int on_rdma_request(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+	struct transport_listener *l = userdata;
+
+	/* One thread takes the request off the channel; the source is one-shot and re-armed
+	 * through rdma_wake once it has (or at once when the request was shed). */
+	if (!spawn_handshake(l, -1)) {
+		uint64_t one = 1;
+		(void)!write(l->rdma_wake, &one, sizeof(one));
+	}
+	return 0;
+}
+
+static int on_rdma_wake(sd_event_source *source, int fd, uint32_t revents, void *userdata)
+{
+	struct transport_listener *l = userdata;
+	uint64_t v;
+
+	(void)!read(fd, &v, sizeof(v));
+	(void)sd_event_source_set_enabled(l->rdma_source, SD_EVENT_ONESHOT);
+	return 0;
+}
+
+/* RDMA data connections on the same address and port (rdma_cm's own port space), when this
+ * host has a device; otherwise why not, for sessions that ask. */
+static void listener_setup_rdma(struct transport_listener *l, sd_event *e,
+				const struct sockaddr *addr, socklen_t addr_len)
+{
+	char *reason = NULL;
+	int r = transport_rdma_available(&reason);
+
+	if (r <= 0) {
+		l->rdma_note = reason;
+		return;
+	}
+	free(reason);
+	r = transport_rdma_listen(addr, addr_len, &l->rdma);
+	if (r >= 0) {
+		l->rdma_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (l->rdma_wake < 0)
+			r = NEG_ERRNO();
+	}
+	if (r >= 0)
+		r = sd_event_add_io(e, &l->rdma_source, transport_rdma_listener_fd(l->rdma),
+				    EPOLLIN, on_rdma_request, l);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(l->rdma_source, SD_EVENT_ONESHOT);
+	if (r >= 0)
+		r = sd_event_add_io(e, &l->rdma_wake_source, l->rdma_wake, EPOLLIN, on_rdma_wake,
+				    l);
+	if (r < 0) {
+		if (asprintf(&l->rdma_note, "cannot listen for RDMA: %s", strerror(-r)) < 0)
+			l->rdma_note = NULL;
+		l->rdma_source = sd_event_source_disable_unref(l->rdma_source);
+		l->rdma_wake_source = sd_event_source_disable_unref(l->rdma_wake_source);
+		l->rdma = transport_rdma_listener_free(l->rdma);
+		l->rdma_wake = safe_close(l->rdma_wake);
+	}
+}
+
 static int on_accept(sd_event_source *source, int lfd, uint32_t revents, void *userdata)
 {
 	struct transport_listener *l = userdata;
 
 	for (unsigned i = 0; i < 64; i++) {
-		struct handshake *h;
-		pthread_attr_t attr;
-		pthread_t tid;
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
 		if (fd < 0)
 			return 0;
-		pthread_mutex_lock(&l->lock);
-		if (l->handshaking >= l->ctx->settings.max_handshakes || l->closing) {
-			l->refused++;
-			pthread_mutex_unlock(&l->lock);
+		if (!spawn_handshake(l, fd))
 			safe_close(fd); /* a burst: shed it rather than grow */
-			continue;
-		}
-		l->handshaking++;
-		pthread_mutex_unlock(&l->lock);
-		h = malloc(sizeof(*h));
-		if (h) {
-			*h = (struct handshake){.l = l, .fd = fd};
-			pthread_attr_init(&attr);
-			pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-			pthread_attr_setstacksize(&attr, 256 * 1024);
-			if (pthread_create(&tid, &attr, handshake_thread, h) == 0) {
-				pthread_attr_destroy(&attr);
-				continue;
-			}
-			pthread_attr_destroy(&attr);
-			free(h);
-		}
-		safe_close(fd);
-		pthread_mutex_lock(&l->lock);
-		l->handshaking--;
-		pthread_mutex_unlock(&l->lock);
 	}
 	return 0;
 }
@@ -337,6 +442,7 @@ int transport_listener_new(struct transport_context *ctx, sd_event *e, const str
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
+	l->rdma_wake = -EBADF;
 	l->ctx = ctx;
 	l->handler = handler;
 	l->userdata = userdata;
@@ -355,6 +461,7 @@ int transport_listener_new(struct transport_context *ctx, sd_event *e, const str
 	r = sd_event_add_io(e, &l->source, l->fd, EPOLLIN, on_accept, l);
 	if (r < 0)
 		goto fail;
+	listener_setup_rdma(l, e, addr, addr_len);
 	*ret = l;
 	return 0;
 fail:
@@ -367,6 +474,8 @@ struct transport_listener *transport_listener_free(struct transport_listener *l)
 	if (!l)
 		return NULL;
 	sd_event_source_disable_unref(l->source);
+	sd_event_source_disable_unref(l->rdma_source);
+	sd_event_source_disable_unref(l->rdma_wake_source);
 	safe_close(l->fd);
 	/* Handshake threads are bounded in time; let them finish before l goes away. */
 	pthread_mutex_lock(&l->lock);
@@ -374,6 +483,9 @@ struct transport_listener *transport_listener_free(struct transport_listener *l)
 	while (l->handshaking > 0)
 		pthread_cond_wait(&l->cond, &l->lock);
 	pthread_mutex_unlock(&l->lock);
+	transport_rdma_listener_free(l->rdma);
+	safe_close(l->rdma_wake);
+	free(l->rdma_note);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
 	free(l);

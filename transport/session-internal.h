@@ -65,6 +65,8 @@ struct transport_session {
 	unsigned n_streams;
 	unsigned n_attached;
 	bool encrypt;
+	bool rdma; /* data streams over RDMA */
+	char *note;
 	struct transport_conn *control;
 	struct stream *streams;
 	struct transport_adapt *adapt;

@@ -785,6 +785,16 @@ bool transport_session_encrypted(struct transport_session *s)
 	return s->encrypt;
 }
 
+const char *transport_session_transport(struct transport_session *s)
+{
+	return s->rdma ? "rdma" : "tcp";
+}
+
+const char *transport_session_note(struct transport_session *s)
+{
+	return s->note;
+}
+
 void transport_session_free(struct transport_session *s)
 {
 	unsigned depth;
@@ -835,6 +845,7 @@ void transport_session_free(struct transport_session *s)
 	free(s->control_in);
 	transport_adapt_free(s->adapt);
 	json_decref(s->args);
+	free(s->note);
 	free(s->error_message);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);

@@ -44,7 +44,14 @@ int transport_context_new(const struct transport_settings *s, struct transport_c
 struct transport_context *transport_context_free(struct transport_context *ctx);
 const char *transport_context_own_name(struct transport_context *ctx);
 
+enum transport_kind {
+	TRANSPORT_KIND_TCP,
+	TRANSPORT_KIND_RDMA, /* data streams over RDMA, or fail saying why not */
+	TRANSPORT_KIND_AUTO, /* RDMA when both ends can and the link is not encrypted, else TCP */
+};
+
 struct transport_session_params {
+	enum transport_kind kind;
 	unsigned n_streams;
 	bool encrypt;
 	int compress_level; /* with compress_auto false: 0 = off, else a zstd level */
@@ -80,6 +87,10 @@ const char *transport_session_purpose(struct transport_session *s);
 json_t *transport_session_args(struct transport_session *s);
 unsigned transport_session_n_streams(struct transport_session *s);
 bool transport_session_encrypted(struct transport_session *s);
+/* "tcp" or "rdma": what carries the data streams. */
+const char *transport_session_transport(struct transport_session *s);
+/* Why auto chose what it chose (NULL when nothing needed saying). */
+const char *transport_session_note(struct transport_session *s);
 
 /* Queues len bytes (copied) as one frame on stream (or the least busy one with
  * TRANSPORT_ANY_STREAM), blocking while the stream's queue is full. Returns the stream used,

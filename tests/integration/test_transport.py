@@ -254,3 +254,22 @@ time.sleep(3)
     r = peer_test(h1, "h2", "--size", "64M")
     assert r["verified"]
     healthy(h1, h2)
+
+
+def test_transport_choice_says_why(make_cluster):
+    """tcp|rdma|auto: RDMA carries only unencrypted streams and needs a device on both ends.
+    These machines have none, so rdma fails clearly and auto falls back to TCP and says so."""
+    c = two_hosts(make_cluster)
+    h1, h2 = c["h1"], c["h2"]
+    cp = peer_test(h1, "h2", "--size", "16M", "--transport", "rdma", check=False)
+    assert cp.returncode == 1 and "cannot be encrypted" in cp.stderr, cp.stderr
+    cp = peer_test(h1, "h2", "--size", "16M", "--transport", "rdma", "--plain", check=False)
+    if cp.returncode == 0:
+        pytest.fail("an RDMA device exists here: run test_transport_rdma.py's transfers")
+    assert cp.returncode == 1 and "RDMA requested, but this host has none" in cp.stderr
+    r = peer_test(h1, "h2", "--size", "64M", "--transport", "auto", "--plain")
+    assert r["verified"] and r["transport"] == "tcp"
+    assert "auto: TCP, this host has no RDMA" in r["transport_note"], r
+    r = peer_test(h1, "h2", "--size", "16M", "--transport", "auto")
+    assert r["transport"] == "tcp" and "encrypted" in r["transport_note"]
+    healthy(h1, h2)
