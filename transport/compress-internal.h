@@ -26,6 +26,12 @@ bool transport_buffer_is_zero(const void *p, size_t len);
 int transport_seal(struct transport_sealer *s, int level, const void *raw, size_t len, void *out,
 		   struct transport_frame *f, uint64_t *ret_compress_ns);
 
+/* The same without copying a payload that is sent raw: *ret_wire points at the bytes to send
+ * (out when compressed, else raw itself; nothing for a ZERO frame). */
+int transport_seal_ref(struct transport_sealer *s, int level, const void *raw, size_t len,
+		       void *out, struct transport_frame *f, uint64_t *ret_compress_ns,
+		       const void **ret_wire);
+
 struct transport_opener;
 int transport_opener_new(struct transport_opener **ret);
 struct transport_opener *transport_opener_free(struct transport_opener *o);

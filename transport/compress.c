@@ -141,6 +141,18 @@ static int compress_smaller(struct transport_sealer *s, int level, const void *r
 int transport_seal(struct transport_sealer *s, int level, const void *raw, size_t len, void *out,
 		   struct transport_frame *f, uint64_t *ret_compress_ns)
 {
+	const void *wire;
+	int r = transport_seal_ref(s, level, raw, len, out, f, ret_compress_ns, &wire);
+
+	if (r >= 0 && wire == raw && len > 0)
+		memcpy(out, raw, len);
+	return r;
+}
+
+int transport_seal_ref(struct transport_sealer *s, int level, const void *raw, size_t len,
+		       void *out, struct transport_frame *f, uint64_t *ret_compress_ns,
+		       const void **ret_wire)
+{
 	uint16_t flags = 0;
 	size_t wire = len;
 	uint64_t ns = 0;
@@ -167,9 +179,7 @@ int transport_seal(struct transport_sealer *s, int level, const void *raw, size_
 			wire = z;
 		}
 	}
-	if (flags == 0 && len > 0)
-		memcpy(out, raw, len);
-
+	*ret_wire = flags == TRANSPORT_FRAME_COMPRESSED ? out : raw;
 	f->flags = flags;
 	f->raw_len = (uint32_t)len;
 	f->wire_len = (uint32_t)wire;

@@ -149,17 +149,18 @@ static int write_frame(struct stream *st, uint8_t type, const void *raw, size_t 
 	uint8_t hdr[TRANSPORT_FRAME_HEADER_SIZE];
 	struct transport_frame f = {.type = type, .stream = st->index, .seq = st->send_seq};
 	uint64_t cns = 0, t0;
+	const void *wire = NULL;
 	int level = 0, r;
 
 	if (type == TRANSPORT_FRAME_DATA || type == TRANSPORT_FRAME_PAGES)
 		level = transport_adapt_next_level(s->adapt);
-	r = transport_seal(st->sealer, level, raw, len, st->wire_out, &f, &cns);
+	r = transport_seal_ref(st->sealer, level, raw, len, st->wire_out, &f, &cns, &wire);
 	if (r < 0)
 		return r;
 	if (type == TRANSPORT_FRAME_DATA || type == TRANSPORT_FRAME_PAGES)
 		transport_adapt_record_frame(s->adapt, level, len, f.wire_len, cns);
 	transport_frame_header_encode(&f, hdr);
-	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {st->wire_out, f.wire_len}};
+	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)wire, f.wire_len}};
 	t0 = mono_ns();
 	r = transport_conn_sendv(st->conn, iov, f.wire_len ? 2 : 1, s->ctx->settings.stall_timeout);
 	if (r < 0)
