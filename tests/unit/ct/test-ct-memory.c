@@ -304,10 +304,66 @@ static void test_write_child(void **state)
 	assert_int_equal(ct_mem_read(&m, c->addr[REGION_A], PAGE, buf, false, NULL), -ESRCH);
 	assert_int_equal(ct_mem_read(&m, c->addr[REGION_A], PAGE, buf, true, NULL), -ESRCH);
 	assert_int_equal(ct_mem_write(&m, c->addr[REGION_A], buf, PAGE), -ESRCH);
+	assert_int_equal(ct_mem_read_parallel(&m,
+					      &(struct ct_mem_range){c->addr[REGION_A],
+								     A_PAGES * PAGE, buf, NULL},
+					      1, 2, false),
+			 -ESRCH);
 	assert_int_equal(ct_mem_open(c->pid, &(struct ct_mem){}), -ESRCH);
 	c->pid = 0;
 	ct_mem_close(&m);
 	free(buf);
+}
+
+/* A private file mapping: only the copied-on-write page is the process's own. */
+static void test_file_private_pages(void **state)
+{
+	char path[] = "/tmp/ct-memory-test-XXXXXX";
+	uint8_t page[PAGE], flags[3], buf[3 * PAGE];
+	struct ct_vma_list l = {};
+	struct ct_mem m;
+	volatile uint8_t *p;
+	bool found = false;
+	int fd;
+
+	if (geteuid() != 0)
+		fail_msg("test-ct-memory needs root (pagemap's present bits); not root");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(unlink(path), 0);
+	for (size_t i = 0; i < 3; i++) {
+		fill_page(page, 9, 0, i);
+		assert_int_equal(write(fd, page, PAGE), PAGE);
+	}
+	p = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	assert_true(p != MAP_FAILED);
+	(void)p[0];	 /* page cache, mapped */
+	p[PAGE] ^= 0xff; /* a private copy */
+
+	assert_int_equal(ct_proc_read_maps(getpid(), &l), 0);
+	for (size_t i = 0; i < l.n; i++)
+		if (l.vmas[i].start == (uintptr_t)p) {
+			assert_int_equal(ct_vma_classify(&l.vmas[i]), CT_VMA_FILE_PRIVATE);
+			assert_true(l.vmas[i].deleted);
+			found = true;
+		}
+	assert_true(found);
+	ct_vma_list_done(&l);
+
+	assert_int_equal(ct_mem_open(getpid(), &m), 0);
+	assert_int_equal(ct_mem_read(&m, (uintptr_t)p, 3 * PAGE, buf, true, flags), 0);
+	assert_int_equal(flags[0], CT_PAGE_FILE);
+	assert_int_equal(flags[1], 0);
+	/* Untouched, or mapped from the page cache by fault-around: never a private copy. */
+	assert_true(flags[2] == CT_PAGE_ABSENT || flags[2] == CT_PAGE_FILE);
+	fill_page(page, 9, 0, 0);
+	assert_memory_equal(buf, page, PAGE);
+	fill_page(page, 9, 0, 1);
+	page[0] ^= 0xff;
+	assert_memory_equal(buf + PAGE, page, PAGE);
+	ct_mem_close(&m);
+	munmap((void *)p, 3 * PAGE);
+	close(fd);
 }
 
 int main(void)
@@ -317,6 +373,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_child, setup_child, teardown_child),
 		cmocka_unit_test_setup_teardown(test_read_parallel, setup_child, teardown_child),
 		cmocka_unit_test_setup_teardown(test_write_child, setup_child, teardown_child),
+		cmocka_unit_test(test_file_private_pages),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
