@@ -1,0 +1,386 @@
+/* The container checkpoint image: its on-disk format, the data model, a writer and a validating
+ * reader. Everything that knows the format lives in checkpoint/ct/image*.c.
+ *
+ * An image is a directory (mode 0700, root-owned) of files (mode 0600):
+ *   inventory.img     written last: version, container, kernel + vDSO layout, creation time and
+ *                     every other file with its size and checksum. No inventory = incomplete.
+ *   task-PID.img      one per process: ids, creds, rlimits, signals, cwd/root, its threads
+ *                     (tid, comm, sigmask, pending, robust list, tid address, rseq, regsets).
+ *   mm-PID.img        the process's memory layout: mm fields, auxv, exe, VMAs.
+ *   fds-PID.img       the process's file descriptors.
+ *   pages-PID.img     private/anonymous page contents of PID.
+ *   pages-shm-ID.img  contents of shared anonymous memory ID (shared between processes).
+ *
+ * Every file: a 40-byte header, then the payload. All integers little-endian.
+ *   0 u32 magic (per file kind)   4 u32 format version   8 u32 flags (0)   12 u32 reserved (0)
+ *  16 u64 payload length         24 u64 XXH3-64 of the payload
+ *  32 u64 XXH3-64 of bytes 0..31 (so a flipped header byte is named as such)
+ *
+ * Metadata payloads are TLV: u16 tag, u16 flags (0), u32 length, value. A value is a u32/u64
+ * of exactly that size, a string (no NUL, bounded), a blob (bounded), a fixed-size array, or a
+ * nested TLV list. TLV over fixed structs: fields can be added without a new layout, every
+ * length is explicit, and one small bounded parser (fuzzed) reads all files. Unknown tags are
+ * rejected: a reader must not silently drop state it does not understand.
+ *
+ * Pages payload: zstd frames, one per chunk of at most CT_PAGES_CHUNK_PAGES pages, then a TLV
+ * index (chunk table: offset, compressed size, pages, XXH3 of the frame; run table: address,
+ * pages, zero flag, chunk, first page in chunk), then a 24-byte footer (index offset, index
+ * length, index XXH3). Zero pages are runs without data. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CT_IMAGE_VERSION     1
+#define CT_IMAGE_HEADER_SIZE 40
+#define CT_IMAGE_PAGE_SIZE   4096U
+
+/* Limits: the reader never allocates or loops past these, whatever a file says. */
+#define CT_IMAGE_META_MAX     ((uint64_t)64 << 20) /* a metadata file's payload */
+#define CT_IMAGE_FILES_MAX    (4 * 32768 + 4096)
+#define CT_IMAGE_STRING_MAX   4096 /* paths: PATH_MAX */
+#define CT_IMAGE_NAME_MAX     255
+#define CT_IMAGE_THREADS_MAX  32768
+#define CT_IMAGE_GROUPS_MAX   65536
+#define CT_IMAGE_SIGINFO_MAX  1024
+#define CT_IMAGE_SIGINFO_SIZE 128
+#define CT_IMAGE_REGSETS_MAX  16
+#define CT_IMAGE_REGSET_MAX   (64 * 1024)
+#define CT_IMAGE_RLIMITS      16
+#define CT_IMAGE_SIGNALS      64
+#define CT_IMAGE_AUXV_MAX     1024 /* u64 words */
+#define CT_IMAGE_VMAS_MAX     (1 << 20)
+#define CT_IMAGE_FDS_MAX      (1 << 20)
+#define CT_IMAGE_FD_DATA_MAX  (4 << 20)
+#define CT_PAGES_CHUNK_PAGES  256 /* 1 MiB of raw pages per zstd frame */
+#define CT_PAGES_CHUNKS_MAX   (1 << 22)
+#define CT_PAGES_RUNS_MAX     (1 << 24)
+#define CT_IMAGE_ADDR_LIMIT   ((uint64_t)1 << 57) /* 5-level paging user space */
+#define CT_PAGES_FOOTER_SIZE  24
+
+enum ct_image_file_kind {
+	CT_FILE_INVENTORY,
+	CT_FILE_TASK,
+	CT_FILE_MM,
+	CT_FILE_FDS,
+	CT_FILE_PAGES,
+	_CT_FILE_KIND_MAX,
+};
+
+struct ct_image_header {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t flags;
+	uint64_t payload_len;
+	uint64_t payload_xxh3;
+};
+
+struct ct_vdso_layout {
+	uint64_t vvar_start, vvar_end;
+	uint64_t vvar_vclock_start, vvar_vclock_end;
+	uint64_t vdso_start, vdso_end;
+};
+
+struct ct_image_file_entry {
+	char *name;
+	uint64_t size; /* whole file, header included */
+	uint64_t xxh3; /* of the payload, as in the file's header */
+};
+
+struct ct_image_inventory {
+	uint32_t version;
+	char *container;
+	char *kernel_release;
+	char *arch;
+	uint32_t page_size;
+	uint32_t root_pid;
+	uint64_t created_usec; /* CLOCK_REALTIME */
+	struct ct_vdso_layout vdso;
+	struct ct_image_file_entry *files;
+	size_t n_files;
+};
+
+struct ct_creds {
+	uint32_t uids[4]; /* real, effective, saved, fs */
+	uint32_t gids[4];
+	uint32_t *groups;
+	size_t n_groups;
+	uint64_t caps[5]; /* inheritable, permitted, effective, bounding, ambient */
+	uint32_t securebits;
+};
+
+struct ct_rlimit {
+	uint64_t cur, max;
+};
+
+struct ct_sigaction {
+	uint64_t handler, flags, restorer, mask;
+};
+
+struct ct_regset {
+	uint32_t type; /* NT_PRSTATUS, NT_X86_XSTATE, ... as passed to PTRACE_GETREGSET */
+	uint32_t size;
+	uint8_t *data;
+};
+
+struct ct_thread {
+	uint32_t tid;
+	char comm[16];
+	uint64_t sigmask;
+	uint64_t sigpending;
+	uint8_t *siginfo; /* n_siginfo * CT_IMAGE_SIGINFO_SIZE: queued siginfo_t */
+	size_t n_siginfo;
+	uint64_t robust_list, robust_list_len;
+	uint64_t tid_address;
+	uint64_t rseq, rseq_sig;
+	uint32_t rseq_len;
+	struct ct_regset *regsets;
+	size_t n_regsets;
+};
+
+/* A process (thread group); threads[0] is the leader, tid == pid. */
+struct ct_task {
+	uint32_t pid, ppid, pgid, sid;
+	char comm[16];
+	struct ct_creds creds;
+	struct ct_rlimit rlimits[CT_IMAGE_RLIMITS];
+	struct ct_sigaction sigactions[CT_IMAGE_SIGNALS]; /* index signo - 1 */
+	uint64_t shared_pending;
+	uint8_t *shared_siginfo;
+	size_t n_shared_siginfo;
+	char *cwd, *root;
+	struct ct_thread *threads;
+	size_t n_threads;
+};
+
+enum ct_vma_kind {
+	CT_VMA_ANON_PRIVATE,
+	CT_VMA_ANON_SHARED,
+	CT_VMA_FILE_PRIVATE,
+	CT_VMA_FILE_SHARED,
+	CT_VMA_HEAP,
+	CT_VMA_STACK,
+	CT_VMA_VDSO,
+	CT_VMA_VVAR,
+	CT_VMA_VVAR_VCLOCK,
+	_CT_VMA_KIND_MAX,
+};
+
+/* Where a VMA's contents come from at restore. */
+enum ct_vma_pages {
+	CT_VMA_PAGES_NONE,    /* nothing stored: file contents, or kernel-provided */
+	CT_VMA_PAGES_PRIVATE, /* in pages-PID.img */
+	CT_VMA_PAGES_SHM,     /* in pages-shm-SHMID.img */
+	_CT_VMA_PAGES_MAX,
+};
+
+struct ct_vma {
+	uint64_t start, end, pgoff;
+	uint32_t prot;	/* PROT_* */
+	uint32_t flags; /* MAP_* */
+	uint32_t kind;	/* enum ct_vma_kind */
+	uint32_t pages; /* enum ct_vma_pages */
+	uint64_t shmid; /* CT_VMA_ANON_SHARED / CT_VMA_PAGES_SHM */
+	char *path;	/* file mappings: absolute, as seen inside the container */
+};
+
+#define CT_MM_FIELDS                                                            \
+	11 /* start_code end_code start_data end_data start_brk brk start_stack \
+	    * arg_start arg_end env_start env_end (prctl PR_SET_MM_MAP order) */
+
+struct ct_mm {
+	uint32_t pid;
+	uint64_t fields[CT_MM_FIELDS];
+	uint64_t *auxv;
+	size_t n_auxv;
+	char *exe;
+	struct ct_vma *vmas; /* sorted, not overlapping */
+	size_t n_vmas;
+};
+
+enum ct_fd_type {
+	CT_FD_REG,
+	CT_FD_DIR,
+	CT_FD_PIPE,
+	CT_FD_FIFO,
+	CT_FD_UNIX,
+	CT_FD_TCP,
+	CT_FD_UDP,
+	CT_FD_EVENTFD,
+	CT_FD_EPOLL,
+	CT_FD_TIMERFD,
+	CT_FD_SIGNALFD,
+	CT_FD_MEMFD,
+	CT_FD_CHR,
+	CT_FD_TTY,
+	_CT_FD_TYPE_MAX,
+};
+
+struct ct_fd {
+	uint32_t fd;
+	uint32_t type;	   /* enum ct_fd_type */
+	uint32_t flags;	   /* open flags (F_GETFL) */
+	uint32_t fd_flags; /* FD_CLOEXEC */
+	uint64_t pos;
+	char *path;    /* NULL when the type has none */
+	uint8_t *data; /* type-specific, opaque to the image */
+	uint32_t data_size;
+};
+
+struct ct_fds {
+	uint32_t pid;
+	struct ct_fd *fds; /* sorted by fd, unique */
+	size_t n_fds;
+};
+
+#define CT_PAGE_RUN_ZERO 1U
+
+struct ct_page_chunk {
+	uint64_t offset; /* in the payload */
+	uint32_t size;	 /* compressed */
+	uint32_t n_pages;
+	uint64_t xxh3; /* of the compressed frame */
+};
+
+struct ct_page_run {
+	uint64_t addr;
+	uint32_t n_pages;
+	uint32_t flags; /* CT_PAGE_RUN_ZERO */
+	uint32_t chunk; /* data runs: where the first page is */
+	uint32_t chunk_page;
+};
+
+/* A decoded pages-*.img index. */
+struct ct_pages {
+	char *name;
+	bool shm;
+	uint64_t owner; /* pid or shmid */
+	uint64_t payload_len;
+	struct ct_page_chunk *chunks;
+	size_t n_chunks;
+	struct ct_page_run *runs; /* sorted by address, not overlapping */
+	size_t n_runs;
+	uint64_t n_data_pages, n_zero_pages, compressed_size;
+};
+
+/* ---- image.c: names, helpers, encoding ---------------------------------------------------- */
+
+const char *ct_image_file_kind_to_string(enum ct_image_file_kind k);
+const char *ct_vma_kind_to_string(enum ct_vma_kind k);
+int ct_vma_kind_from_string(const char *s);
+const char *ct_vma_pages_to_string(enum ct_vma_pages p);
+int ct_vma_pages_from_string(const char *s);
+const char *ct_fd_type_to_string(enum ct_fd_type t);
+int ct_fd_type_from_string(const char *s);
+uint32_t ct_image_magic(enum ct_image_file_kind k);
+
+/* Is path acceptable in a record? Absolute, at most CT_IMAGE_STRING_MAX, no '..' component, no
+ * control characters. Returns 0 or -EINVAL with *ret_reason set to a static explanation. This is
+ * a floor; what the container may open is the engine's policy. */
+int ct_image_path_check(const char *path, const char **ret_reason);
+
+void ct_image_header_encode(const struct ct_image_header *h, uint8_t out[CT_IMAGE_HEADER_SIZE]);
+
+/* Each encodes into a malloc'ed payload (no header). */
+int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **ret,
+			      size_t *ret_size);
+int ct_image_encode_task(const struct ct_task *t, uint8_t **ret, size_t *ret_size);
+int ct_image_encode_mm(const struct ct_mm *mm, uint8_t **ret, size_t *ret_size);
+int ct_image_encode_fds(const struct ct_fds *fds, uint8_t **ret, size_t *ret_size);
+
+void ct_image_inventory_done(struct ct_image_inventory *inv);
+void ct_task_done(struct ct_task *t);
+void ct_mm_done(struct ct_mm *mm);
+void ct_fds_done(struct ct_fds *fds);
+void ct_pages_done(struct ct_pages *p);
+
+/* ---- image-decode.c: pure decoders of untrusted bytes (fuzzed) ------------------------------ */
+
+/* Each returns 0, or -EBADMSG (malformed) / -EPROTONOSUPPORT (version) / -ENOMEM with a message
+ * in err (always NUL-terminated). Outputs are untouched on failure. */
+int ct_image_header_decode(const uint8_t *buf, size_t size, enum ct_image_file_kind kind, char *err,
+			   size_t errlen, struct ct_image_header *ret);
+int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t errlen,
+			      struct ct_image_inventory *ret);
+int ct_image_decode_task(const uint8_t *buf, size_t size, char *err, size_t errlen,
+			 struct ct_task *ret);
+int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen,
+		       struct ct_mm *ret);
+int ct_image_decode_fds(const uint8_t *buf, size_t size, char *err, size_t errlen,
+			struct ct_fds *ret);
+/* The pages index: buf is the TLV between the chunk data and the footer; chunks_len the size
+ * of the chunk data before it. */
+int ct_image_decode_pages_index(const uint8_t *buf, size_t size, uint64_t chunks_len, char *err,
+				size_t errlen, struct ct_pages *ret);
+
+/* ---- image-write.c: the writer ------------------------------------------------------------ */
+
+struct ct_image_writer;
+struct ct_pages_writer;
+
+/* Creates dir (0700; it must not exist or be empty) and starts an image. The inventory fields
+ * except files are copied from info. */
+int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
+			struct ct_image_writer **ret);
+/* Removes what an unfinished image wrote (never the directory's other contents); NULL-safe. */
+struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w);
+int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_task *t);
+int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_mm *mm);
+int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_fds *fds);
+/* Streams one pages file; runs must come in ascending address order. */
+int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t owner,
+				struct ct_pages_writer **ret);
+/* n_pages pages at addr (page-aligned); all-zero pages are recorded, not stored. */
+int ct_pages_writer_add(struct ct_pages_writer *p, uint64_t addr, const void *data, size_t n_pages);
+/* Flushes, writes the index and header, fsyncs, renames into place; frees p either way. */
+int ct_pages_writer_finish(struct ct_pages_writer *p);
+struct ct_pages_writer *ct_pages_writer_free(struct ct_pages_writer *p);
+/* Writes the inventory last and fsyncs the directory. */
+int ct_image_writer_finish(struct ct_image_writer *w);
+
+/* ---- image-read.c: the validating reader --------------------------------------------------- */
+
+struct ct_image_process {
+	struct ct_task task;
+	struct ct_mm mm;
+	struct ct_fds fds;
+	struct ct_pages *pages; /* NULL when the process has no private pages */
+};
+
+struct ct_image {
+	int dir_fd;
+	struct ct_image_inventory inventory;
+	struct ct_image_process *procs; /* sorted by pid */
+	size_t n_procs;
+	struct ct_pages *shm; /* shared anonymous memory, sorted by id */
+	size_t n_shm;
+};
+
+#define CT_IMAGE_ERROR_MAX 512
+
+/* Opens and fully verifies an image: ownership and modes of the directory and every file (root,
+ * not group/other-writable, regular, no symlinks), every header and checksum, the inventory
+ * against the directory, every record, every page chunk. On failure err says which file and
+ * what is wrong, e.g. "pages-42.img: checksum mismatch at chunk 12". */
+int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret);
+struct ct_image *ct_image_free(struct ct_image *img);
+
+/* Calls cb for every run of p in address order: data NULL for zero pages. Chunks are verified
+ * again as they are read. cb returning < 0 stops with that value. */
+typedef int (*ct_pages_cb)(uint64_t addr, const void *data, size_t n_pages, void *userdata);
+int ct_image_pages_read(struct ct_image *img, const struct ct_pages *p,
+			char err[CT_IMAGE_ERROR_MAX], ct_pages_cb cb, void *userdata);
+
+static inline void ct_image_writer_freep(struct ct_image_writer **w)
+{
+	ct_image_writer_free(*w);
+}
+static inline void ct_pages_writer_freep(struct ct_pages_writer **p)
+{
+	ct_pages_writer_free(*p);
+}
+static inline void ct_image_freep(struct ct_image **i)
+{
+	ct_image_free(*i);
+}

@@ -1,0 +1,118 @@
+/* The TLV tags of the image files and the byte helpers the encoder and the decoder share. */
+#pragma once
+
+#include <stdint.h>
+#include <string.h>
+
+#define CT_TLV_HEADER_SIZE 8 /* u16 tag, u16 flags (0), u32 length */
+
+enum { /* inventory.img */
+       INV_CONTAINER = 1,
+       INV_KERNEL,
+       INV_ARCH,
+       INV_PAGE_SIZE,
+       INV_ROOT_PID,
+       INV_CREATED,
+       INV_VDSO, /* 6 x u64 */
+       INV_FILE, /* nested FILE_* */
+       FILE_NAME = 1,
+       FILE_SIZE,
+       FILE_XXH3,
+};
+
+enum { /* task-PID.img */
+       TASK_PID = 1,
+       TASK_PPID,
+       TASK_PGID,
+       TASK_SID,
+       TASK_COMM,
+       TASK_CREDS,	/* nested CRED_* */
+       TASK_RLIMITS,	/* CT_IMAGE_RLIMITS x (u64 cur, u64 max) */
+       TASK_SIGACTIONS, /* CT_IMAGE_SIGNALS x (u64 handler, flags, restorer, mask) */
+       TASK_SHARED_PENDING,
+       TASK_SHARED_SIGINFO, /* n x 128 */
+       TASK_CWD,
+       TASK_ROOT,
+       TASK_THREAD,   /* nested THREAD_* */
+       CRED_UIDS = 1, /* 4 x u32 */
+       CRED_GIDS,
+       CRED_GROUPS, /* n x u32 */
+       CRED_CAPS,   /* 5 x u64 */
+       CRED_SECUREBITS,
+       THREAD_TID = 1,
+       THREAD_COMM,
+       THREAD_SIGMASK,
+       THREAD_PENDING,
+       THREAD_SIGINFO, /* n x 128 */
+       THREAD_ROBUST,  /* u64 head, u64 len */
+       THREAD_TID_ADDRESS,
+       THREAD_RSEQ,   /* u64 addr, u32 len, u32 sig */
+       THREAD_REGSET, /* nested REGSET_* */
+       REGSET_TYPE = 1,
+       REGSET_DATA,
+};
+
+enum { /* mm-PID.img */
+       MM_PID = 1,
+       MM_FIELDS, /* CT_MM_FIELDS x u64 */
+       MM_AUXV,	  /* n x u64 */
+       MM_EXE,
+       MM_VMA, /* nested VMA_* */
+       VMA_START = 1,
+       VMA_END,
+       VMA_PGOFF,
+       VMA_PROT,
+       VMA_FLAGS,
+       VMA_KIND,
+       VMA_PAGES,
+       VMA_SHMID,
+       VMA_PATH,
+};
+
+enum { /* fds-PID.img */
+       FDS_PID = 1,
+       FDS_FD, /* nested FD_* */
+       FD_NUM = 1,
+       FD_TYPE,
+       FD_FLAGS,
+       FD_FDFLAGS,
+       FD_POS,
+       FD_PATH,
+       FD_DATA,
+};
+
+enum {		       /* pages index */
+       IDX_CHUNKS = 1, /* n x (u64 offset, u32 size, u32 pages, u64 xxh3) */
+       IDX_RUNS,       /* n x (u64 addr, u32 pages, u32 flags, u32 chunk, u32 chunk_page) */
+};
+
+#define CT_CHUNK_ENTRY_SIZE 24
+#define CT_RUN_ENTRY_SIZE   24
+
+static inline uint16_t get_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+static inline uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t get_le64(const uint8_t *p)
+{
+	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+static inline void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v);
+	put_le32(p + 4, (uint32_t)(v >> 32));
+}

@@ -1,0 +1,518 @@
+/* The image writer: files created 0600 under a temporary name, fsynced and renamed into a 0700
+ * directory; page contents streamed into zstd chunks; the inventory written last. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "checkpoint/ct/image-internal.h"
+#include "checkpoint/ct/image-tlv-internal.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+
+#define PAGES_ZSTD_LEVEL 1 /* dump speed first: the memory bandwidth is the limit to meet */
+
+struct ct_image_writer {
+	int dir_fd;
+	struct ct_image_inventory inv; /* files grows as files are written */
+	size_t files_alloc;
+	bool finished;
+};
+
+struct ct_pages_writer {
+	struct ct_image_writer *w;
+	char name[64], tmp[80];
+	int fd;
+	XXH3_state_t *xxh;
+	ZSTD_CCtx *cctx;
+	uint64_t offset; /* payload bytes written */
+	uint8_t *raw;	 /* the chunk being filled */
+	uint32_t raw_pages;
+	uint8_t *frame;
+	size_t frame_max;
+	struct ct_page_chunk *chunks;
+	size_t n_chunks, chunks_alloc;
+	struct ct_page_run *runs;
+	size_t n_runs, runs_alloc;
+	uint64_t next_addr;
+};
+
+static int write_all(int fd, const void *data, size_t size)
+{
+	const uint8_t *p = data;
+
+	while (size > 0) {
+		ssize_t n = write(fd, p, size);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		size -= (size_t)n;
+	}
+	return 0;
+}
+
+static int writer_add_entry(struct ct_image_writer *w, const char *name, uint64_t size,
+			    uint64_t xxh3)
+{
+	struct ct_image_file_entry *e;
+
+	if (w->inv.n_files >= CT_IMAGE_FILES_MAX)
+		return -E2BIG;
+	if (w->inv.n_files == w->files_alloc) {
+		size_t na = MAX(w->files_alloc * 2, (size_t)16);
+
+		e = reallocarray(w->inv.files, na, sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		w->inv.files = e;
+		w->files_alloc = na;
+	}
+	e = &w->inv.files[w->inv.n_files];
+	*e = (struct ct_image_file_entry){.name = strdup(name), .size = size, .xxh3 = xxh3};
+	if (!e->name)
+		return -ENOMEM;
+	w->inv.n_files++;
+	return 0;
+}
+
+/* Writes header + payload to a temporary name, fsyncs, renames without replacing. */
+static int write_image_file(struct ct_image_writer *w, const char *name,
+			    enum ct_image_file_kind kind, const uint8_t *payload, size_t size,
+			    uint64_t *ret_xxh3)
+{
+	struct ct_image_header h = {
+		.magic = ct_image_magic(kind),
+		.version = CT_IMAGE_VERSION,
+		.payload_len = size,
+		.payload_xxh3 = XXH3_64bits(payload, size),
+	};
+	uint8_t header[CT_IMAGE_HEADER_SIZE];
+	_cleanup_close_ int fd = -EBADF;
+	char tmp[300];
+	int r;
+
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	ct_image_header_encode(&h, header);
+	fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return log_debug_errno(errno, "Failed to create %s: %m", tmp);
+	r = write_all(fd, header, sizeof(header));
+	if (r == 0)
+		r = write_all(fd, payload, size);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat2(w->dir_fd, tmp, w->dir_fd, name, RENAME_NOREPLACE) < 0)
+		r = -errno;
+	if (r < 0) {
+		(void)unlinkat(w->dir_fd, tmp, 0);
+		return log_debug_errno(r, "Failed to write %s: %m", name);
+	}
+	*ret_xxh3 = h.payload_xxh3;
+	return 0;
+}
+
+int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
+			struct ct_image_writer **ret)
+{
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	struct stat st;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return log_debug_errno(errno, "Failed to create %s: %m", dir);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->finished = true; /* nothing to clean up yet */
+	w->dir_fd = -EBADF;
+	w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (w->dir_fd < 0)
+		return log_debug_errno(errno, "Failed to open %s: %m", dir);
+	if (fstat(w->dir_fd, &st) < 0)
+		return -errno;
+	if (st.st_nlink > 2 ||
+	    faccessat(w->dir_fd, "inventory.img", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return log_debug_errno(ENOTEMPTY, "%s is not empty", dir);
+	if (fchmod(w->dir_fd, 0700) < 0)
+		return -errno;
+	w->inv = (struct ct_image_inventory){
+		.version = CT_IMAGE_VERSION,
+		.container = strdup(info->container ?: ""),
+		.kernel_release = strdup(info->kernel_release ?: ""),
+		.arch = strdup(info->arch ?: ""),
+		.page_size = CT_IMAGE_PAGE_SIZE,
+		.root_pid = info->root_pid,
+		.created_usec = info->created_usec,
+		.vdso = info->vdso,
+	};
+	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch)
+		return -ENOMEM;
+	w->finished = false;
+	*ret = TAKE_PTR(w);
+	return 0;
+}
+
+struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w)
+{
+	if (!w)
+		return NULL;
+	/* An unfinished image must not look like one: remove what we wrote. */
+	if (!w->finished && w->dir_fd >= 0)
+		for (size_t i = 0; i < w->inv.n_files; i++)
+			(void)unlinkat(w->dir_fd, w->inv.files[i].name, 0);
+	if (w->dir_fd >= 0)
+		safe_close(w->dir_fd);
+	ct_image_inventory_done(&w->inv);
+	free(w);
+	return NULL;
+}
+
+static int add_record(struct ct_image_writer *w, const char *name, enum ct_image_file_kind kind,
+		      uint8_t *payload, size_t size)
+{
+	_cleanup_free_ uint8_t *p = payload;
+	uint64_t xxh3;
+	int r;
+
+	if (w->finished)
+		return -ESTALE;
+	r = write_image_file(w, name, kind, p, size, &xxh3);
+	if (r < 0)
+		return r;
+	return writer_add_entry(w, name, CT_IMAGE_HEADER_SIZE + size, xxh3);
+}
+
+/* The writer refuses what the reader would refuse: a bad record fails the dump, not the
+ * restore. */
+static int refuse(const char *name, int r, const char *err, uint8_t *payload)
+{
+	free(payload);
+	return log_debug_errno(r, "Refusing to write %s: %s", name, err);
+}
+
+int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_task *t)
+{
+	char name[64], err[CT_IMAGE_ERROR_MAX];
+	struct ct_task check;
+	uint8_t *p;
+	size_t n;
+	int r = ct_image_encode_task(t, &p, &n);
+
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "task-%u.img", t->pid);
+	r = ct_image_decode_task(p, n, err, sizeof(err), &check);
+	if (r < 0)
+		return refuse(name, r, err, p);
+	ct_task_done(&check);
+	return add_record(w, name, CT_FILE_TASK, p, n);
+}
+
+int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_mm *mm)
+{
+	char name[64], err[CT_IMAGE_ERROR_MAX];
+	struct ct_mm check;
+	uint8_t *p;
+	size_t n;
+	int r = ct_image_encode_mm(mm, &p, &n);
+
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "mm-%u.img", mm->pid);
+	r = ct_image_decode_mm(p, n, err, sizeof(err), &check);
+	if (r < 0)
+		return refuse(name, r, err, p);
+	ct_mm_done(&check);
+	return add_record(w, name, CT_FILE_MM, p, n);
+}
+
+int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_fds *fds)
+{
+	char name[64], err[CT_IMAGE_ERROR_MAX];
+	struct ct_fds check;
+	uint8_t *p;
+	size_t n;
+	int r = ct_image_encode_fds(fds, &p, &n);
+
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "fds-%u.img", fds->pid);
+	r = ct_image_decode_fds(p, n, err, sizeof(err), &check);
+	if (r < 0)
+		return refuse(name, r, err, p);
+	ct_fds_done(&check);
+	return add_record(w, name, CT_FILE_FDS, p, n);
+}
+
+int ct_image_writer_finish(struct ct_image_writer *w)
+{
+	_cleanup_free_ uint8_t *p = NULL;
+	uint64_t xxh3;
+	size_t n;
+	int r;
+
+	if (w->finished)
+		return -ESTALE;
+	r = ct_image_encode_inventory(&w->inv, &p, &n);
+	if (r < 0)
+		return r;
+	r = write_image_file(w, "inventory.img", CT_FILE_INVENTORY, p, n, &xxh3);
+	if (r < 0)
+		return r;
+	if (fsync(w->dir_fd) < 0) {
+		r = -errno;
+		(void)unlinkat(w->dir_fd, "inventory.img", 0);
+		return log_debug_errno(r, "Failed to fsync the image directory: %m");
+	}
+	w->finished = true;
+	return 0;
+}
+
+/* ---- pages ---------------------------------------------------------------------------------- */
+
+int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t owner,
+				struct ct_pages_writer **ret)
+{
+	_cleanup_(ct_pages_writer_freep) struct ct_pages_writer *p = NULL;
+
+	if (w->finished)
+		return -ESTALE;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->w = w;
+	p->fd = -EBADF;
+	if (shm)
+		snprintf(p->name, sizeof(p->name), "pages-shm-%" PRIu64 ".img", owner);
+	else
+		snprintf(p->name, sizeof(p->name), "pages-%" PRIu64 ".img", owner);
+	snprintf(p->tmp, sizeof(p->tmp), ".%s.tmp", p->name);
+	p->frame_max = ZSTD_compressBound(CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	p->raw = malloc(CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	p->frame = malloc(p->frame_max);
+	p->xxh = XXH3_createState();
+	p->cctx = ZSTD_createCCtx();
+	if (!p->raw || !p->frame || !p->xxh || !p->cctx)
+		return -ENOMEM;
+	XXH3_64bits_reset(p->xxh);
+	p->fd = openat(w->dir_fd, p->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		       0600);
+	if (p->fd < 0)
+		return log_debug_errno(errno, "Failed to create %s: %m", p->tmp);
+	if (lseek(p->fd, CT_IMAGE_HEADER_SIZE, SEEK_SET) < 0)
+		return -errno;
+	*ret = TAKE_PTR(p);
+	return 0;
+}
+
+struct ct_pages_writer *ct_pages_writer_free(struct ct_pages_writer *p)
+{
+	if (!p)
+		return NULL;
+	if (p->fd >= 0) {
+		safe_close(p->fd);
+		(void)unlinkat(p->w->dir_fd, p->tmp, 0);
+	}
+	XXH3_freeState(p->xxh);
+	ZSTD_freeCCtx(p->cctx);
+	free(p->raw);
+	free(p->frame);
+	free(p->chunks);
+	free(p->runs);
+	free(p);
+	return NULL;
+}
+
+static int payload_write(struct ct_pages_writer *p, const void *data, size_t size)
+{
+	int r = write_all(p->fd, data, size);
+
+	if (r < 0)
+		return log_debug_errno(r, "Failed to write %s: %m", p->name);
+	XXH3_64bits_update(p->xxh, data, size);
+	p->offset += size;
+	return 0;
+}
+
+static int flush_chunk(struct ct_pages_writer *p)
+{
+	size_t n;
+	int r;
+
+	if (p->raw_pages == 0)
+		return 0;
+	if (p->n_chunks >= CT_PAGES_CHUNKS_MAX)
+		return -E2BIG;
+	if (p->n_chunks == p->chunks_alloc) {
+		size_t na = MAX(p->chunks_alloc * 2, (size_t)64);
+		struct ct_page_chunk *c = reallocarray(p->chunks, na, sizeof(*c));
+
+		if (!c)
+			return -ENOMEM;
+		p->chunks = c;
+		p->chunks_alloc = na;
+	}
+	n = ZSTD_compressCCtx(p->cctx, p->frame, p->frame_max, p->raw,
+			      (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE, PAGES_ZSTD_LEVEL);
+	if (ZSTD_isError(n))
+		return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
+	p->chunks[p->n_chunks++] = (struct ct_page_chunk){
+		.offset = p->offset,
+		.size = (uint32_t)n,
+		.n_pages = p->raw_pages,
+		.xxh3 = XXH3_64bits(p->frame, n),
+	};
+	r = payload_write(p, p->frame, n);
+	p->raw_pages = 0;
+	return r;
+}
+
+static bool page_is_zero(const uint8_t *page)
+{
+	uint64_t acc = 0, v;
+
+	for (size_t i = 0; i < CT_IMAGE_PAGE_SIZE; i += 8) {
+		memcpy(&v, page + i, 8);
+		acc |= v;
+	}
+	return acc == 0;
+}
+
+static int add_run_page(struct ct_pages_writer *p, uint64_t addr, bool zero)
+{
+	struct ct_page_run *last = p->n_runs > 0 ? &p->runs[p->n_runs - 1] : NULL;
+	uint32_t chunk = (uint32_t)p->n_chunks;
+
+	/* Extend the last run when contiguous, of the same kind and (data) in the same chunk. */
+	if (last && last->addr + (uint64_t)last->n_pages * CT_IMAGE_PAGE_SIZE == addr &&
+	    last->n_pages < UINT32_MAX &&
+	    (zero ? last->flags == CT_PAGE_RUN_ZERO
+		  : last->flags == 0 && last->chunk == chunk && p->raw_pages > 0)) {
+		last->n_pages++;
+		return 0;
+	}
+	if (p->n_runs >= CT_PAGES_RUNS_MAX)
+		return -E2BIG;
+	if (p->n_runs == p->runs_alloc) {
+		size_t na = MAX(p->runs_alloc * 2, (size_t)64);
+		struct ct_page_run *n = reallocarray(p->runs, na, sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		p->runs = n;
+		p->runs_alloc = na;
+	}
+	p->runs[p->n_runs++] =
+		zero ? (struct ct_page_run){.addr = addr, .n_pages = 1, .flags = CT_PAGE_RUN_ZERO}
+		     : (struct ct_page_run){.addr = addr,
+					    .n_pages = 1,
+					    .chunk = chunk,
+					    .chunk_page = p->raw_pages};
+	return 0;
+}
+
+int ct_pages_writer_add(struct ct_pages_writer *p, uint64_t addr, const void *data, size_t n_pages)
+{
+	const uint8_t *src = data;
+	int r;
+
+	if (addr % CT_IMAGE_PAGE_SIZE || addr < p->next_addr ||
+	    n_pages > (CT_IMAGE_ADDR_LIMIT - addr) / CT_IMAGE_PAGE_SIZE)
+		return -EINVAL;
+	for (size_t i = 0; i < n_pages; i++, addr += CT_IMAGE_PAGE_SIZE) {
+		const uint8_t *page = src + i * CT_IMAGE_PAGE_SIZE;
+		bool zero = page_is_zero(page);
+
+		r = add_run_page(p, addr, zero);
+		if (r < 0)
+			return r;
+		if (zero)
+			continue;
+		memcpy(p->raw + (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE, page,
+		       CT_IMAGE_PAGE_SIZE);
+		if (++p->raw_pages == CT_PAGES_CHUNK_PAGES) {
+			r = flush_chunk(p);
+			if (r < 0)
+				return r;
+		}
+	}
+	p->next_addr = addr;
+	return 0;
+}
+
+static int pages_write_index(struct ct_pages_writer *p)
+{
+	size_t nc = p->n_chunks * CT_CHUNK_ENTRY_SIZE, nr = p->n_runs * CT_RUN_ENTRY_SIZE;
+	size_t size = 2 * CT_TLV_HEADER_SIZE + nc + nr;
+	_cleanup_free_ uint8_t *idx = malloc(size);
+	uint8_t footer[CT_PAGES_FOOTER_SIZE], *e;
+	uint64_t chunks_len = p->offset;
+	int r;
+
+	if (!idx)
+		return -ENOMEM;
+	put_le16(idx, IDX_CHUNKS);
+	put_le16(idx + 2, 0);
+	put_le32(idx + 4, (uint32_t)nc);
+	e = idx + CT_TLV_HEADER_SIZE;
+	for (size_t i = 0; i < p->n_chunks; i++, e += CT_CHUNK_ENTRY_SIZE) {
+		put_le64(e, p->chunks[i].offset);
+		put_le32(e + 8, p->chunks[i].size);
+		put_le32(e + 12, p->chunks[i].n_pages);
+		put_le64(e + 16, p->chunks[i].xxh3);
+	}
+	put_le16(e, IDX_RUNS);
+	put_le16(e + 2, 0);
+	put_le32(e + 4, (uint32_t)nr);
+	e += CT_TLV_HEADER_SIZE;
+	for (size_t i = 0; i < p->n_runs; i++, e += CT_RUN_ENTRY_SIZE) {
+		put_le64(e, p->runs[i].addr);
+		put_le32(e + 8, p->runs[i].n_pages);
+		put_le32(e + 12, p->runs[i].flags);
+		put_le32(e + 16, p->runs[i].chunk);
+		put_le32(e + 20, p->runs[i].chunk_page);
+	}
+	r = payload_write(p, idx, size);
+	if (r < 0)
+		return r;
+	put_le64(footer, chunks_len);
+	put_le64(footer + 8, size);
+	put_le64(footer + 16, XXH3_64bits(idx, size));
+	return payload_write(p, footer, sizeof(footer));
+}
+
+int ct_pages_writer_finish(struct ct_pages_writer *p)
+{
+	_cleanup_(ct_pages_writer_freep) struct ct_pages_writer *pw = p;
+	struct ct_image_header h = {.magic = ct_image_magic(CT_FILE_PAGES),
+				    .version = CT_IMAGE_VERSION};
+	uint8_t header[CT_IMAGE_HEADER_SIZE];
+	int r;
+
+	r = flush_chunk(pw);
+	if (r < 0)
+		return r;
+	r = pages_write_index(pw);
+	if (r < 0)
+		return r;
+	h.payload_len = pw->offset;
+	h.payload_xxh3 = XXH3_64bits_digest(pw->xxh);
+	ct_image_header_encode(&h, header);
+	if (pwrite(pw->fd, header, sizeof(header), 0) != (ssize_t)sizeof(header) ||
+	    fsync(pw->fd) < 0)
+		return log_debug_errno(errno ?: EIO, "Failed to write %s: %m", pw->name);
+	if (renameat2(pw->w->dir_fd, pw->tmp, pw->w->dir_fd, pw->name, RENAME_NOREPLACE) < 0)
+		return log_debug_errno(errno, "Failed to rename %s: %m", pw->name);
+	pw->fd = safe_close(pw->fd);
+	return writer_add_entry(pw->w, pw->name, CT_IMAGE_HEADER_SIZE + pw->offset, h.payload_xxh3);
+}

@@ -1,0 +1,805 @@
+/* Unit tests for the checkpoint image: a synthetic image (three processes, threads, VMAs of each
+ * kind, fds, 64 MiB of pages with zero pages and a hole, shared memory) reads back identically;
+ * every corruption, truncation, removal, wrong version, bad mode, foreign owner and symlink is
+ * refused with a message naming the file. Runs as root (the reader wants root-owned images). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "checkpoint/ct/image-internal.h"
+#include "common/common.h"
+
+#define PAGE	  4096ULL
+#define MIB_PAGES 256ULL
+#define HEAP	  0x10000000ULL
+#define HEAP_MIB  52 /* with a 4 MiB hole: 48 MiB stored */
+#define HOLE_MIB  20
+#define ANON7	  0x7f0000000000ULL
+#define ANON7_MIB 12
+#define SHM_MIB	  4
+#define SHM_ID	  5
+
+static char img_dir[64];
+
+/* Zero, compressible or random, by address: the reader must give back exactly this. */
+static void gen_page(uint8_t *p, uint64_t seed, uint64_t addr)
+{
+	uint64_t n = addr / PAGE, x = seed * 0x9e3779b97f4a7c15ULL ^ n;
+
+	if (n % 7 == 3) {
+		memset(p, 0, PAGE);
+		return;
+	}
+	for (size_t i = 0; i < PAGE; i += 8) {
+		if (n % 3 != 0) { /* xorshift64 */
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+		}
+		memcpy(p + i, &x, 8);
+	}
+}
+
+static void fill_thread(struct ct_thread *th, uint32_t tid, struct ct_regset *regs)
+{
+	static uint8_t gp[216], xstate[2696];
+
+	for (size_t i = 0; i < sizeof(xstate); i++)
+		xstate[i] = (uint8_t)(i * 7 + tid);
+	memset(gp, (int)tid, sizeof(gp));
+	regs[0] = (struct ct_regset){.type = 1, .size = sizeof(gp), .data = gp};
+	regs[1] = (struct ct_regset){.type = 0x202, .size = sizeof(xstate), .data = xstate};
+	*th = (struct ct_thread){.tid = tid,
+				 .sigmask = 1ULL << 13,
+				 .sigpending = tid,
+				 .robust_list = 0x7f00001000 + tid,
+				 .robust_list_len = 24,
+				 .tid_address = 0x7f00002000 + tid,
+				 .rseq = 0x7f00003000 + tid,
+				 .rseq_len = 32,
+				 .rseq_sig = 0x53053053,
+				 .regsets = regs,
+				 .n_regsets = 2};
+	snprintf(th->comm, sizeof(th->comm), "worker-%u", tid);
+}
+
+static uint8_t siginfo[2 * CT_IMAGE_SIGINFO_SIZE] = {1, 2, 3};
+static uint32_t groups[] = {0, 10, 100};
+
+static void fill_task(struct ct_task *t, uint32_t pid, uint32_t ppid, struct ct_thread *threads,
+		      size_t n_threads)
+{
+	*t = (struct ct_task){.pid = pid, .ppid = ppid, .pgid = 1, .sid = 1};
+	snprintf(t->comm, sizeof(t->comm), "proc%u", pid);
+	t->creds = (struct ct_creds){.uids = {0, 0, 0, 0},
+				     .gids = {0, 0, 0, 0},
+				     .groups = groups,
+				     .n_groups = 3,
+				     .caps = {0, 0x1ff, 0x1ff, ~0ULL, 0}};
+	for (size_t i = 0; i < CT_IMAGE_RLIMITS; i++)
+		t->rlimits[i] = (struct ct_rlimit){i * 1000, ~0ULL};
+	for (size_t i = 0; i < CT_IMAGE_SIGNALS; i++)
+		t->sigactions[i] = (struct ct_sigaction){i, i << 8, 0x401000, 1ULL << i};
+	t->shared_pending = 1ULL << 9;
+	t->shared_siginfo = siginfo;
+	t->n_shared_siginfo = 2;
+	t->cwd = (char *)"/srv/www";
+	t->root = (char *)"/";
+	t->threads = threads;
+	t->n_threads = n_threads;
+}
+
+static struct ct_vma vmas1[] = {
+	{0x400000, 0x600000, 0, 5, 2, CT_VMA_FILE_PRIVATE, CT_VMA_PAGES_NONE, 0, "/usr/bin/app"},
+	{HEAP, HEAP + HEAP_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_VMA_HEAP, CT_VMA_PAGES_PRIVATE, 0,
+	 NULL},
+	{0x7ffff7fc0000, 0x7ffff7fc4000, 0, 1, 0, CT_VMA_VVAR, CT_VMA_PAGES_NONE, 0, NULL},
+	{0x7ffff7fc4000, 0x7ffff7fc6000, 0, 5, 0, CT_VMA_VDSO, CT_VMA_PAGES_NONE, 0, NULL},
+};
+static struct ct_vma vmas7[] = {
+	{0x500000000, 0x500000000 + SHM_MIB *MIB_PAGES *PAGE, 0, 3, 1, CT_VMA_ANON_SHARED,
+	 CT_VMA_PAGES_SHM, SHM_ID, NULL},
+	{ANON7, ANON7 + ANON7_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_VMA_ANON_PRIVATE,
+	 CT_VMA_PAGES_PRIVATE, 0, NULL},
+};
+static struct ct_vma vmas9[] = {
+	{0x600000, 0x610000, 0, 3, 0x22, CT_VMA_STACK, CT_VMA_PAGES_PRIVATE, 0, NULL},
+};
+
+static uint8_t pipe_data[5000];
+
+static struct ct_fd fds1[] = {
+	{0, CT_FD_CHR, O_RDONLY, 0, 0, "/dev/null", NULL, 0},
+	{1, CT_FD_REG, O_WRONLY | O_APPEND, 0, 1234, "/var/log/app.log", NULL, 0},
+	{3, CT_FD_PIPE, O_RDONLY, 1, 0, NULL, pipe_data, sizeof(pipe_data)},
+	{4, CT_FD_TCP, O_RDWR, 1, 0, NULL, (uint8_t *)"tcp-state", 9},
+	{7, CT_FD_EPOLL, O_RDWR, 1, 0, NULL, (uint8_t *)"interest", 8},
+};
+static struct ct_fd fds7[] = {
+	{0, CT_FD_TTY, O_RDWR, 0, 0, "/dev/pts/0", NULL, 0},
+	{5, CT_FD_EVENTFD, O_RDWR, 0, 0, NULL, (uint8_t *)"12345678", 8},
+};
+
+struct model {
+	struct ct_image_inventory info;
+	struct ct_task tasks[3];
+	struct ct_mm mms[3];
+	struct ct_fds fds[3];
+	struct ct_thread threads[5];
+	struct ct_regset regs[5][2];
+	uint64_t auxv[6];
+};
+
+static struct model model;
+
+static void build_model(void)
+{
+	struct model *m = &model;
+
+	for (size_t i = 0; i < sizeof(pipe_data); i++)
+		pipe_data[i] = (uint8_t)(i % 251);
+	m->info = (struct ct_image_inventory){.container = (char *)"web1",
+					      .kernel_release = (char *)"6.18.0-test",
+					      .arch = (char *)"x86_64",
+					      .root_pid = 1,
+					      .created_usec = 1764170000000000ULL,
+					      .vdso = {0x7ffff7fc0000, 0x7ffff7fc2000,
+						       0x7ffff7fc2000, 0x7ffff7fc4000,
+						       0x7ffff7fc4000, 0x7ffff7fc6000}};
+	fill_thread(&m->threads[0], 1, m->regs[0]);
+	fill_thread(&m->threads[1], 7, m->regs[1]);
+	fill_thread(&m->threads[2], 8, m->regs[2]);
+	fill_thread(&m->threads[3], 12, m->regs[3]);
+	fill_thread(&m->threads[4], 9, m->regs[4]);
+	fill_task(&m->tasks[0], 1, 0, &m->threads[0], 1);
+	fill_task(&m->tasks[1], 7, 1, &m->threads[1], 3);
+	fill_task(&m->tasks[2], 9, 7, &m->threads[4], 1);
+	for (size_t i = 0; i < ELEMENTSOF(m->auxv); i++)
+		m->auxv[i] = i * 3;
+	for (size_t i = 0; i < 3; i++) {
+		m->mms[i] = (struct ct_mm){.pid = m->tasks[i].pid, .auxv = m->auxv, .n_auxv = 6};
+		for (size_t j = 0; j < CT_MM_FIELDS; j++)
+			m->mms[i].fields[j] = 0x400000 + j * 0x1000;
+		m->fds[i] = (struct ct_fds){.pid = m->tasks[i].pid};
+	}
+	m->mms[0].exe = (char *)"/usr/bin/app";
+	m->mms[0].vmas = vmas1;
+	m->mms[0].n_vmas = ELEMENTSOF(vmas1);
+	m->mms[1].vmas = vmas7;
+	m->mms[1].n_vmas = ELEMENTSOF(vmas7);
+	m->mms[2].vmas = vmas9;
+	m->mms[2].n_vmas = ELEMENTSOF(vmas9);
+	m->fds[0].fds = fds1;
+	m->fds[0].n_fds = ELEMENTSOF(fds1);
+	m->fds[1].fds = fds7;
+	m->fds[1].n_fds = ELEMENTSOF(fds7);
+}
+
+/* Writes [addr, addr + mib MiB) in 1 MiB batches. */
+static void write_range(struct ct_pages_writer *p, uint64_t seed, uint64_t addr, uint64_t mib)
+{
+	static uint8_t batch[MIB_PAGES * PAGE];
+
+	for (uint64_t m = 0; m < mib; m++, addr += MIB_PAGES * PAGE) {
+		for (uint64_t i = 0; i < MIB_PAGES; i++)
+			gen_page(batch + i * PAGE, seed, addr + i * PAGE);
+		assert_int_equal(ct_pages_writer_add(p, addr, batch, MIB_PAGES), 0);
+	}
+}
+
+/* The whole model; big selects 64 MiB of pages, else 2 MiB + a few pages. */
+static void write_image(const char *dir, bool big)
+{
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	struct ct_pages_writer *p;
+	static uint8_t zero[4 * PAGE];
+
+	assert_int_equal(ct_image_writer_new(dir, &model.info, &w), 0);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
+		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
+		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
+	}
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
+	write_range(p, 1, HEAP, big ? HOLE_MIB : 1);
+	if (big)
+		write_range(p, 1, HEAP + (HOLE_MIB + 4) * MIB_PAGES * PAGE,
+			    HEAP_MIB - HOLE_MIB - 4);
+	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 7, &p), 0);
+	write_range(p, 7, ANON7, big ? ANON7_MIB : 1);
+	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_pages_begin(w, true, SHM_ID, &p), 0);
+	write_range(p, SHM_ID, 0, big ? SHM_MIB : 1);
+	assert_int_equal(ct_pages_writer_finish(p), 0);
+	/* Only zero pages: a pages file without chunks. */
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 9, &p), 0);
+	assert_int_equal(ct_pages_writer_add(p, 0x600000, zero, 4), 0);
+	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_finish(w), 0);
+}
+
+/* ---- comparing what was read with the model ---------------------------------------------------
+ */
+
+static void assert_str_equal(const char *a, const char *b)
+{
+	if (!a || !b)
+		assert_ptr_equal(a, b);
+	else
+		assert_string_equal(a, b);
+}
+
+static void assert_task_equal(const struct ct_task *a, const struct ct_task *b)
+{
+	assert_int_equal(a->pid, b->pid);
+	assert_int_equal(a->ppid, b->ppid);
+	assert_int_equal(a->pgid, b->pgid);
+	assert_int_equal(a->sid, b->sid);
+	assert_string_equal(a->comm, b->comm);
+	assert_memory_equal(a->creds.uids, b->creds.uids, sizeof(a->creds.uids));
+	assert_memory_equal(a->creds.caps, b->creds.caps, sizeof(a->creds.caps));
+	assert_int_equal(a->creds.n_groups, b->creds.n_groups);
+	assert_memory_equal(a->creds.groups, b->creds.groups, 4 * a->creds.n_groups);
+	assert_memory_equal(a->rlimits, b->rlimits, sizeof(a->rlimits));
+	assert_memory_equal(a->sigactions, b->sigactions, sizeof(a->sigactions));
+	assert_int_equal(a->shared_pending, b->shared_pending);
+	assert_int_equal(a->n_shared_siginfo, b->n_shared_siginfo);
+	assert_memory_equal(a->shared_siginfo, b->shared_siginfo,
+			    a->n_shared_siginfo * CT_IMAGE_SIGINFO_SIZE);
+	assert_str_equal(a->cwd, b->cwd);
+	assert_str_equal(a->root, b->root);
+	assert_int_equal(a->n_threads, b->n_threads);
+	for (size_t i = 0; i < a->n_threads; i++) {
+		const struct ct_thread *x = &a->threads[i], *y = &b->threads[i];
+
+		assert_int_equal(x->tid, y->tid);
+		assert_string_equal(x->comm, y->comm);
+		assert_int_equal(x->sigmask, y->sigmask);
+		assert_int_equal(x->sigpending, y->sigpending);
+		assert_int_equal(x->robust_list, y->robust_list);
+		assert_int_equal(x->robust_list_len, y->robust_list_len);
+		assert_int_equal(x->tid_address, y->tid_address);
+		assert_int_equal(x->rseq, y->rseq);
+		assert_int_equal(x->rseq_len, y->rseq_len);
+		assert_int_equal(x->rseq_sig, y->rseq_sig);
+		assert_int_equal(x->n_regsets, y->n_regsets);
+		for (size_t j = 0; j < x->n_regsets; j++) {
+			assert_int_equal(x->regsets[j].type, y->regsets[j].type);
+			assert_int_equal(x->regsets[j].size, y->regsets[j].size);
+			assert_memory_equal(x->regsets[j].data, y->regsets[j].data,
+					    x->regsets[j].size);
+		}
+	}
+}
+
+static void assert_mm_equal(const struct ct_mm *a, const struct ct_mm *b)
+{
+	assert_int_equal(a->pid, b->pid);
+	assert_memory_equal(a->fields, b->fields, sizeof(a->fields));
+	assert_int_equal(a->n_auxv, b->n_auxv);
+	assert_memory_equal(a->auxv, b->auxv, 8 * a->n_auxv);
+	assert_str_equal(a->exe, b->exe);
+	assert_int_equal(a->n_vmas, b->n_vmas);
+	for (size_t i = 0; i < a->n_vmas; i++) {
+		const struct ct_vma *x = &a->vmas[i], *y = &b->vmas[i];
+
+		assert_int_equal(x->start, y->start);
+		assert_int_equal(x->end, y->end);
+		assert_int_equal(x->pgoff, y->pgoff);
+		assert_int_equal(x->prot, y->prot);
+		assert_int_equal(x->flags, y->flags);
+		assert_int_equal(x->kind, y->kind);
+		assert_int_equal(x->pages, y->pages);
+		assert_int_equal(x->shmid, y->shmid);
+		assert_str_equal(x->path, y->path);
+	}
+}
+
+static void assert_fds_equal(const struct ct_fds *a, const struct ct_fds *b)
+{
+	assert_int_equal(a->pid, b->pid);
+	assert_int_equal(a->n_fds, b->n_fds);
+	for (size_t i = 0; i < a->n_fds; i++) {
+		const struct ct_fd *x = &a->fds[i], *y = &b->fds[i];
+
+		assert_int_equal(x->fd, y->fd);
+		assert_int_equal(x->type, y->type);
+		assert_int_equal(x->flags, y->flags);
+		assert_int_equal(x->fd_flags, y->fd_flags);
+		assert_int_equal(x->pos, y->pos);
+		assert_str_equal(x->path, y->path);
+		assert_int_equal(x->data_size, y->data_size);
+		if (x->data_size > 0)
+			assert_memory_equal(x->data, y->data, x->data_size);
+	}
+}
+
+struct page_check {
+	uint64_t seed;
+	uint64_t pages, zero_runs_pages;
+};
+
+static int check_pages_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
+{
+	struct page_check *c = userdata;
+	static uint8_t want[PAGE];
+
+	for (size_t i = 0; i < n_pages; i++) {
+		if (c->seed == 0) /* seed 0: all zero pages */
+			memset(want, 0, PAGE);
+		else
+			gen_page(want, c->seed, addr + i * PAGE);
+		if (data)
+			assert_memory_equal((const uint8_t *)data + i * PAGE, want, PAGE);
+		else {
+			for (size_t j = 0; j < PAGE; j++)
+				assert_int_equal(want[j], 0);
+			c->zero_runs_pages++;
+		}
+	}
+	c->pages += n_pages;
+	return 0;
+}
+
+static uint64_t check_pages(struct ct_image *img, const struct ct_pages *p, uint64_t seed)
+{
+	struct page_check c = {.seed = seed};
+	char err[CT_IMAGE_ERROR_MAX] = "";
+
+	assert_non_null(p);
+	assert_int_equal(ct_image_pages_read(img, p, err, check_pages_cb, &c), 0);
+	assert_int_equal(c.pages, p->n_data_pages + p->n_zero_pages);
+	assert_int_equal(c.zero_runs_pages, p->n_zero_pages);
+	return c.pages;
+}
+
+static char *path_in(const char *name)
+{
+	static char buf[512];
+
+	snprintf(buf, sizeof(buf), "%s/%s", img_dir, name);
+	return buf;
+}
+
+static void rm_image(const char *dir)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static int setup_dir(void **state)
+{
+	strscpy(img_dir, "/tmp/test-ct-image-XXXXXX", sizeof(img_dir));
+	if (!mkdtemp(img_dir))
+		return -1;
+	rmdir(img_dir); /* the writer creates it */
+	return 0;
+}
+
+static int teardown_dir(void **state)
+{
+	rm_image(img_dir);
+	return 0;
+}
+
+/* ---- tests ------------------------------------------------------------------------------------
+ */
+
+static void test_round_trip(void **state)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	uint64_t total = 0, stored = 0;
+	struct stat st;
+	int r;
+
+	write_image(img_dir, true);
+	assert_int_equal(stat(img_dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(stat(path_in("pages-1.img"), &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+
+	r = ct_image_open(img_dir, err, &img);
+	if (r < 0)
+		fail_msg("open: %s", err);
+	assert_string_equal(img->inventory.container, "web1");
+	assert_string_equal(img->inventory.kernel_release, "6.18.0-test");
+	assert_memory_equal(&img->inventory.vdso, &model.info.vdso, sizeof(model.info.vdso));
+	assert_int_equal(img->inventory.created_usec, model.info.created_usec);
+	assert_int_equal(img->inventory.n_files, 3 * 3 + 4);
+	assert_int_equal(img->n_procs, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_task_equal(&img->procs[i].task, &model.tasks[i]);
+		assert_mm_equal(&img->procs[i].mm, &model.mms[i]);
+		assert_fds_equal(&img->procs[i].fds, &model.fds[i]);
+	}
+	total += check_pages(img, img->procs[0].pages, 1);
+	total += check_pages(img, img->procs[1].pages, 7);
+	assert_int_equal(img->n_shm, 1);
+	total += check_pages(img, &img->shm[0], SHM_ID);
+	assert_int_equal(check_pages(img, img->procs[2].pages, 0), 4);
+	assert_int_equal(img->procs[2].pages->n_chunks, 0);
+	assert_int_equal(total, 64 * MIB_PAGES);
+	for (size_t i = 0; i < 2; i++)
+		stored += img->procs[i].pages->n_data_pages;
+	stored += img->shm[0].n_data_pages;
+	/* Every 7th page is zero and not stored. */
+	assert_true(stored < total * 6 / 7 + 8 && stored > total * 6 / 7 - 8);
+
+	/* A flipped byte in chunk 12 is named. */
+	{
+		const struct ct_page_chunk *c = &img->procs[0].pages->chunks[12];
+		_cleanup_close_ int fd = open(path_in("pages-1.img"), O_RDWR | O_CLOEXEC);
+		_cleanup_(ct_image_freep) struct ct_image *bad = NULL;
+		uint8_t b;
+		off_t at = (off_t)(CT_IMAGE_HEADER_SIZE + c->offset + c->size / 2);
+
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, &b, 1, at), 1);
+		b ^= 0x40;
+		assert_int_equal(pwrite(fd, &b, 1, at), 1);
+		assert_int_equal(ct_image_open(img_dir, err, &bad), -EBADMSG);
+		assert_string_equal(err, "pages-1.img: checksum mismatch at chunk 12");
+		/* And when it changes after the open, reading the pages says so too. */
+		b ^= 0x40;
+		assert_int_equal(pwrite(fd, &b, 1, at), 1);
+		assert_int_equal(ct_image_open(img_dir, err, &bad), 0);
+		b ^= 0x40;
+		assert_int_equal(pwrite(fd, &b, 1, at), 1);
+		{
+			struct page_check pc = {.seed = 1};
+
+			assert_int_equal(ct_image_pages_read(bad, bad->procs[0].pages, err,
+							     check_pages_cb, &pc),
+					 -EBADMSG);
+			assert_string_equal(err, "pages-1.img: checksum mismatch at chunk 12");
+		}
+	}
+}
+
+/* The image must be refused with a message starting with prefix. */
+static void expect_refused(const char *prefix, int error)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	int r = ct_image_open(img_dir, err, &img);
+
+	if (r >= 0)
+		fail_msg("image accepted, expected '%s...'", prefix);
+	if (!strneq(err, prefix, strlen(prefix)))
+		fail_msg("got '%s', expected '%s...'", err, prefix);
+	if (error != 0)
+		assert_int_equal(r, error);
+}
+
+static void expect_opens(void)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+
+	if (ct_image_open(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+}
+
+static char **image_files(void)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "", **names;
+	size_t n;
+
+	write_image(img_dir, false);
+	if (ct_image_open(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	n = img->inventory.n_files;
+	names = calloc(n + 2, sizeof(char *));
+	assert_non_null(names);
+	names[0] = strdup("inventory.img");
+	for (size_t i = 0; i < n; i++)
+		names[i + 1] = strdup(img->inventory.files[i].name);
+	return names;
+}
+
+static void read_whole(const char *name, char **ret, size_t *ret_size)
+{
+	assert_int_equal(read_full_file(path_in(name), 64 << 20, ret, ret_size), 0);
+}
+
+static void write_whole(const char *name, const char *data, size_t size)
+{
+	_cleanup_close_ int fd = open(path_in(name), O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, size), (ssize_t)size);
+}
+
+static void test_flip_each_file(void **state)
+{
+	_cleanup_strv_free_ char **names = image_files();
+	char prefix[300];
+
+	for (char **n = names; *n; n++) {
+		_cleanup_free_ char *data = NULL;
+		size_t size, stride;
+
+		read_whole(*n, &data, &size);
+		snprintf(prefix, sizeof(prefix), "%s: ", *n);
+		stride = MAX((size - CT_IMAGE_HEADER_SIZE) / 40, (size_t)1);
+		for (size_t at = 0; at < size;
+		     at = at < CT_IMAGE_HEADER_SIZE ? at + 1 : at + stride) {
+			data[at] ^= 0x01;
+			write_whole(*n, data, size);
+			expect_refused(prefix, 0);
+			data[at] ^= 0x01;
+		}
+		data[size - 1] ^= 0x80; /* the very last byte */
+		write_whole(*n, data, size);
+		expect_refused(prefix, -EBADMSG);
+		data[size - 1] ^= 0x80;
+		write_whole(*n, data, size);
+	}
+	expect_opens();
+}
+
+static void test_truncate_each_file(void **state)
+{
+	_cleanup_strv_free_ char **names = image_files();
+	char prefix[300];
+
+	for (char **n = names; *n; n++) {
+		_cleanup_free_ char *data = NULL;
+		size_t size;
+
+		read_whole(*n, &data, &size);
+		snprintf(prefix, sizeof(prefix), "%s: ", *n);
+		const size_t lengths[] = {0, 39, 40, size / 2, size - 1};
+		for (size_t i = 0; i < ELEMENTSOF(lengths); i++) {
+			assert_int_equal(truncate(path_in(*n), (off_t)lengths[i]), 0);
+			expect_refused(prefix, 0);
+		}
+		write_whole(*n, data, size);
+	}
+}
+
+static void test_remove_each_file(void **state)
+{
+	_cleanup_strv_free_ char **names = image_files();
+	char prefix[300], aside[300];
+
+	for (char **n = names; *n; n++) {
+		snprintf(aside, sizeof(aside), "%s.aside", img_dir);
+		assert_int_equal(rename(path_in(*n), aside), 0);
+		if (streq(*n, "inventory.img"))
+			expect_refused("inventory.img: missing: the image is incomplete", -ENOENT);
+		else {
+			snprintf(prefix, sizeof(prefix), "%s: missing (listed in the inventory)",
+				 *n);
+			expect_refused(prefix, -ENOENT);
+		}
+		assert_int_equal(rename(aside, path_in(*n)), 0);
+	}
+}
+
+static void test_wrong_version(void **state)
+{
+	_cleanup_strv_free_ char **names = image_files();
+
+	for (char **n = names; *n; n++) {
+		_cleanup_free_ char *data = NULL;
+		uint8_t *h;
+		size_t size;
+		char prefix[300];
+
+		read_whole(*n, &data, &size);
+		h = (uint8_t *)data;
+		h[4] = 2; /* version 2, with a valid header checksum */
+		{
+			uint64_t sum = XXH3_64bits(h, 32);
+
+			for (int i = 0; i < 8; i++)
+				h[32 + i] = (uint8_t)(sum >> (8 * i));
+		}
+		write_whole(*n, data, size);
+		snprintf(prefix, sizeof(prefix),
+			 "%s: unsupported format version 2 (this migrd reads version 1)", *n);
+		expect_refused(prefix, -EPROTONOSUPPORT);
+		h[4] = 1;
+		{
+			uint64_t sum = XXH3_64bits(h, 32);
+
+			for (int i = 0; i < 8; i++)
+				h[32 + i] = (uint8_t)(sum >> (8 * i));
+		}
+		write_whole(*n, data, size);
+	}
+}
+
+static void test_extra_files(void **state)
+{
+	strv_free(image_files()); /* a small image that opens */
+	assert_int_equal(write_file_atomic(path_in("notes.txt"), "x", 1, 0600), 0);
+	expect_refused("notes.txt: not listed in the inventory", -EBADMSG);
+	assert_int_equal(unlink(path_in("notes.txt")), 0);
+	assert_int_equal(write_file_atomic(path_in(".task-1.img.tmp"), "x", 1, 0600), 0);
+	expect_refused(".task-1.img.tmp: leftover temporary file", -EBADMSG);
+	assert_int_equal(unlink(path_in(".task-1.img.tmp")), 0);
+	assert_int_equal(mkdir(path_in("sub"), 0700), 0);
+	expect_refused("sub: not a regular file", -EBADMSG);
+	assert_int_equal(rmdir(path_in("sub")), 0);
+}
+
+static void test_permissions(void **state)
+{
+	char real[128], link[128], prefix[300];
+
+	strv_free(image_files()); /* a small image that opens */
+
+	if (geteuid() != 0)
+		fail_msg("this test needs root: images must be root-owned");
+	assert_int_equal(chmod(path_in("task-1.img"), 0620), 0);
+	expect_refused("task-1.img: writable by group or others (mode 0620)", -EPERM);
+	assert_int_equal(chmod(path_in("task-1.img"), 0602), 0);
+	expect_refused("task-1.img: writable by group or others (mode 0602)", -EPERM);
+	assert_int_equal(chmod(path_in("task-1.img"), 0600), 0);
+	assert_int_equal(chown(path_in("mm-7.img"), 1000, 0), 0);
+	expect_refused("mm-7.img: owned by uid 1000, not root", -EPERM);
+	assert_int_equal(chown(path_in("mm-7.img"), 0, 0), 0);
+
+	assert_int_equal(chmod(img_dir, 0770), 0);
+	snprintf(prefix, sizeof(prefix), "%s: writable by group or others (mode 0770)", img_dir);
+	expect_refused(prefix, -EPERM);
+	assert_int_equal(chmod(img_dir, 0700), 0);
+
+	/* A symlinked file, even to an identical copy, is refused. */
+	snprintf(real, sizeof(real), "%s.real", img_dir);
+	assert_int_equal(rename(path_in("pages-7.img"), real), 0);
+	assert_int_equal(symlink(real, path_in("pages-7.img")), 0);
+	expect_refused("pages-7.img: is a symlink, refused", -ELOOP);
+	assert_int_equal(unlink(path_in("pages-7.img")), 0);
+	assert_int_equal(rename(real, path_in("pages-7.img")), 0);
+
+	/* And so is a symlinked directory. */
+	snprintf(link, sizeof(link), "%s.link", img_dir);
+	assert_int_equal(symlink(img_dir, link), 0);
+	{
+		_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+		char err[CT_IMAGE_ERROR_MAX];
+
+		assert_int_equal(ct_image_open(link, err, &img), -ELOOP);
+		snprintf(prefix, sizeof(prefix), "%s: is a symlink, refused", link);
+		assert_string_equal(err, prefix);
+		assert_int_equal(unlink(link), 0);
+		assert_int_equal(ct_image_open(img_dir, err, &img), 0);
+	}
+}
+
+static void test_incomplete(void **state)
+{
+	struct ct_image_writer *w = NULL;
+	struct stat st;
+
+	assert_int_equal(ct_image_writer_new(img_dir, &model.info, &w), 0);
+	assert_int_equal(ct_image_writer_add_task(w, &model.tasks[0]), 0);
+	assert_int_equal(stat(path_in("task-1.img"), &st), 0);
+	ct_image_writer_free(w); /* no finish: what it wrote goes away */
+	assert_int_equal(stat(path_in("task-1.img"), &st), -1);
+	expect_refused("inventory.img: missing: the image is incomplete", -ENOENT);
+	/* A writer refuses a directory that already holds an image. */
+	write_image(img_dir, false);
+	assert_int_equal(ct_image_writer_new(img_dir, &model.info, &w), -ENOTEMPTY);
+}
+
+static void test_path_check(void **state)
+{
+	static const char *const good[] = {"/",	     "/srv/www", "/a/.../b",
+					   "/a/..b", "/a/b..",	 "/a/./b"};
+	static const char *const bad[] = {"",	     "relative", "../x",	  "/..",
+					  "/a/../b", "/a/..",	 "/a/b/../../..", "/a\nb"};
+	const char *reason;
+
+	for (size_t i = 0; i < ELEMENTSOF(good); i++)
+		assert_int_equal(ct_image_path_check(good[i], &reason), 0);
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		reason = NULL;
+		assert_int_equal(ct_image_path_check(bad[i], &reason), -EINVAL);
+		assert_non_null(reason);
+	}
+}
+
+static void test_refused_records(void **state)
+{
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	struct ct_task t = model.tasks[0];
+	struct ct_mm mm = model.mms[0];
+	struct ct_vma vma = vmas1[0];
+	struct ct_fds fds = model.fds[0];
+	struct ct_fd fd = fds1[1];
+	char err[CT_IMAGE_ERROR_MAX];
+	uint8_t *p;
+	size_t n;
+
+	assert_int_equal(ct_image_writer_new(img_dir, &model.info, &w), 0);
+	t.cwd = (char *)"/srv/../../etc";
+	assert_int_equal(ct_image_writer_add_task(w, &t), -EBADMSG);
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t), -EBADMSG);
+	assert_string_equal(err, "task cwd: refused path '/srv/../../etc': '..' in path");
+	free(p);
+
+	vma.path = (char *)"usr/lib/libc.so";
+	mm.vmas = &vma;
+	mm.n_vmas = 1;
+	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
+	vma.path = NULL; /* a file mapping needs its path */
+	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
+
+	fd.path = (char *)"/var/log/../../../etc/shadow";
+	fds.fds = &fd;
+	fds.n_fds = 1;
+	assert_int_equal(ct_image_writer_add_fds(w, &fds), -EBADMSG);
+}
+
+/* Hand-made TLV: the decoders' own checks, below the checksums. */
+static void test_decode_malformed(void **state)
+{
+	static const uint8_t too_long[] = {1, 0, 0, 0, 200, 0, 0, 0, 1};
+	static const uint8_t twice[] = {1, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0,
+					1, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0};
+	static const uint8_t unknown[] = {99, 0, 0, 0, 0, 0, 0, 0};
+	static const uint8_t short_u32[] = {1, 0, 0, 0, 2, 0, 0, 0, 1, 0};
+	static const uint8_t flags[] = {1, 0, 1, 0, 0, 0, 0, 0};
+	char err[CT_IMAGE_ERROR_MAX];
+	struct ct_fds fds;
+	struct ct_task t;
+
+	assert_int_equal(ct_image_decode_fds(too_long, sizeof(too_long), err, sizeof(err), &fds),
+			 -EBADMSG);
+	assert_string_equal(err, "fds: field 1 is 200 bytes, only 1 left");
+	assert_int_equal(ct_image_decode_fds(twice, sizeof(twice), err, sizeof(err), &fds),
+			 -EBADMSG);
+	assert_string_equal(err, "fds: field 1 appears twice");
+	assert_int_equal(ct_image_decode_fds(unknown, sizeof(unknown), err, sizeof(err), &fds),
+			 -EBADMSG);
+	assert_string_equal(err, "fds: unknown field 99");
+	assert_int_equal(ct_image_decode_fds(short_u32, sizeof(short_u32), err, sizeof(err), &fds),
+			 -EBADMSG);
+	assert_string_equal(err, "fds: field 1 is 2 bytes, expected 4");
+	assert_int_equal(ct_image_decode_fds(flags, sizeof(flags), err, sizeof(err), &fds),
+			 -EBADMSG);
+	assert_int_equal(ct_image_decode_task(NULL, 0, err, sizeof(err), &t), -EBADMSG);
+	assert_string_equal(err, "task: field 1 is missing");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_round_trip, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_flip_each_file, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_truncate_each_file, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_remove_each_file, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_wrong_version, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_extra_files, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_permissions, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_incomplete, setup_dir, teardown_dir),
+		cmocka_unit_test(test_path_check),
+		cmocka_unit_test_setup_teardown(test_refused_records, setup_dir, teardown_dir),
+		cmocka_unit_test(test_decode_malformed),
+	};
+
+	build_model();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
