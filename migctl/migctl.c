@@ -24,6 +24,7 @@ static const struct verb verbs[] = {
 	{"ca", verb_ca, "the cluster CA and host certificates (works without migrd)"},
 	{"peer-test", verb_peer_test,
 	 "measure the link to a peer through a real transport session"},
+	{"image", verb_image, "decode a container checkpoint image (works without migrd)"},
 };
 
 enum {

@@ -22,7 +22,7 @@
  * length is explicit, and one small bounded parser (fuzzed) reads all files. Unknown tags are
  * rejected: a reader must not silently drop state it does not understand.
  *
- * Pages payload: zstd frames, one per chunk of at most CT_PAGES_CHUNK_PAGES pages, then a TLV
+ * Pages payload: zstd frames, one per chunk of at most CT_IMAGE_PAGES_CHUNK_PAGES pages, then a TLV
  * index (chunk table: offset, compressed size, pages, XXH3 of the frame; run table: address,
  * pages, zero flag, chunk, first page in chunk), then a 24-byte footer (index offset, index
  * length, index XXH3). Zero pages are runs without data. */
@@ -37,35 +37,35 @@
 #define CT_IMAGE_PAGE_SIZE   4096U
 
 /* Limits: the reader never allocates or loops past these, whatever a file says. */
-#define CT_IMAGE_META_MAX     ((uint64_t)64 << 20) /* a metadata file's payload */
-#define CT_IMAGE_FILES_MAX    (4 * 32768 + 4096)
-#define CT_IMAGE_STRING_MAX   4096 /* paths: PATH_MAX */
-#define CT_IMAGE_NAME_MAX     255
-#define CT_IMAGE_THREADS_MAX  32768
-#define CT_IMAGE_GROUPS_MAX   65536
-#define CT_IMAGE_SIGINFO_MAX  1024
-#define CT_IMAGE_SIGINFO_SIZE 128
-#define CT_IMAGE_REGSETS_MAX  16
-#define CT_IMAGE_REGSET_MAX   (64 * 1024)
-#define CT_IMAGE_RLIMITS      16
-#define CT_IMAGE_SIGNALS      64
-#define CT_IMAGE_AUXV_MAX     1024 /* u64 words */
-#define CT_IMAGE_VMAS_MAX     (1 << 20)
-#define CT_IMAGE_FDS_MAX      (1 << 20)
-#define CT_IMAGE_FD_DATA_MAX  (4 << 20)
-#define CT_PAGES_CHUNK_PAGES  256 /* 1 MiB of raw pages per zstd frame */
-#define CT_PAGES_CHUNKS_MAX   (1 << 22)
-#define CT_PAGES_RUNS_MAX     (1 << 24)
-#define CT_IMAGE_ADDR_LIMIT   ((uint64_t)1 << 57) /* 5-level paging user space */
-#define CT_PAGES_FOOTER_SIZE  24
+#define CT_IMAGE_META_MAX	   ((uint64_t)64 << 20) /* a metadata file's payload */
+#define CT_IMAGE_FILES_MAX	   (4 * 32768 + 4096)
+#define CT_IMAGE_STRING_MAX	   4096 /* paths: PATH_MAX */
+#define CT_IMAGE_NAME_MAX	   255
+#define CT_IMAGE_THREADS_MAX	   32768
+#define CT_IMAGE_GROUPS_MAX	   65536
+#define CT_IMAGE_SIGINFO_MAX	   1024
+#define CT_IMAGE_SIGINFO_SIZE	   128
+#define CT_IMAGE_REGSETS_MAX	   16
+#define CT_IMAGE_REGSET_MAX	   (64 * 1024)
+#define CT_IMAGE_RLIMITS	   16
+#define CT_IMAGE_SIGNALS	   64
+#define CT_IMAGE_AUXV_MAX	   1024 /* u64 words */
+#define CT_IMAGE_VMAS_MAX	   (1 << 20)
+#define CT_IMAGE_FDS_MAX	   (1 << 20)
+#define CT_IMAGE_FD_DATA_MAX	   (4 << 20)
+#define CT_IMAGE_PAGES_CHUNK_PAGES 256 /* 1 MiB of raw pages per zstd frame */
+#define CT_IMAGE_PAGES_CHUNKS_MAX  (1 << 22)
+#define CT_IMAGE_PAGES_RUNS_MAX	   (1 << 24)
+#define CT_IMAGE_ADDR_LIMIT	   ((uint64_t)1 << 57) /* 5-level paging user space */
+#define CT_IMAGE_PAGES_FOOTER_SIZE 24
 
 enum ct_image_file_kind {
-	CT_FILE_INVENTORY,
-	CT_FILE_TASK,
-	CT_FILE_MM,
-	CT_FILE_FDS,
-	CT_FILE_PAGES,
-	_CT_FILE_KIND_MAX,
+	CT_IMAGE_FILE_INVENTORY,
+	CT_IMAGE_FILE_TASK,
+	CT_IMAGE_FILE_MM,
+	CT_IMAGE_FILE_FDS,
+	CT_IMAGE_FILE_PAGES,
+	_CT_IMAGE_FILE_KIND_MAX,
 };
 
 struct ct_image_header {
@@ -76,7 +76,7 @@ struct ct_image_header {
 	uint64_t payload_xxh3;
 };
 
-struct ct_vdso_layout {
+struct ct_image_vdso_layout {
 	uint64_t vvar_start, vvar_end;
 	uint64_t vvar_vclock_start, vvar_vclock_end;
 	uint64_t vdso_start, vdso_end;
@@ -96,12 +96,12 @@ struct ct_image_inventory {
 	uint32_t page_size;
 	uint32_t root_pid;
 	uint64_t created_usec; /* CLOCK_REALTIME */
-	struct ct_vdso_layout vdso;
+	struct ct_image_vdso_layout vdso;
 	struct ct_image_file_entry *files;
 	size_t n_files;
 };
 
-struct ct_creds {
+struct ct_image_creds {
 	uint32_t uids[4]; /* real, effective, saved, fs */
 	uint32_t gids[4];
 	uint32_t *groups;
@@ -110,21 +110,21 @@ struct ct_creds {
 	uint32_t securebits;
 };
 
-struct ct_rlimit {
+struct ct_image_rlimit {
 	uint64_t cur, max;
 };
 
-struct ct_sigaction {
+struct ct_image_sigaction {
 	uint64_t handler, flags, restorer, mask;
 };
 
-struct ct_regset {
+struct ct_image_regset {
 	uint32_t type; /* NT_PRSTATUS, NT_X86_XSTATE, ... as passed to PTRACE_GETREGSET */
 	uint32_t size;
 	uint8_t *data;
 };
 
-struct ct_thread {
+struct ct_image_thread {
 	uint32_t tid;
 	char comm[16];
 	uint64_t sigmask;
@@ -135,91 +135,91 @@ struct ct_thread {
 	uint64_t tid_address;
 	uint64_t rseq, rseq_sig;
 	uint32_t rseq_len;
-	struct ct_regset *regsets;
+	struct ct_image_regset *regsets;
 	size_t n_regsets;
 };
 
 /* A process (thread group); threads[0] is the leader, tid == pid. */
-struct ct_task {
+struct ct_image_task {
 	uint32_t pid, ppid, pgid, sid;
 	char comm[16];
-	struct ct_creds creds;
-	struct ct_rlimit rlimits[CT_IMAGE_RLIMITS];
-	struct ct_sigaction sigactions[CT_IMAGE_SIGNALS]; /* index signo - 1 */
+	struct ct_image_creds creds;
+	struct ct_image_rlimit rlimits[CT_IMAGE_RLIMITS];
+	struct ct_image_sigaction sigactions[CT_IMAGE_SIGNALS]; /* index signo - 1 */
 	uint64_t shared_pending;
 	uint8_t *shared_siginfo;
 	size_t n_shared_siginfo;
 	char *cwd, *root;
-	struct ct_thread *threads;
+	struct ct_image_thread *threads;
 	size_t n_threads;
 };
 
-enum ct_vma_kind {
-	CT_VMA_ANON_PRIVATE,
-	CT_VMA_ANON_SHARED,
-	CT_VMA_FILE_PRIVATE,
-	CT_VMA_FILE_SHARED,
-	CT_VMA_HEAP,
-	CT_VMA_STACK,
-	CT_VMA_VDSO,
-	CT_VMA_VVAR,
-	CT_VMA_VVAR_VCLOCK,
-	_CT_VMA_KIND_MAX,
+enum ct_image_vma_kind {
+	CT_IMAGE_VMA_ANON_PRIVATE,
+	CT_IMAGE_VMA_ANON_SHARED,
+	CT_IMAGE_VMA_FILE_PRIVATE,
+	CT_IMAGE_VMA_FILE_SHARED,
+	CT_IMAGE_VMA_HEAP,
+	CT_IMAGE_VMA_STACK,
+	CT_IMAGE_VMA_VDSO,
+	CT_IMAGE_VMA_VVAR,
+	CT_IMAGE_VMA_VVAR_VCLOCK,
+	_CT_IMAGE_VMA_KIND_MAX,
 };
 
 /* Where a VMA's contents come from at restore. */
-enum ct_vma_pages {
-	CT_VMA_PAGES_NONE,    /* nothing stored: file contents, or kernel-provided */
-	CT_VMA_PAGES_PRIVATE, /* in pages-PID.img */
-	CT_VMA_PAGES_SHM,     /* in pages-shm-SHMID.img */
-	_CT_VMA_PAGES_MAX,
+enum ct_image_vma_pages {
+	CT_IMAGE_VMA_PAGES_NONE,    /* nothing stored: file contents, or kernel-provided */
+	CT_IMAGE_VMA_PAGES_PRIVATE, /* in pages-PID.img */
+	CT_IMAGE_VMA_PAGES_SHM,	    /* in pages-shm-SHMID.img */
+	_CT_IMAGE_VMA_PAGES_MAX,
 };
 
-struct ct_vma {
+struct ct_image_vma {
 	uint64_t start, end, pgoff;
 	uint32_t prot;	/* PROT_* */
 	uint32_t flags; /* MAP_* */
-	uint32_t kind;	/* enum ct_vma_kind */
-	uint32_t pages; /* enum ct_vma_pages */
-	uint64_t shmid; /* CT_VMA_ANON_SHARED / CT_VMA_PAGES_SHM */
+	uint32_t kind;	/* enum ct_image_vma_kind */
+	uint32_t pages; /* enum ct_image_vma_pages */
+	uint64_t shmid; /* CT_IMAGE_VMA_ANON_SHARED / CT_IMAGE_VMA_PAGES_SHM */
 	char *path;	/* file mappings: absolute, as seen inside the container */
 };
 
-#define CT_MM_FIELDS                                                            \
+#define CT_IMAGE_MM_FIELDS                                                      \
 	11 /* start_code end_code start_data end_data start_brk brk start_stack \
 	    * arg_start arg_end env_start env_end (prctl PR_SET_MM_MAP order) */
 
-struct ct_mm {
+struct ct_image_mm {
 	uint32_t pid;
-	uint64_t fields[CT_MM_FIELDS];
+	uint64_t fields[CT_IMAGE_MM_FIELDS];
 	uint64_t *auxv;
 	size_t n_auxv;
 	char *exe;
-	struct ct_vma *vmas; /* sorted, not overlapping */
+	struct ct_image_vma *vmas; /* sorted, not overlapping */
 	size_t n_vmas;
 };
 
-enum ct_fd_type {
-	CT_FD_REG,
-	CT_FD_DIR,
-	CT_FD_PIPE,
-	CT_FD_FIFO,
-	CT_FD_UNIX,
-	CT_FD_TCP,
-	CT_FD_UDP,
-	CT_FD_EVENTFD,
-	CT_FD_EPOLL,
-	CT_FD_TIMERFD,
-	CT_FD_SIGNALFD,
-	CT_FD_MEMFD,
-	CT_FD_CHR,
-	CT_FD_TTY,
-	_CT_FD_TYPE_MAX,
+enum ct_image_fd_type {
+	CT_IMAGE_FD_REG,
+	CT_IMAGE_FD_DIR,
+	CT_IMAGE_FD_PIPE,
+	CT_IMAGE_FD_FIFO,
+	CT_IMAGE_FD_UNIX,
+	CT_IMAGE_FD_TCP,
+	CT_IMAGE_FD_UDP,
+	CT_IMAGE_FD_EVENTFD,
+	CT_IMAGE_FD_EPOLL,
+	CT_IMAGE_FD_TIMERFD,
+	CT_IMAGE_FD_SIGNALFD,
+	CT_IMAGE_FD_MEMFD,
+	CT_IMAGE_FD_CHR,
+	CT_IMAGE_FD_TTY,
+	_CT_IMAGE_FD_TYPE_MAX,
 };
 
-struct ct_fd {
+struct ct_image_fd {
 	uint32_t fd;
-	uint32_t type;	   /* enum ct_fd_type */
+	uint32_t type;	   /* enum ct_image_fd_type */
 	uint32_t flags;	   /* open flags (F_GETFL) */
 	uint32_t fd_flags; /* FD_CLOEXEC */
 	uint64_t pos;
@@ -228,38 +228,38 @@ struct ct_fd {
 	uint32_t data_size;
 };
 
-struct ct_fds {
+struct ct_image_fds {
 	uint32_t pid;
-	struct ct_fd *fds; /* sorted by fd, unique */
+	struct ct_image_fd *fds; /* sorted by fd, unique */
 	size_t n_fds;
 };
 
-#define CT_PAGE_RUN_ZERO 1U
+#define CT_IMAGE_RUN_ZERO 1U
 
-struct ct_page_chunk {
+struct ct_image_chunk {
 	uint64_t offset; /* in the payload */
 	uint32_t size;	 /* compressed */
 	uint32_t n_pages;
 	uint64_t xxh3; /* of the compressed frame */
 };
 
-struct ct_page_run {
+struct ct_image_run {
 	uint64_t addr;
 	uint32_t n_pages;
-	uint32_t flags; /* CT_PAGE_RUN_ZERO */
+	uint32_t flags; /* CT_IMAGE_RUN_ZERO */
 	uint32_t chunk; /* data runs: where the first page is */
 	uint32_t chunk_page;
 };
 
 /* A decoded pages-*.img index. */
-struct ct_pages {
+struct ct_image_pages {
 	char *name;
 	bool shm;
 	uint64_t owner; /* pid or shmid */
 	uint64_t payload_len;
-	struct ct_page_chunk *chunks;
+	struct ct_image_chunk *chunks;
 	size_t n_chunks;
-	struct ct_page_run *runs; /* sorted by address, not overlapping */
+	struct ct_image_run *runs; /* sorted by address, not overlapping */
 	size_t n_runs;
 	uint64_t n_data_pages, n_zero_pages, compressed_size;
 };
@@ -267,12 +267,12 @@ struct ct_pages {
 /* ---- image.c: names, helpers, encoding ---------------------------------------------------- */
 
 const char *ct_image_file_kind_to_string(enum ct_image_file_kind k);
-const char *ct_vma_kind_to_string(enum ct_vma_kind k);
-int ct_vma_kind_from_string(const char *s);
-const char *ct_vma_pages_to_string(enum ct_vma_pages p);
-int ct_vma_pages_from_string(const char *s);
-const char *ct_fd_type_to_string(enum ct_fd_type t);
-int ct_fd_type_from_string(const char *s);
+const char *ct_image_vma_kind_to_string(enum ct_image_vma_kind k);
+int ct_image_vma_kind_from_string(const char *s);
+const char *ct_image_vma_pages_to_string(enum ct_image_vma_pages p);
+int ct_image_vma_pages_from_string(const char *s);
+const char *ct_image_fd_type_to_string(enum ct_image_fd_type t);
+int ct_image_fd_type_from_string(const char *s);
 uint32_t ct_image_magic(enum ct_image_file_kind k);
 
 /* Is path acceptable in a record? Absolute, at most CT_IMAGE_STRING_MAX, no '..' component, no
@@ -285,15 +285,15 @@ void ct_image_header_encode(const struct ct_image_header *h, uint8_t out[CT_IMAG
 /* Each encodes into a malloc'ed payload (no header). */
 int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **ret,
 			      size_t *ret_size);
-int ct_image_encode_task(const struct ct_task *t, uint8_t **ret, size_t *ret_size);
-int ct_image_encode_mm(const struct ct_mm *mm, uint8_t **ret, size_t *ret_size);
-int ct_image_encode_fds(const struct ct_fds *fds, uint8_t **ret, size_t *ret_size);
+int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *ret_size);
+int ct_image_encode_mm(const struct ct_image_mm *mm, uint8_t **ret, size_t *ret_size);
+int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *ret_size);
 
 void ct_image_inventory_done(struct ct_image_inventory *inv);
-void ct_task_done(struct ct_task *t);
-void ct_mm_done(struct ct_mm *mm);
-void ct_fds_done(struct ct_fds *fds);
-void ct_pages_done(struct ct_pages *p);
+void ct_image_task_done(struct ct_image_task *t);
+void ct_image_mm_done(struct ct_image_mm *mm);
+void ct_image_fds_done(struct ct_image_fds *fds);
+void ct_image_pages_done(struct ct_image_pages *p);
 
 /* ---- image-decode.c: pure decoders of untrusted bytes (fuzzed) ------------------------------ */
 
@@ -304,20 +304,20 @@ int ct_image_header_decode(const uint8_t *buf, size_t size, enum ct_image_file_k
 int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t errlen,
 			      struct ct_image_inventory *ret);
 int ct_image_decode_task(const uint8_t *buf, size_t size, char *err, size_t errlen,
-			 struct ct_task *ret);
+			 struct ct_image_task *ret);
 int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen,
-		       struct ct_mm *ret);
+		       struct ct_image_mm *ret);
 int ct_image_decode_fds(const uint8_t *buf, size_t size, char *err, size_t errlen,
-			struct ct_fds *ret);
+			struct ct_image_fds *ret);
 /* The pages index: buf is the TLV between the chunk data and the footer; chunks_len the size
  * of the chunk data before it. */
 int ct_image_decode_pages_index(const uint8_t *buf, size_t size, uint64_t chunks_len, char *err,
-				size_t errlen, struct ct_pages *ret);
+				size_t errlen, struct ct_image_pages *ret);
 
 /* ---- image-write.c: the writer ------------------------------------------------------------ */
 
 struct ct_image_writer;
-struct ct_pages_writer;
+struct ct_image_pages_writer;
 
 /* Creates dir (0700; it must not exist or be empty) and starts an image. The inventory fields
  * except files are copied from info. */
@@ -325,27 +325,28 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 			struct ct_image_writer **ret);
 /* Removes what an unfinished image wrote (never the directory's other contents); NULL-safe. */
 struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w);
-int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_task *t);
-int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_mm *mm);
-int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_fds *fds);
+int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_image_task *t);
+int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_image_mm *mm);
+int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_image_fds *fds);
 /* Streams one pages file; runs must come in ascending address order. */
 int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t owner,
-				struct ct_pages_writer **ret);
+				struct ct_image_pages_writer **ret);
 /* n_pages pages at addr (page-aligned); all-zero pages are recorded, not stored. */
-int ct_pages_writer_add(struct ct_pages_writer *p, uint64_t addr, const void *data, size_t n_pages);
+int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, const void *data,
+			      size_t n_pages);
 /* Flushes, writes the index and header, fsyncs, renames into place; frees p either way. */
-int ct_pages_writer_finish(struct ct_pages_writer *p);
-struct ct_pages_writer *ct_pages_writer_free(struct ct_pages_writer *p);
+int ct_image_pages_writer_finish(struct ct_image_pages_writer *p);
+struct ct_image_pages_writer *ct_image_pages_writer_free(struct ct_image_pages_writer *p);
 /* Writes the inventory last and fsyncs the directory. */
 int ct_image_writer_finish(struct ct_image_writer *w);
 
 /* ---- image-read.c: the validating reader --------------------------------------------------- */
 
 struct ct_image_process {
-	struct ct_task task;
-	struct ct_mm mm;
-	struct ct_fds fds;
-	struct ct_pages *pages; /* NULL when the process has no private pages */
+	struct ct_image_task task;
+	struct ct_image_mm mm;
+	struct ct_image_fds fds;
+	struct ct_image_pages *pages; /* NULL when the process has no private pages */
 };
 
 struct ct_image {
@@ -353,7 +354,7 @@ struct ct_image {
 	struct ct_image_inventory inventory;
 	struct ct_image_process *procs; /* sorted by pid */
 	size_t n_procs;
-	struct ct_pages *shm; /* shared anonymous memory, sorted by id */
+	struct ct_image_pages *shm; /* shared anonymous memory, sorted by id */
 	size_t n_shm;
 };
 
@@ -368,17 +369,17 @@ struct ct_image *ct_image_free(struct ct_image *img);
 
 /* Calls cb for every run of p in address order: data NULL for zero pages. Chunks are verified
  * again as they are read. cb returning < 0 stops with that value. */
-typedef int (*ct_pages_cb)(uint64_t addr, const void *data, size_t n_pages, void *userdata);
-int ct_image_pages_read(struct ct_image *img, const struct ct_pages *p,
-			char err[CT_IMAGE_ERROR_MAX], ct_pages_cb cb, void *userdata);
+typedef int (*ct_image_pages_cb)(uint64_t addr, const void *data, size_t n_pages, void *userdata);
+int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
+			char err[CT_IMAGE_ERROR_MAX], ct_image_pages_cb cb, void *userdata);
 
 static inline void ct_image_writer_freep(struct ct_image_writer **w)
 {
 	ct_image_writer_free(*w);
 }
-static inline void ct_pages_writer_freep(struct ct_pages_writer **p)
+static inline void ct_image_pages_writer_freep(struct ct_image_pages_writer **p)
 {
-	ct_pages_writer_free(*p);
+	ct_image_pages_writer_free(*p);
 }
 static inline void ct_image_freep(struct ct_image **i)
 {

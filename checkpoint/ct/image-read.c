@@ -154,13 +154,13 @@ static int read_meta(int dir_fd, const char *name, enum ct_image_file_kind kind,
 /* ---- pages files ---------------------------------------------------------------------------- */
 
 static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
-			struct ct_pages *ret)
+			struct ct_image_pages *ret)
 {
-	_cleanup_(ct_pages_done) struct ct_pages p = {};
+	_cleanup_(ct_image_pages_done) struct ct_image_pages p = {};
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ uint8_t *buf = NULL, *idx = NULL;
 	XXH3_state_t *xxh = NULL;
-	uint8_t footer[CT_PAGES_FOOTER_SIZE];
+	uint8_t footer[CT_IMAGE_PAGES_FOOTER_SIZE];
 	char msg[CT_IMAGE_ERROR_MAX];
 	struct ct_image_header h;
 	uint64_t size, chunks_len, idx_len;
@@ -169,22 +169,22 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 	fd = open_checked(dir_fd, name, err, &size);
 	if (fd < 0)
 		return fd;
-	r = read_header(fd, name, CT_FILE_PAGES, size, err, &h);
+	r = read_header(fd, name, CT_IMAGE_FILE_PAGES, size, err, &h);
 	if (r < 0)
 		return r;
 	if (h.payload_xxh3 != xxh3)
 		return image_error(err, -EBADMSG, "%s: checksum differs from the inventory's",
 				   name);
-	if (h.payload_len < CT_PAGES_FOOTER_SIZE)
+	if (h.payload_len < CT_IMAGE_PAGES_FOOTER_SIZE)
 		return image_error(err, -EBADMSG, "%s: truncated (no index)", name);
-	r = pread_all(fd, footer, sizeof(footer), size - CT_PAGES_FOOTER_SIZE);
+	r = pread_all(fd, footer, sizeof(footer), size - CT_IMAGE_PAGES_FOOTER_SIZE);
 	if (r < 0)
 		return image_error(err, r, "%s: cannot read: %s", name, strerror(-r));
 	chunks_len = get_le64(footer);
 	idx_len = get_le64(footer + 8);
-	if (chunks_len > h.payload_len - CT_PAGES_FOOTER_SIZE ||
-	    idx_len != h.payload_len - CT_PAGES_FOOTER_SIZE - chunks_len ||
-	    idx_len > (uint64_t)(CT_PAGES_CHUNKS_MAX + CT_PAGES_RUNS_MAX) * 24 + 64)
+	if (chunks_len > h.payload_len - CT_IMAGE_PAGES_FOOTER_SIZE ||
+	    idx_len != h.payload_len - CT_IMAGE_PAGES_FOOTER_SIZE - chunks_len ||
+	    idx_len > (uint64_t)(CT_IMAGE_PAGES_CHUNKS_MAX + CT_IMAGE_PAGES_RUNS_MAX) * 24 + 64)
 		return image_error(err, -EBADMSG, "%s: corrupt index location", name);
 	idx = malloc(idx_len ?: 1);
 	if (!idx)
@@ -200,7 +200,7 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 
 	/* Every chunk, then the whole payload: a flipped byte is named by chunk when it is in
 	 * one. */
-	buf = malloc(2 * CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	buf = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	xxh = XXH3_createState();
 	if (!buf || !xxh) {
 		XXH3_freeState(xxh);
@@ -208,7 +208,7 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 	}
 	XXH3_64bits_reset(xxh);
 	for (size_t i = 0; i < p.n_chunks; i++) {
-		const struct ct_page_chunk *c = &p.chunks[i];
+		const struct ct_image_chunk *c = &p.chunks[i];
 
 		r = pread_all(fd, buf, c->size, CT_IMAGE_HEADER_SIZE + c->offset);
 		if (r < 0) {
@@ -237,12 +237,12 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 	if (!p.name)
 		return -ENOMEM;
 	*ret = p;
-	p = (struct ct_pages){};
+	p = (struct ct_image_pages){};
 	return 0;
 }
 
-int ct_image_pages_read(struct ct_image *img, const struct ct_pages *p,
-			char err[CT_IMAGE_ERROR_MAX], ct_pages_cb cb, void *userdata)
+int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
+			char err[CT_IMAGE_ERROR_MAX], ct_image_pages_cb cb, void *userdata)
 {
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ uint8_t *frame = NULL, *raw = NULL;
@@ -256,22 +256,22 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_pages *p,
 		return fd;
 	if (size != CT_IMAGE_HEADER_SIZE + p->payload_len)
 		return image_error(err, -EBADMSG, "%s: changed since it was verified", p->name);
-	frame = malloc(2 * CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
-	raw = malloc(CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	frame = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	raw = malloc(CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	dctx = ZSTD_createDCtx();
 	if (!frame || !raw || !dctx) {
 		ZSTD_freeDCtx(dctx);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < p->n_runs && r >= 0; i++) {
-		const struct ct_page_run *run = &p->runs[i];
+		const struct ct_image_run *run = &p->runs[i];
 
-		if (run->flags & CT_PAGE_RUN_ZERO) {
+		if (run->flags & CT_IMAGE_RUN_ZERO) {
 			r = cb(run->addr, NULL, run->n_pages, userdata);
 			continue;
 		}
 		if (run->chunk != chunk) {
-			const struct ct_page_chunk *c = &p->chunks[run->chunk];
+			const struct ct_image_chunk *c = &p->chunks[run->chunk];
 			size_t n;
 
 			chunk = run->chunk;
@@ -282,8 +282,8 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_pages *p,
 				break;
 			}
 			n = ZSTD_decompressDCtx(dctx, raw,
-						CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE, frame,
-						c->size);
+						CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE,
+						frame, c->size);
 			if (XXH3_64bits(frame, c->size) != c->xxh3 || ZSTD_isError(n) ||
 			    n != (size_t)c->n_pages * CT_IMAGE_PAGE_SIZE) {
 				r = image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",
@@ -458,7 +458,7 @@ static struct ct_image_process *find_proc(struct ct_image *img, uint64_t pid)
 }
 
 /* [start, end) is covered without gaps by VMAs whose contents come from kind (and shmid). */
-static bool range_in_vmas(const struct ct_mm *mm, uint64_t start, uint64_t end)
+static bool range_in_vmas(const struct ct_image_mm *mm, uint64_t start, uint64_t end)
 {
 	size_t lo = 0, hi = mm->n_vmas;
 
@@ -472,7 +472,7 @@ static bool range_in_vmas(const struct ct_mm *mm, uint64_t start, uint64_t end)
 	}
 	for (size_t i = lo; start < end; i++) {
 		if (i >= mm->n_vmas || mm->vmas[i].start > start ||
-		    mm->vmas[i].pages != CT_VMA_PAGES_PRIVATE)
+		    mm->vmas[i].pages != CT_IMAGE_VMA_PAGES_PRIVATE)
 			return false;
 		start = mm->vmas[i].end;
 	}
@@ -495,7 +495,7 @@ static int load_meta(struct ct_image *img, const struct ct_image_file_entry *e,
 	if (h.payload_xxh3 != e->xxh3)
 		return image_error(err, -EBADMSG, "%s: checksum differs from the inventory's",
 				   e->name);
-	if (kind == CT_FILE_TASK) {
+	if (kind == CT_IMAGE_FILE_TASK) {
 		proc = &img->procs[img->n_procs];
 		r = ct_image_decode_task(payload, h.payload_len, msg, sizeof(msg), &proc->task);
 		if (r == 0)
@@ -506,7 +506,7 @@ static int load_meta(struct ct_image *img, const struct ct_image_file_entry *e,
 		if (!proc)
 			return image_error(err, -EBADMSG, "%s: there is no task-%" PRIu64 ".img",
 					   e->name, id);
-		if (kind == CT_FILE_MM) {
+		if (kind == CT_IMAGE_FILE_MM) {
 			r = ct_image_decode_mm(payload, h.payload_len, msg, sizeof(msg), &proc->mm);
 			pid = proc->mm.pid;
 		} else {
@@ -525,7 +525,7 @@ static int load_meta(struct ct_image *img, const struct ct_image_file_entry *e,
 static int load_pages(struct ct_image *img, const struct ct_image_file_entry *e, bool shm,
 		      uint64_t id, char *err)
 {
-	_cleanup_(ct_pages_done) struct ct_pages p = {};
+	_cleanup_(ct_image_pages_done) struct ct_image_pages p = {};
 	struct ct_image_process *proc = NULL;
 	int r;
 
@@ -539,7 +539,7 @@ static int load_pages(struct ct_image *img, const struct ct_image_file_entry *e,
 	p.owner = id;
 	if (shm) {
 		img->shm[img->n_shm++] = p;
-		p = (struct ct_pages){};
+		p = (struct ct_image_pages){};
 		return 0;
 	}
 	for (size_t i = 0; i < p.n_runs; i++)
@@ -554,11 +554,11 @@ static int load_pages(struct ct_image *img, const struct ct_image_file_entry *e,
 	if (!proc->pages)
 		return -ENOMEM;
 	*proc->pages = p;
-	p = (struct ct_pages){};
+	p = (struct ct_image_pages){};
 	return 0;
 }
 
-static struct ct_pages *find_shm(struct ct_image *img, uint64_t id)
+static struct ct_image_pages *find_shm(struct ct_image *img, uint64_t id)
 {
 	for (size_t i = 0; i < img->n_shm; i++)
 		if (img->shm[i].owner == id)
@@ -591,7 +591,7 @@ static int check_processes(struct ct_image *img, char *err)
 					   "task-%u.img: parent %u is not in the image", pid,
 					   p->task.ppid);
 		for (size_t j = 0; j < p->mm.n_vmas; j++)
-			if (p->mm.vmas[j].pages == CT_VMA_PAGES_SHM &&
+			if (p->mm.vmas[j].pages == CT_IMAGE_VMA_PAGES_SHM &&
 			    !find_shm(img, p->mm.vmas[j].shmid))
 				return image_error(err, -EBADMSG,
 						   "mm-%u.img: vma %zu refers to pages-shm-%" PRIu64
@@ -630,7 +630,7 @@ static int load_files(struct ct_image *img, char *err)
 	/* Tasks first, so the other files find their process. */
 	for (size_t i = 0; i < inv->n_files; i++)
 		if (parse_name(inv->files[i].name, "task-", UINT32_MAX, &id)) {
-			r = load_meta(img, &inv->files[i], CT_FILE_TASK, id, err);
+			r = load_meta(img, &inv->files[i], CT_IMAGE_FILE_TASK, id, err);
 			if (r < 0)
 				return r;
 		}
@@ -639,9 +639,9 @@ static int load_files(struct ct_image *img, char *err)
 		const struct ct_image_file_entry *e = &inv->files[i];
 
 		if (parse_name(e->name, "mm-", UINT32_MAX, &id))
-			r = load_meta(img, e, CT_FILE_MM, id, err);
+			r = load_meta(img, e, CT_IMAGE_FILE_MM, id, err);
 		else if (parse_name(e->name, "fds-", UINT32_MAX, &id))
-			r = load_meta(img, e, CT_FILE_FDS, id, err);
+			r = load_meta(img, e, CT_IMAGE_FILE_FDS, id, err);
 		else
 			r = 0;
 		if (r < 0)
@@ -699,7 +699,7 @@ int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image
 		return image_error(err, -ENOENT,
 				   "inventory.img: missing: the image is incomplete "
 				   "(the checkpoint did not finish)");
-	r = read_meta(img->dir_fd, "inventory.img", CT_FILE_INVENTORY, err, &h, &payload);
+	r = read_meta(img->dir_fd, "inventory.img", CT_IMAGE_FILE_INVENTORY, err, &h, &payload);
 	if (r < 0)
 		return r;
 	r = ct_image_decode_inventory(payload, h.payload_len, msg, sizeof(msg), &img->inventory);
@@ -720,16 +720,16 @@ struct ct_image *ct_image_free(struct ct_image *img)
 	if (!img)
 		return NULL;
 	for (size_t i = 0; i < img->n_procs; i++) {
-		ct_task_done(&img->procs[i].task);
-		ct_mm_done(&img->procs[i].mm);
-		ct_fds_done(&img->procs[i].fds);
+		ct_image_task_done(&img->procs[i].task);
+		ct_image_mm_done(&img->procs[i].mm);
+		ct_image_fds_done(&img->procs[i].fds);
 		if (img->procs[i].pages)
-			ct_pages_done(img->procs[i].pages);
+			ct_image_pages_done(img->procs[i].pages);
 		free(img->procs[i].pages);
 	}
 	free(img->procs);
 	for (size_t i = 0; i < img->n_shm; i++)
-		ct_pages_done(&img->shm[i]);
+		ct_image_pages_done(&img->shm[i]);
 	free(img->shm);
 	ct_image_inventory_done(&img->inventory);
 	if (img->dir_fd >= 0)

@@ -1,10 +1,15 @@
-/* The TLV tags of the image files and the byte helpers the encoder and the decoder share. */
+/* The TLV tags of the image files, the byte helpers the encoder and the decoders share, and the
+ * decoders' field readers. */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#define CT_TLV_HEADER_SIZE 8 /* u16 tag, u16 flags (0), u32 length */
+#include "common/macro.h"
+
+#define CT_IMAGE_TLV_HEADER_SIZE 8 /* u16 tag, u16 flags (0), u32 length */
 
 enum { /* inventory.img */
        INV_CONTAINER = 1,
@@ -54,7 +59,7 @@ enum { /* task-PID.img */
 
 enum { /* mm-PID.img */
        MM_PID = 1,
-       MM_FIELDS, /* CT_MM_FIELDS x u64 */
+       MM_FIELDS, /* CT_IMAGE_MM_FIELDS x u64 */
        MM_AUXV,	  /* n x u64 */
        MM_EXE,
        MM_VMA, /* nested VMA_* */
@@ -86,8 +91,8 @@ enum {		       /* pages index */
        IDX_RUNS,       /* n x (u64 addr, u32 pages, u32 flags, u32 chunk, u32 chunk_page) */
 };
 
-#define CT_CHUNK_ENTRY_SIZE 24
-#define CT_RUN_ENTRY_SIZE   24
+#define CT_IMAGE_CHUNK_ENTRY_SIZE 24
+#define CT_IMAGE_RUN_ENTRY_SIZE	  24
 
 static inline uint16_t get_le16(const uint8_t *p)
 {
@@ -116,3 +121,37 @@ static inline void put_le64(uint8_t *p, uint64_t v)
 	put_le32(p, (uint32_t)v);
 	put_le32(p + 4, (uint32_t)(v >> 32));
 }
+
+/* ---- decoding helpers (image-decode.c), shared by the decoders of each file kind ------------ */
+
+struct ct_dec {
+	char *err;
+	size_t errlen;
+};
+
+struct ct_tlv {
+	uint16_t tag;
+	uint32_t len;
+	const uint8_t *val;
+};
+
+#define TAG_BIT(t) (UINT64_C(1) << (t))
+
+/* Each returns 0 or -EBADMSG with the message in d->err (-ENOMEM when out of memory). */
+int ct_dec_fail(struct ct_dec *d, const char *format, ...) _printf_(2, 3);
+int ct_dec_next(struct ct_dec *d, const uint8_t **p, size_t *left, const char *what,
+		struct ct_tlv *ret);
+int ct_dec_once(struct ct_dec *d, uint64_t *seen, const struct ct_tlv *f, const char *what);
+int ct_dec_require(struct ct_dec *d, uint64_t seen, uint64_t need, const char *what);
+int ct_dec_u32(struct ct_dec *d, const struct ct_tlv *f, const char *what, uint32_t *ret);
+int ct_dec_u64(struct ct_dec *d, const struct ct_tlv *f, const char *what, uint64_t *ret);
+int ct_dec_u64s(struct ct_dec *d, const struct ct_tlv *f, const char *what, uint64_t *ret,
+		size_t n);
+int ct_dec_text(struct ct_dec *d, const struct ct_tlv *f, size_t max, const char *what);
+int ct_dec_str(struct ct_dec *d, const struct ct_tlv *f, size_t max, const char *what, char **ret);
+int ct_dec_path(struct ct_dec *d, const struct ct_tlv *f, const char *what, char **ret);
+int ct_dec_comm(struct ct_dec *d, const struct ct_tlv *f, const char *what, char ret[16]);
+int ct_dec_blob(struct ct_dec *d, const struct ct_tlv *f, size_t max, size_t unit, const char *what,
+		uint8_t **ret, size_t *ret_n);
+int ct_dec_grow(struct ct_dec *d, void **array, size_t *alloc, size_t n, size_t elem, size_t max,
+		const char *what);

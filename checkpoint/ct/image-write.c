@@ -26,7 +26,7 @@ struct ct_image_writer {
 	bool finished;
 };
 
-struct ct_pages_writer {
+struct ct_image_pages_writer {
 	struct ct_image_writer *w;
 	char name[64], tmp[80];
 	int fd;
@@ -37,9 +37,9 @@ struct ct_pages_writer {
 	uint32_t raw_pages;
 	uint8_t *frame;
 	size_t frame_max;
-	struct ct_page_chunk *chunks;
+	struct ct_image_chunk *chunks;
 	size_t n_chunks, chunks_alloc;
-	struct ct_page_run *runs;
+	struct ct_image_run *runs;
 	size_t n_runs, runs_alloc;
 	uint64_t next_addr;
 };
@@ -200,10 +200,10 @@ static int refuse(const char *name, int r, const char *err, uint8_t *payload)
 	return log_debug_errno(r, "Refusing to write %s: %s", name, err);
 }
 
-int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_task *t)
+int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_image_task *t)
 {
 	char name[64], err[CT_IMAGE_ERROR_MAX];
-	struct ct_task check;
+	struct ct_image_task check;
 	uint8_t *p;
 	size_t n;
 	int r = ct_image_encode_task(t, &p, &n);
@@ -214,14 +214,14 @@ int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_task *t)
 	r = ct_image_decode_task(p, n, err, sizeof(err), &check);
 	if (r < 0)
 		return refuse(name, r, err, p);
-	ct_task_done(&check);
-	return add_record(w, name, CT_FILE_TASK, p, n);
+	ct_image_task_done(&check);
+	return add_record(w, name, CT_IMAGE_FILE_TASK, p, n);
 }
 
-int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_mm *mm)
+int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_image_mm *mm)
 {
 	char name[64], err[CT_IMAGE_ERROR_MAX];
-	struct ct_mm check;
+	struct ct_image_mm check;
 	uint8_t *p;
 	size_t n;
 	int r = ct_image_encode_mm(mm, &p, &n);
@@ -232,14 +232,14 @@ int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_mm *mm)
 	r = ct_image_decode_mm(p, n, err, sizeof(err), &check);
 	if (r < 0)
 		return refuse(name, r, err, p);
-	ct_mm_done(&check);
-	return add_record(w, name, CT_FILE_MM, p, n);
+	ct_image_mm_done(&check);
+	return add_record(w, name, CT_IMAGE_FILE_MM, p, n);
 }
 
-int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_fds *fds)
+int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_image_fds *fds)
 {
 	char name[64], err[CT_IMAGE_ERROR_MAX];
-	struct ct_fds check;
+	struct ct_image_fds check;
 	uint8_t *p;
 	size_t n;
 	int r = ct_image_encode_fds(fds, &p, &n);
@@ -250,8 +250,8 @@ int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_fds *fds)
 	r = ct_image_decode_fds(p, n, err, sizeof(err), &check);
 	if (r < 0)
 		return refuse(name, r, err, p);
-	ct_fds_done(&check);
-	return add_record(w, name, CT_FILE_FDS, p, n);
+	ct_image_fds_done(&check);
+	return add_record(w, name, CT_IMAGE_FILE_FDS, p, n);
 }
 
 int ct_image_writer_finish(struct ct_image_writer *w)
@@ -266,7 +266,7 @@ int ct_image_writer_finish(struct ct_image_writer *w)
 	r = ct_image_encode_inventory(&w->inv, &p, &n);
 	if (r < 0)
 		return r;
-	r = write_image_file(w, "inventory.img", CT_FILE_INVENTORY, p, n, &xxh3);
+	r = write_image_file(w, "inventory.img", CT_IMAGE_FILE_INVENTORY, p, n, &xxh3);
 	if (r < 0)
 		return r;
 	if (fsync(w->dir_fd) < 0) {
@@ -281,9 +281,9 @@ int ct_image_writer_finish(struct ct_image_writer *w)
 /* ---- pages ---------------------------------------------------------------------------------- */
 
 int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t owner,
-				struct ct_pages_writer **ret)
+				struct ct_image_pages_writer **ret)
 {
-	_cleanup_(ct_pages_writer_freep) struct ct_pages_writer *p = NULL;
+	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *p = NULL;
 
 	if (w->finished)
 		return -ESTALE;
@@ -297,8 +297,8 @@ int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t ow
 	else
 		snprintf(p->name, sizeof(p->name), "pages-%" PRIu64 ".img", owner);
 	snprintf(p->tmp, sizeof(p->tmp), ".%s.tmp", p->name);
-	p->frame_max = ZSTD_compressBound(CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
-	p->raw = malloc(CT_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	p->frame_max = ZSTD_compressBound(CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	p->raw = malloc(CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	p->frame = malloc(p->frame_max);
 	p->xxh = XXH3_createState();
 	p->cctx = ZSTD_createCCtx();
@@ -315,7 +315,7 @@ int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t ow
 	return 0;
 }
 
-struct ct_pages_writer *ct_pages_writer_free(struct ct_pages_writer *p)
+struct ct_image_pages_writer *ct_image_pages_writer_free(struct ct_image_pages_writer *p)
 {
 	if (!p)
 		return NULL;
@@ -333,7 +333,7 @@ struct ct_pages_writer *ct_pages_writer_free(struct ct_pages_writer *p)
 	return NULL;
 }
 
-static int payload_write(struct ct_pages_writer *p, const void *data, size_t size)
+static int payload_write(struct ct_image_pages_writer *p, const void *data, size_t size)
 {
 	int r = write_all(p->fd, data, size);
 
@@ -344,18 +344,18 @@ static int payload_write(struct ct_pages_writer *p, const void *data, size_t siz
 	return 0;
 }
 
-static int flush_chunk(struct ct_pages_writer *p)
+static int flush_chunk(struct ct_image_pages_writer *p)
 {
 	size_t n;
 	int r;
 
 	if (p->raw_pages == 0)
 		return 0;
-	if (p->n_chunks >= CT_PAGES_CHUNKS_MAX)
+	if (p->n_chunks >= CT_IMAGE_PAGES_CHUNKS_MAX)
 		return -E2BIG;
 	if (p->n_chunks == p->chunks_alloc) {
 		size_t na = MAX(p->chunks_alloc * 2, (size_t)64);
-		struct ct_page_chunk *c = reallocarray(p->chunks, na, sizeof(*c));
+		struct ct_image_chunk *c = reallocarray(p->chunks, na, sizeof(*c));
 
 		if (!c)
 			return -ENOMEM;
@@ -366,7 +366,7 @@ static int flush_chunk(struct ct_pages_writer *p)
 			      (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE, PAGES_ZSTD_LEVEL);
 	if (ZSTD_isError(n))
 		return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
-	p->chunks[p->n_chunks++] = (struct ct_page_chunk){
+	p->chunks[p->n_chunks++] = (struct ct_image_chunk){
 		.offset = p->offset,
 		.size = (uint32_t)n,
 		.n_pages = p->raw_pages,
@@ -388,24 +388,24 @@ static bool page_is_zero(const uint8_t *page)
 	return acc == 0;
 }
 
-static int add_run_page(struct ct_pages_writer *p, uint64_t addr, bool zero)
+static int add_run_page(struct ct_image_pages_writer *p, uint64_t addr, bool zero)
 {
-	struct ct_page_run *last = p->n_runs > 0 ? &p->runs[p->n_runs - 1] : NULL;
+	struct ct_image_run *last = p->n_runs > 0 ? &p->runs[p->n_runs - 1] : NULL;
 	uint32_t chunk = (uint32_t)p->n_chunks;
 
 	/* Extend the last run when contiguous, of the same kind and (data) in the same chunk. */
 	if (last && last->addr + (uint64_t)last->n_pages * CT_IMAGE_PAGE_SIZE == addr &&
 	    last->n_pages < UINT32_MAX &&
-	    (zero ? last->flags == CT_PAGE_RUN_ZERO
+	    (zero ? last->flags == CT_IMAGE_RUN_ZERO
 		  : last->flags == 0 && last->chunk == chunk && p->raw_pages > 0)) {
 		last->n_pages++;
 		return 0;
 	}
-	if (p->n_runs >= CT_PAGES_RUNS_MAX)
+	if (p->n_runs >= CT_IMAGE_PAGES_RUNS_MAX)
 		return -E2BIG;
 	if (p->n_runs == p->runs_alloc) {
 		size_t na = MAX(p->runs_alloc * 2, (size_t)64);
-		struct ct_page_run *n = reallocarray(p->runs, na, sizeof(*n));
+		struct ct_image_run *n = reallocarray(p->runs, na, sizeof(*n));
 
 		if (!n)
 			return -ENOMEM;
@@ -413,15 +413,16 @@ static int add_run_page(struct ct_pages_writer *p, uint64_t addr, bool zero)
 		p->runs_alloc = na;
 	}
 	p->runs[p->n_runs++] =
-		zero ? (struct ct_page_run){.addr = addr, .n_pages = 1, .flags = CT_PAGE_RUN_ZERO}
-		     : (struct ct_page_run){.addr = addr,
-					    .n_pages = 1,
-					    .chunk = chunk,
-					    .chunk_page = p->raw_pages};
+		zero ? (struct ct_image_run){.addr = addr, .n_pages = 1, .flags = CT_IMAGE_RUN_ZERO}
+		     : (struct ct_image_run){.addr = addr,
+					     .n_pages = 1,
+					     .chunk = chunk,
+					     .chunk_page = p->raw_pages};
 	return 0;
 }
 
-int ct_pages_writer_add(struct ct_pages_writer *p, uint64_t addr, const void *data, size_t n_pages)
+int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, const void *data,
+			      size_t n_pages)
 {
 	const uint8_t *src = data;
 	int r;
@@ -440,7 +441,7 @@ int ct_pages_writer_add(struct ct_pages_writer *p, uint64_t addr, const void *da
 			continue;
 		memcpy(p->raw + (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE, page,
 		       CT_IMAGE_PAGE_SIZE);
-		if (++p->raw_pages == CT_PAGES_CHUNK_PAGES) {
+		if (++p->raw_pages == CT_IMAGE_PAGES_CHUNK_PAGES) {
 			r = flush_chunk(p);
 			if (r < 0)
 				return r;
@@ -450,12 +451,13 @@ int ct_pages_writer_add(struct ct_pages_writer *p, uint64_t addr, const void *da
 	return 0;
 }
 
-static int pages_write_index(struct ct_pages_writer *p)
+static int pages_write_index(struct ct_image_pages_writer *p)
 {
-	size_t nc = p->n_chunks * CT_CHUNK_ENTRY_SIZE, nr = p->n_runs * CT_RUN_ENTRY_SIZE;
-	size_t size = 2 * CT_TLV_HEADER_SIZE + nc + nr;
+	size_t nc = p->n_chunks * CT_IMAGE_CHUNK_ENTRY_SIZE,
+	       nr = p->n_runs * CT_IMAGE_RUN_ENTRY_SIZE;
+	size_t size = 2 * CT_IMAGE_TLV_HEADER_SIZE + nc + nr;
 	_cleanup_free_ uint8_t *idx = malloc(size);
-	uint8_t footer[CT_PAGES_FOOTER_SIZE], *e;
+	uint8_t footer[CT_IMAGE_PAGES_FOOTER_SIZE], *e;
 	uint64_t chunks_len = p->offset;
 	int r;
 
@@ -464,8 +466,8 @@ static int pages_write_index(struct ct_pages_writer *p)
 	put_le16(idx, IDX_CHUNKS);
 	put_le16(idx + 2, 0);
 	put_le32(idx + 4, (uint32_t)nc);
-	e = idx + CT_TLV_HEADER_SIZE;
-	for (size_t i = 0; i < p->n_chunks; i++, e += CT_CHUNK_ENTRY_SIZE) {
+	e = idx + CT_IMAGE_TLV_HEADER_SIZE;
+	for (size_t i = 0; i < p->n_chunks; i++, e += CT_IMAGE_CHUNK_ENTRY_SIZE) {
 		put_le64(e, p->chunks[i].offset);
 		put_le32(e + 8, p->chunks[i].size);
 		put_le32(e + 12, p->chunks[i].n_pages);
@@ -474,8 +476,8 @@ static int pages_write_index(struct ct_pages_writer *p)
 	put_le16(e, IDX_RUNS);
 	put_le16(e + 2, 0);
 	put_le32(e + 4, (uint32_t)nr);
-	e += CT_TLV_HEADER_SIZE;
-	for (size_t i = 0; i < p->n_runs; i++, e += CT_RUN_ENTRY_SIZE) {
+	e += CT_IMAGE_TLV_HEADER_SIZE;
+	for (size_t i = 0; i < p->n_runs; i++, e += CT_IMAGE_RUN_ENTRY_SIZE) {
 		put_le64(e, p->runs[i].addr);
 		put_le32(e + 8, p->runs[i].n_pages);
 		put_le32(e + 12, p->runs[i].flags);
@@ -491,10 +493,10 @@ static int pages_write_index(struct ct_pages_writer *p)
 	return payload_write(p, footer, sizeof(footer));
 }
 
-int ct_pages_writer_finish(struct ct_pages_writer *p)
+int ct_image_pages_writer_finish(struct ct_image_pages_writer *p)
 {
-	_cleanup_(ct_pages_writer_freep) struct ct_pages_writer *pw = p;
-	struct ct_image_header h = {.magic = ct_image_magic(CT_FILE_PAGES),
+	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = p;
+	struct ct_image_header h = {.magic = ct_image_magic(CT_IMAGE_FILE_PAGES),
 				    .version = CT_IMAGE_VERSION};
 	uint8_t header[CT_IMAGE_HEADER_SIZE];
 	int r;

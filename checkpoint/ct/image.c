@@ -10,12 +10,12 @@
 #include "checkpoint/ct/image-tlv-internal.h"
 #include "common/macro.h"
 
-static const char *const file_kind_table[_CT_FILE_KIND_MAX] = {
-	[CT_FILE_INVENTORY] = "inventory",
-	[CT_FILE_TASK] = "task",
-	[CT_FILE_MM] = "mm",
-	[CT_FILE_FDS] = "fds",
-	[CT_FILE_PAGES] = "pages",
+static const char *const file_kind_table[_CT_IMAGE_FILE_KIND_MAX] = {
+	[CT_IMAGE_FILE_INVENTORY] = "inventory",
+	[CT_IMAGE_FILE_TASK] = "task",
+	[CT_IMAGE_FILE_MM] = "mm",
+	[CT_IMAGE_FILE_FDS] = "fds",
+	[CT_IMAGE_FILE_PAGES] = "pages",
 };
 
 const char *ct_image_file_kind_to_string(enum ct_image_file_kind k)
@@ -23,41 +23,44 @@ const char *ct_image_file_kind_to_string(enum ct_image_file_kind k)
 	return (size_t)k < ELEMENTSOF(file_kind_table) ? file_kind_table[k] : NULL;
 }
 
-static const char *const vma_kind_table[_CT_VMA_KIND_MAX] = {
-	[CT_VMA_ANON_PRIVATE] = "anon-private",
-	[CT_VMA_ANON_SHARED] = "anon-shared",
-	[CT_VMA_FILE_PRIVATE] = "file-private",
-	[CT_VMA_FILE_SHARED] = "file-shared",
-	[CT_VMA_HEAP] = "heap",
-	[CT_VMA_STACK] = "stack",
-	[CT_VMA_VDSO] = "vdso",
-	[CT_VMA_VVAR] = "vvar",
-	[CT_VMA_VVAR_VCLOCK] = "vvar-vclock",
+static const char *const vma_kind_table[_CT_IMAGE_VMA_KIND_MAX] = {
+	[CT_IMAGE_VMA_ANON_PRIVATE] = "anon-private",
+	[CT_IMAGE_VMA_ANON_SHARED] = "anon-shared",
+	[CT_IMAGE_VMA_FILE_PRIVATE] = "file-private",
+	[CT_IMAGE_VMA_FILE_SHARED] = "file-shared",
+	[CT_IMAGE_VMA_HEAP] = "heap",
+	[CT_IMAGE_VMA_STACK] = "stack",
+	[CT_IMAGE_VMA_VDSO] = "vdso",
+	[CT_IMAGE_VMA_VVAR] = "vvar",
+	[CT_IMAGE_VMA_VVAR_VCLOCK] = "vvar-vclock",
 };
-DEFINE_STRING_TABLE_LOOKUP(ct_vma_kind, enum ct_vma_kind, vma_kind_table)
+DEFINE_STRING_TABLE_LOOKUP(ct_image_vma_kind, enum ct_image_vma_kind, vma_kind_table)
 
-static const char *const vma_pages_table[_CT_VMA_PAGES_MAX] = {
-	[CT_VMA_PAGES_NONE] = "none",
-	[CT_VMA_PAGES_PRIVATE] = "private",
-	[CT_VMA_PAGES_SHM] = "shm",
+static const char *const vma_pages_table[_CT_IMAGE_VMA_PAGES_MAX] = {
+	[CT_IMAGE_VMA_PAGES_NONE] = "none",
+	[CT_IMAGE_VMA_PAGES_PRIVATE] = "private",
+	[CT_IMAGE_VMA_PAGES_SHM] = "shm",
 };
-DEFINE_STRING_TABLE_LOOKUP(ct_vma_pages, enum ct_vma_pages, vma_pages_table)
+DEFINE_STRING_TABLE_LOOKUP(ct_image_vma_pages, enum ct_image_vma_pages, vma_pages_table)
 
-static const char *const fd_type_table[_CT_FD_TYPE_MAX] = {
-	[CT_FD_REG] = "file",	     [CT_FD_DIR] = "dir",	    [CT_FD_PIPE] = "pipe",
-	[CT_FD_FIFO] = "fifo",	     [CT_FD_UNIX] = "unix",	    [CT_FD_TCP] = "tcp",
-	[CT_FD_UDP] = "udp",	     [CT_FD_EVENTFD] = "eventfd",   [CT_FD_EPOLL] = "epoll",
-	[CT_FD_TIMERFD] = "timerfd", [CT_FD_SIGNALFD] = "signalfd", [CT_FD_MEMFD] = "memfd",
-	[CT_FD_CHR] = "chr",	     [CT_FD_TTY] = "tty",
+static const char *const fd_type_table[_CT_IMAGE_FD_TYPE_MAX] = {
+	[CT_IMAGE_FD_REG] = "file",	     [CT_IMAGE_FD_DIR] = "dir",
+	[CT_IMAGE_FD_PIPE] = "pipe",	     [CT_IMAGE_FD_FIFO] = "fifo",
+	[CT_IMAGE_FD_UNIX] = "unix",	     [CT_IMAGE_FD_TCP] = "tcp",
+	[CT_IMAGE_FD_UDP] = "udp",	     [CT_IMAGE_FD_EVENTFD] = "eventfd",
+	[CT_IMAGE_FD_EPOLL] = "epoll",	     [CT_IMAGE_FD_TIMERFD] = "timerfd",
+	[CT_IMAGE_FD_SIGNALFD] = "signalfd", [CT_IMAGE_FD_MEMFD] = "memfd",
+	[CT_IMAGE_FD_CHR] = "chr",	     [CT_IMAGE_FD_TTY] = "tty",
 };
-DEFINE_STRING_TABLE_LOOKUP(ct_fd_type, enum ct_fd_type, fd_type_table)
+DEFINE_STRING_TABLE_LOOKUP(ct_image_fd_type, enum ct_image_fd_type, fd_type_table)
 
 uint32_t ct_image_magic(enum ct_image_file_kind k)
 {
 	/* ASCII on disk: "CTIV", "CTTK", "CTMM", "CTFD", "CTPG". */
-	static const char magics[_CT_FILE_KIND_MAX][5] = {"CTIV", "CTTK", "CTMM", "CTFD", "CTPG"};
+	static const char magics[_CT_IMAGE_FILE_KIND_MAX][5] = {"CTIV", "CTTK", "CTMM", "CTFD",
+								"CTPG"};
 
-	if ((size_t)k >= _CT_FILE_KIND_MAX)
+	if ((size_t)k >= _CT_IMAGE_FILE_KIND_MAX)
 		return 0;
 	return get_le32((const uint8_t *)magics[k]);
 }
@@ -144,14 +147,14 @@ static void put_tlv(struct buf *b, uint16_t tag, const void *v, size_t len)
 		b->error = -E2BIG;
 		return;
 	}
-	p = buf_grow(b, CT_TLV_HEADER_SIZE + len);
+	p = buf_grow(b, CT_IMAGE_TLV_HEADER_SIZE + len);
 	if (!p)
 		return;
 	put_le16(p, tag);
 	put_le16(p + 2, 0);
 	put_le32(p + 4, (uint32_t)len);
 	if (len > 0)
-		memcpy(p + CT_TLV_HEADER_SIZE, v, len);
+		memcpy(p + CT_IMAGE_TLV_HEADER_SIZE, v, len);
 }
 
 static void put_u32(struct buf *b, uint16_t tag, uint32_t v)
@@ -188,7 +191,7 @@ static void put_u64s(struct buf *b, uint16_t tag, const uint64_t *v, size_t n)
 	p = buf_grow(b, n * 8);
 	if (!p)
 		return;
-	put_le32(p - CT_TLV_HEADER_SIZE + 4, (uint32_t)(n * 8));
+	put_le32(p - CT_IMAGE_TLV_HEADER_SIZE + 4, (uint32_t)(n * 8));
 	for (size_t i = 0; i < n; i++)
 		put_le64(p + 8 * i, v[i]);
 }
@@ -205,7 +208,7 @@ static void put_u32s(struct buf *b, uint16_t tag, const uint32_t *v, size_t n)
 	p = buf_grow(b, n * 4);
 	if (!p)
 		return;
-	put_le32(p - CT_TLV_HEADER_SIZE + 4, (uint32_t)(n * 4));
+	put_le32(p - CT_IMAGE_TLV_HEADER_SIZE + 4, (uint32_t)(n * 4));
 	for (size_t i = 0; i < n; i++)
 		put_le32(p + 4 * i, v[i]);
 }
@@ -214,12 +217,12 @@ static void put_u32s(struct buf *b, uint16_t tag, const uint32_t *v, size_t n)
 static size_t nest_begin(struct buf *b, uint16_t tag)
 {
 	put_tlv(b, tag, NULL, 0);
-	return b->size - CT_TLV_HEADER_SIZE;
+	return b->size - CT_IMAGE_TLV_HEADER_SIZE;
 }
 
 static void nest_end(struct buf *b, size_t at)
 {
-	size_t len = b->size - at - CT_TLV_HEADER_SIZE;
+	size_t len = b->size - at - CT_IMAGE_TLV_HEADER_SIZE;
 
 	if (b->error)
 		return;
@@ -247,7 +250,7 @@ static int buf_finish(struct buf *b, uint8_t **ret, size_t *ret_size)
 
 int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **ret, size_t *ret_size)
 {
-	const struct ct_vdso_layout *v = &inv->vdso;
+	const struct ct_image_vdso_layout *v = &inv->vdso;
 	const uint64_t vdso[] = {v->vvar_start,	     v->vvar_end,   v->vvar_vclock_start,
 				 v->vvar_vclock_end, v->vdso_start, v->vdso_end};
 	struct buf b = {};
@@ -270,7 +273,7 @@ int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **re
 	return buf_finish(&b, ret, ret_size);
 }
 
-static void put_thread(struct buf *b, const struct ct_thread *th)
+static void put_thread(struct buf *b, const struct ct_image_thread *th)
 {
 	size_t at = nest_begin(b, TASK_THREAD);
 	uint8_t robust[16], rseq[16];
@@ -299,7 +302,7 @@ static void put_thread(struct buf *b, const struct ct_thread *th)
 	nest_end(b, at);
 }
 
-int ct_image_encode_task(const struct ct_task *t, uint8_t **ret, size_t *ret_size)
+int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *ret_size)
 {
 	uint64_t rl[2 * CT_IMAGE_RLIMITS], sa[4 * CT_IMAGE_SIGNALS];
 	struct buf b = {};
@@ -310,7 +313,7 @@ int ct_image_encode_task(const struct ct_task *t, uint8_t **ret, size_t *ret_siz
 		rl[2 * i + 1] = t->rlimits[i].max;
 	}
 	for (size_t i = 0; i < CT_IMAGE_SIGNALS; i++) {
-		const struct ct_sigaction *s = &t->sigactions[i];
+		const struct ct_image_sigaction *s = &t->sigactions[i];
 
 		sa[4 * i] = s->handler;
 		sa[4 * i + 1] = s->flags;
@@ -342,16 +345,16 @@ int ct_image_encode_task(const struct ct_task *t, uint8_t **ret, size_t *ret_siz
 	return buf_finish(&b, ret, ret_size);
 }
 
-int ct_image_encode_mm(const struct ct_mm *mm, uint8_t **ret, size_t *ret_size)
+int ct_image_encode_mm(const struct ct_image_mm *mm, uint8_t **ret, size_t *ret_size)
 {
 	struct buf b = {};
 
 	put_u32(&b, MM_PID, mm->pid);
-	put_u64s(&b, MM_FIELDS, mm->fields, CT_MM_FIELDS);
+	put_u64s(&b, MM_FIELDS, mm->fields, CT_IMAGE_MM_FIELDS);
 	put_u64s(&b, MM_AUXV, mm->auxv, mm->n_auxv);
 	put_str(&b, MM_EXE, mm->exe);
 	for (size_t i = 0; i < mm->n_vmas; i++) {
-		const struct ct_vma *v = &mm->vmas[i];
+		const struct ct_image_vma *v = &mm->vmas[i];
 		size_t at = nest_begin(&b, MM_VMA);
 
 		put_u64(&b, VMA_START, v->start);
@@ -361,7 +364,7 @@ int ct_image_encode_mm(const struct ct_mm *mm, uint8_t **ret, size_t *ret_size)
 		put_u32(&b, VMA_FLAGS, v->flags);
 		put_u32(&b, VMA_KIND, v->kind);
 		put_u32(&b, VMA_PAGES, v->pages);
-		if (v->kind == CT_VMA_ANON_SHARED || v->pages == CT_VMA_PAGES_SHM)
+		if (v->kind == CT_IMAGE_VMA_ANON_SHARED || v->pages == CT_IMAGE_VMA_PAGES_SHM)
 			put_u64(&b, VMA_SHMID, v->shmid);
 		put_str(&b, VMA_PATH, v->path);
 		nest_end(&b, at);
@@ -369,13 +372,13 @@ int ct_image_encode_mm(const struct ct_mm *mm, uint8_t **ret, size_t *ret_size)
 	return buf_finish(&b, ret, ret_size);
 }
 
-int ct_image_encode_fds(const struct ct_fds *fds, uint8_t **ret, size_t *ret_size)
+int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *ret_size)
 {
 	struct buf b = {};
 
 	put_u32(&b, FDS_PID, fds->pid);
 	for (size_t i = 0; i < fds->n_fds; i++) {
-		const struct ct_fd *f = &fds->fds[i];
+		const struct ct_image_fd *f = &fds->fds[i];
 		size_t at = nest_begin(&b, FDS_FD);
 
 		put_u32(&b, FD_NUM, f->fd);
@@ -404,14 +407,14 @@ void ct_image_inventory_done(struct ct_image_inventory *inv)
 	*inv = (struct ct_image_inventory){};
 }
 
-void ct_task_done(struct ct_task *t)
+void ct_image_task_done(struct ct_image_task *t)
 {
 	free(t->creds.groups);
 	free(t->shared_siginfo);
 	free(t->cwd);
 	free(t->root);
 	for (size_t i = 0; i < t->n_threads; i++) {
-		struct ct_thread *th = &t->threads[i];
+		struct ct_image_thread *th = &t->threads[i];
 
 		free(th->siginfo);
 		for (size_t j = 0; j < th->n_regsets; j++)
@@ -419,33 +422,33 @@ void ct_task_done(struct ct_task *t)
 		free(th->regsets);
 	}
 	free(t->threads);
-	*t = (struct ct_task){};
+	*t = (struct ct_image_task){};
 }
 
-void ct_mm_done(struct ct_mm *mm)
+void ct_image_mm_done(struct ct_image_mm *mm)
 {
 	free(mm->auxv);
 	free(mm->exe);
 	for (size_t i = 0; i < mm->n_vmas; i++)
 		free(mm->vmas[i].path);
 	free(mm->vmas);
-	*mm = (struct ct_mm){};
+	*mm = (struct ct_image_mm){};
 }
 
-void ct_fds_done(struct ct_fds *fds)
+void ct_image_fds_done(struct ct_image_fds *fds)
 {
 	for (size_t i = 0; i < fds->n_fds; i++) {
 		free(fds->fds[i].path);
 		free(fds->fds[i].data);
 	}
 	free(fds->fds);
-	*fds = (struct ct_fds){};
+	*fds = (struct ct_image_fds){};
 }
 
-void ct_pages_done(struct ct_pages *p)
+void ct_image_pages_done(struct ct_image_pages *p)
 {
 	free(p->name);
 	free(p->chunks);
 	free(p->runs);
-	*p = (struct ct_pages){};
+	*p = (struct ct_image_pages){};
 }

@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 0: {
 		struct ct_image_header h;
 
-		for (int k = 0; k < _CT_FILE_KIND_MAX; k++)
+		for (int k = 0; k < _CT_IMAGE_FILE_KIND_MAX; k++)
 			(void)ct_image_header_decode(buf, n, (enum ct_image_file_kind)k, err,
 						     sizeof(err), &h);
 		break;
@@ -59,37 +59,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	}
 	case 2: {
-		struct ct_task t;
+		struct ct_image_task t;
 
 		if (ct_image_decode_task(buf, n, err, sizeof(err), &t) == 0) {
-			ROUND_TRIP(struct ct_task, ct_image_encode_task, ct_image_decode_task,
-				   ct_task_done, &t);
-			ct_task_done(&t);
+			ROUND_TRIP(struct ct_image_task, ct_image_encode_task, ct_image_decode_task,
+				   ct_image_task_done, &t);
+			ct_image_task_done(&t);
 		}
 		break;
 	}
 	case 3: {
-		struct ct_mm mm;
+		struct ct_image_mm mm;
 
 		if (ct_image_decode_mm(buf, n, err, sizeof(err), &mm) == 0) {
-			ROUND_TRIP(struct ct_mm, ct_image_encode_mm, ct_image_decode_mm, ct_mm_done,
-				   &mm);
-			ct_mm_done(&mm);
+			ROUND_TRIP(struct ct_image_mm, ct_image_encode_mm, ct_image_decode_mm,
+				   ct_image_mm_done, &mm);
+			ct_image_mm_done(&mm);
 		}
 		break;
 	}
 	case 4: {
-		struct ct_fds fds;
+		struct ct_image_fds fds;
 
 		if (ct_image_decode_fds(buf, n, err, sizeof(err), &fds) == 0) {
-			ROUND_TRIP(struct ct_fds, ct_image_encode_fds, ct_image_decode_fds,
-				   ct_fds_done, &fds);
-			ct_fds_done(&fds);
+			ROUND_TRIP(struct ct_image_fds, ct_image_encode_fds, ct_image_decode_fds,
+				   ct_image_fds_done, &fds);
+			ct_image_fds_done(&fds);
 		}
 		break;
 	}
 	case 5: {
-		struct ct_pages p;
+		struct ct_image_pages p;
 		uint64_t chunks_len;
 
 		/* 8 bytes of chunk data length, then the index. */
@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (size_t i = 0; i < p.n_chunks; i++)
 				if (p.chunks[i].offset + p.chunks[i].size > chunks_len)
 					abort();
-			ct_pages_done(&p);
+			ct_image_pages_done(&p);
 		}
 		break;
 	}

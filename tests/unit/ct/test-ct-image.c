@@ -20,6 +20,7 @@
 
 #include "checkpoint/ct/image-internal.h"
 #include "common/common.h"
+#include "migctl/migctl.h"
 
 #define PAGE	  4096ULL
 #define MIB_PAGES 256ULL
@@ -52,46 +53,46 @@ static void gen_page(uint8_t *p, uint64_t seed, uint64_t addr)
 	}
 }
 
-static void fill_thread(struct ct_thread *th, uint32_t tid, struct ct_regset *regs)
+static void fill_thread(struct ct_image_thread *th, uint32_t tid, struct ct_image_regset *regs)
 {
 	static uint8_t gp[216], xstate[2696];
 
 	for (size_t i = 0; i < sizeof(xstate); i++)
 		xstate[i] = (uint8_t)(i * 7 + tid);
 	memset(gp, (int)tid, sizeof(gp));
-	regs[0] = (struct ct_regset){.type = 1, .size = sizeof(gp), .data = gp};
-	regs[1] = (struct ct_regset){.type = 0x202, .size = sizeof(xstate), .data = xstate};
-	*th = (struct ct_thread){.tid = tid,
-				 .sigmask = 1ULL << 13,
-				 .sigpending = tid,
-				 .robust_list = 0x7f00001000 + tid,
-				 .robust_list_len = 24,
-				 .tid_address = 0x7f00002000 + tid,
-				 .rseq = 0x7f00003000 + tid,
-				 .rseq_len = 32,
-				 .rseq_sig = 0x53053053,
-				 .regsets = regs,
-				 .n_regsets = 2};
+	regs[0] = (struct ct_image_regset){.type = 1, .size = sizeof(gp), .data = gp};
+	regs[1] = (struct ct_image_regset){.type = 0x202, .size = sizeof(xstate), .data = xstate};
+	*th = (struct ct_image_thread){.tid = tid,
+				       .sigmask = 1ULL << 13,
+				       .sigpending = tid,
+				       .robust_list = 0x7f00001000 + tid,
+				       .robust_list_len = 24,
+				       .tid_address = 0x7f00002000 + tid,
+				       .rseq = 0x7f00003000 + tid,
+				       .rseq_len = 32,
+				       .rseq_sig = 0x53053053,
+				       .regsets = regs,
+				       .n_regsets = 2};
 	snprintf(th->comm, sizeof(th->comm), "worker-%u", tid);
 }
 
 static uint8_t siginfo[2 * CT_IMAGE_SIGINFO_SIZE] = {1, 2, 3};
 static uint32_t groups[] = {0, 10, 100};
 
-static void fill_task(struct ct_task *t, uint32_t pid, uint32_t ppid, struct ct_thread *threads,
-		      size_t n_threads)
+static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
+		      struct ct_image_thread *threads, size_t n_threads)
 {
-	*t = (struct ct_task){.pid = pid, .ppid = ppid, .pgid = 1, .sid = 1};
+	*t = (struct ct_image_task){.pid = pid, .ppid = ppid, .pgid = 1, .sid = 1};
 	snprintf(t->comm, sizeof(t->comm), "proc%u", pid);
-	t->creds = (struct ct_creds){.uids = {0, 0, 0, 0},
-				     .gids = {0, 0, 0, 0},
-				     .groups = groups,
-				     .n_groups = 3,
-				     .caps = {0, 0x1ff, 0x1ff, ~0ULL, 0}};
+	t->creds = (struct ct_image_creds){.uids = {0, 0, 0, 0},
+					   .gids = {0, 0, 0, 0},
+					   .groups = groups,
+					   .n_groups = 3,
+					   .caps = {0, 0x1ff, 0x1ff, ~0ULL, 0}};
 	for (size_t i = 0; i < CT_IMAGE_RLIMITS; i++)
-		t->rlimits[i] = (struct ct_rlimit){i * 1000, ~0ULL};
+		t->rlimits[i] = (struct ct_image_rlimit){i * 1000, ~0ULL};
 	for (size_t i = 0; i < CT_IMAGE_SIGNALS; i++)
-		t->sigactions[i] = (struct ct_sigaction){i, i << 8, 0x401000, 1ULL << i};
+		t->sigactions[i] = (struct ct_image_sigaction){i, i << 8, 0x401000, 1ULL << i};
 	t->shared_pending = 1ULL << 9;
 	t->shared_siginfo = siginfo;
 	t->n_shared_siginfo = 2;
@@ -101,44 +102,47 @@ static void fill_task(struct ct_task *t, uint32_t pid, uint32_t ppid, struct ct_
 	t->n_threads = n_threads;
 }
 
-static struct ct_vma vmas1[] = {
-	{0x400000, 0x600000, 0, 5, 2, CT_VMA_FILE_PRIVATE, CT_VMA_PAGES_NONE, 0, "/usr/bin/app"},
-	{HEAP, HEAP + HEAP_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_VMA_HEAP, CT_VMA_PAGES_PRIVATE, 0,
+static struct ct_image_vma vmas1[] = {
+	{0x400000, 0x600000, 0, 5, 2, CT_IMAGE_VMA_FILE_PRIVATE, CT_IMAGE_VMA_PAGES_NONE, 0,
+	 "/usr/bin/app"},
+	{HEAP, HEAP + HEAP_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_IMAGE_VMA_HEAP,
+	 CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL},
+	{0x7ffff7fc0000, 0x7ffff7fc4000, 0, 1, 0, CT_IMAGE_VMA_VVAR, CT_IMAGE_VMA_PAGES_NONE, 0,
 	 NULL},
-	{0x7ffff7fc0000, 0x7ffff7fc4000, 0, 1, 0, CT_VMA_VVAR, CT_VMA_PAGES_NONE, 0, NULL},
-	{0x7ffff7fc4000, 0x7ffff7fc6000, 0, 5, 0, CT_VMA_VDSO, CT_VMA_PAGES_NONE, 0, NULL},
+	{0x7ffff7fc4000, 0x7ffff7fc6000, 0, 5, 0, CT_IMAGE_VMA_VDSO, CT_IMAGE_VMA_PAGES_NONE, 0,
+	 NULL},
 };
-static struct ct_vma vmas7[] = {
-	{0x500000000, 0x500000000 + SHM_MIB *MIB_PAGES *PAGE, 0, 3, 1, CT_VMA_ANON_SHARED,
-	 CT_VMA_PAGES_SHM, SHM_ID, NULL},
-	{ANON7, ANON7 + ANON7_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_VMA_ANON_PRIVATE,
-	 CT_VMA_PAGES_PRIVATE, 0, NULL},
+static struct ct_image_vma vmas7[] = {
+	{0x500000000, 0x500000000 + SHM_MIB *MIB_PAGES *PAGE, 0, 3, 1, CT_IMAGE_VMA_ANON_SHARED,
+	 CT_IMAGE_VMA_PAGES_SHM, SHM_ID, NULL},
+	{ANON7, ANON7 + ANON7_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_IMAGE_VMA_ANON_PRIVATE,
+	 CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL},
 };
-static struct ct_vma vmas9[] = {
-	{0x600000, 0x610000, 0, 3, 0x22, CT_VMA_STACK, CT_VMA_PAGES_PRIVATE, 0, NULL},
+static struct ct_image_vma vmas9[] = {
+	{0x600000, 0x610000, 0, 3, 0x22, CT_IMAGE_VMA_STACK, CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL},
 };
 
 static uint8_t pipe_data[5000];
 
-static struct ct_fd fds1[] = {
-	{0, CT_FD_CHR, O_RDONLY, 0, 0, "/dev/null", NULL, 0},
-	{1, CT_FD_REG, O_WRONLY | O_APPEND, 0, 1234, "/var/log/app.log", NULL, 0},
-	{3, CT_FD_PIPE, O_RDONLY, 1, 0, NULL, pipe_data, sizeof(pipe_data)},
-	{4, CT_FD_TCP, O_RDWR, 1, 0, NULL, (uint8_t *)"tcp-state", 9},
-	{7, CT_FD_EPOLL, O_RDWR, 1, 0, NULL, (uint8_t *)"interest", 8},
+static struct ct_image_fd fds1[] = {
+	{0, CT_IMAGE_FD_CHR, O_RDONLY, 0, 0, "/dev/null", NULL, 0},
+	{1, CT_IMAGE_FD_REG, O_WRONLY | O_APPEND, 0, 1234, "/var/log/app.log", NULL, 0},
+	{3, CT_IMAGE_FD_PIPE, O_RDONLY, 1, 0, NULL, pipe_data, sizeof(pipe_data)},
+	{4, CT_IMAGE_FD_TCP, O_RDWR, 1, 0, NULL, (uint8_t *)"tcp-state", 9},
+	{7, CT_IMAGE_FD_EPOLL, O_RDWR, 1, 0, NULL, (uint8_t *)"interest", 8},
 };
-static struct ct_fd fds7[] = {
-	{0, CT_FD_TTY, O_RDWR, 0, 0, "/dev/pts/0", NULL, 0},
-	{5, CT_FD_EVENTFD, O_RDWR, 0, 0, NULL, (uint8_t *)"12345678", 8},
+static struct ct_image_fd fds7[] = {
+	{0, CT_IMAGE_FD_TTY, O_RDWR, 0, 0, "/dev/pts/0", NULL, 0},
+	{5, CT_IMAGE_FD_EVENTFD, O_RDWR, 0, 0, NULL, (uint8_t *)"12345678", 8},
 };
 
 struct model {
 	struct ct_image_inventory info;
-	struct ct_task tasks[3];
-	struct ct_mm mms[3];
-	struct ct_fds fds[3];
-	struct ct_thread threads[5];
-	struct ct_regset regs[5][2];
+	struct ct_image_task tasks[3];
+	struct ct_image_mm mms[3];
+	struct ct_image_fds fds[3];
+	struct ct_image_thread threads[5];
+	struct ct_image_regset regs[5][2];
 	uint64_t auxv[6];
 };
 
@@ -169,10 +173,11 @@ static void build_model(void)
 	for (size_t i = 0; i < ELEMENTSOF(m->auxv); i++)
 		m->auxv[i] = i * 3;
 	for (size_t i = 0; i < 3; i++) {
-		m->mms[i] = (struct ct_mm){.pid = m->tasks[i].pid, .auxv = m->auxv, .n_auxv = 6};
-		for (size_t j = 0; j < CT_MM_FIELDS; j++)
+		m->mms[i] =
+			(struct ct_image_mm){.pid = m->tasks[i].pid, .auxv = m->auxv, .n_auxv = 6};
+		for (size_t j = 0; j < CT_IMAGE_MM_FIELDS; j++)
 			m->mms[i].fields[j] = 0x400000 + j * 0x1000;
-		m->fds[i] = (struct ct_fds){.pid = m->tasks[i].pid};
+		m->fds[i] = (struct ct_image_fds){.pid = m->tasks[i].pid};
 	}
 	m->mms[0].exe = (char *)"/usr/bin/app";
 	m->mms[0].vmas = vmas1;
@@ -188,14 +193,14 @@ static void build_model(void)
 }
 
 /* Writes [addr, addr + mib MiB) in 1 MiB batches. */
-static void write_range(struct ct_pages_writer *p, uint64_t seed, uint64_t addr, uint64_t mib)
+static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t addr, uint64_t mib)
 {
 	static uint8_t batch[MIB_PAGES * PAGE];
 
 	for (uint64_t m = 0; m < mib; m++, addr += MIB_PAGES * PAGE) {
 		for (uint64_t i = 0; i < MIB_PAGES; i++)
 			gen_page(batch + i * PAGE, seed, addr + i * PAGE);
-		assert_int_equal(ct_pages_writer_add(p, addr, batch, MIB_PAGES), 0);
+		assert_int_equal(ct_image_pages_writer_add(p, addr, batch, MIB_PAGES), 0);
 	}
 }
 
@@ -203,7 +208,7 @@ static void write_range(struct ct_pages_writer *p, uint64_t seed, uint64_t addr,
 static void write_image(const char *dir, bool big)
 {
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
-	struct ct_pages_writer *p;
+	struct ct_image_pages_writer *p;
 	static uint8_t zero[4 * PAGE];
 
 	assert_int_equal(ct_image_writer_new(dir, &model.info, &w), 0);
@@ -217,17 +222,17 @@ static void write_image(const char *dir, bool big)
 	if (big)
 		write_range(p, 1, HEAP + (HOLE_MIB + 4) * MIB_PAGES * PAGE,
 			    HEAP_MIB - HOLE_MIB - 4);
-	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 7, &p), 0);
 	write_range(p, 7, ANON7, big ? ANON7_MIB : 1);
-	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
 	assert_int_equal(ct_image_writer_pages_begin(w, true, SHM_ID, &p), 0);
 	write_range(p, SHM_ID, 0, big ? SHM_MIB : 1);
-	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
 	/* Only zero pages: a pages file without chunks. */
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 9, &p), 0);
-	assert_int_equal(ct_pages_writer_add(p, 0x600000, zero, 4), 0);
-	assert_int_equal(ct_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_pages_writer_add(p, 0x600000, zero, 4), 0);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
 	assert_int_equal(ct_image_writer_finish(w), 0);
 }
 
@@ -242,7 +247,7 @@ static void assert_str_equal(const char *a, const char *b)
 		assert_string_equal(a, b);
 }
 
-static void assert_task_equal(const struct ct_task *a, const struct ct_task *b)
+static void assert_task_equal(const struct ct_image_task *a, const struct ct_image_task *b)
 {
 	assert_int_equal(a->pid, b->pid);
 	assert_int_equal(a->ppid, b->ppid);
@@ -263,7 +268,7 @@ static void assert_task_equal(const struct ct_task *a, const struct ct_task *b)
 	assert_str_equal(a->root, b->root);
 	assert_int_equal(a->n_threads, b->n_threads);
 	for (size_t i = 0; i < a->n_threads; i++) {
-		const struct ct_thread *x = &a->threads[i], *y = &b->threads[i];
+		const struct ct_image_thread *x = &a->threads[i], *y = &b->threads[i];
 
 		assert_int_equal(x->tid, y->tid);
 		assert_string_equal(x->comm, y->comm);
@@ -285,7 +290,7 @@ static void assert_task_equal(const struct ct_task *a, const struct ct_task *b)
 	}
 }
 
-static void assert_mm_equal(const struct ct_mm *a, const struct ct_mm *b)
+static void assert_mm_equal(const struct ct_image_mm *a, const struct ct_image_mm *b)
 {
 	assert_int_equal(a->pid, b->pid);
 	assert_memory_equal(a->fields, b->fields, sizeof(a->fields));
@@ -294,7 +299,7 @@ static void assert_mm_equal(const struct ct_mm *a, const struct ct_mm *b)
 	assert_str_equal(a->exe, b->exe);
 	assert_int_equal(a->n_vmas, b->n_vmas);
 	for (size_t i = 0; i < a->n_vmas; i++) {
-		const struct ct_vma *x = &a->vmas[i], *y = &b->vmas[i];
+		const struct ct_image_vma *x = &a->vmas[i], *y = &b->vmas[i];
 
 		assert_int_equal(x->start, y->start);
 		assert_int_equal(x->end, y->end);
@@ -308,12 +313,12 @@ static void assert_mm_equal(const struct ct_mm *a, const struct ct_mm *b)
 	}
 }
 
-static void assert_fds_equal(const struct ct_fds *a, const struct ct_fds *b)
+static void assert_fds_equal(const struct ct_image_fds *a, const struct ct_image_fds *b)
 {
 	assert_int_equal(a->pid, b->pid);
 	assert_int_equal(a->n_fds, b->n_fds);
 	for (size_t i = 0; i < a->n_fds; i++) {
-		const struct ct_fd *x = &a->fds[i], *y = &b->fds[i];
+		const struct ct_image_fd *x = &a->fds[i], *y = &b->fds[i];
 
 		assert_int_equal(x->fd, y->fd);
 		assert_int_equal(x->type, y->type);
@@ -354,7 +359,7 @@ static int check_pages_cb(uint64_t addr, const void *data, size_t n_pages, void 
 	return 0;
 }
 
-static uint64_t check_pages(struct ct_image *img, const struct ct_pages *p, uint64_t seed)
+static uint64_t check_pages(struct ct_image *img, const struct ct_image_pages *p, uint64_t seed)
 {
 	struct page_check c = {.seed = seed};
 	char err[CT_IMAGE_ERROR_MAX] = "";
@@ -443,7 +448,7 @@ static void test_round_trip(void **state)
 
 	/* A flipped byte in chunk 12 is named. */
 	{
-		const struct ct_page_chunk *c = &img->procs[0].pages->chunks[12];
+		const struct ct_image_chunk *c = &img->procs[0].pages->chunks[12];
 		_cleanup_close_ int fd = open(path_in("pages-1.img"), O_RDWR | O_CLOEXEC);
 		_cleanup_(ct_image_freep) struct ct_image *bad = NULL;
 		uint8_t b;
@@ -723,11 +728,11 @@ static void test_path_check(void **state)
 static void test_refused_records(void **state)
 {
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
-	struct ct_task t = model.tasks[0];
-	struct ct_mm mm = model.mms[0];
-	struct ct_vma vma = vmas1[0];
-	struct ct_fds fds = model.fds[0];
-	struct ct_fd fd = fds1[1];
+	struct ct_image_task t = model.tasks[0];
+	struct ct_image_mm mm = model.mms[0];
+	struct ct_image_vma vma = vmas1[0];
+	struct ct_image_fds fds = model.fds[0];
+	struct ct_image_fd fd = fds1[1];
 	char err[CT_IMAGE_ERROR_MAX];
 	uint8_t *p;
 	size_t n;
@@ -763,8 +768,8 @@ static void test_decode_malformed(void **state)
 	static const uint8_t short_u32[] = {1, 0, 0, 0, 2, 0, 0, 0, 1, 0};
 	static const uint8_t flags[] = {1, 0, 1, 0, 0, 0, 0, 0};
 	char err[CT_IMAGE_ERROR_MAX];
-	struct ct_fds fds;
-	struct ct_task t;
+	struct ct_image_fds fds;
+	struct ct_image_task t;
 
 	assert_int_equal(ct_image_decode_fds(too_long, sizeof(too_long), err, sizeof(err), &fds),
 			 -EBADMSG);
@@ -784,6 +789,69 @@ static void test_decode_malformed(void **state)
 	assert_string_equal(err, "task: field 1 is missing");
 }
 
+/* `migctl image show`: offline, a summary of what is in the image, exit 1 on a bad one. */
+static int run_migctl(char **argv, char **ret_out, char **ret_err)
+{
+	size_t nout, nerr;
+	FILE *out = open_memstream(ret_out, &nout), *err = open_memstream(ret_err, &nerr);
+	int argc = 0, r;
+
+	assert_non_null(out);
+	assert_non_null(err);
+	while (argv[argc])
+		argc++;
+	r = migctl_main(argc, argv, out, err);
+	fclose(out);
+	fclose(err);
+	return r;
+}
+
+static void test_migctl_image_show(void **state)
+{
+	char *show[] = {"migctl", "--socket", "/nonexistent/sock", "image", "show", img_dir, NULL};
+	char *json[] = {"migctl", "image", "show", "--json", img_dir, NULL};
+	char *out = NULL, *err = NULL;
+
+	strv_free(image_files());
+	assert_int_equal(run_migctl(show, &out, &err), 0);
+	assert_non_null(strstr(out, "Container: web1\n"));
+	assert_non_null(strstr(out, "Kernel: 6.18.0-test (x86_64)\n"));
+	assert_non_null(strstr(out, "Tasks: 3 processes, 5 threads, root pid 1\n"));
+	assert_non_null(strstr(out, "  7     1     1    1  proc7        3  /srv/www\n"));
+	assert_non_null(strstr(out, "file:1 pipe:1 tcp:1 epoll:1 chr:1"));
+	assert_non_null(strstr(out, "shm 5"));
+	assert_non_null(strstr(out, "zero ("));
+	assert_string_equal(err, "");
+	free(out);
+	free(err);
+
+	assert_int_equal(run_migctl(json, &out, &err), 0);
+	{
+		_cleanup_json_ json_t *j = json_loads(out, 0, NULL);
+		json_t *procs = json_object_get(j, "processes");
+
+		assert_non_null(j);
+		assert_string_equal(json_string_value(json_object_get(j, "container")), "web1");
+		assert_int_equal(json_array_size(procs), 3);
+		assert_int_equal(
+			json_array_size(json_object_get(json_array_get(procs, 1), "threads")), 3);
+		assert_int_equal(json_array_size(json_object_get(
+					 json_object_get(json_array_get(procs, 0), "mm"), "vmas")),
+				 ELEMENTSOF(vmas1));
+		assert_int_equal(json_array_size(json_object_get(json_array_get(procs, 0), "fds")),
+				 ELEMENTSOF(fds1));
+	}
+	free(out);
+	free(err);
+
+	assert_int_equal(chmod(path_in("fds-7.img"), 0666), 0);
+	assert_int_equal(run_migctl(show, &out, &err), 1);
+	assert_string_equal(out, "");
+	assert_string_equal(err, "migctl: fds-7.img: writable by group or others (mode 0666)\n");
+	free(out);
+	free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -798,6 +866,7 @@ int main(void)
 		cmocka_unit_test(test_path_check),
 		cmocka_unit_test_setup_teardown(test_refused_records, setup_dir, teardown_dir),
 		cmocka_unit_test(test_decode_malformed),
+		cmocka_unit_test_setup_teardown(test_migctl_image_show, setup_dir, teardown_dir),
 	};
 
 	build_model();

@@ -1,0 +1,364 @@
+/* Pure decoders of the per-process image files (mm, fds) and of the pages index: untrusted
+ * bytes in, the data model out (fuzzed). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint/ct/image-internal.h"
+#include "checkpoint/ct/image-tlv-internal.h"
+#include "common/cleanup.h"
+
+/* ---- mm ------------------------------------------------------------------------------------- */
+
+static int check_vma(struct ct_dec *d, const struct ct_image_vma *v, size_t i)
+{
+	if (v->start >= v->end || v->start % CT_IMAGE_PAGE_SIZE || v->end % CT_IMAGE_PAGE_SIZE ||
+	    v->end > CT_IMAGE_ADDR_LIMIT)
+		return ct_dec_fail(d, "vma %zu: bad range %#" PRIx64 "-%#" PRIx64, i, v->start,
+				   v->end);
+	if (v->kind >= _CT_IMAGE_VMA_KIND_MAX || v->pages >= _CT_IMAGE_VMA_PAGES_MAX ||
+	    (v->prot & ~7U))
+		return ct_dec_fail(d, "vma %zu: unknown kind, pages or protection", i);
+	if ((v->kind == CT_IMAGE_VMA_FILE_PRIVATE || v->kind == CT_IMAGE_VMA_FILE_SHARED) &&
+	    !v->path)
+		return ct_dec_fail(d, "vma %zu: a file mapping without a path", i);
+	return 0;
+}
+
+static int decode_vma(struct ct_dec *d, const struct ct_tlv *f, size_t i, struct ct_image_vma *ret)
+{
+	const uint8_t *p = f->val;
+	size_t left = f->len;
+	uint64_t seen = 0;
+	struct ct_tlv g;
+	int r;
+
+	while ((r = ct_dec_next(d, &p, &left, "vma", &g)) > 0) {
+		if ((r = ct_dec_once(d, &seen, &g, "vma")) < 0)
+			return r;
+		switch (g.tag) {
+		case VMA_START:
+			r = ct_dec_u64(d, &g, "vma", &ret->start);
+			break;
+		case VMA_END:
+			r = ct_dec_u64(d, &g, "vma", &ret->end);
+			break;
+		case VMA_PGOFF:
+			r = ct_dec_u64(d, &g, "vma", &ret->pgoff);
+			break;
+		case VMA_PROT:
+			r = ct_dec_u32(d, &g, "vma", &ret->prot);
+			break;
+		case VMA_FLAGS:
+			r = ct_dec_u32(d, &g, "vma", &ret->flags);
+			break;
+		case VMA_KIND:
+			r = ct_dec_u32(d, &g, "vma", &ret->kind);
+			break;
+		case VMA_PAGES:
+			r = ct_dec_u32(d, &g, "vma", &ret->pages);
+			break;
+		case VMA_SHMID:
+			r = ct_dec_u64(d, &g, "vma", &ret->shmid);
+			break;
+		case VMA_PATH:
+			r = ct_dec_path(d, &g, "vma", &ret->path);
+			break;
+		default:
+			r = ct_dec_fail(d, "vma: unknown field %u", g.tag);
+		}
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen,
+			   TAG_BIT(VMA_START) | TAG_BIT(VMA_END) | TAG_BIT(VMA_PGOFF) |
+				   TAG_BIT(VMA_PROT) | TAG_BIT(VMA_FLAGS) | TAG_BIT(VMA_KIND) |
+				   TAG_BIT(VMA_PAGES),
+			   "vma");
+	if (r < 0)
+		return r;
+	if ((ret->kind == CT_IMAGE_VMA_ANON_SHARED || ret->pages == CT_IMAGE_VMA_PAGES_SHM) &&
+	    !(seen & TAG_BIT(VMA_SHMID)))
+		return ct_dec_fail(d, "vma %zu: shared memory without an id", i);
+	return check_vma(d, ret, i);
+}
+
+int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen,
+		       struct ct_image_mm *ret)
+{
+	struct ct_dec dd = {err, errlen}, *d = &dd;
+	_cleanup_(ct_image_mm_done) struct ct_image_mm mm = {};
+	size_t alloc = 0, n;
+	uint64_t seen = 0;
+	uint8_t *auxv;
+	struct ct_tlv f;
+	int r;
+
+	while ((r = ct_dec_next(d, &buf, &size, "mm", &f)) > 0) {
+		if (f.tag != MM_VMA && (r = ct_dec_once(d, &seen, &f, "mm")) < 0)
+			return r;
+		switch (f.tag) {
+		case MM_PID:
+			r = ct_dec_u32(d, &f, "mm", &mm.pid);
+			break;
+		case MM_FIELDS:
+			r = ct_dec_u64s(d, &f, "mm", mm.fields, CT_IMAGE_MM_FIELDS);
+			break;
+		case MM_AUXV:
+			r = ct_dec_blob(d, &f, CT_IMAGE_AUXV_MAX * 8, 8, "mm auxv", &auxv, &n);
+			if (r < 0)
+				break;
+			mm.auxv = (uint64_t *)(void *)auxv;
+			mm.n_auxv = n;
+			for (size_t i = 0; i < n; i++)
+				mm.auxv[i] = get_le64(auxv + 8 * i);
+			break;
+		case MM_EXE:
+			r = ct_dec_path(d, &f, "mm exe", &mm.exe);
+			break;
+		case MM_VMA:
+			r = ct_dec_grow(d, (void **)&mm.vmas, &alloc, mm.n_vmas, sizeof(*mm.vmas),
+					CT_IMAGE_VMAS_MAX, "mm vmas");
+			if (r < 0)
+				break;
+			mm.n_vmas++;
+			r = decode_vma(d, &f, mm.n_vmas - 1, &mm.vmas[mm.n_vmas - 1]);
+			if (r == 0 && mm.n_vmas > 1 &&
+			    mm.vmas[mm.n_vmas - 1].start < mm.vmas[mm.n_vmas - 2].end)
+				r = ct_dec_fail(d, "vma %zu: overlaps or is out of order",
+						mm.n_vmas - 1);
+			break;
+		default:
+			r = ct_dec_fail(d, "mm: unknown field %u", f.tag);
+		}
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen, TAG_BIT(MM_PID) | TAG_BIT(MM_FIELDS) | TAG_BIT(MM_AUXV), "mm");
+	if (r < 0)
+		return r;
+	*ret = mm;
+	mm = (struct ct_image_mm){};
+	return 0;
+}
+
+/* ---- fds ------------------------------------------------------------------------------------ */
+
+static int decode_fd(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_fd *ret)
+{
+	const uint8_t *p = f->val;
+	size_t left = f->len, n;
+	uint64_t seen = 0;
+	struct ct_tlv g;
+	int r;
+
+	while ((r = ct_dec_next(d, &p, &left, "fd", &g)) > 0) {
+		if ((r = ct_dec_once(d, &seen, &g, "fd")) < 0)
+			return r;
+		switch (g.tag) {
+		case FD_NUM:
+			r = ct_dec_u32(d, &g, "fd", &ret->fd);
+			break;
+		case FD_TYPE:
+			r = ct_dec_u32(d, &g, "fd", &ret->type);
+			break;
+		case FD_FLAGS:
+			r = ct_dec_u32(d, &g, "fd", &ret->flags);
+			break;
+		case FD_FDFLAGS:
+			r = ct_dec_u32(d, &g, "fd", &ret->fd_flags);
+			break;
+		case FD_POS:
+			r = ct_dec_u64(d, &g, "fd", &ret->pos);
+			break;
+		case FD_PATH:
+			r = ct_dec_str(d, &g, CT_IMAGE_STRING_MAX, "fd", &ret->path);
+			break;
+		case FD_DATA:
+			r = ct_dec_blob(d, &g, CT_IMAGE_FD_DATA_MAX, 1, "fd", &ret->data, &n);
+			ret->data_size = (uint32_t)n;
+			break;
+		default:
+			r = ct_dec_fail(d, "fd: unknown field %u", g.tag);
+		}
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen,
+			   TAG_BIT(FD_NUM) | TAG_BIT(FD_TYPE) | TAG_BIT(FD_FLAGS) |
+				   TAG_BIT(FD_FDFLAGS) | TAG_BIT(FD_POS),
+			   "fd");
+	if (r < 0)
+		return r;
+	if (ret->type >= _CT_IMAGE_FD_TYPE_MAX || ret->fd >= (1U << 30))
+		return ct_dec_fail(d, "fd %u: unknown type %u or bad number", ret->fd, ret->type);
+	/* Names of files the restore will open; sockets, memfds, pipes name no path. */
+	if (ret->path && (ret->type == CT_IMAGE_FD_REG || ret->type == CT_IMAGE_FD_DIR ||
+			  ret->type == CT_IMAGE_FD_FIFO || ret->type == CT_IMAGE_FD_CHR ||
+			  ret->type == CT_IMAGE_FD_TTY)) {
+		const char *reason;
+
+		if (ct_image_path_check(ret->path, &reason) < 0)
+			return ct_dec_fail(d, "fd %u: refused path '%.64s': %s", ret->fd, ret->path,
+					   reason);
+	}
+	return 0;
+}
+
+int ct_image_decode_fds(const uint8_t *buf, size_t size, char *err, size_t errlen,
+			struct ct_image_fds *ret)
+{
+	struct ct_dec dd = {err, errlen}, *d = &dd;
+	_cleanup_(ct_image_fds_done) struct ct_image_fds fds = {};
+	size_t alloc = 0;
+	uint64_t seen = 0;
+	struct ct_tlv f;
+	int r;
+
+	while ((r = ct_dec_next(d, &buf, &size, "fds", &f)) > 0) {
+		if (f.tag == FDS_PID) {
+			if ((r = ct_dec_once(d, &seen, &f, "fds")) == 0)
+				r = ct_dec_u32(d, &f, "fds", &fds.pid);
+		} else if (f.tag == FDS_FD) {
+			r = ct_dec_grow(d, (void **)&fds.fds, &alloc, fds.n_fds, sizeof(*fds.fds),
+					CT_IMAGE_FDS_MAX, "fds");
+			if (r < 0)
+				return r;
+			fds.n_fds++;
+			r = decode_fd(d, &f, &fds.fds[fds.n_fds - 1]);
+			if (r == 0 && fds.n_fds > 1 &&
+			    fds.fds[fds.n_fds - 1].fd <= fds.fds[fds.n_fds - 2].fd)
+				r = ct_dec_fail(d, "fd %u: duplicate or out of order",
+						fds.fds[fds.n_fds - 1].fd);
+		} else
+			r = ct_dec_fail(d, "fds: unknown field %u", f.tag);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen, TAG_BIT(FDS_PID), "fds");
+	if (r < 0)
+		return r;
+	*ret = fds;
+	fds = (struct ct_image_fds){};
+	return 0;
+}
+
+/* ---- pages index ---------------------------------------------------------------------------- */
+
+/* Data runs must fill the chunks in order, every page exactly once: the cursor walks them. */
+static int check_runs(struct ct_dec *d, struct ct_image_pages *p)
+{
+	uint64_t next_addr = 0;
+	size_t chunk = 0;
+	uint32_t page = 0;
+
+	for (size_t i = 0; i < p->n_runs; i++) {
+		const struct ct_image_run *r = &p->runs[i];
+
+		if (r->addr % CT_IMAGE_PAGE_SIZE || r->n_pages == 0 || r->addr < next_addr ||
+		    r->n_pages > (CT_IMAGE_ADDR_LIMIT - r->addr) / CT_IMAGE_PAGE_SIZE)
+			return ct_dec_fail(d,
+					   "index: run %zu at %#" PRIx64 " is misaligned, empty, "
+					   "overlapping or out of order",
+					   i, r->addr);
+		next_addr = r->addr + (uint64_t)r->n_pages * CT_IMAGE_PAGE_SIZE;
+		if (r->flags == CT_IMAGE_RUN_ZERO) {
+			if (r->chunk != 0 || r->chunk_page != 0)
+				return ct_dec_fail(d, "index: zero run %zu points into a chunk", i);
+			p->n_zero_pages += r->n_pages;
+			continue;
+		}
+		if (r->flags != 0)
+			return ct_dec_fail(d, "index: run %zu has unknown flags %#x", i, r->flags);
+		if (chunk >= p->n_chunks || r->chunk != chunk || r->chunk_page != page ||
+		    r->n_pages > p->chunks[chunk].n_pages - page)
+			return ct_dec_fail(d, "index: run %zu does not match chunk %zu", i, chunk);
+		page += r->n_pages;
+		if (page == p->chunks[chunk].n_pages) {
+			chunk++;
+			page = 0;
+		}
+		p->n_data_pages += r->n_pages;
+	}
+	if (chunk != p->n_chunks)
+		return ct_dec_fail(d, "index: chunk %zu holds pages no run refers to", chunk);
+	return 0;
+}
+
+int ct_image_decode_pages_index(const uint8_t *buf, size_t size, uint64_t chunks_len, char *err,
+				size_t errlen, struct ct_image_pages *ret)
+{
+	struct ct_dec dd = {err, errlen}, *d = &dd;
+	_cleanup_(ct_image_pages_done) struct ct_image_pages p = {};
+	uint64_t seen = 0, offset = 0;
+	struct ct_tlv f;
+	int r;
+
+	while ((r = ct_dec_next(d, &buf, &size, "index", &f)) > 0) {
+		if ((r = ct_dec_once(d, &seen, &f, "index")) < 0)
+			return r;
+		if (f.tag == IDX_CHUNKS) {
+			if (f.len % CT_IMAGE_CHUNK_ENTRY_SIZE ||
+			    f.len / CT_IMAGE_CHUNK_ENTRY_SIZE > CT_IMAGE_PAGES_CHUNKS_MAX)
+				return ct_dec_fail(d, "index: bad chunk table size %u", f.len);
+			p.n_chunks = f.len / CT_IMAGE_CHUNK_ENTRY_SIZE;
+			p.chunks = calloc(p.n_chunks ?: 1, sizeof(*p.chunks));
+			if (!p.chunks)
+				return -ENOMEM;
+			for (size_t i = 0; i < p.n_chunks; i++) {
+				const uint8_t *e = f.val + i * CT_IMAGE_CHUNK_ENTRY_SIZE;
+				struct ct_image_chunk *c = &p.chunks[i];
+
+				*c = (struct ct_image_chunk){get_le64(e), get_le32(e + 8),
+							     get_le32(e + 12), get_le64(e + 16)};
+				if (c->offset != offset || c->size == 0 ||
+				    c->size > 2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE ||
+				    c->n_pages == 0 || c->n_pages > CT_IMAGE_PAGES_CHUNK_PAGES)
+					return ct_dec_fail(
+						d, "index: chunk %zu has a bad offset or size", i);
+				offset += c->size;
+				p.compressed_size += c->size;
+			}
+		} else if (f.tag == IDX_RUNS) {
+			if (f.len % CT_IMAGE_RUN_ENTRY_SIZE ||
+			    f.len / CT_IMAGE_RUN_ENTRY_SIZE > CT_IMAGE_PAGES_RUNS_MAX)
+				return ct_dec_fail(d, "index: bad run table size %u", f.len);
+			p.n_runs = f.len / CT_IMAGE_RUN_ENTRY_SIZE;
+			p.runs = calloc(p.n_runs ?: 1, sizeof(*p.runs));
+			if (!p.runs)
+				return -ENOMEM;
+			for (size_t i = 0; i < p.n_runs; i++) {
+				const uint8_t *e = f.val + i * CT_IMAGE_RUN_ENTRY_SIZE;
+
+				p.runs[i] = (struct ct_image_run){
+					get_le64(e), get_le32(e + 8), get_le32(e + 12),
+					get_le32(e + 16), get_le32(e + 20)};
+			}
+		} else
+			return ct_dec_fail(d, "index: unknown field %u", f.tag);
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen, TAG_BIT(IDX_CHUNKS) | TAG_BIT(IDX_RUNS), "index");
+	if (r < 0)
+		return r;
+	if (offset != chunks_len)
+		return ct_dec_fail(d,
+				   "index: chunks cover %" PRIu64 " bytes, the file has %" PRIu64,
+				   offset, chunks_len);
+	r = check_runs(d, &p);
+	if (r < 0)
+		return r;
+	*ret = p;
+	p = (struct ct_image_pages){};
+	return 0;
+}
