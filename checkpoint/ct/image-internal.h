@@ -9,7 +9,8 @@
  *   mm-PID.img        the process's memory layout: mm fields, auxv, exe, VMAs.
  *   fds-PID.img       the process's file descriptors.
  *   pages-PID.img     private/anonymous page contents of PID.
- *   pages-shm-ID.img  contents of shared anonymous memory ID (shared between processes).
+ *   pages-shm-ID.img  contents of shared anonymous memory ID (shared between processes); its
+ *                     addresses are byte offsets in the shared object, not virtual addresses.
  *
  * Every file: a 40-byte header, then the payload. All integers little-endian.
  *   0 u32 magic (per file kind)   4 u32 format version   8 u32 flags (0)   12 u32 reserved (0)

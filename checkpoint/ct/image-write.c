@@ -1,5 +1,6 @@
 /* The image writer: files created 0600 under a temporary name, fsynced and renamed into a 0700
  * directory; page contents streamed into zstd chunks; the inventory written last. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -122,6 +123,24 @@ static int write_image_file(struct ct_image_writer *w, const char *name,
 	return 0;
 }
 
+/* An image never mixes with what was there: stale files could pass for part of it. */
+static bool dir_is_empty(int dir_fd)
+{
+	struct dirent *de;
+	bool empty = true;
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (!d) {
+		safe_close(fd);
+		return false;
+	}
+	while (empty && (de = readdir(d)))
+		empty = streq(de->d_name, ".") || streq(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
 int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 			struct ct_image_writer **ret)
 {
@@ -140,9 +159,8 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 		return log_debug_errno(errno, "Failed to open %s: %m", dir);
 	if (fstat(w->dir_fd, &st) < 0)
 		return -errno;
-	if (st.st_nlink > 2 ||
-	    faccessat(w->dir_fd, "inventory.img", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-		return log_debug_errno(ENOTEMPTY, "%s is not empty", dir);
+	if (!S_ISDIR(st.st_mode) || !dir_is_empty(w->dir_fd))
+		return log_debug_errno(ENOTEMPTY, "%s is not an empty directory", dir);
 	if (fchmod(w->dir_fd, 0700) < 0)
 		return -errno;
 	w->inv = (struct ct_image_inventory){

@@ -703,7 +703,10 @@ static void test_incomplete(void **state)
 	ct_image_writer_free(w); /* no finish: what it wrote goes away */
 	assert_int_equal(stat(path_in("task-1.img"), &st), -1);
 	expect_refused("inventory.img: missing: the image is incomplete", -ENOENT);
-	/* A writer refuses a directory that already holds an image. */
+	/* A writer refuses a directory that holds anything: stale files could join the image. */
+	assert_int_equal(write_file_atomic(path_in("stale"), "x", 1, 0600), 0);
+	assert_int_equal(ct_image_writer_new(img_dir, &model.info, &w), -ENOTEMPTY);
+	assert_int_equal(unlink(path_in("stale")), 0);
 	write_image(img_dir, false);
 	assert_int_equal(ct_image_writer_new(img_dir, &model.info, &w), -ENOTEMPTY);
 }
