@@ -178,18 +178,21 @@ static json_t *jsonify_fds(const struct ct_image_fds *fds)
 static json_t *jsonify_pages(const struct ct_image_pages *p)
 {
 	json_t *runs = json_array();
+	size_t raw = 0;
 
 	if (!p)
 		return json_null();
+	for (size_t i = 0; i < p->n_chunks; i++)
+		raw += !!(p->chunks[i].flags & CT_IMAGE_CHUNK_RAW);
 	for (size_t i = 0; runs && i < p->n_runs; i++)
 		json_array_append_new(runs,
 				      json_pack("{s:o, s:I, s:b}", "address", jhex(p->runs[i].addr),
 						"pages", (json_int_t)p->runs[i].n_pages, "zero",
 						p->runs[i].flags & CT_IMAGE_RUN_ZERO));
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "file", p->name, "stored_pages",
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "file", p->name, "stored_pages",
 			 (json_int_t)p->n_data_pages, "zero_pages", (json_int_t)p->n_zero_pages,
-			 "compressed_size", (json_int_t)p->compressed_size, "chunks",
-			 (json_int_t)p->n_chunks, "runs", runs);
+			 "stored_size", (json_int_t)p->compressed_size, "chunks",
+			 (json_int_t)p->n_chunks, "raw_chunks", (json_int_t)raw, "runs", runs);
 }
 
 static json_t *image_to_json(const struct ct_image *img)
@@ -300,7 +303,7 @@ static const struct table_column memory_columns[] = {
 	{.header = "PID", .right = true},    {.header = "VMAS", .right = true},
 	{.header = "ANON", .right = true},   {.header = "FILE", .right = true},
 	{.header = "SHARED", .right = true}, {.header = "STORED", .right = true},
-	{.header = "ZERO", .right = true},   {.header = "COMPRESSED", .right = true},
+	{.header = "ZERO", .right = true},   {.header = "ON DISK", .right = true},
 };
 
 static const struct table_column fd_columns[] = {
@@ -445,7 +448,8 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 	r = print_tasks(f, img);
 	if (r < 0)
 		return r;
-	fputs("\nMemory (VMA sizes by kind; pages stored, zero and compressed):\n", f);
+	fputs("\nMemory (VMA sizes by kind; pages stored, zero, and their size in the image):\n",
+	      f);
 	r = print_memory(f, img, &tot);
 	if (r < 0)
 		return r;
@@ -458,7 +462,7 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 	format_bytes(zero, sizeof(zero), tot.zero * CT_IMAGE_PAGE_SIZE);
 	format_bytes(comp, sizeof(comp), tot.compressed);
 	fprintf(f,
-		"\nPages: %" PRIu64 " stored (%s) in %s compressed, %" PRIu64
+		"\nPages: %" PRIu64 " stored (%s raw, %s in the image), %" PRIu64
 		" zero (%s, not stored)\n",
 		tot.stored, raw, comp, tot.zero, zero);
 	fprintf(f, "Total: %s on disk\n", files);

@@ -319,10 +319,14 @@ int ct_image_decode_pages_index(const uint8_t *buf, size_t size, uint64_t chunks
 				struct ct_image_chunk *c = &p.chunks[i];
 
 				*c = (struct ct_image_chunk){get_le64(e), get_le32(e + 8),
-							     get_le32(e + 12), get_le64(e + 16)};
+							     get_le16(e + 12), get_le16(e + 14),
+							     get_le64(e + 16)};
 				if (c->offset != offset || c->size == 0 ||
 				    c->size > 2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE ||
-				    c->n_pages == 0 || c->n_pages > CT_IMAGE_PAGES_CHUNK_PAGES)
+				    c->n_pages == 0 || c->n_pages > CT_IMAGE_PAGES_CHUNK_PAGES ||
+				    (c->flags & ~CT_IMAGE_CHUNK_RAW) ||
+				    ((c->flags & CT_IMAGE_CHUNK_RAW) &&
+				     c->size != (uint32_t)c->n_pages * CT_IMAGE_PAGE_SIZE))
 					return ct_dec_fail(
 						d, "index: chunk %zu has a bad offset or size", i);
 				offset += c->size;

@@ -23,8 +23,9 @@
  * length is explicit, and one small bounded parser (fuzzed) reads all files. Unknown tags are
  * rejected: a reader must not silently drop state it does not understand.
  *
- * Pages payload: zstd frames, one per chunk of at most CT_IMAGE_PAGES_CHUNK_PAGES pages, then a TLV
- * index (chunk table: offset, compressed size, pages, XXH3 of the frame; run table: address,
+ * Pages payload: chunks of at most CT_IMAGE_PAGES_CHUNK_PAGES pages, each a zstd frame or, when
+ * compression is off or does not pay, the raw pages; then a TLV index (chunk table: offset, size,
+ * pages, flags (raw), XXH3 of the stored bytes; run table: address,
  * pages, zero flag, chunk, first page in chunk), then a 24-byte footer (index offset, index
  * length, index XXH3). Zero pages are runs without data. */
 #pragma once
@@ -237,11 +238,14 @@ struct ct_image_fds {
 
 #define CT_IMAGE_RUN_ZERO 1U
 
+#define CT_IMAGE_CHUNK_RAW 1U /* stored uncompressed */
+
 struct ct_image_chunk {
 	uint64_t offset; /* in the payload */
-	uint32_t size;	 /* compressed */
-	uint32_t n_pages;
-	uint64_t xxh3; /* of the compressed frame */
+	uint32_t size;	 /* as stored */
+	uint16_t n_pages;
+	uint16_t flags; /* CT_IMAGE_CHUNK_RAW */
+	uint64_t xxh3;	/* of the stored bytes */
 };
 
 struct ct_image_run {
@@ -329,6 +333,9 @@ struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w);
 int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_image_task *t);
 int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_image_mm *mm);
 int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_image_fds *fds);
+/* zstd level for page chunks: 0 stores pages uncompressed (fastest dump and restore), the default
+ * is 1. A chunk that does not shrink is stored raw at any level. */
+int ct_image_writer_set_compression(struct ct_image_writer *w, int level);
 /* Streams one pages file; runs must come in ascending address order. */
 int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t owner,
 				struct ct_image_pages_writer **ret);

@@ -217,8 +217,9 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 					   strerror(-r));
 		}
 		if (XXH3_64bits(buf, c->size) != c->xxh3 ||
-		    ZSTD_getFrameContentSize(buf, c->size) !=
-			    (unsigned long long)c->n_pages * CT_IMAGE_PAGE_SIZE) {
+		    (!(c->flags & CT_IMAGE_CHUNK_RAW) &&
+		     ZSTD_getFrameContentSize(buf, c->size) !=
+			     (unsigned long long)c->n_pages * CT_IMAGE_PAGE_SIZE)) {
 			XXH3_freeState(xxh);
 			return image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",
 					   name, i);
@@ -281,9 +282,13 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 						chunk);
 				break;
 			}
-			n = ZSTD_decompressDCtx(dctx, raw,
-						CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE,
-						frame, c->size);
+			if (c->flags & CT_IMAGE_CHUNK_RAW) {
+				memcpy(raw, frame, c->size);
+				n = c->size;
+			} else
+				n = ZSTD_decompressDCtx(
+					dctx, raw, CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE,
+					frame, c->size);
 			if (XXH3_64bits(frame, c->size) != c->xxh3 || ZSTD_isError(n) ||
 			    n != (size_t)c->n_pages * CT_IMAGE_PAGE_SIZE) {
 				r = image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",

@@ -87,7 +87,7 @@ enum { /* fds-PID.img */
 };
 
 enum {		       /* pages index */
-       IDX_CHUNKS = 1, /* n x (u64 offset, u32 size, u32 pages, u64 xxh3) */
+       IDX_CHUNKS = 1, /* n x (u64 offset, u32 size, u16 pages, u16 flags, u64 xxh3) */
        IDX_RUNS,       /* n x (u64 addr, u32 pages, u32 flags, u32 chunk, u32 chunk_page) */
 };
 

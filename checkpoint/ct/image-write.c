@@ -19,11 +19,13 @@
 #include "common/log.h"
 
 #define PAGES_ZSTD_LEVEL 1 /* dump speed first: the memory bandwidth is the limit to meet */
+#define PAGES_ZSTD_MAX	 19
 
 struct ct_image_writer {
 	int dir_fd;
 	struct ct_image_inventory inv; /* files grows as files are written */
 	size_t files_alloc;
+	int level; /* zstd; 0: pages stored raw */
 	bool finished;
 };
 
@@ -175,6 +177,7 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 	};
 	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch)
 		return -ENOMEM;
+	w->level = PAGES_ZSTD_LEVEL;
 	w->finished = false;
 	*ret = TAKE_PTR(w);
 	return 0;
@@ -272,6 +275,14 @@ int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_image_fds
 	return add_record(w, name, CT_IMAGE_FILE_FDS, p, n);
 }
 
+int ct_image_writer_set_compression(struct ct_image_writer *w, int level)
+{
+	if (level < 0 || level > PAGES_ZSTD_MAX)
+		return -EINVAL;
+	w->level = level;
+	return 0;
+}
+
 int ct_image_writer_finish(struct ct_image_writer *w)
 {
 	_cleanup_free_ uint8_t *p = NULL;
@@ -364,7 +375,9 @@ static int payload_write(struct ct_image_pages_writer *p, const void *data, size
 
 static int flush_chunk(struct ct_image_pages_writer *p)
 {
-	size_t n;
+	size_t n = 0, raw_size;
+	const uint8_t *stored;
+	bool raw;
 	int r;
 
 	if (p->raw_pages == 0)
@@ -380,17 +393,26 @@ static int flush_chunk(struct ct_image_pages_writer *p)
 		p->chunks = c;
 		p->chunks_alloc = na;
 	}
-	n = ZSTD_compressCCtx(p->cctx, p->frame, p->frame_max, p->raw,
-			      (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE, PAGES_ZSTD_LEVEL);
-	if (ZSTD_isError(n))
-		return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
+	raw_size = (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE;
+	if (p->w->level > 0) {
+		n = ZSTD_compressCCtx(p->cctx, p->frame, p->frame_max, p->raw, raw_size,
+				      p->w->level);
+		if (ZSTD_isError(n))
+			return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
+	}
+	/* Stored raw when compression is off or does not pay. */
+	raw = p->w->level == 0 || n >= raw_size;
+	stored = raw ? p->raw : p->frame;
+	if (raw)
+		n = raw_size;
 	p->chunks[p->n_chunks++] = (struct ct_image_chunk){
 		.offset = p->offset,
 		.size = (uint32_t)n,
-		.n_pages = p->raw_pages,
-		.xxh3 = XXH3_64bits(p->frame, n),
+		.n_pages = (uint16_t)p->raw_pages,
+		.flags = raw ? CT_IMAGE_CHUNK_RAW : 0,
+		.xxh3 = XXH3_64bits(stored, n),
 	};
-	r = payload_write(p, p->frame, n);
+	r = payload_write(p, stored, n);
 	p->raw_pages = 0;
 	return r;
 }
@@ -488,7 +510,8 @@ static int pages_write_index(struct ct_image_pages_writer *p)
 	for (size_t i = 0; i < p->n_chunks; i++, e += CT_IMAGE_CHUNK_ENTRY_SIZE) {
 		put_le64(e, p->chunks[i].offset);
 		put_le32(e + 8, p->chunks[i].size);
-		put_le32(e + 12, p->chunks[i].n_pages);
+		put_le16(e + 12, p->chunks[i].n_pages);
+		put_le16(e + 14, p->chunks[i].flags);
 		put_le64(e + 16, p->chunks[i].xxh3);
 	}
 	put_le16(e, IDX_RUNS);

@@ -204,6 +204,8 @@ static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t
 	}
 }
 
+static int write_level = 1; /* zstd level of the pages */
+
 /* The whole model; big selects 64 MiB of pages, else 2 MiB + a few pages. */
 static void write_image(const char *dir, bool big)
 {
@@ -212,6 +214,7 @@ static void write_image(const char *dir, bool big)
 	static uint8_t zero[4 * PAGE];
 
 	assert_int_equal(ct_image_writer_new(dir, &model.info, &w), 0);
+	assert_int_equal(ct_image_writer_set_compression(w, write_level), 0);
 	for (size_t i = 0; i < 3; i++) {
 		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
 		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
@@ -855,10 +858,51 @@ static void test_migctl_image_show(void **state)
 	free(err);
 }
 
+/* Compression off: pages stored raw, read back the same, still checksummed per chunk. */
+static void test_uncompressed(void **state)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	const struct ct_image_pages *p;
+
+	write_level = 0;
+	write_image(img_dir, false);
+	write_level = 1;
+	if (ct_image_open(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	p = img->procs[0].pages;
+	assert_true(p->n_chunks > 0);
+	for (size_t i = 0; i < p->n_chunks; i++)
+		assert_int_equal(p->chunks[i].flags, CT_IMAGE_CHUNK_RAW);
+	assert_int_equal(p->compressed_size, p->n_data_pages * PAGE);
+	check_pages(img, p, 1);
+	check_pages(img, &img->shm[0], SHM_ID);
+	{
+		_cleanup_close_ int fd = open(path_in("pages-1.img"), O_RDWR | O_CLOEXEC);
+		uint8_t b;
+
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, &b, 1, CT_IMAGE_HEADER_SIZE + 100), 1);
+		b ^= 0x10;
+		assert_int_equal(pwrite(fd, &b, 1, CT_IMAGE_HEADER_SIZE + 100), 1);
+		expect_refused("pages-1.img: checksum mismatch at chunk 0", -EBADMSG);
+	}
+	{
+		struct ct_image_writer *w = NULL;
+
+		rm_image(img_dir);
+		assert_int_equal(ct_image_writer_new(img_dir, &model.info, &w), 0);
+		assert_int_equal(ct_image_writer_set_compression(w, -1), -EINVAL);
+		assert_int_equal(ct_image_writer_set_compression(w, 99), -EINVAL);
+		ct_image_writer_free(w);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_uncompressed, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_flip_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_truncate_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_remove_each_file, setup_dir, teardown_dir),
