@@ -120,6 +120,10 @@ int verb_list(const struct migctl *m, int argc, char **argv);
 int verb_version(const struct migctl *m, int argc, char **argv);
 int verb_ca(const struct migctl *m, int argc, char **argv);
 int verb_peer_test(const struct migctl *m, int argc, char **argv);
+int verb_run(const struct migctl *m, int argc, char **argv);
+int verb_logs(const struct migctl *m, int argc, char **argv);
+int verb_stop(const struct migctl *m, int argc, char **argv);
+int verb_rm(const struct migctl *m, int argc, char **argv);
 int verb_image(const struct migctl *m, int argc, char **argv);
 int peer_test_print(FILE *f, json_t *result);
 

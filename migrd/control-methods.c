@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "migrd/containers.h"
 #include "migrd/manager-internal.h"
 #include "migrd/peer-test.h"
 
@@ -36,8 +37,15 @@ static int method_hosts(struct control_request *req, json_t *params, void *userd
 
 static int method_list(struct control_request *req, json_t *params, void *userdata, json_t **ret)
 {
-	/* Workloads arrive with the container and VM engines; the cluster knows none yet. */
-	*ret = json_pack("{s:[]}", "workloads");
+	struct manager *m = userdata;
+	json_t *w = json_array();
+
+	/* This host's containers; other hosts' workloads join once ownership is replicated. */
+	if (!w || containers_list(m, w) < 0) {
+		json_decref(w);
+		return -ENOMEM;
+	}
+	*ret = json_pack("{s:o}", "workloads", w);
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;
 }
 
@@ -153,7 +161,10 @@ static int method_peer_test(struct control_request *req, json_t *params, void *u
 }
 
 const struct control_method manager_control_methods[] = {
-	{"version", method_version}, {"status", method_status},	      {"hosts", method_hosts},
-	{"list", method_list},	     {"peer-test", method_peer_test},
+	{"version", method_version},	 {"status", method_status},
+	{"hosts", method_hosts},	 {"list", method_list},
+	{"peer-test", method_peer_test}, {"run", method_run},
+	{"stop", method_stop},		 {"rm", method_rm},
+	{"logs", method_logs},
 };
 const size_t manager_n_control_methods = ELEMENTSOF(manager_control_methods);

@@ -13,6 +13,8 @@
 #include "migrd/manager.h"
 #include "migrd/state-db.h"
 
+struct container;
+
 struct manager {
 	sd_event *event;
 	struct migrd_config config;
@@ -42,6 +44,9 @@ struct manager {
 	char **host_names;
 	struct transport_session **sessions;
 	size_t n_sessions;
+
+	struct container **containers; /* this host's, see containers.c */
+	size_t n_containers;
 	char last_status[256];
 };
 

@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "common/common.h"
+#include "migrd/containers.h"
 #include "migrd/manager-internal.h"
 
 #define RECONNECT_INTERVAL (1 * USEC_PER_SEC)
@@ -294,6 +295,7 @@ struct manager *manager_free(struct manager *m)
 	if (!m)
 		return NULL;
 	m->control = control_server_free(m->control);
+	containers_free(m);
 	manager_transport_teardown(m);
 	m->membership = health_membership_free(m->membership);
 	sd_event_source_disable_unref(m->disconnect_defer);
@@ -360,6 +362,9 @@ int manager_startup(struct manager *m)
 		return log_oom();
 	}
 	manager_update_host_names(m, cluster_get_state(m->cluster));
+	r = containers_load(m);
+	if (r < 0)
+		return r;
 	r = manager_transport_setup(m);
 	if (r < 0)
 		return r;

@@ -83,6 +83,8 @@ int state_db_open(const char *state_dir, struct state_db **ret)
 	r = exec(
 		s,
 		"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+		"CREATE TABLE IF NOT EXISTS containers (name TEXT PRIMARY KEY, record TEXT NOT "
+		"NULL);"
 		"CREATE TABLE IF NOT EXISTS hosts (nodeid INTEGER PRIMARY KEY,"
 		" name TEXT NOT NULL UNIQUE, address TEXT, maintenance INTEGER NOT NULL DEFAULT 0);"
 		"INSERT OR IGNORE INTO meta VALUES ('schema', '" STRINGIFY(
@@ -186,4 +188,69 @@ int state_db_save(struct state_db *s, const struct cluster_state *st)
 rollback:
 	(void)exec(s, "ROLLBACK");
 	return r;
+}
+
+int state_db_container_put(struct state_db *s, const char *name, json_t *record)
+{
+	_cleanup_free_ char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
+	sqlite3_stmt *stmt = NULL;
+	int rc;
+
+	if (!text)
+		return -ENOMEM;
+	rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO containers VALUES (?, ?)", -1, &stmt,
+				NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "prepare");
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, text, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "insert container");
+}
+
+int state_db_container_delete(struct state_db *s, const char *name)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(s->db, "DELETE FROM containers WHERE name = ?", -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "prepare");
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(stmt);
+	sqlite3_finalize(stmt);
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "delete container");
+}
+
+int state_db_containers_load(struct state_db *s, json_t **ret)
+{
+	json_t *all = json_array();
+	sqlite3_stmt *stmt = NULL;
+	int rc;
+
+	if (!all)
+		return -ENOMEM;
+	rc = sqlite3_prepare_v2(s->db, "SELECT name, record FROM containers ORDER BY name", -1,
+				&stmt, NULL);
+	if (rc != SQLITE_OK) {
+		json_decref(all);
+		return db_error(s, rc, "prepare");
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(stmt, 0);
+		const char *text = (const char *)sqlite3_column_text(stmt, 1);
+		json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+
+		if (!json_is_object(j)) {
+			log_warning("%s: skipping the malformed record of container %s", s->path,
+				    strna(name));
+			json_decref(j);
+			continue;
+		}
+		json_array_append_new(all, j);
+	}
+	sqlite3_finalize(stmt);
+	*ret = all;
+	return 0;
 }

@@ -1,0 +1,104 @@
+"""Containers on a real migrd host: run, list, logs, stop, rm, and adoption after a migrd
+restart. Real namespaces, real cgroups, real processes."""
+
+import os
+import time
+
+import pytest
+
+
+@pytest.fixture
+def host(make_cluster):
+    return make_cluster(1)["h1"]
+
+
+def entry(h, name):
+    return next((w for w in h.migctl("list")["workloads"] if w["name"] == name), None)
+
+
+def nspid(pid):
+    """The pid a process has in each PID namespace, outermost first."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("NSpid:"):
+            return [int(x) for x in line.split()[1:]]
+    return []
+
+
+def test_run_list_logs_stop_rm(host):
+    r = host.migctl("run", "web1", "--memory", "64M", "--env", "GREETING=hello", "--",
+                    "sh", "-c", 'echo "$GREETING from $(hostname) as pid $$"; '
+                    'echo oops >&2; exec sleep 1000')
+    pid = r["pid"]
+    # CMD is PID 1 of its own PID namespace, and in its own UTS namespace.
+    assert nspid(pid)[-1] == 1
+    for ns in ("pid", "uts", "ipc", "mnt"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    w = entry(host, "web1")
+    assert w["kind"] == "container" and w["state"] == "running" and w["host"] == "h1"
+    assert w["pid"] == pid
+    cg = open(f"/proc/{pid}/cgroup").read()
+    assert "h1.web1" in cg, cg
+    host.wait_for(lambda: "hello from web1 as pid 1" in host.migctl("logs", "web1", json=False),
+                  5, "the container's output in its log")
+    assert "oops" in host.migctl("logs", "web1", json=False)
+    table = host.migctl("list", json=False)
+    assert "web1" in table and "running" in table
+
+    # sleep is PID 1 of its namespace, which the kernel shields from SIGTERM without a
+    # handler: the stop timeout has to kill it.
+    t0 = time.monotonic()
+    r = host.migctl("stop", "web1", "--timeout", "2")
+    assert r["state"] == "stopped"
+    assert 2 <= time.monotonic() - t0 < 8
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert entry(host, "web1")["state"] == "stopped"
+    assert "hello" in host.migctl("logs", "web1", json=False)   # the log outlives it
+    host.migctl("rm", "web1")
+    assert entry(host, "web1") is None
+
+
+def test_stop_graceful_then_forced(host):
+    # A PID 1 that handles SIGTERM ends at once ...
+    host.migctl("run", "polite", "--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert host.migctl("stop", "polite", "--timeout", "10")["state"] == "stopped"
+    assert time.monotonic() - t0 < 5
+    # ... one that ignores it is killed with its whole cgroup after the timeout.
+    host.migctl("run", "stubborn", "--", "sh", "-c", "trap '' TERM; while :; do sleep 1; done")
+    t0 = time.monotonic()
+    r = host.migctl("stop", "stubborn", "--timeout", "1")
+    assert r["state"] == "stopped" and 1 <= time.monotonic() - t0 < 8
+
+
+def test_exit_is_recorded(host):
+    host.migctl("run", "short", "--", "sh", "-c", "exit 3")
+    host.wait_for(lambda: entry(host, "short")["state"] == "exited", 5, "the container to end")
+
+
+def test_containers_survive_migrd_restart(host):
+    pid = host.migctl("run", "keeper", "--", "sleep", "1000")["pid"]
+    assert host.stop_migrd() == 0
+    assert os.path.exists(f"/proc/{pid}")      # migrd gone, the container runs on
+    host.start_migrd()
+    w = entry(host, "keeper")
+    assert w["state"] == "running" and w["pid"] == pid
+    assert "adopted" in open(host.path("migrd.log")).read()
+    assert host.migctl("stop", "keeper")["state"] == "stopped"
+
+
+def test_bad_requests(host):
+    cp = host.migctl_raw("run", "../evil", "--", "true")
+    assert cp.returncode == 1 and "invalid-params" in cp.stderr
+    cp = host.migctl_raw("run", "x1", "--", "/no/such/program")
+    assert cp.returncode == 1 and "No such file or directory" in cp.stderr, cp.stderr
+    assert entry(host, "x1") is None
+    host.migctl("run", "dup", "--", "sleep", "1000")
+    cp = host.migctl_raw("run", "dup", "--", "sleep", "1")
+    assert cp.returncode == 1 and "exists" in cp.stderr
+    cp = host.migctl_raw("rm", "dup")
+    assert cp.returncode == 1 and "stop it first" in cp.stderr
+    host.migctl("rm", "dup", "--force")
+    cp = host.migctl_raw("stop", "nosuch")
+    assert cp.returncode == 1 and "not-found" in cp.stderr
+    assert host.status()["quorate"]
