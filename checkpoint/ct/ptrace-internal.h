@@ -16,6 +16,7 @@ struct ct_ptrace_task {
 	bool group_stopped; /* in group-stop when seized: stays stopped after detach */
 	int pending_sig;    /* dequeued while we waited for the stop; delivered on detach */
 	bool seized;
+	unsigned long syscall_insn; /* a `syscall` found in the task's [vdso], 0 until needed */
 };
 
 struct ct_ptrace_set {
@@ -64,3 +65,5 @@ enum ct_inject_site {
 int ct_inject_syscall(pid_t tid, long nr, const long args[6], long *ret_result);
 int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const long args[6],
 			 long *ret_result);
+/* The same for a seized task, remembering where it found a syscall instruction. */
+int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result);

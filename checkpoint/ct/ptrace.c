@@ -454,7 +454,7 @@ static int inject_restore(struct inject_ctx *c, int memfd)
 	return r;
 }
 
-static int pick_site(struct inject_ctx *c, enum ct_inject_site site, int memfd)
+static int pick_site(struct inject_ctx *c, enum ct_inject_site site, int memfd, unsigned long *hint)
 {
 	static const uint8_t insn[2] = {SYSCALL_INSN_0, SYSCALL_INSN_1};
 
@@ -464,8 +464,16 @@ static int pick_site(struct inject_ctx *c, enum ct_inject_site site, int memfd)
 			c->addr = c->saved.rip - 2;
 			return 0;
 		}
-		if (find_vdso_syscall(c->tid, memfd, &c->addr) >= 0)
+		/* The one found last time, if it is still there: saves reading the maps. */
+		if (hint && *hint && is_syscall_insn(memfd, *hint)) {
+			c->addr = *hint;
 			return 0;
+		}
+		if (find_vdso_syscall(c->tid, memfd, &c->addr) >= 0) {
+			if (hint)
+				*hint = c->addr;
+			return 0;
+		}
 		if (site == CT_INJECT_EXISTING)
 			return log_debug_errno(ENOENT, "Task %d: no syscall instruction found",
 					       (int)c->tid);
@@ -481,8 +489,8 @@ static int pick_site(struct inject_ctx *c, enum ct_inject_site site, int memfd)
 	return 0;
 }
 
-int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const long args[6],
-			 long *ret_result)
+static int inject(pid_t tid, enum ct_inject_site site, unsigned long *hint, long nr,
+		  const long args[6], long *ret_result)
 {
 	struct inject_ctx c = {.tid = tid};
 	struct user_regs_struct regs;
@@ -502,7 +510,7 @@ int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const lon
 	memfd = mem_open(tid, O_RDWR);
 	if (memfd < 0)
 		return memfd;
-	r = pick_site(&c, site, memfd);
+	r = pick_site(&c, site, memfd, hint);
 	if (r < 0)
 		return r;
 
@@ -534,7 +542,18 @@ int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const lon
 	return 0;
 }
 
+int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const long args[6],
+			 long *ret_result)
+{
+	return inject(tid, site, NULL, nr, args, ret_result);
+}
+
 int ct_inject_syscall(pid_t tid, long nr, const long args[6], long *ret_result)
 {
-	return ct_inject_syscall_at(tid, CT_INJECT_AUTO, nr, args, ret_result);
+	return inject(tid, CT_INJECT_AUTO, NULL, nr, args, ret_result);
+}
+
+int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result)
+{
+	return inject(t->tid, CT_INJECT_AUTO, &t->syscall_insn, nr, args, ret_result);
 }
