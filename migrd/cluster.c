@@ -13,7 +13,10 @@ struct node_live {
 	bool have_metrics;
 	usec_t received; /* CLOCK_MONOTONIC of the last metrics message */
 	struct cluster_msg_metrics m;
+	json_t *workloads; /* what that host last said it runs (validated), or NULL */
 };
+
+#define MAX_PUBLISHED_WORKLOADS 512
 
 struct sync_entry {
 	uint32_t nodeid;
@@ -85,6 +88,8 @@ struct cluster *cluster_free(struct cluster *c)
 	sync_reset(c);
 	cluster_state_done(&c->state);
 	free(c->members);
+	for (size_t i = 0; i < c->n_live; i++)
+		json_decref(c->live[i].workloads);
 	free(c->live);
 	free(c->local_name);
 	free(c->local_address);
@@ -121,6 +126,8 @@ void cluster_disconnected(struct cluster *c)
 	free(c->members);
 	c->members = NULL;
 	c->n_members = 0;
+	for (size_t i = 0; i < c->n_live; i++)
+		json_decref(c->live[i].workloads);
 	c->n_live = 0;
 	notify_view(c);
 }
@@ -151,7 +158,11 @@ static int live_update(struct cluster *c)
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct node_live *old = live_find(c, c->members[i]);
 		nl[i] = old ? *old : (struct node_live){.nodeid = c->members[i]};
+		if (old)
+			old->workloads = NULL; /* moved */
 	}
+	for (size_t i = 0; i < c->n_live; i++)
+		json_decref(c->live[i].workloads); /* hosts that left */
 	free(c->live);
 	c->live = nl;
 	c->n_live = c->n_members;
@@ -310,6 +321,37 @@ static void deliver_register(struct cluster *c, uint32_t from, json_t *body)
 		c->register_pending = false; /* retrying cannot help */
 }
 
+/* A host's published workloads, each checked and copied field by field: nothing else of a
+ * peer's message reaches the control API. NULL when absent or malformed. */
+static json_t *workloads_from_json(json_t *in)
+{
+	json_t *out, *w;
+	size_t i;
+
+	if (!json_is_array(in) || json_array_size(in) > MAX_PUBLISHED_WORKLOADS)
+		return NULL;
+	out = json_array();
+	json_array_foreach(in, i, w)
+	{
+		const char *name = NULL, *kind = NULL, *state = NULL;
+		uint64_t memory = 0;
+
+		if (json_get_string(w, "name", &name) < 0 ||
+		    !string_is_safe_name(name, MIGRD_HOST_NAME_MAX) ||
+		    json_get_string(w, "kind", &kind) < 0 ||
+		    (!streq(kind, "container") && !streq(kind, "vm")) ||
+		    json_get_string(w, "state", &state) < 0 || !string_is_safe_name(state, 32) ||
+		    json_get_uint64(w, "memory", &memory) < 0) {
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append_new(out,
+				      json_pack("{s:s,s:s,s:s,s:I}", "name", name, "kind", kind,
+						"state", state, "memory", (json_int_t)memory));
+	}
+	return out;
+}
+
 static void deliver_metrics(struct cluster *c, uint32_t from, json_t *body, usec_t now)
 {
 	struct node_live *l = live_find(c, from);
@@ -324,6 +366,8 @@ static void deliver_metrics(struct cluster *c, uint32_t from, json_t *body, usec
 	l->m = m;
 	l->have_metrics = true;
 	l->received = now;
+	json_decref(l->workloads);
+	l->workloads = workloads_from_json(json_object_get(body, "workloads"));
 }
 
 void cluster_deliver(struct cluster *c, uint32_t from, const void *msg, size_t len, usec_t now)
@@ -396,14 +440,40 @@ bool cluster_flush(struct cluster *c)
 	return c->sync_pending || (c->register_pending && c->synced && c->quorate);
 }
 
-int cluster_publish_metrics(struct cluster *c, const struct health_metrics *m)
+int cluster_publish_metrics(struct cluster *c, const struct health_metrics *m, json_t *workloads)
 {
 	struct cluster_msg_metrics msg = {.quorate = c->quorate, .metrics = *m};
+	json_t *j;
 
 	if (!c->connected)
 		return -ENOTCONN;
 	strscpy(msg.name, c->local_name, sizeof(msg.name));
-	return send_json(c, CLUSTER_MSG_METRICS, cluster_msg_metrics_to_json(&msg));
+	j = cluster_msg_metrics_to_json(&msg);
+	if (j && workloads && json_array_size(workloads) <= MAX_PUBLISHED_WORKLOADS)
+		json_object_set(j, "workloads", workloads);
+	return send_json(c, CLUSTER_MSG_METRICS, j);
+}
+
+int cluster_workloads_json(struct cluster *c, json_t *array)
+{
+	for (size_t i = 0; i < c->n_live; i++) {
+		struct node_live *l = &c->live[i];
+		const char *host = cluster_node_name(c, l->nodeid);
+		json_t *w;
+		size_t k;
+
+		/* The local host's workloads come fresh from their owner, not from the bus. */
+		if (l->nodeid == c->local_nodeid || !l->workloads || !host)
+			continue;
+		json_array_foreach(l->workloads, k, w)
+		{
+			json_t *copy = json_deep_copy(w);
+			if (!copy || json_object_set_new(copy, "host", json_string(host)) < 0 ||
+			    json_array_append_new(array, copy) < 0)
+				return -ENOMEM;
+		}
+	}
+	return 0;
 }
 
 bool cluster_is_connected(struct cluster *c)

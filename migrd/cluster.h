@@ -38,7 +38,10 @@ void cluster_quorum(struct cluster *c, bool quorate);
 /* Sends what is pending (state summary, host registration); call after inputs and
  * periodically. Returns true while something is still pending. */
 bool cluster_flush(struct cluster *c);
-int cluster_publish_metrics(struct cluster *c, const struct health_metrics *m);
+/* workloads: this host's (as the control API's list shows them, without "host"), or NULL. */
+int cluster_publish_metrics(struct cluster *c, const struct health_metrics *m, json_t *workloads);
+/* Appends what the other online hosts last published they run, each with its "host". */
+int cluster_workloads_json(struct cluster *c, json_t *array);
 
 /* Queries. */
 bool cluster_is_connected(struct cluster *c);

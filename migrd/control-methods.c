@@ -40,8 +40,9 @@ static int method_list(struct control_request *req, json_t *params, void *userda
 	struct manager *m = userdata;
 	json_t *w = json_array();
 
-	/* This host's containers; other hosts' workloads join once ownership is replicated. */
-	if (!w || containers_list(m, w) < 0) {
+	/* This host's containers, fresh; the other hosts' as they published them last (each
+	 * host publishes with its metrics every second). */
+	if (!w || containers_list(m, w) < 0 || cluster_workloads_json(m->cluster, w) < 0) {
 		json_decref(w);
 		return -ENOMEM;
 	}

@@ -215,7 +215,18 @@ static int on_metrics(sd_event_source *s, uint64_t usec, void *userdata)
 	}
 	if (!cluster_is_connected(m->cluster))
 		return 0;
-	r = cluster_publish_metrics(m->cluster, &metrics);
+	_cleanup_json_ json_t *workloads = json_array();
+	if (workloads && containers_list(m, workloads) >= 0) {
+		/* Peers learn the host from who sent it. */
+		size_t i;
+		json_t *w;
+		json_array_foreach(workloads, i, w)
+		{
+			json_object_del(w, "host");
+			json_object_del(w, "pid");
+		}
+	}
+	r = cluster_publish_metrics(m->cluster, &metrics, workloads);
 	if (r < 0 && r != -EAGAIN)
 		log_debug_errno(r, "Failed to publish metrics: %m");
 	return 0;

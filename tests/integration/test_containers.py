@@ -102,3 +102,17 @@ def test_bad_requests(host):
     cp = host.migctl_raw("stop", "nosuch")
     assert cp.returncode == 1 and "not-found" in cp.stderr
     assert host.status()["quorate"]
+
+
+def test_list_shows_every_hosts_containers(make_cluster):
+    c = make_cluster(2)
+    h1, h2 = c["h1"], c["h2"]
+    h2.migctl("run", "elsewhere", "--", "sleep", "1000")
+    h1.wait_for(lambda: (entry(h1, "elsewhere") or {}).get("host") == "h2", 5,
+                "h1 to list h2's container")
+    w = entry(h1, "elsewhere")
+    assert w["kind"] == "container" and w["state"] == "running"
+    assert "elsewhere" in h1.migctl("list", json=False)
+    # Once h2 is gone, so is what it said it runs.
+    h2.kill()
+    h1.wait_for(lambda: entry(h1, "elsewhere") is None, 10, "h2's container to leave h1's list")

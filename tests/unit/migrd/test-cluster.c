@@ -295,8 +295,31 @@ static void test_hosts_view(void **state)
 	bus_confchg(&b);
 	bus_quorum(&b, true);
 	bus_run(&b);
-	assert_int_equal(cluster_publish_metrics(b.nodes[2].c, &m), 0);
+	json_t *wl = json_pack("[{s:s,s:s,s:s,s:i}]", "name", "web1", "kind", "container", "state",
+			       "running", "memory", 4096);
+	assert_int_equal(cluster_publish_metrics(b.nodes[2].c, &m, wl), 0);
+	json_decref(wl);
+	/* A malformed list from node 3 is dropped, not shown. */
+	wl = json_pack("[{s:s,s:s,s:s,s:i}]", "name", "../x", "kind", "container", "state",
+		       "running", "memory", 1);
+	assert_int_equal(cluster_publish_metrics(b.nodes[3].c, &m, wl), 0);
+	json_decref(wl);
 	bus_run(&b);
+	{
+		json_t *all = json_array();
+		assert_int_equal(cluster_workloads_json(b.nodes[1].c, all), 0);
+		assert_int_equal(json_array_size(all), 1);
+		assert_string_equal(
+			json_string_value(json_object_get(json_array_get(all, 0), "host")), "h2");
+		assert_string_equal(
+			json_string_value(json_object_get(json_array_get(all, 0), "name")), "web1");
+		json_decref(all);
+		/* The sender itself does not list its own published copy. */
+		all = json_array();
+		assert_int_equal(cluster_workloads_json(b.nodes[2].c, all), 0);
+		assert_int_equal(json_array_size(all), 0);
+		json_decref(all);
+	}
 	node_stop(&b, 3);
 	bus_confchg(&b);
 	bus_run(&b);
