@@ -247,8 +247,10 @@ static int tls_io_result(struct tls_conn *c, int k, bool sending, short *ret_eve
 	}
 }
 
-/* Writes len bytes as records into the BIO (which sends when its buffer fills). */
-static int tls_write_all(struct tls_conn *c, const uint8_t *p, size_t len, usec_t deadline)
+/* Moves len bytes through SSL in either direction, waiting on the socket as OpenSSL asks,
+ * until done, the deadline, or shutdown. Writes go as records into the BIO, which sends when
+ * its buffer fills. */
+static int tls_io_all(struct tls_conn *c, uint8_t *p, size_t len, bool write, usec_t deadline)
 {
 	while (len > 0) {
 		short events = 0;
@@ -259,9 +261,9 @@ static int tls_write_all(struct tls_conn *c, const uint8_t *p, size_t len, usec_
 			return -ECANCELED;
 		pthread_mutex_lock(&c->lock);
 		ERR_clear_error();
-		k = SSL_write_ex(c->ssl, p, len, &n);
+		k = write ? SSL_write_ex(c->ssl, p, len, &n) : SSL_read_ex(c->ssl, p, len, &n);
 		if (k <= 0) {
-			r = tls_io_result(c, k, true, &events);
+			r = tls_io_result(c, k, write, &events);
 			ERR_clear_error();
 		}
 		pthread_mutex_unlock(&c->lock);
@@ -276,6 +278,11 @@ static int tls_write_all(struct tls_conn *c, const uint8_t *p, size_t len, usec_
 			return atomic_load(&c->shut) ? -ECANCELED : r;
 	}
 	return 0;
+}
+
+static int tls_write_all(struct tls_conn *c, const uint8_t *p, size_t len, usec_t deadline)
+{
+	return tls_io_all(c, (uint8_t *)p, len, true, deadline);
 }
 
 static int tls_flush(struct tls_conn *c, usec_t deadline)
@@ -347,35 +354,8 @@ static int tls_sendv(struct transport_conn *conn, const struct iovec *iov, int n
 static int tls_recv_full(struct transport_conn *conn, void *buf, size_t len, usec_t timeout)
 {
 	struct tls_conn *c = (struct tls_conn *)conn;
-	usec_t deadline = deadline_after(timeout);
-	uint8_t *p = buf;
 
-	while (len > 0) {
-		short events = 0;
-		size_t n = 0;
-		int k, r = 0;
-
-		if (atomic_load(&c->shut))
-			return -ECANCELED;
-		pthread_mutex_lock(&c->lock);
-		ERR_clear_error();
-		k = SSL_read_ex(c->ssl, p, len, &n);
-		if (k <= 0) {
-			r = tls_io_result(c, k, false, &events);
-			ERR_clear_error();
-		}
-		pthread_mutex_unlock(&c->lock);
-		if (k > 0) {
-			p += n;
-			len -= n;
-			continue;
-		}
-		if (r == 0)
-			r = tls_wait(c, events, deadline);
-		if (r < 0)
-			return atomic_load(&c->shut) ? -ECANCELED : r;
-	}
-	return 0;
+	return tls_io_all(c, buf, len, false, deadline_after(timeout));
 }
 
 static void tls_shutdown(struct transport_conn *conn)
