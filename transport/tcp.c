@@ -41,6 +41,17 @@ int transport_fd_wait(int fd, short events, usec_t deadline, const atomic_bool *
 	}
 }
 
+/* After a failed non-blocking send/recv: 0 to try again (interrupted, or the socket became
+ * ready), or the error (the socket's, -ETIMEDOUT, -ECANCELED). */
+static int tcp_retry(struct tcp_conn *t, short events, usec_t deadline)
+{
+	if (errno == EINTR)
+		return 0;
+	if (errno != EAGAIN)
+		return NEG_ERRNO();
+	return transport_fd_wait(t->fd, events, deadline, &t->cancelled);
+}
+
 static int tcp_sendv(struct transport_conn *c, const struct iovec *iov_in, int n_iov,
 		     usec_t timeout)
 {
@@ -60,12 +71,7 @@ static int tcp_sendv(struct transport_conn *c, const struct iovec *iov_in, int n
 			return -ECANCELED;
 		k = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (k < 0) {
-			int r;
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return NEG_ERRNO();
-			r = transport_fd_wait(t->fd, POLLOUT, deadline, &t->cancelled);
+			int r = tcp_retry(t, POLLOUT, deadline);
 			if (r < 0)
 				return r;
 			continue;
@@ -98,12 +104,7 @@ static int tcp_recv_full(struct transport_conn *c, void *buf, size_t len, usec_t
 		if (k == 0)
 			return -ECONNRESET;
 		if (k < 0) {
-			int r;
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return NEG_ERRNO();
-			r = transport_fd_wait(t->fd, POLLIN, deadline, &t->cancelled);
+			int r = tcp_retry(t, POLLIN, deadline);
 			if (r < 0)
 				return r;
 			continue;
