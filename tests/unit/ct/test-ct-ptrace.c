@@ -190,15 +190,22 @@ static long inject(pid_t tid, enum ct_inject_site site, long nr, long a0, long a
 	return res;
 }
 
+/* Whether addr lies in a mapping of pid. Not "a mapping starts at addr": the kernel may merge
+ * a new anonymous mapping with a neighbour of the same protection. */
 static bool maps_has(pid_t pid, unsigned long addr)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL;
-	char want[32];
 
 	assert_true(asprintf(&path, "/proc/%d/maps", (int)pid) > 0);
 	assert_int_equal(read_full_file(path, 1 << 20, &text, NULL), 0);
-	snprintf(want, sizeof(want), "\n%lx-", addr);
-	return strstr(text, want) || strncmp(text, want + 1, strlen(want + 1)) == 0;
+	for (char *line = text; line && *line;
+	     line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		unsigned long start, end;
+
+		if (sscanf(line, "%lx-%lx", &start, &end) == 2 && start <= addr && addr < end)
+			return true;
+	}
+	return false;
 }
 
 static void read_mem(pid_t pid, unsigned long addr, void *buf, size_t n)
