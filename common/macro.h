@@ -23,10 +23,11 @@
 #define ERRNO_VALUE(e) ((e) < 0 ? -(e) : (e))
 #define NEG_ERRNO()    (-(errno > 0 ? errno : EIO))
 
-#define streq(a, b)	(strcmp((a), (b)) == 0)
-#define strneq(a, b, n) (strncmp((a), (b), (n)) == 0)
-#define strempty(s)	(!(s) || !*(s))
-#define strna(s)	((s) ? (s) : "n/a")
+#define streq(a, b)	      (strcmp((a), (b)) == 0)
+#define strneq(a, b, n)	      (strncmp((a), (b), (n)) == 0)
+#define startswith(s, prefix) (strncmp((s), (prefix), strlen(prefix)) == 0)
+#define strempty(s)	      (!(s) || !*(s))
+#define strna(s)	      ((s) ? (s) : "n/a")
 
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)

@@ -183,6 +183,12 @@ static int decode_fd(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_f
 			r = ct_dec_blob(d, &g, CT_IMAGE_FD_DATA_MAX, 1, "fd", &ret->data, &n);
 			ret->data_size = (uint32_t)n;
 			break;
+		case FD_FILE_ID:
+			r = ct_dec_u64(d, &g, "fd", &ret->file_id);
+			break;
+		case FD_OBJECT:
+			r = ct_dec_u64(d, &g, "fd", &ret->object);
+			break;
 		default:
 			r = ct_dec_fail(d, "fd: unknown field %u", g.tag);
 		}

@@ -281,6 +281,13 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 			inv.vdso = (struct ct_image_vdso_layout){vdso[0], vdso[1], vdso[2],
 								 vdso[3], vdso[4], vdso[5]};
 			break;
+		case INV_HOSTNAME:
+			r = ct_dec_str(d, &f, CT_IMAGE_NAME_MAX, "inventory hostname",
+				       &inv.hostname);
+			break;
+		case INV_NETNS:
+			r = ct_dec_u32(d, &f, "inventory", &inv.netns);
+			break;
 		case INV_FILE:
 			r = ct_dec_grow(d, (void **)&inv.files, &alloc, inv.n_files,
 					sizeof(*inv.files), CT_IMAGE_FILES_MAX, "inventory");
@@ -441,6 +448,17 @@ static int decode_thread(struct ct_dec *d, const struct ct_tlv *f, struct ct_ima
 			if (r == 0)
 				r = decode_regset(d, &g, &ret->regsets[ret->n_regsets++]);
 			break;
+		case THREAD_ALTSTACK: {
+			uint64_t a[3];
+
+			r = ct_dec_u64s(d, &g, "thread altstack", a, 3);
+			if (r == 0) {
+				ret->altstack_sp = a[0];
+				ret->altstack_size = a[1];
+				ret->altstack_flags = a[2];
+			}
+			break;
+		}
 		default:
 			r = ct_dec_fail(d, "thread: unknown field %u", g.tag);
 		}
@@ -496,6 +514,10 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 		return ct_dec_path(d, f, "task cwd", &t->cwd);
 	case TASK_ROOT:
 		return ct_dec_path(d, f, "task root", &t->root);
+	case TASK_ITIMERS:
+		return ct_dec_u64s(d, f, "task itimers", t->itimers, ELEMENTSOF(t->itimers));
+	case TASK_PERSONALITY:
+		return ct_dec_u32(d, f, "task", &t->personality);
 	case TASK_THREAD:
 		r = ct_dec_grow(d, (void **)&t->threads, threads_alloc, t->n_threads,
 				sizeof(*t->threads), CT_IMAGE_THREADS_MAX, "task threads");

@@ -99,6 +99,8 @@ struct ct_image_inventory {
 	uint32_t root_pid;
 	uint64_t created_usec; /* CLOCK_REALTIME */
 	struct ct_image_vdso_layout vdso;
+	char *hostname; /* NULL when not recorded */
+	uint32_t netns; /* 1: the container had a network namespace of its own */
 	struct ct_image_file_entry *files;
 	size_t n_files;
 };
@@ -139,6 +141,7 @@ struct ct_image_thread {
 	uint32_t rseq_len;
 	struct ct_image_regset *regsets;
 	size_t n_regsets;
+	uint64_t altstack_sp, altstack_size, altstack_flags; /* sigaltstack */
 };
 
 /* A process (thread group); threads[0] is the leader, tid == pid. */
@@ -152,6 +155,8 @@ struct ct_image_task {
 	uint8_t *shared_siginfo;
 	size_t n_shared_siginfo;
 	char *cwd, *root;
+	uint64_t itimers[6]; /* real, virtual, prof: interval then value, in microseconds */
+	uint32_t personality;
 	struct ct_image_thread *threads;
 	size_t n_threads;
 };
@@ -228,6 +233,8 @@ struct ct_image_fd {
 	char *path;    /* NULL when the type has none */
 	uint8_t *data; /* type-specific, opaque to the image */
 	uint32_t data_size;
+	uint64_t file_id; /* equal ids: one open file description (dup, fork) */
+	uint64_t object;  /* the pipe, socket or shm object: its inode */
 };
 
 struct ct_image_fds {

@@ -20,6 +20,8 @@ enum { /* inventory.img */
        INV_CREATED,
        INV_VDSO, /* 6 x u64 */
        INV_FILE, /* nested FILE_* */
+       INV_HOSTNAME,
+       INV_NETNS, /* u32: 1 when the container had its own network namespace */
        FILE_NAME = 1,
        FILE_SIZE,
        FILE_XXH3,
@@ -38,8 +40,10 @@ enum { /* task-PID.img */
        TASK_SHARED_SIGINFO, /* n x 128 */
        TASK_CWD,
        TASK_ROOT,
-       TASK_THREAD,   /* nested THREAD_* */
-       CRED_UIDS = 1, /* 4 x u32 */
+       TASK_THREAD,	 /* nested THREAD_* */
+       TASK_ITIMERS,	 /* 3 x (u64 interval_us, u64 value_us): real, virtual, prof */
+       TASK_PERSONALITY, /* u32 */
+       CRED_UIDS = 1,	 /* 4 x u32 */
        CRED_GIDS,
        CRED_GROUPS, /* n x u32 */
        CRED_CAPS,   /* 5 x u64 */
@@ -51,8 +55,9 @@ enum { /* task-PID.img */
        THREAD_SIGINFO, /* n x 128 */
        THREAD_ROBUST,  /* u64 head, u64 len */
        THREAD_TID_ADDRESS,
-       THREAD_RSEQ,   /* u64 addr, u32 len, u32 sig */
-       THREAD_REGSET, /* nested REGSET_* */
+       THREAD_RSEQ,	/* u64 addr, u32 len, u32 sig */
+       THREAD_REGSET,	/* nested REGSET_* */
+       THREAD_ALTSTACK, /* u64 sp, u64 size, u64 flags */
        REGSET_TYPE = 1,
        REGSET_DATA,
 };
@@ -84,6 +89,8 @@ enum { /* fds-PID.img */
        FD_POS,
        FD_PATH,
        FD_DATA,
+       FD_FILE_ID, /* u64: fds with the same id share one open file description */
+       FD_OBJECT,  /* u64: the kernel object (pipe, socket, shm inode) */
 };
 
 enum {		       /* pages index */

@@ -174,8 +174,11 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 		.root_pid = info->root_pid,
 		.created_usec = info->created_usec,
 		.vdso = info->vdso,
+		.hostname = info->hostname ? strdup(info->hostname) : NULL,
+		.netns = info->netns,
 	};
-	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch)
+	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch ||
+	    (info->hostname && !w->inv.hostname))
 		return -ENOMEM;
 	w->level = PAGES_ZSTD_LEVEL;
 	w->finished = false;

@@ -262,6 +262,8 @@ int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **re
 	put_u32(&b, INV_ROOT_PID, inv->root_pid);
 	put_u64(&b, INV_CREATED, inv->created_usec);
 	put_u64s(&b, INV_VDSO, vdso, ELEMENTSOF(vdso));
+	put_str(&b, INV_HOSTNAME, inv->hostname);
+	put_u32(&b, INV_NETNS, inv->netns);
 	for (size_t i = 0; i < inv->n_files; i++) {
 		size_t at = nest_begin(&b, INV_FILE);
 
@@ -299,6 +301,8 @@ static void put_thread(struct buf *b, const struct ct_image_thread *th)
 		put_tlv(b, REGSET_DATA, th->regsets[i].data, th->regsets[i].size);
 		nest_end(b, rat);
 	}
+	put_u64s(b, THREAD_ALTSTACK,
+		 (const uint64_t[]){th->altstack_sp, th->altstack_size, th->altstack_flags}, 3);
 	nest_end(b, at);
 }
 
@@ -340,6 +344,8 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 			t->n_shared_siginfo * CT_IMAGE_SIGINFO_SIZE);
 	put_str(&b, TASK_CWD, t->cwd);
 	put_str(&b, TASK_ROOT, t->root);
+	put_u64s(&b, TASK_ITIMERS, t->itimers, ELEMENTSOF(t->itimers));
+	put_u32(&b, TASK_PERSONALITY, t->personality);
 	for (size_t i = 0; i < t->n_threads; i++)
 		put_thread(&b, &t->threads[i]);
 	return buf_finish(&b, ret, ret_size);
@@ -387,6 +393,8 @@ int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *r
 		put_u32(&b, FD_FDFLAGS, f->fd_flags);
 		put_u64(&b, FD_POS, f->pos);
 		put_str(&b, FD_PATH, f->path);
+		put_u64(&b, FD_FILE_ID, f->file_id);
+		put_u64(&b, FD_OBJECT, f->object);
 		if (f->data_size > 0)
 			put_tlv(&b, FD_DATA, f->data, f->data_size);
 		nest_end(&b, at);
@@ -401,6 +409,7 @@ void ct_image_inventory_done(struct ct_image_inventory *inv)
 	free(inv->container);
 	free(inv->kernel_release);
 	free(inv->arch);
+	free(inv->hostname);
 	for (size_t i = 0; i < inv->n_files; i++)
 		free(inv->files[i].name);
 	free(inv->files);

@@ -29,11 +29,6 @@ static const char *const vma_kind_table[_CT_VMA_KIND_MAX] = {
 };
 DEFINE_STRING_TABLE_LOOKUP(ct_vma_kind, enum ct_vma_kind, vma_kind_table);
 
-static bool startswith(const char *s, const char *prefix)
-{
-	return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
 enum ct_vma_kind ct_vma_classify(const struct ct_vma *v)
 {
 	const char *p = v->path;

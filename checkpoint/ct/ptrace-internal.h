@@ -58,6 +58,7 @@ enum ct_inject_site {
 	CT_INJECT_AUTO,	    /* an existing syscall instruction, else CT_INJECT_AT_RIP */
 	CT_INJECT_EXISTING, /* the one just before rip, or one in [vdso]: nothing is written */
 	CT_INJECT_AT_RIP,   /* `syscall` written at rip for the call, the old bytes put back */
+	CT_INJECT_FIXED,    /* a syscall instruction the caller knows of (ct_inject_syscall_site) */
 };
 
 /* Runs syscall nr with args in the stopped task tid and stores its return value (-errno on
@@ -65,5 +66,10 @@ enum ct_inject_site {
 int ct_inject_syscall(pid_t tid, long nr, const long args[6], long *ret_result);
 int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const long args[6],
 			 long *ret_result);
+/* Runs it at site, which must hold a `syscall` instruction (nothing is checked or written). An
+ * injected clone/fork completes: its event stop is stepped over (the new task's id comes from
+ * PTRACE_GETEVENTMSG afterwards). */
+int ct_inject_syscall_site(pid_t tid, unsigned long site, long nr, const long args[6],
+			   long *ret_result, unsigned long *ret_event_msg);
 /* The same for a seized task, remembering where it found a syscall instruction. */
 int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result);

@@ -403,7 +403,8 @@ static int find_vdso_syscall(pid_t tid, int memfd, unsigned long *ret)
 }
 
 /* Resumes with single-step until the syscall instruction at addr has run. */
-static int step_over_syscall(pid_t tid, unsigned long addr, struct user_regs_struct *ret_regs)
+static int step_over_syscall(pid_t tid, unsigned long addr, struct user_regs_struct *ret_regs,
+			     unsigned long *ret_msg)
 {
 	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), STEP_TIMEOUT);
 
@@ -419,6 +420,17 @@ static int step_over_syscall(pid_t tid, unsigned long addr, struct user_regs_str
 		r = ct_ptrace_get_regs(tid, ret_regs);
 		if (r < 0)
 			return r;
+		/* An injected clone/fork reports its event inside the call: step on to its end. */
+		switch ((unsigned)st >> 16) {
+		case PTRACE_EVENT_FORK:
+		case PTRACE_EVENT_VFORK:
+		case PTRACE_EVENT_CLONE:
+			/* Only now: the next stop overwrites the message. */
+			if (ret_msg && ptrace(PTRACE_GETEVENTMSG, tid, 0, ret_msg) < 0)
+				return log_debug_errno(errno, "Task %d: PTRACE_GETEVENTMSG: %m",
+						       (int)tid);
+			continue;
+		}
 		if (ret_regs->rip == addr + 2 && WSTOPSIG(st) == SIGTRAP)
 			return 0;
 		/* A trap still pending (e.g. a second interrupt) came first: try again. */
@@ -458,6 +470,10 @@ static int pick_site(struct inject_ctx *c, enum ct_inject_site site, int memfd, 
 {
 	static const uint8_t insn[2] = {SYSCALL_INSN_0, SYSCALL_INSN_1};
 
+	if (site == CT_INJECT_FIXED) {
+		c->addr = *hint;
+		return 0;
+	}
 	if (site != CT_INJECT_AT_RIP) {
 		/* Stopped right after a syscall (blocked in one, typically). */
 		if (c->saved.rip >= 2 && is_syscall_insn(memfd, c->saved.rip - 2)) {
@@ -490,7 +506,7 @@ static int pick_site(struct inject_ctx *c, enum ct_inject_site site, int memfd, 
 }
 
 static int inject(pid_t tid, enum ct_inject_site site, unsigned long *hint, long nr,
-		  const long args[6], long *ret_result)
+		  const long args[6], long *ret_result, unsigned long *ret_msg)
 {
 	struct inject_ctx c = {.tid = tid};
 	struct user_regs_struct regs;
@@ -507,9 +523,11 @@ static int inject(pid_t tid, enum ct_inject_site site, unsigned long *hint, long
 		return log_debug_errno(EOPNOTSUPP, "Task %d runs 32-bit code", (int)tid);
 	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(c.saved_mask), &c.saved_mask) < 0)
 		return log_debug_errno(errno, "Task %d: PTRACE_GETSIGMASK failed: %m", (int)tid);
-	memfd = mem_open(tid, O_RDWR);
-	if (memfd < 0)
-		return memfd;
+	if (site != CT_INJECT_FIXED) {
+		memfd = mem_open(tid, O_RDWR);
+		if (memfd < 0)
+			return memfd;
+	}
 	r = pick_site(&c, site, memfd, hint);
 	if (r < 0)
 		return r;
@@ -530,7 +548,7 @@ static int inject(pid_t tid, enum ct_inject_site site, unsigned long *hint, long
 	if (r >= 0)
 		r = ct_ptrace_set_regs(tid, &regs);
 	if (r >= 0)
-		r = step_over_syscall(tid, c.addr, &regs);
+		r = step_over_syscall(tid, c.addr, &regs, ret_msg);
 	k = inject_restore(&c, memfd);
 	if (r < 0)
 		return r;
@@ -545,15 +563,21 @@ static int inject(pid_t tid, enum ct_inject_site site, unsigned long *hint, long
 int ct_inject_syscall_at(pid_t tid, enum ct_inject_site site, long nr, const long args[6],
 			 long *ret_result)
 {
-	return inject(tid, site, NULL, nr, args, ret_result);
+	return inject(tid, site, NULL, nr, args, ret_result, NULL);
+}
+
+int ct_inject_syscall_site(pid_t tid, unsigned long site, long nr, const long args[6],
+			   long *ret_result, unsigned long *ret_event_msg)
+{
+	return inject(tid, CT_INJECT_FIXED, &site, nr, args, ret_result, ret_event_msg);
 }
 
 int ct_inject_syscall(pid_t tid, long nr, const long args[6], long *ret_result)
 {
-	return inject(tid, CT_INJECT_AUTO, NULL, nr, args, ret_result);
+	return inject(tid, CT_INJECT_AUTO, NULL, nr, args, ret_result, NULL);
 }
 
 int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result)
 {
-	return inject(t->tid, CT_INJECT_AUTO, &t->syscall_insn, nr, args, ret_result);
+	return inject(t->tid, CT_INJECT_AUTO, &t->syscall_insn, nr, args, ret_result, NULL);
 }

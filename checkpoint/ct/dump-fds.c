@@ -1,0 +1,430 @@
+/* Checkpoint of file descriptors: each fd is classified through our own duplicate of it
+ * (pidfd_getfd), open file descriptions shared by several fds are recognised with kcmp(), and
+ * anything we cannot restore is refused by name. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/dump-internal.h"
+#include "checkpoint/ct/fdblob-internal.h"
+#include "checkpoint/ct/net-internal.h"
+#include "common/common.h"
+
+#define FD_NAME_MAX 512
+
+struct fdctx {
+	struct dumper *d;
+	struct dproc *p;
+	int fd;	  /* in the task */
+	int ours; /* our duplicate */
+	char link[FD_NAME_MAX];
+	struct stat st;
+	struct ct_image_fd *rec;
+};
+
+static int refuse(struct fdctx *c, const char *what)
+{
+	return dump_fail(c->d, -EOPNOTSUPP, "pid %d fd %d: %s is not supported", (int)c->p->pid,
+			 c->fd, what);
+}
+
+static int fd_fail(struct fdctx *c, int r, const char *what)
+{
+	return dump_fail(c->d, r, "pid %d fd %d: %s: %s", (int)c->p->pid, c->fd, what,
+			 strerror(-r));
+}
+
+static int kcmp_file(int a, int b)
+{
+	pid_t me = getpid();
+
+	return (int)syscall(SYS_kcmp, me, me, KCMP_FILE, a, b);
+}
+
+/* The id of ours's open file description; ours is kept (and owned by the table) when the
+ * description is new, else closed. */
+static int file_id(struct dumper *d, int ours, uint64_t *ret_id, bool *ret_new)
+{
+	size_t lo = 0, hi = d->n_files;
+	struct dfile *n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int k = kcmp_file(ours, d->files[mid].fd);
+
+		if (k < 0)
+			return -errno;
+		if (k == 0) {
+			*ret_id = d->files[mid].id;
+			*ret_new = false;
+			safe_close(ours);
+			return 0;
+		}
+		if (k == 1)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	n = reallocarray(d->files, d->n_files + 1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	d->files = n;
+	memmove(n + lo + 1, n + lo, (d->n_files - lo) * sizeof(*n));
+	n[lo] = (struct dfile){.fd = ours, .id = d->next_file_id++};
+	d->n_files++;
+	*ret_id = n[lo].id;
+	*ret_new = true;
+	return 0;
+}
+
+static struct dfile *file_by_id(struct dumper *d, uint64_t id)
+{
+	for (size_t i = 0; i < d->n_files; i++)
+		if (d->files[i].id == id)
+			return &d->files[i];
+	return NULL;
+}
+
+void dump_files_release(struct dumper *d, bool silent)
+{
+	for (size_t i = 0; i < d->n_files; i++) {
+		if (d->files[i].tcp_repair && !silent)
+			net_tcp_repair_off(d->files[i].fd);
+		safe_close(d->files[i].fd);
+	}
+	free(d->files);
+	d->files = NULL;
+	d->n_files = 0;
+}
+
+static int dump_pipe(struct fdctx *c, bool first)
+{
+	struct fdblob b = {};
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int size, r;
+
+	c->rec->type = CT_IMAGE_FD_PIPE;
+	c->rec->object = c->st.st_ino;
+	if (first) {
+		size = fcntl(c->ours, F_GETPIPE_SZ);
+		if (size < 0)
+			return fd_fail(c, NEG_ERRNO(), "F_GETPIPE_SZ");
+		r = net_pipe_peek(c->p->hpid, c->fd, c->ours, (size_t)size, &data, &len);
+		if (r < 0)
+			return fd_fail(c, r, "reading the pipe's buffered data");
+		fdblob_u64(&b, (uint64_t)size);
+		fdblob_str(&b, data, len);
+		free(data);
+	}
+	return fdblob_take(&b, &c->rec->data, &c->rec->data_size);
+}
+
+static const char *anon_kind(const char *link)
+{
+	if (startswith(link, "anon_inode:"))
+		return link + strlen("anon_inode:");
+	return NULL;
+}
+
+static int dump_anon(struct fdctx *c, const char *kind)
+{
+	_cleanup_(ct_fdinfo_done) struct ct_fdinfo fi = {};
+	struct fdblob b = {};
+	const char *v;
+	int r;
+
+	r = ct_proc_read_fdinfo(c->p->hpid, c->fd, &fi);
+	if (r < 0)
+		return fd_fail(c, r, "reading its fdinfo");
+	if (streq(kind, "[eventfd]")) {
+		c->rec->type = CT_IMAGE_FD_EVENTFD;
+		v = ct_fdinfo_get(&fi, "eventfd-count");
+		if (!v)
+			return fd_fail(c, -EBADMSG, "no eventfd-count in fdinfo");
+		fdblob_u64(&b, strtoull(v, NULL, 16));
+		v = ct_fdinfo_get(&fi, "eventfd-semaphore");
+		fdblob_u64(&b, v ? strtoull(v, NULL, 10) : 0);
+	} else if (streq(kind, "[signalfd]")) {
+		c->rec->type = CT_IMAGE_FD_SIGNALFD;
+		v = ct_fdinfo_get(&fi, "sigmask");
+		if (!v)
+			return fd_fail(c, -EBADMSG, "no sigmask in fdinfo");
+		fdblob_u64(&b, strtoull(v, NULL, 16));
+	} else if (streq(kind, "[timerfd]")) {
+		unsigned long long vs, vn, is, in;
+		const char *cl = ct_fdinfo_get(&fi, "clockid"), *tk = ct_fdinfo_get(&fi, "ticks"),
+			   *fl = ct_fdinfo_get(&fi, "settime flags"),
+			   *val = ct_fdinfo_get(&fi, "it_value"),
+			   *itv = ct_fdinfo_get(&fi, "it_interval");
+
+		c->rec->type = CT_IMAGE_FD_TIMERFD;
+		if (!cl || !tk || !fl || !val || !itv ||
+		    sscanf(val, "(%llu, %llu)", &vs, &vn) != 2 ||
+		    sscanf(itv, "(%llu, %llu)", &is, &in) != 2)
+			return fd_fail(c, -EBADMSG, "malformed timerfd fdinfo");
+		fdblob_u64(&b, strtoull(cl, NULL, 10));
+		fdblob_u64(&b, strtoull(fl, NULL, 8));
+		fdblob_u64(&b, is * 1000000000ULL + in);
+		fdblob_u64(&b, vs * 1000000000ULL + vn); /* remaining, relative */
+		fdblob_u64(&b, strtoull(tk, NULL, 10));
+	} else if (streq(kind, "[eventpoll]")) {
+		c->rec->type = CT_IMAGE_FD_EPOLL;
+		fdblob_u64(&b, fi.n_tfds);
+		for (size_t i = 0; i < fi.n_tfds; i++) {
+			fdblob_u64(&b, (uint64_t)fi.tfds[i].fd);
+			fdblob_u64(&b, fi.tfds[i].events);
+			fdblob_u64(&b, fi.tfds[i].data);
+			fdblob_u64(&b, fi.tfds[i].ino);
+		}
+	} else if (streq(kind, "inotify"))
+		return refuse(c, "inotify");
+	else if (streq(kind, "[fanotify]"))
+		return refuse(c, "fanotify");
+	else if (streq(kind, "[pidfd]"))
+		return refuse(c, "a pidfd");
+	else if (streq(kind, "[userfaultfd]"))
+		return refuse(c, "userfaultfd");
+	else if (streq(kind, "[io_uring]"))
+		return refuse(c, "io_uring");
+	else {
+		char what[FD_NAME_MAX + 32];
+
+		snprintf(what, sizeof(what), "anon inode %.*s", FD_NAME_MAX, kind);
+		return refuse(c, what);
+	}
+	return fdblob_take(&b, &c->rec->data, &c->rec->data_size);
+}
+
+static bool chr_supported(dev_t rdev)
+{
+	/* /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom */
+	return major(rdev) == 1 && (minor(rdev) == 3 || minor(rdev) == 5 || minor(rdev) == 7 ||
+				    minor(rdev) == 8 || minor(rdev) == 9);
+}
+
+static int dump_path_fd(struct fdctx *c)
+{
+	const char *reason;
+	size_t n = strlen(c->link);
+
+	if (n > 10 && streq(c->link + n - 10, " (deleted)")) {
+		if (startswith(c->link, "/memfd:")) {
+			struct fdblob b = {};
+			int seals = fcntl(c->ours, F_GET_SEALS);
+
+			c->rec->type = CT_IMAGE_FD_MEMFD;
+			c->rec->object = c->st.st_ino;
+			c->link[n - 10] = 0;
+			c->rec->path = strdup(c->link);
+			fdblob_u64(&b, seals < 0 ? 0 : (uint64_t)seals);
+			fdblob_u64(&b, (uint64_t)c->st.st_size);
+			if (!c->rec->path)
+				return -ENOMEM;
+			c->rec->pos = (uint64_t)lseek(c->ours, 0, SEEK_CUR);
+			int r = dump_register_shm(c->d, c->p, fcntl(c->ours, F_DUPFD_CLOEXEC, 3),
+						  c->st.st_ino);
+			if (r < 0)
+				return r;
+			return fdblob_take(&b, &c->rec->data, &c->rec->data_size);
+		}
+		return dump_fail(c->d, -EOPNOTSUPP,
+				 "pid %d fd %d: the file %s was deleted; it cannot be restored",
+				 (int)c->p->pid, c->fd, c->link);
+	}
+	if (ct_image_path_check(c->link, &reason) < 0)
+		return dump_fail(c->d, -EOPNOTSUPP, "pid %d fd %d: %s: %s", (int)c->p->pid, c->fd,
+				 c->link, reason);
+	if (S_ISREG(c->st.st_mode))
+		c->rec->type = CT_IMAGE_FD_REG;
+	else if (S_ISDIR(c->st.st_mode))
+		c->rec->type = CT_IMAGE_FD_DIR;
+	else if (S_ISCHR(c->st.st_mode)) {
+		if (!chr_supported(c->st.st_rdev)) {
+			char what[FD_NAME_MAX + 32];
+
+			snprintf(what, sizeof(what), "the character device %s", c->link);
+			return refuse(c, what);
+		}
+		c->rec->type = CT_IMAGE_FD_CHR;
+	} else if (S_ISFIFO(c->st.st_mode))
+		return refuse(c, "a named FIFO");
+	else
+		return refuse(c, "this kind of file");
+	c->rec->path = strdup(c->link);
+	if (!c->rec->path)
+		return -ENOMEM;
+	if (S_ISREG(c->st.st_mode) || S_ISDIR(c->st.st_mode)) {
+		off_t pos = lseek(c->ours, 0, SEEK_CUR);
+
+		c->rec->pos = pos < 0 ? 0 : (uint64_t)pos;
+	}
+	return 0;
+}
+
+static int dump_one(struct fdctx *c)
+{
+	uint64_t id = 0;
+	bool is_new = false;
+	char path[64];
+	ssize_t k;
+	int fl, r;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)c->p->hpid, c->fd);
+	k = readlink(path, c->link, sizeof(c->link) - 1);
+	if (k < 0)
+		return fd_fail(c, NEG_ERRNO(), "readlink");
+	c->link[k] = 0;
+	c->ours = (int)syscall(SYS_pidfd_getfd, c->p->pidfd, c->fd, 0);
+	if (c->ours < 0)
+		return fd_fail(c, NEG_ERRNO(), "pidfd_getfd");
+	if (fstat(c->ours, &c->st) < 0) {
+		r = fd_fail(c, NEG_ERRNO(), "fstat");
+		safe_close(c->ours);
+		return r;
+	}
+	fl = fcntl(c->ours, F_GETFL);
+	c->rec->flags = fl < 0 ? 0 : (uint32_t)fl;
+	/* file_id() keeps our duplicate for a new description and closes it otherwise. */
+	r = file_id(c->d, c->ours, &id, &is_new);
+	if (r < 0) {
+		safe_close(c->ours);
+		return fd_fail(c, r, "kcmp");
+	}
+	c->ours = file_by_id(c->d, id)->fd;
+	c->rec->file_id = id;
+	if (!is_new) {
+		/* A description seen before: same record contents, data only once. */
+		for (size_t i = 0; i < c->d->n_procs; i++) {
+			const struct ct_image_fds *f = &c->d->procs[i].fds;
+
+			for (size_t j = 0; j < f->n_fds; j++)
+				if (f->fds[j].file_id == id && &f->fds[j] != c->rec) {
+					c->rec->type = f->fds[j].type;
+					c->rec->pos = f->fds[j].pos;
+					c->rec->object = f->fds[j].object;
+					c->rec->path =
+						f->fds[j].path ? strdup(f->fds[j].path) : NULL;
+					if (f->fds[j].path && !c->rec->path)
+						return -ENOMEM;
+					return 0;
+				}
+		}
+		return fd_fail(c, -EINVAL, "shared description without a record");
+	}
+	if (S_ISFIFO(c->st.st_mode) && startswith(c->link, "pipe:"))
+		return dump_pipe(c, true);
+	if (S_ISSOCK(c->st.st_mode))
+		return net_dump_socket(c->d, c->p, c->fd, c->ours, c->st.st_ino, c->rec,
+				       &file_by_id(c->d, id)->tcp_repair);
+	if (anon_kind(c->link))
+		return dump_anon(c, anon_kind(c->link));
+	return dump_path_fd(c);
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int list_fds(struct dumper *d, struct dproc *p, int **ret, size_t *ret_n)
+{
+	char path[64];
+	DIR *dir;
+	struct dirent *e;
+	int *v = NULL;
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)p->hpid);
+	dir = opendir(path);
+	if (!dir)
+		return dump_fail(d, NEG_ERRNO(), "pid %d: cannot list its fds: %m", (int)p->pid);
+	while ((e = readdir(dir))) {
+		int *nv;
+		pid_t fd;
+
+		if (ct_proc_parse_pid_name(e->d_name, &fd) < 0 && !streq(e->d_name, "0"))
+			continue;
+		if (n >= CT_IMAGE_FDS_MAX) {
+			closedir(dir);
+			free(v);
+			return dump_fail(d, -E2BIG, "pid %d: too many fds", (int)p->pid);
+		}
+		nv = reallocarray(v, n + 1, sizeof(*v));
+		if (!nv) {
+			closedir(dir);
+			free(v);
+			return -ENOMEM;
+		}
+		v = nv;
+		v[n++] = streq(e->d_name, "0") ? 0 : fd;
+	}
+	closedir(dir);
+	qsort(v, n, sizeof(*v), cmp_int);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+int dump_fds(struct dumper *d, struct dproc *p)
+{
+	_cleanup_free_ int *fds = NULL;
+	size_t n = 0;
+	int r;
+
+	p->fds.pid = (uint32_t)p->pid;
+	r = list_fds(d, p, &fds, &n);
+	if (r < 0)
+		return r;
+	p->fds.fds = calloc(MAX(n, 1u), sizeof(*p->fds.fds));
+	if (!p->fds.fds)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct fdctx c = {.d = d, .p = p, .fd = fds[i], .rec = &p->fds.fds[i]};
+		_cleanup_free_ char *info = NULL;
+		char path[64];
+
+		c.rec->fd = (uint32_t)fds[i];
+		p->fds.n_fds = i + 1;
+		r = dump_one(&c);
+		if (r < 0)
+			return r;
+		/* FD_CLOEXEC is per fd: from fdinfo's flags (O_CLOEXEC). */
+		snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)p->hpid, fds[i]);
+		if (read_full_file(path, 1 << 20, &info, NULL) >= 0) {
+			const char *f = strstr(info, "flags:");
+			unsigned long fl = f ? strtoul(f + 6, NULL, 8) : 0;
+
+			c.rec->fd_flags = (fl & O_CLOEXEC) ? FD_CLOEXEC : 0;
+			c.rec->flags = (uint32_t)(fl & ~(unsigned long)O_CLOEXEC);
+		}
+	}
+	return 0;
+}
+
+/* After every process: sockets must be connected within the container, epoll interest lists
+ * must point at fds that exist. */
+int dump_fds_check(struct dumper *d)
+{
+	return net_dump_check(d);
+}

@@ -1,0 +1,82 @@
+/* State shared by the parts of a checkpoint: the seized processes, the pid translation, the open
+ * file descriptions and shared memory objects found so far, and the refusal/error reporting. */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "checkpoint/ct/engine-internal.h"
+#include "checkpoint/ct/image-internal.h"
+#include "checkpoint/ct/proc-internal.h"
+#include "checkpoint/ct/ptrace-internal.h"
+#include "common/macro.h"
+
+struct dproc {
+	pid_t hpid; /* as the host sees it */
+	pid_t pid;  /* inside the container */
+	int pidfd;
+	struct ct_ptrace_task **threads; /* [0] is the leader */
+	size_t n_threads;
+	unsigned long scratch; /* a page injected for syscall results, 0 when none */
+	struct ct_vma_list maps;
+	struct ct_image_task task;
+	struct ct_image_mm mm;
+	struct ct_image_fds fds;
+};
+
+/* An open file description, held through our own duplicate of the fd. */
+struct dfile {
+	int fd;		 /* ours, from pidfd_getfd() */
+	uint64_t id;	 /* written as the fd records' file_id */
+	bool tcp_repair; /* left in repair mode until the container is gone */
+};
+
+/* A shmem object (shared anonymous memory, memfd), dumped once by inode. */
+struct dshm {
+	uint64_t ino;
+	int fd; /* ours: /proc/PID/map_files/... or the memfd itself */
+	uint64_t size;
+};
+
+struct dumper {
+	const struct ct_dump_opts *o;
+	char *err; /* CT_ENGINE_ERROR_MAX */
+	struct ct_ptrace_set *set;
+	struct dproc *procs; /* sorted by pid */
+	size_t n_procs;
+	struct {
+		pid_t host, ns;
+	} * tids; /* every task, sorted by host tid */
+	size_t n_tids;
+	struct dfile *files; /* sorted with kcmp() */
+	size_t n_files;
+	uint64_t next_file_id;
+	struct dshm *shms;
+	size_t n_shms;
+	uint64_t net_ino; /* migrd's network namespace */
+	int diag_fd;	  /* NETLINK_SOCK_DIAG in the container's network namespace, or -1 */
+	struct ct_dump_stats *stats;
+};
+
+/* Records the first error as "NAME: message" and returns r (< 0). */
+int dump_fail(struct dumper *d, int r, const char *format, ...) _printf_(3, 4);
+/* The container's pid for a host pid; 0 when it is not in the container. */
+pid_t dump_ns_pid(const struct dumper *d, pid_t host);
+/* Syscall injection in the task (its site cached). */
+int dump_inject(struct dumper *d, struct ct_ptrace_task *t, long nr, long a0, long a1, long a2,
+		long a3, long *ret);
+
+/* dump-mm.c */
+int dump_mm(struct dumper *d, struct dproc *p);
+int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino);
+int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p);
+int dump_shm_contents(struct dumper *d, struct ct_image_writer *w);
+
+/* dump-fds.c */
+int dump_fds(struct dumper *d, struct dproc *p);
+int dump_fds_check(struct dumper *d);
+/* Closes our duplicates; silent: TCP sockets stay in repair mode (the container is gone). */
+void dump_files_release(struct dumper *d, bool silent);

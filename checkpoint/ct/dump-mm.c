@@ -1,0 +1,355 @@
+/* Checkpoint of memory: the layout of each process, its private pages, and shared memory
+ * objects (shared anonymous mappings, memfds) once per inode. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/dump-internal.h"
+#include "checkpoint/ct/memory-internal.h"
+#include "common/common.h"
+
+#define MEM_WINDOW (64U << 20) /* read this much, then hand it to the image writer */
+
+/* /proc/PID/stat fields 26-28 and 45-51 (start_code ... env_end). */
+static int read_mm_fields(pid_t hpid, uint64_t f[CT_IMAGE_MM_FIELDS])
+{
+	_cleanup_free_ char *text = NULL;
+	unsigned long long v[53] = {};
+	char path[64], *p;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)hpid);
+	r = read_full_file(path, 8192, &text, NULL);
+	if (r < 0)
+		return r;
+	p = strrchr(text, ')');
+	if (!p)
+		return -EBADMSG;
+	p += 2; /* field 3, the state */
+	p = strchr(p, ' ');
+	for (int field = 4; field <= 52 && p; field++) {
+		char *end;
+
+		v[field] = strtoull(p + 1, &end, 10);
+		p = *end == ' ' ? end : NULL;
+	}
+	/* start_code end_code start_data end_data start_brk brk start_stack arg_start arg_end
+	 * env_start env_end; brk itself is not in stat: filled in by the caller. */
+	f[0] = v[26], f[1] = v[27], f[2] = v[45], f[3] = v[46], f[4] = v[47], f[5] = 0;
+	f[6] = v[28], f[7] = v[48], f[8] = v[49], f[9] = v[50], f[10] = v[51];
+	return 0;
+}
+
+static int read_auxv(pid_t hpid, uint64_t **ret, size_t *ret_n)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t size;
+	char path[64];
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/auxv", (int)hpid);
+	r = read_full_file(path, CT_IMAGE_AUXV_MAX * 8, &text, &size);
+	if (r < 0)
+		return r;
+	*ret_n = size / 8;
+	*ret = malloc(MAX(size, 8u));
+	if (!*ret)
+		return -ENOMEM;
+	memcpy(*ret, text, size);
+	return 0;
+}
+
+int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino)
+{
+	struct dshm *n;
+	struct stat st;
+
+	for (size_t i = 0; i < d->n_shms; i++)
+		if (d->shms[i].ino == ino) {
+			safe_close(fd);
+			return 0;
+		}
+	if (fstat(fd, &st) < 0) {
+		safe_close(fd);
+		return dump_fail(d, NEG_ERRNO(), "pid %d: shared memory %" PRIu64 ": fstat: %m",
+				 (int)p->pid, ino);
+	}
+	n = reallocarray(d->shms, d->n_shms + 1, sizeof(*n));
+	if (!n) {
+		safe_close(fd);
+		return -ENOMEM;
+	}
+	d->shms = n;
+	n[d->n_shms++] = (struct dshm){ino, fd, (uint64_t)st.st_size};
+	return 0;
+}
+
+static int vma_to_image(struct dumper *d, struct dproc *p, const struct ct_vma *v,
+			struct ct_image_vma *iv)
+{
+	enum ct_vma_kind k = ct_vma_classify(v);
+	const char *reason;
+
+	*iv = (struct ct_image_vma){
+		.start = v->start,
+		.end = v->end,
+		.pgoff = v->offset / CT_PAGE_SIZE,
+		.prot = (v->read ? PROT_READ : 0) | (v->write ? PROT_WRITE : 0) |
+			(v->exec ? PROT_EXEC : 0),
+		.flags = v->shared ? MAP_SHARED : MAP_PRIVATE,
+	};
+	switch (k) {
+	case CT_VMA_ANON_PRIVATE:
+		iv->kind = CT_IMAGE_VMA_ANON_PRIVATE;
+		if (v->path && streq(v->path, "[heap]"))
+			iv->kind = CT_IMAGE_VMA_HEAP;
+		else if (v->path && streq(v->path, "[stack]")) {
+			iv->kind = CT_IMAGE_VMA_STACK;
+			iv->flags |= MAP_GROWSDOWN;
+		}
+		iv->flags |= MAP_ANONYMOUS;
+		iv->pages = CT_IMAGE_VMA_PAGES_PRIVATE;
+		iv->pgoff = 0;
+		return 0;
+	case CT_VMA_ANON_SHARED: {
+		char path[96];
+		int fd;
+
+		if (v->path && startswith(v->path, "/SYSV"))
+			return dump_fail(d, -EOPNOTSUPP,
+					 "pid %d: System V shared memory at %#" PRIx64
+					 " is not supported",
+					 (int)p->pid, v->start);
+		iv->kind = CT_IMAGE_VMA_ANON_SHARED;
+		iv->pages = CT_IMAGE_VMA_PAGES_SHM;
+		iv->shmid = v->inode;
+		snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64,
+			 (int)p->hpid, v->start, v->end);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return dump_fail(d, NEG_ERRNO(), "pid %d: cannot open %s: %m", (int)p->pid,
+					 path);
+		return dump_register_shm(d, p, fd, v->inode);
+	}
+	case CT_VMA_FILE_PRIVATE:
+	case CT_VMA_FILE_SHARED:
+		if (v->deleted)
+			return dump_fail(
+				d, -EOPNOTSUPP,
+				"pid %d: mapped file %s was deleted; it cannot be restored",
+				(int)p->pid, v->path);
+		if (ct_image_path_check(v->path, &reason) < 0)
+			return dump_fail(d, -EOPNOTSUPP, "pid %d: mapped file %s: %s", (int)p->pid,
+					 v->path, reason);
+		iv->kind = k == CT_VMA_FILE_PRIVATE ? CT_IMAGE_VMA_FILE_PRIVATE
+						    : CT_IMAGE_VMA_FILE_SHARED;
+		iv->pages = k == CT_VMA_FILE_PRIVATE ? CT_IMAGE_VMA_PAGES_PRIVATE
+						     : CT_IMAGE_VMA_PAGES_NONE;
+		iv->path = strdup(v->path);
+		return iv->path ? 0 : -ENOMEM;
+	case CT_VMA_VVAR:
+	case CT_VMA_VVAR_VCLOCK:
+	case CT_VMA_VDSO:
+		iv->kind = k == CT_VMA_VVAR	     ? CT_IMAGE_VMA_VVAR
+			   : k == CT_VMA_VVAR_VCLOCK ? CT_IMAGE_VMA_VVAR_VCLOCK
+						     : CT_IMAGE_VMA_VDSO;
+		iv->pages = CT_IMAGE_VMA_PAGES_NONE;
+		iv->pgoff = 0;
+		return 0;
+	default:
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d: the mapping %s at %#" PRIx64 " is not supported",
+				 (int)p->pid, strna(v->path), v->start);
+	}
+}
+
+int dump_mm(struct dumper *d, struct dproc *p)
+{
+	char path[64], buf[PATH_MAX + 16];
+	ssize_t k;
+	long brk;
+	int r;
+
+	p->mm.pid = (uint32_t)p->pid;
+	r = read_mm_fields(p->hpid, p->mm.fields);
+	if (r >= 0)
+		r = read_auxv(p->hpid, &p->mm.auxv, &p->mm.n_auxv);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read its memory layout", (int)p->pid);
+	r = dump_inject(d, p->threads[0], SYS_brk, 0, 0, 0, 0, &brk);
+	if (r < 0)
+		return r;
+	p->mm.fields[5] = (uint64_t)brk;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)p->hpid);
+	k = readlink(path, buf, sizeof(buf) - 1);
+	if (k < 0)
+		return dump_fail(d, NEG_ERRNO(), "pid %d: cannot read its executable: %m",
+				 (int)p->pid);
+	buf[k] = 0;
+	if (k > 10 && streq(buf + k - 10, " (deleted)"))
+		return dump_fail(d, -EOPNOTSUPP, "pid %d: its executable %s was deleted",
+				 (int)p->pid, buf);
+	p->mm.exe = strdup(buf);
+	if (!p->mm.exe)
+		return -ENOMEM;
+	r = ct_proc_read_maps(p->hpid, &p->maps);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read its mappings", (int)p->pid);
+	p->mm.vmas = calloc(MAX(p->maps.n, 1u), sizeof(*p->mm.vmas));
+	if (!p->mm.vmas)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->maps.n; i++) {
+		if (ct_vma_classify(&p->maps.vmas[i]) == CT_VMA_VSYSCALL)
+			continue;
+		r = vma_to_image(d, p, &p->maps.vmas[i], &p->mm.vmas[p->mm.n_vmas]);
+		if (r < 0)
+			return r;
+		p->mm.n_vmas++;
+	}
+	return 0;
+}
+
+/* Adds the pages of [addr, addr + len) selected by flags: untouched pages are left out (they
+ * read as zero after a restore too); in private file mappings so are pages still backed by the
+ * file (the restore maps the file). */
+static int add_window(struct ct_image_pages_writer *pw, uint64_t addr, const uint8_t *buf,
+		      const uint8_t *flags, size_t n_pages, bool file, uint64_t *ret_pages)
+{
+	size_t i = 0;
+
+	while (i < n_pages) {
+		size_t j;
+
+		if ((flags[i] & CT_PAGE_ABSENT) || (file && (flags[i] & CT_PAGE_FILE))) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n_pages && !(flags[j] & CT_PAGE_ABSENT) &&
+				!(file && (flags[j] & CT_PAGE_FILE));
+		     j++)
+			;
+		int r = ct_image_pages_writer_add(pw, addr + i * CT_PAGE_SIZE,
+						  buf + i * CT_PAGE_SIZE, j - i);
+		if (r < 0)
+			return r;
+		*ret_pages += j - i;
+		i = j;
+	}
+	return 0;
+}
+
+static unsigned reader_threads(const struct dumper *d)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (d->o->n_threads)
+		return d->o->n_threads;
+	return (unsigned)CLAMP(n, 1, 4);
+}
+
+int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
+{
+	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
+	_cleanup_free_ uint8_t *buf = NULL, *flags = NULL;
+	struct ct_mem mem;
+	uint64_t pages = 0;
+	bool any = false;
+	int r;
+
+	for (size_t i = 0; i < p->mm.n_vmas; i++)
+		any = any || p->mm.vmas[i].pages == CT_IMAGE_VMA_PAGES_PRIVATE;
+	if (!any)
+		return 0;
+	buf = malloc(MEM_WINDOW);
+	flags = malloc(MEM_WINDOW / CT_PAGE_SIZE);
+	if (!buf || !flags)
+		return -ENOMEM;
+	r = ct_mem_open(p->hpid, &mem);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot open its memory: %s", (int)p->pid,
+				 strerror(-r));
+	r = ct_image_writer_pages_begin(w, false, (uint64_t)p->pid, &pw);
+	for (size_t i = 0; r >= 0 && i < p->mm.n_vmas; i++) {
+		const struct ct_image_vma *v = &p->mm.vmas[i];
+		bool file = v->kind == CT_IMAGE_VMA_FILE_PRIVATE;
+
+		if (v->pages != CT_IMAGE_VMA_PAGES_PRIVATE)
+			continue;
+		for (uint64_t a = v->start; r >= 0 && a < v->end; a += MEM_WINDOW) {
+			size_t len = (size_t)MIN((uint64_t)MEM_WINDOW, v->end - a);
+			struct ct_mem_range range = {a, len, buf, flags};
+
+			r = ct_mem_read_parallel(&mem, &range, 1, reader_threads(d), true);
+			if (r < 0) {
+				r = dump_fail(d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
+					      (int)p->pid, a, strerror(-r));
+				break;
+			}
+			r = add_window(pw, a, buf, flags, len / CT_PAGE_SIZE, file, &pages);
+		}
+	}
+	ct_mem_close(&mem);
+	if (r >= 0)
+		r = ct_image_pages_writer_finish(TAKE_PTR(pw));
+	d->stats->pages += pages;
+	return r;
+}
+
+int dump_shm_contents(struct dumper *d, struct ct_image_writer *w)
+{
+	_cleanup_free_ uint8_t *buf = malloc(MEM_WINDOW);
+
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->n_shms; i++) {
+		_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
+		struct dshm *s = &d->shms[i];
+		off_t off = 0;
+		int r;
+
+		r = ct_image_writer_pages_begin(w, true, s->ino, &pw);
+		if (r < 0)
+			return r;
+		/* Holes were never written: they stay holes. */
+		while ((uint64_t)off < s->size) {
+			off_t data = lseek(s->fd, off, SEEK_DATA), hole;
+
+			if (data < 0)
+				break; /* ENXIO: no data after off */
+			hole = lseek(s->fd, data, SEEK_HOLE);
+			if (hole < 0)
+				hole = (off_t)s->size;
+			data &= ~(off_t)(CT_PAGE_SIZE - 1);
+			for (off = data; off < hole;) {
+				size_t len = (size_t)MIN((off_t)MEM_WINDOW, hole - off);
+				ssize_t k;
+
+				len = (len + CT_PAGE_SIZE - 1) & ~(size_t)(CT_PAGE_SIZE - 1);
+				memset(buf, 0, len);
+				k = pread(s->fd, buf, len, off);
+				if (k < 0)
+					return dump_fail(d, NEG_ERRNO(),
+							 "shared memory %" PRIu64 ": read: %m",
+							 s->ino);
+				r = ct_image_pages_writer_add(pw, (uint64_t)off, buf,
+							      len / CT_PAGE_SIZE);
+				if (r < 0)
+					return r;
+				d->stats->pages += len / CT_PAGE_SIZE;
+				off += (off_t)len;
+			}
+		}
+		r = ct_image_pages_writer_finish(TAKE_PTR(pw));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

@@ -1,0 +1,753 @@
+/* Checkpoint: freeze, seize, collect every process's state, write the image, then kill or thaw. */
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/dump-internal.h"
+#include "checkpoint/ct/memory-internal.h"
+#include "common/common.h"
+
+#define SCRATCH_SIZE 4096
+
+int dump_fail(struct dumper *d, int r, const char *format, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (d->err[0])
+		return r;
+	n = (size_t)snprintf(d->err, CT_ENGINE_ERROR_MAX, "%s: ", d->o->name);
+	if (n < CT_ENGINE_ERROR_MAX) {
+		va_start(ap, format);
+		vsnprintf(d->err + n, CT_ENGINE_ERROR_MAX - n, format, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+pid_t dump_ns_pid(const struct dumper *d, pid_t host)
+{
+	size_t lo = 0, hi = d->n_tids;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (d->tids[mid].host == host)
+			return d->tids[mid].ns;
+		if (d->tids[mid].host < host)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+int dump_inject(struct dumper *d, struct ct_ptrace_task *t, long nr, long a0, long a1, long a2,
+		long a3, long *ret)
+{
+	const long args[6] = {a0, a1, a2, a3, 0, 0};
+	int r = ct_ptrace_task_inject(t, nr, args, ret);
+
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot run a system call in the task: %s",
+				 (int)dump_ns_pid(d, t->tid), strerror(-r));
+	return 0;
+}
+
+/* Injected call that must succeed; its result in *ret. */
+static int inject_ok(struct dumper *d, struct ct_ptrace_task *t, const char *what, long nr, long a0,
+		     long a1, long a2, long a3, long *ret)
+{
+	long res;
+	int r = dump_inject(d, t, nr, a0, a1, a2, a3, &res);
+
+	if (r < 0)
+		return r;
+	if (res < 0 && res > -4096)
+		return dump_fail(d, (int)res, "pid %d: %s failed in the task: %s",
+				 (int)dump_ns_pid(d, t->tid), what, strerror((int)-res));
+	if (ret)
+		*ret = res;
+	return 0;
+}
+
+static int scratch_read(struct dproc *p, size_t off, void *buf, size_t len)
+{
+	struct iovec local = {buf, len}, remote = {(void *)(p->scratch + off), len};
+
+	if (process_vm_readv(p->hpid, &local, 1, &remote, 1, 0) != (ssize_t)len)
+		return NEG_ERRNO();
+	return 0;
+}
+
+static int read_small(const char *path, char **ret)
+{
+	return read_full_file(path, 1 << 16, ret, NULL);
+}
+
+/* "Key:\tvalue" of /proc/PID/status. */
+static int status_field(const char *text, const char *key, const char **ret)
+{
+	size_t klen = strlen(key);
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+		if (strneq(l, key, klen) && l[klen] == ':') {
+			*ret = l + klen + 1;
+			return 0;
+		}
+	return -ENOENT;
+}
+
+static int dump_creds(struct dumper *d, struct dproc *p, const struct ct_proc_status *st)
+{
+	static const char *const capkeys[5] = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"};
+	_cleanup_free_ char *text = NULL;
+	char path[64];
+	const char *v;
+	int r;
+
+	for (int i = 0; i < 4; i++) {
+		p->task.creds.uids[i] = st->uid[i];
+		p->task.creds.gids[i] = st->gid[i];
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->hpid);
+	r = read_small(path, &text);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read %s: %s", (int)p->pid, path,
+				 strerror(-r));
+	for (int i = 0; i < 5; i++) {
+		if (status_field(text, capkeys[i], &v) < 0 ||
+		    sscanf(v, "%" SCNx64, &p->task.creds.caps[i]) != 1)
+			return dump_fail(d, -EBADMSG, "pid %d: no %s in %s", (int)p->pid,
+					 capkeys[i], path);
+	}
+	if (status_field(text, "Groups", &v) == 0) {
+		for (;;) {
+			char *end;
+			unsigned long g = strtoul(v, &end, 10);
+			uint32_t *n;
+
+			if (end == v)
+				break;
+			n = reallocarray(p->task.creds.groups, p->task.creds.n_groups + 1,
+					 sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			p->task.creds.groups = n;
+			n[p->task.creds.n_groups++] = (uint32_t)g;
+			v = end;
+		}
+	}
+	return 0;
+}
+
+static int peek_siginfo(struct dumper *d, pid_t tid, bool shared, uint8_t **ret, size_t *ret_n)
+{
+	size_t n = 0;
+
+	*ret = NULL;
+	for (;;) {
+		struct __ptrace_peeksiginfo_args a = {.off = n, .flags = shared ? 1 : 0, .nr = 32};
+		uint8_t buf[32 * CT_IMAGE_SIGINFO_SIZE], *m;
+		long k = ptrace(PTRACE_PEEKSIGINFO, tid, &a, buf);
+
+		if (k < 0)
+			return dump_fail(d, NEG_ERRNO(), "task %d: PTRACE_PEEKSIGINFO failed: %m",
+					 (int)dump_ns_pid(d, tid));
+		if (k == 0)
+			break;
+		if (n + (size_t)k > CT_IMAGE_SIGINFO_MAX)
+			return dump_fail(d, -E2BIG, "task %d: more than %u signals queued",
+					 (int)dump_ns_pid(d, tid), CT_IMAGE_SIGINFO_MAX);
+		m = realloc(*ret, (n + (size_t)k) * CT_IMAGE_SIGINFO_SIZE);
+		if (!m)
+			return -ENOMEM;
+		memcpy(m + n * CT_IMAGE_SIGINFO_SIZE, buf, (size_t)k * CT_IMAGE_SIGINFO_SIZE);
+		*ret = m;
+		n += (size_t)k;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task *t,
+		       struct ct_image_thread *th)
+{
+	struct __ptrace_rseq_configuration rseq = {};
+	struct user_regs_struct regs;
+	struct ct_proc_status st;
+	_cleanup_free_ char *comm = NULL;
+	void *xs = NULL;
+	size_t xs_size, len;
+	uint64_t head = 0, stack[3];
+	char path[96];
+	long res;
+	int r;
+
+	th->tid = (uint32_t)dump_ns_pid(d, t->tid);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", (int)p->hpid, (int)t->tid);
+	r = read_small(path, &comm);
+	if (r < 0)
+		return dump_fail(d, r, "task %u: cannot read its name: %s", th->tid, strerror(-r));
+	comm[strcspn(comm, "\n")] = 0;
+	strscpy(th->comm, comm, sizeof(th->comm));
+	if (ptrace(PTRACE_GETSIGMASK, t->tid, sizeof(th->sigmask), &th->sigmask) < 0)
+		return dump_fail(d, NEG_ERRNO(), "task %u: PTRACE_GETSIGMASK failed: %m", th->tid);
+	r = ct_proc_read_status(t->tid, &st);
+	if (r < 0)
+		return dump_fail(d, r, "task %u: cannot read its status", th->tid);
+	th->sigpending = st.sigpnd;
+	r = peek_siginfo(d, t->tid, false, &th->siginfo, &th->n_siginfo);
+	if (r < 0)
+		return r;
+	if (syscall(SYS_get_robust_list, t->tid, &head, &len) < 0)
+		return dump_fail(d, NEG_ERRNO(), "task %u: get_robust_list failed: %m", th->tid);
+	th->robust_list = head;
+	th->robust_list_len = len;
+	if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, t->tid, sizeof(rseq), &rseq) < 0)
+		return dump_fail(d, NEG_ERRNO(), "task %u: PTRACE_GET_RSEQ_CONFIGURATION: %m",
+				 th->tid);
+	th->rseq = rseq.rseq_abi_pointer;
+	th->rseq_len = rseq.rseq_abi_size;
+	th->rseq_sig = rseq.signature;
+	r = inject_ok(d, t, "prctl(PR_GET_TID_ADDRESS)", SYS_prctl, PR_GET_TID_ADDRESS,
+		      (long)p->scratch, 0, 0, NULL);
+	if (r >= 0)
+		r = scratch_read(p, 0, &th->tid_address, 8);
+	if (r >= 0)
+		r = inject_ok(d, t, "sigaltstack", SYS_sigaltstack, 0, (long)p->scratch, 0, 0,
+			      &res);
+	if (r >= 0)
+		r = scratch_read(p, 0, stack, sizeof(stack));
+	if (r < 0)
+		return dump_fail(d, r, "task %u: cannot read its tid address or signal stack",
+				 th->tid);
+	/* stack_t: ss_sp, int ss_flags (padded), ss_size. On the stack now is no state. */
+	th->altstack_sp = stack[0];
+	th->altstack_flags = (uint32_t)stack[1] & ~(uint32_t)SS_ONSTACK;
+	th->altstack_size = stack[2];
+
+	r = ct_ptrace_get_regs(t->tid, &regs);
+	if (r >= 0)
+		r = ct_ptrace_get_xstate(t->tid, &xs, &xs_size);
+	if (r < 0)
+		return dump_fail(d, r, "task %u: cannot read its registers: %s", th->tid,
+				 strerror(-r));
+	th->regsets = calloc(2, sizeof(*th->regsets));
+	if (!th->regsets) {
+		free(xs);
+		return -ENOMEM;
+	}
+	th->regsets[0] = (struct ct_image_regset){NT_PRSTATUS, sizeof(regs), malloc(sizeof(regs))};
+	th->regsets[1] = (struct ct_image_regset){NT_X86_XSTATE, (uint32_t)xs_size, xs};
+	th->n_regsets = 2;
+	if (!th->regsets[0].data)
+		return -ENOMEM;
+	memcpy(th->regsets[0].data, &regs, sizeof(regs));
+	return 0;
+}
+
+static int dump_sigactions(struct dumper *d, struct dproc *p, uint64_t sigs)
+{
+	struct ct_ptrace_task *t = p->threads[0];
+
+	for (int sig = 1; sig <= CT_IMAGE_SIGNALS; sig++) {
+		uint64_t sa[4];
+		int r;
+
+		if (!(sigs & (UINT64_C(1) << (sig - 1))))
+			continue;
+		r = inject_ok(d, t, "rt_sigaction", SYS_rt_sigaction, sig, 0, (long)p->scratch, 8,
+			      NULL);
+		if (r >= 0)
+			r = scratch_read(p, 0, sa, sizeof(sa));
+		if (r < 0)
+			return dump_fail(d, r, "pid %d: cannot read the action of signal %d",
+					 (int)p->pid, sig);
+		/* struct kernel_sigaction: handler, flags, restorer, mask */
+		p->task.sigactions[sig - 1] =
+			(struct ct_image_sigaction){sa[0], sa[1], sa[2], sa[3]};
+	}
+	return 0;
+}
+
+static int dump_timers(struct dumper *d, struct dproc *p)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[64];
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/timers", (int)p->hpid);
+	r = read_small(path, &text);
+	if (r >= 0 && text[0])
+		return dump_fail(d, -EOPNOTSUPP, "pid %d: POSIX timers are not supported",
+				 (int)p->pid);
+	for (int which = 0; which < 3; which++) {
+		uint64_t itv[4];
+
+		r = inject_ok(d, p->threads[0], "getitimer", SYS_getitimer, which, (long)p->scratch,
+			      0, 0, NULL);
+		if (r >= 0)
+			r = scratch_read(p, 0, itv, sizeof(itv));
+		if (r < 0)
+			return dump_fail(d, r, "pid %d: cannot read its interval timers",
+					 (int)p->pid);
+		p->task.itimers[2 * which] = itv[0] * USEC_PER_SEC + itv[1];
+		p->task.itimers[2 * which + 1] = itv[2] * USEC_PER_SEC + itv[3];
+	}
+	return 0;
+}
+
+static int dump_path_link(struct dumper *d, struct dproc *p, const char *what, char **ret)
+{
+	char path[64], buf[PATH_MAX + 16];
+	ssize_t k;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)p->hpid, what);
+	k = readlink(path, buf, sizeof(buf) - 1);
+	if (k < 0)
+		return dump_fail(d, NEG_ERRNO(), "pid %d: cannot read its %s: %m", (int)p->pid,
+				 what);
+	buf[k] = 0;
+	if (k > 10 && streq(buf + k - 10, " (deleted)"))
+		return dump_fail(d, -EOPNOTSUPP, "pid %d: its %s %s was deleted", (int)p->pid, what,
+				 buf);
+	*ret = strdup(buf);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Namespaces other than the container's own are not supported inside it. */
+static int check_namespaces(struct dumper *d, struct dproc *p, const struct dproc *root)
+{
+	static const char *const nss[] = {"mnt",  "uts",    "ipc", "net", "pid_for_children",
+					  "user", "cgroup", "time"};
+
+	for (size_t i = 0; i < ELEMENTSOF(nss); i++) {
+		char a[64], b[64];
+		struct stat sa, sb;
+
+		snprintf(a, sizeof(a), "/proc/%d/ns/%s", (int)p->hpid, nss[i]);
+		snprintf(b, sizeof(b), "/proc/%d/ns/%s", (int)root->hpid, nss[i]);
+		if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+			continue;
+		if (sa.st_ino != sb.st_ino)
+			return dump_fail(d, -EOPNOTSUPP,
+					 "pid %d: a %s namespace of its own is not supported",
+					 (int)p->pid, nss[i]);
+	}
+	return 0;
+}
+
+static int dump_process(struct dumper *d, struct dproc *p)
+{
+	struct ct_proc_status st;
+	struct ct_proc_stat sst;
+	_cleanup_free_ char *pers = NULL;
+	char path[64];
+	long res;
+	int r;
+
+	p->task.pid = (uint32_t)p->pid;
+	r = ct_proc_read_status(p->hpid, &st);
+	if (r >= 0)
+		r = ct_proc_read_stat(p->hpid, &sst);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read its status", (int)p->pid);
+	p->task.ppid = p->pid == 1 ? 0 : (uint32_t)dump_ns_pid(d, st.ppid);
+	p->task.pgid = (uint32_t)dump_ns_pid(d, sst.pgrp);
+	p->task.sid = (uint32_t)dump_ns_pid(d, sst.session);
+	if (p->pid != 1 && !p->task.ppid)
+		return dump_fail(d, -EOPNOTSUPP, "pid %d: its parent is outside the container",
+				 (int)p->pid);
+	if (!p->task.pgid || !p->task.sid)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d: its process group or session is outside the container",
+				 (int)p->pid);
+	strscpy(p->task.comm, sst.comm, sizeof(p->task.comm));
+	r = dump_creds(d, p, &st);
+	if (r < 0)
+		return r;
+	for (int i = 0; i < CT_IMAGE_RLIMITS; i++) {
+		struct rlimit rl;
+
+		if (prlimit(p->hpid, i, NULL, &rl) < 0)
+			return dump_fail(d, NEG_ERRNO(), "pid %d: prlimit failed: %m", (int)p->pid);
+		p->task.rlimits[i] = (struct ct_image_rlimit){rl.rlim_cur, rl.rlim_max};
+	}
+	snprintf(path, sizeof(path), "/proc/%d/personality", (int)p->hpid);
+	r = read_small(path, &pers);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read its personality", (int)p->pid);
+	p->task.personality = (uint32_t)strtoul(pers, NULL, 16);
+	r = dump_path_link(d, p, "cwd", &p->task.cwd);
+	if (r >= 0)
+		r = dump_path_link(d, p, "root", &p->task.root);
+	if (r < 0)
+		return r;
+
+	/* A page for the results of injected calls, unmapped before the layout is read. */
+	r = inject_ok(d, p->threads[0], "mmap", SYS_mmap, 0, SCRATCH_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, &res);
+	if (r < 0)
+		return r;
+	p->scratch = (unsigned long)res;
+	r = inject_ok(d, p->threads[0], "prctl(PR_GET_SECUREBITS)", SYS_prctl, PR_GET_SECUREBITS, 0,
+		      0, 0, &res);
+	if (r < 0)
+		return r;
+	p->task.creds.securebits = (uint32_t)res;
+	r = dump_sigactions(d, p, st.sigcgt | st.sigign);
+	if (r < 0)
+		return r;
+	p->task.shared_pending = st.shdpnd;
+	r = peek_siginfo(d, p->hpid, true, &p->task.shared_siginfo, &p->task.n_shared_siginfo);
+	if (r < 0)
+		return r;
+	r = dump_timers(d, p);
+	if (r < 0)
+		return r;
+	p->task.threads = calloc(p->n_threads, sizeof(*p->task.threads));
+	if (!p->task.threads)
+		return -ENOMEM;
+	for (size_t i = 0; i < p->n_threads; i++) {
+		r = dump_thread(d, p, p->threads[i], &p->task.threads[i]);
+		p->task.n_threads = i + 1;
+		if (r < 0)
+			return r;
+	}
+	r = inject_ok(d, p->threads[0], "munmap", SYS_munmap, (long)p->scratch, SCRATCH_SIZE, 0, 0,
+		      NULL);
+	if (r < 0)
+		return r;
+	p->scratch = 0;
+	r = check_namespaces(d, p, &d->procs[0]);
+	if (r < 0)
+		return r;
+	r = dump_mm(d, p);
+	if (r < 0)
+		return r;
+	return dump_fds(d, p);
+}
+
+static int cmp_tid(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int cmp_dproc(const void *a, const void *b)
+{
+	const struct dproc *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Groups the seized tasks into processes and learns every task's pid in the container. */
+static int build_procs(struct dumper *d)
+{
+	struct ct_ptrace_set *s = d->set;
+	int r;
+
+	d->tids = calloc(MAX(s->n, 1u), sizeof(*d->tids));
+	d->procs = calloc(MAX(s->n, 1u), sizeof(*d->procs));
+	if (!d->tids || !d->procs)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n; i++) {
+		struct ct_proc_status st;
+
+		r = ct_proc_read_status(s->tasks[i].tid, &st);
+		if (r < 0)
+			return dump_fail(d, r, "task %d (host) vanished", (int)s->tasks[i].tid);
+		d->tids[i].host = s->tasks[i].tid;
+		d->tids[i].ns = st.nspid[st.n_nspid - 1];
+		if (s->tasks[i].tid == d->o->root_pid && d->tids[i].ns != 1)
+			return dump_fail(d, -EINVAL, "pid %d (host) is not the container's init",
+					 (int)d->o->root_pid);
+	}
+	d->n_tids = s->n;
+	qsort(d->tids, d->n_tids, sizeof(*d->tids), cmp_tid); /* host pid is the first member */
+	for (size_t i = 0; i < s->n; i++) {
+		struct ct_ptrace_task *t = &s->tasks[i];
+		struct dproc *p = NULL;
+		struct ct_ptrace_task **n;
+
+		for (size_t j = 0; j < d->n_procs && !p; j++)
+			if (d->procs[j].hpid == t->tgid)
+				p = &d->procs[j];
+		if (!p) {
+			p = &d->procs[d->n_procs++];
+			p->hpid = t->tgid;
+			p->pid = dump_ns_pid(d, t->tgid);
+			p->pidfd = -EBADF;
+			if (!p->pid)
+				return dump_fail(d, -ESRCH,
+						 "process %d (host) is not in the container",
+						 (int)t->tgid);
+		}
+		n = reallocarray(p->threads, p->n_threads + 1, sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		p->threads = n;
+		/* The leader first, then ascending tids. */
+		if (t->tid == t->tgid) {
+			memmove(n + 1, n, p->n_threads * sizeof(*n));
+			n[0] = t;
+		} else
+			n[p->n_threads] = t;
+		p->n_threads++;
+	}
+	qsort(d->procs, d->n_procs, sizeof(*d->procs), cmp_dproc);
+	if (d->n_procs == 0 || d->procs[0].pid != 1 || d->procs[0].hpid != d->o->root_pid)
+		return dump_fail(d, -ESRCH, "its init (pid %d on the host) is not in its cgroup",
+				 (int)d->o->root_pid);
+	for (size_t i = 0; i < d->n_procs; i++) {
+		struct dproc *p = &d->procs[i];
+
+		if (p->threads[0]->tid != p->hpid)
+			return dump_fail(d, -EOPNOTSUPP, "pid %d: its main thread has exited",
+					 (int)p->pid);
+		p->pidfd = (int)syscall(SYS_pidfd_open, p->hpid, 0);
+		if (p->pidfd < 0)
+			return dump_fail(d, NEG_ERRNO(), "pid %d: pidfd_open failed: %m",
+					 (int)p->pid);
+	}
+	return 0;
+}
+
+/* The container's hostname, read in a thread that joins its UTS namespace. */
+static void *read_hostname(void *arg)
+{
+	char **io = arg;
+	struct utsname u;
+	int fd = open(io[0], O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	if (setns(fd, CLONE_NEWUTS) == 0 && uname(&u) == 0)
+		io[1] = strdup(u.nodename);
+	close(fd);
+	return NULL;
+}
+
+static int vdso_layout(const struct ct_vma_list *maps, struct ct_image_vdso_layout *ret)
+{
+	*ret = (struct ct_image_vdso_layout){};
+	for (size_t i = 0; i < maps->n; i++) {
+		const struct ct_vma *v = &maps->vmas[i];
+
+		switch (ct_vma_classify(v)) {
+		case CT_VMA_VVAR:
+			ret->vvar_start = v->start, ret->vvar_end = v->end;
+			break;
+		case CT_VMA_VVAR_VCLOCK:
+			ret->vvar_vclock_start = v->start, ret->vvar_vclock_end = v->end;
+			break;
+		case CT_VMA_VDSO:
+			ret->vdso_start = v->start, ret->vdso_end = v->end;
+			break;
+		default:
+			break;
+		}
+	}
+	return ret->vdso_start ? 0 : -ENOENT;
+}
+
+static int write_image(struct dumper *d, struct ct_image_writer **ret_w)
+{
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	struct ct_image_inventory inv = {};
+	struct utsname u;
+	char nspath[64], *io[2] = {nspath, NULL};
+	pthread_t th;
+	struct stat st;
+	usec_t t0 = now_usec(CLOCK_MONOTONIC);
+	int r;
+
+	uname(&u);
+	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/uts", (int)d->o->root_pid);
+	if (pthread_create(&th, NULL, read_hostname, io) == 0)
+		pthread_join(th, NULL);
+	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/net", (int)d->o->root_pid);
+	inv.netns = stat(nspath, &st) == 0 && st.st_ino != d->net_ino;
+	inv = (struct ct_image_inventory){
+		.container = (char *)d->o->name,
+		.kernel_release = u.release,
+		.arch = u.machine,
+		.root_pid = 1,
+		.created_usec = now_usec(CLOCK_REALTIME),
+		.hostname = io[1],
+		.netns = inv.netns,
+	};
+	if (vdso_layout(&d->procs[0].maps, &inv.vdso) < 0) {
+		free(io[1]);
+		return dump_fail(d, -EOPNOTSUPP, "pid 1 has no [vdso]");
+	}
+	r = ct_image_writer_new(d->o->dir, &inv, &w);
+	free(io[1]);
+	if (r < 0)
+		return dump_fail(d, r, "cannot create the image in %s: %s", d->o->dir,
+				 strerror(-r));
+	r = ct_image_writer_set_compression(w, d->o->compress_level);
+	for (size_t i = 0; r >= 0 && i < d->n_procs; i++) {
+		r = ct_image_writer_add_task(w, &d->procs[i].task);
+		if (r >= 0)
+			r = ct_image_writer_add_mm(w, &d->procs[i].mm);
+		if (r >= 0)
+			r = ct_image_writer_add_fds(w, &d->procs[i].fds);
+	}
+	if (r < 0)
+		return dump_fail(d, r, "writing the image failed: %s", strerror(-r));
+	d->stats->state_usec += now_usec(CLOCK_MONOTONIC) - t0;
+	t0 = now_usec(CLOCK_MONOTONIC);
+	for (size_t i = 0; r >= 0 && i < d->n_procs; i++)
+		r = dump_memory(d, w, &d->procs[i]);
+	if (r >= 0)
+		r = dump_shm_contents(d, w);
+	if (r >= 0)
+		r = ct_image_writer_finish(w);
+	if (r < 0)
+		return dump_fail(d, r, "writing the memory to the image failed: %s", strerror(-r));
+	d->stats->memory_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	*ret_w = TAKE_PTR(w);
+	return 0;
+}
+
+static void dumper_done(struct dumper *d)
+{
+	dump_files_release(d, false);
+	safe_close(d->diag_fd);
+	for (size_t i = 0; i < d->n_shms; i++)
+		safe_close(d->shms[i].fd);
+	free(d->shms);
+	for (size_t i = 0; i < d->n_procs; i++) {
+		struct dproc *p = &d->procs[i];
+
+		safe_close(p->pidfd);
+		free(p->threads);
+		ct_vma_list_done(&p->maps);
+		ct_image_task_done(&p->task);
+		ct_image_mm_done(&p->mm);
+		ct_image_fds_done(&p->fds);
+	}
+	free(d->procs);
+	free(d->tids);
+	ct_ptrace_set_free(d->set);
+}
+
+static uint64_t dir_bytes(const char *dir)
+{
+	_cleanup_free_ char *cmd = NULL;
+	uint64_t total = 0;
+	DIR *dd = opendir(dir);
+	struct dirent *e;
+
+	if (!dd)
+		return 0;
+	while ((e = readdir(dd))) {
+		struct stat st;
+
+		if (fstatat(dirfd(dd), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_size;
+	}
+	closedir(dd);
+	return total;
+}
+
+int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
+	    char err[CT_ENGINE_ERROR_MAX])
+{
+	struct ct_dump_stats stats = {};
+	struct dumper d = {
+		.o = o, .err = err, .stats = &stats, .next_file_id = 1, .diag_fd = -EBADF};
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	usec_t t0 = now_usec(CLOCK_MONOTONIC), t;
+	struct stat st;
+	int r, k;
+
+	err[0] = 0;
+	if (stat("/proc/self/ns/net", &st) == 0)
+		d.net_ino = st.st_ino;
+	r = ct_cgroup_freeze(o->cg, o->timeout);
+	if (r < 0) {
+		dump_fail(&d, r, "cannot freeze its cgroup: %s", ct_cgroup_last_error(o->cg));
+		(void)ct_cgroup_thaw(o->cg, o->timeout);
+		return r;
+	}
+	t = now_usec(CLOCK_MONOTONIC);
+	stats.freeze_usec = t - t0;
+	r = ct_ptrace_seize_cgroup(o->cg, o->timeout, &d.set);
+	if (r < 0) {
+		dump_fail(&d, r, "cannot seize its tasks: %s", strerror(-r));
+		(void)ct_cgroup_thaw(o->cg, o->timeout);
+		return r;
+	}
+	stats.seize_usec = now_usec(CLOCK_MONOTONIC) - t;
+	t = now_usec(CLOCK_MONOTONIC);
+	r = build_procs(&d);
+	for (size_t i = 0; r >= 0 && i < d.n_procs; i++)
+		r = dump_process(&d, &d.procs[i]);
+	if (r >= 0)
+		r = dump_fds_check(&d);
+	for (size_t i = 0; i < d.n_procs; i++) {
+		stats.n_threads += (unsigned)d.procs[i].n_threads;
+		stats.n_fds += (unsigned)d.procs[i].fds.n_fds;
+		stats.n_vmas += (unsigned)d.procs[i].mm.n_vmas;
+	}
+	stats.n_procs = (unsigned)d.n_procs;
+	stats.state_usec = now_usec(CLOCK_MONOTONIC) - t;
+	if (r >= 0)
+		r = write_image(&d, &w);
+	stats.frozen_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	t = now_usec(CLOCK_MONOTONIC);
+	if (r < 0 || o->leave_running) {
+		/* Scratch pages still mapped after a failure go before the tasks run on. */
+		for (size_t i = 0; i < d.n_procs; i++)
+			if (d.procs[i].scratch) {
+				long res;
+				const long a[6] = {(long)d.procs[i].scratch, SCRATCH_SIZE};
+
+				(void)ct_ptrace_task_inject(d.procs[i].threads[0], SYS_munmap, a,
+							    &res);
+			}
+		dump_files_release(&d, false);
+		k = ct_ptrace_set_detach(d.set, o->cg, CT_DETACH_RUNNING, o->timeout);
+		if (k < 0 && r >= 0)
+			r = dump_fail(&d, k, "letting its tasks go failed: %s", strerror(-k));
+	} else {
+		k = ct_ptrace_set_detach(d.set, o->cg, CT_DETACH_FROZEN, o->timeout);
+		if (k >= 0)
+			k = ct_cgroup_kill(o->cg, o->timeout);
+		/* Sockets in repair mode close silently only now that the container is gone. */
+		dump_files_release(&d, true);
+		if (k < 0)
+			r = dump_fail(&d, k, "killing it after the checkpoint failed: %s",
+				      ct_cgroup_last_error(o->cg));
+	}
+	stats.release_usec = now_usec(CLOCK_MONOTONIC) - t;
+	stats.image_bytes = dir_bytes(o->dir);
+	dumper_done(&d);
+	if (ret_stats)
+		*ret_stats = stats;
+	return r;
+}

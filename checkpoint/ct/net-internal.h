@@ -1,0 +1,41 @@
+/* Pipes and sockets of a container: their dump (buffered data, unix socket pairs through
+ * sock_diag, TCP through TCP_REPAIR) and their re-creation at restore. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "checkpoint/ct/image-internal.h"
+
+struct dumper;
+struct dproc;
+
+/* Socket states in the records (independent of the kernel's numbers). */
+enum net_sock_state {
+	NET_SOCK_UNCONNECTED,
+	NET_SOCK_LISTEN,
+	NET_SOCK_CONNECTED,
+};
+
+/* Buffered data of the pipe that fd (ours, in the host) is an end of, without consuming it. */
+int net_pipe_peek(pid_t hpid, int task_fd, int ours, size_t size, uint8_t **ret, size_t *ret_len);
+
+/* Fills rec for a socket; *ret_repair is set when a TCP socket was put in repair mode. */
+int net_dump_socket(struct dumper *d, struct dproc *p, int fd, int ours, uint64_t ino,
+		    struct ct_image_fd *rec, bool *ret_repair);
+/* Every unix socket connected to another in the container, every epoll target present. */
+int net_dump_check(struct dumper *d);
+void net_tcp_repair_off(int fd);
+
+/* Restore: a socket for rec, created in the network namespace netns_fd (-1: ours). For a
+ * unix pair, *ret_peer gets the other end (for the record whose object is peer). */
+int net_restore_socket(const struct ct_image_fd *rec, int netns_fd, int *ret_fd, char *err,
+		       size_t errlen);
+int net_restore_unix_pair(const struct ct_image_fd *a, const struct ct_image_fd *b, int *ret_a,
+			  int *ret_b, char *err, size_t errlen);
+/* The queued input of rec's socket, sent into it through peer (the other end). */
+int net_unix_refill(const struct ct_image_fd *rec, int peer_fd);
+/* Unix socket type of a record, -1 when the record is not a unix socket. */
+int net_unix_record_peer(const struct ct_image_fd *rec, uint64_t *ret_peer);

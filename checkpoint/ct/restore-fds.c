@@ -1,0 +1,464 @@
+/* Restore of file descriptors: paths are opened by the task itself (inside its container's
+ * view), kernel objects (pipes, sockets, eventfd, timerfd, signalfd, epoll, memfd) are made here
+ * and passed in over the fd channel; one object per open file description, shared as before. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/fdblob-internal.h"
+#include "checkpoint/ct/net-internal.h"
+#include "checkpoint/ct/restore-internal.h"
+#include "common/common.h"
+
+#define TFD_IOC_SET_TICKS_ _IOW('T', 0, uint64_t)
+
+enum {
+	OBJ_FILE = 1,	    /* key: file id */
+	OBJ_PIPE = 2,	    /* key: pipe inode; fd read end, fd2 write end */
+	OBJ_SHM = 3,	    /* restore-mm.c */
+	OBJ_SOCK = 4,	    /* key: socket inode */
+	OBJ_EPOLL_DONE = 5, /* key: file id of an epoll whose interest list is restored */
+};
+
+/* Flags that belong to the open file description and that F_SETFL can set. */
+#define SETFL_MASK (O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME)
+
+static struct robj *obj_find(struct restorer *R, int kind, uint64_t key)
+{
+	for (size_t i = 0; i < R->n_objs; i++)
+		if (R->objs[i].kind == kind && R->objs[i].key == key)
+			return &R->objs[i];
+	return NULL;
+}
+
+/* Takes ownership of fd (and fd2). */
+static int obj_add(struct restorer *R, int kind, uint64_t key, int fd, int fd2)
+{
+	struct robj *n = reallocarray(R->objs, R->n_objs + 1, sizeof(*n));
+
+	if (!n) {
+		safe_close(fd);
+		safe_close(fd2);
+		return -ENOMEM;
+	}
+	R->objs = n;
+	n[R->n_objs++] = (struct robj){.key = key, .kind = kind, .fd = fd, .fd2 = fd2};
+	return 0;
+}
+
+void restore_objs_free(struct restorer *R)
+{
+	for (size_t i = 0; i < R->n_objs; i++) {
+		safe_close(R->objs[i].fd);
+		safe_close(R->objs[i].fd2);
+	}
+	free(R->objs);
+	R->objs = NULL;
+	R->n_objs = 0;
+}
+
+static bool chr_allowed(dev_t rdev)
+{
+	return major(rdev) == 1 && (minor(rdev) == 3 || minor(rdev) == 5 || minor(rdev) == 7 ||
+				    minor(rdev) == 8 || minor(rdev) == 9);
+}
+
+static int check_path(struct restorer *R, uint32_t pid, const char *what, const char *path,
+		      int type)
+{
+	struct stat st;
+	const char *reason;
+
+	if (ct_image_path_check(path, &reason) < 0)
+		return restore_fail(R, -EINVAL, "pid %u %s: %s: %s", pid, what, path, reason);
+	if (stat(path, &st) < 0)
+		return restore_fail(R, -ENOENT, "pid %u %s: %s no longer exists", pid, what, path);
+	if (type == CT_IMAGE_FD_CHR && (!S_ISCHR(st.st_mode) || !chr_allowed(st.st_rdev)))
+		return restore_fail(R, -EPERM, "pid %u %s: %s is not an allowed device", pid, what,
+				    path);
+	if (type == CT_IMAGE_FD_REG && !S_ISREG(st.st_mode))
+		return restore_fail(R, -EINVAL, "pid %u %s: %s is no longer a regular file", pid,
+				    what, path);
+	if (type == CT_IMAGE_FD_DIR && !S_ISDIR(st.st_mode))
+		return restore_fail(R, -EINVAL, "pid %u %s: %s is no longer a directory", pid, what,
+				    path);
+	return 0;
+}
+
+int restore_check_files(struct restorer *R)
+{
+	for (size_t i = 0; i < R->img->n_procs; i++) {
+		const struct ct_image_process *p = &R->img->procs[i];
+		uint32_t pid = p->task.pid;
+		char what[64];
+		int r;
+
+		r = check_path(R, pid, "cwd", p->task.cwd, CT_IMAGE_FD_DIR);
+		if (r < 0)
+			return r;
+		for (size_t j = 0; j < p->mm.n_vmas; j++) {
+			const struct ct_image_vma *v = &p->mm.vmas[j];
+
+			if (v->kind != CT_IMAGE_VMA_FILE_PRIVATE &&
+			    v->kind != CT_IMAGE_VMA_FILE_SHARED)
+				continue;
+			snprintf(what, sizeof(what), "mapping %#" PRIx64, v->start);
+			r = check_path(R, pid, what, v->path, CT_IMAGE_FD_REG);
+			if (r < 0)
+				return r;
+		}
+		for (size_t j = 0; j < p->fds.n_fds; j++) {
+			const struct ct_image_fd *f = &p->fds.fds[j];
+
+			if (f->type != CT_IMAGE_FD_REG && f->type != CT_IMAGE_FD_DIR &&
+			    f->type != CT_IMAGE_FD_CHR)
+				continue;
+			snprintf(what, sizeof(what), "fd %u", f->fd);
+			r = check_path(R, pid, what, f->path, (int)f->type);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static unsigned file_users(struct restorer *R, uint64_t file_id)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < R->img->n_procs; i++)
+		for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++)
+			n += R->img->procs[i].fds.fds[j].file_id == file_id;
+	return n;
+}
+
+/* Regular files, directories and devices: opened by the task, at the dumped offset. */
+static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_fd *f)
+{
+	int flags = (int)f->flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
+	long t;
+	int r;
+
+	r = restore_poke(R, p, p->scratch, f->path, strlen(f->path) + 1);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "open", SYS_openat, AT_FDCWD, (long)p->scratch,
+				 flags, 0, 0, 0, &t);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u fd %u: cannot open %s", p->img->task.pid, f->fd,
+				    f->path);
+	if (f->pos && (f->type == CT_IMAGE_FD_REG || f->type == CT_IMAGE_FD_DIR))
+		r = restore_call(R, p, p->hpid, "lseek", SYS_lseek, t, (long)f->pos, SEEK_SET, 0, 0,
+				 0, NULL);
+	if (r >= 0 && t != f->fd)
+		r = restore_call(R, p, p->hpid, "dup3", SYS_dup3, t, f->fd,
+				 (f->fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0, 0, 0, 0, NULL);
+	if (r >= 0 && t != f->fd)
+		r = restore_call(R, p, p->hpid, "close", SYS_close, t, 0, 0, 0, 0, 0, NULL);
+	else if (r >= 0 && (f->fd_flags & FD_CLOEXEC))
+		r = restore_call(R, p, p->hpid, "fcntl", SYS_fcntl, t, F_SETFD, FD_CLOEXEC, 0, 0, 0,
+				 NULL);
+	if (r < 0 || file_users(R, f->file_id) < 2)
+		return r;
+	/* Shared with other fds: keep a reference to hand to them. */
+	t = syscall(SYS_pidfd_getfd, p->pidfd, f->fd, 0);
+	if (t < 0)
+		return restore_fail(R, NEG_ERRNO(), "pid %u fd %u: pidfd_getfd: %m",
+				    p->img->task.pid, f->fd);
+	return obj_add(R, OBJ_FILE, f->file_id, (int)t, -1);
+}
+
+static int make_pipe(struct restorer *R, const struct ct_image_fd *f, int *ret)
+{
+	struct robj *o = obj_find(R, OBJ_PIPE, f->object);
+	int fds[2], r;
+
+	if (!o) {
+		struct fdblob_reader rd = {f->data, f->data_size};
+		uint64_t size = fdblob_get_u64(&rd);
+		size_t len = 0;
+		const uint8_t *data = fdblob_get_str(&rd, CT_IMAGE_FD_DATA_MAX, &len);
+
+		if (pipe2(fds, O_CLOEXEC) < 0)
+			return NEG_ERRNO();
+		if (!rd.bad && size && fcntl(fds[1], F_SETPIPE_SZ, (int)size) < 0) {
+			r = NEG_ERRNO();
+			close(fds[0]);
+			close(fds[1]);
+			return r;
+		}
+		if (!rd.bad && len && write(fds[1], data, len) != (ssize_t)len) {
+			close(fds[0]);
+			close(fds[1]);
+			return -EIO;
+		}
+		r = obj_add(R, OBJ_PIPE, f->object, fds[0], fds[1]);
+		if (r < 0)
+			return r;
+		o = &R->objs[R->n_objs - 1];
+	}
+	*ret = fcntl((f->flags & O_ACCMODE) == O_WRONLY ? o->fd2 : o->fd, F_DUPFD_CLOEXEC, 3);
+	return *ret < 0 ? NEG_ERRNO() : 0;
+}
+
+static int make_anon(const struct ct_image_fd *f, int *ret)
+{
+	struct fdblob_reader rd = {f->data, f->data_size};
+	int fd = -1;
+
+	switch (f->type) {
+	case CT_IMAGE_FD_EVENTFD: {
+		uint64_t count = fdblob_get_u64(&rd), sem = fdblob_get_u64(&rd);
+
+		if (count > UINT32_MAX) {
+			/* eventfd() takes an unsigned int: add the rest by writing. */
+			fd = eventfd(0, EFD_CLOEXEC | (sem ? EFD_SEMAPHORE : 0));
+			if (fd >= 0 && write(fd, &count, 8) != 8) {
+				close(fd);
+				return -EIO;
+			}
+		} else
+			fd = eventfd((unsigned)count, EFD_CLOEXEC | (sem ? EFD_SEMAPHORE : 0));
+		break;
+	}
+	case CT_IMAGE_FD_SIGNALFD: {
+		uint64_t mask = fdblob_get_u64(&rd);
+
+		fd = (int)syscall(SYS_signalfd4, -1, &mask, 8, SFD_CLOEXEC);
+		break;
+	}
+	case CT_IMAGE_FD_TIMERFD: {
+		uint64_t clk = fdblob_get_u64(&rd), fl = fdblob_get_u64(&rd),
+			 itv = fdblob_get_u64(&rd), val = fdblob_get_u64(&rd),
+			 ticks = fdblob_get_u64(&rd);
+		struct itimerspec its = {{(time_t)(itv / 1000000000), (long)(itv % 1000000000)},
+					 {(time_t)(val / 1000000000), (long)(val % 1000000000)}};
+
+		(void)fl; /* the remaining time is relative: TFD_TIMER_ABSTIME does not apply */
+		fd = timerfd_create((int)clk, TFD_CLOEXEC);
+		if (fd >= 0 && val && timerfd_settime(fd, 0, &its, NULL) < 0) {
+			close(fd);
+			return NEG_ERRNO();
+		}
+		if (fd >= 0 && ticks && ioctl(fd, TFD_IOC_SET_TICKS_, &ticks) < 0) {
+			close(fd);
+			return NEG_ERRNO();
+		}
+		break;
+	}
+	case CT_IMAGE_FD_EPOLL:
+		fd = epoll_create1(EPOLL_CLOEXEC);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (rd.bad) {
+		safe_close(fd);
+		return -EBADMSG;
+	}
+	if (fd < 0)
+		return NEG_ERRNO();
+	*ret = fd;
+	return 0;
+}
+
+static const struct ct_image_fd *find_sock_record(struct restorer *R, uint64_t ino)
+{
+	for (size_t i = 0; i < R->img->n_procs; i++)
+		for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++) {
+			const struct ct_image_fd *f = &R->img->procs[i].fds.fds[j];
+
+			if ((f->type == CT_IMAGE_FD_UNIX || f->type == CT_IMAGE_FD_TCP ||
+			     f->type == CT_IMAGE_FD_UDP) &&
+			    f->object == ino)
+				return f;
+		}
+	return NULL;
+}
+
+static int make_socket(struct restorer *R, struct rproc *p, const struct ct_image_fd *f, int *ret)
+{
+	struct robj *o = obj_find(R, OBJ_SOCK, f->object);
+	char err[256] = "";
+	uint64_t peer_ino = 0;
+	int r, a = -1, b = -1;
+
+	if (!o) {
+		if (net_unix_record_peer(f, &peer_ino) >= 0 && peer_ino) {
+			const struct ct_image_fd *peer = find_sock_record(R, peer_ino);
+
+			if (!peer)
+				return restore_fail(R, -EINVAL,
+						    "pid %u fd %u: its peer socket is "
+						    "not in the image",
+						    p->img->task.pid, f->fd);
+			r = net_restore_unix_pair(f, peer, &a, &b, err, sizeof(err));
+			if (r >= 0)
+				r = net_unix_refill(f, b);
+			if (r >= 0)
+				r = net_unix_refill(peer, a);
+			if (r >= 0)
+				r = obj_add(R, OBJ_SOCK, peer->object, b, -1);
+			else
+				safe_close(b);
+		} else
+			r = net_restore_socket(f, R->netns_fd, &a, err, sizeof(err));
+		if (r >= 0)
+			r = obj_add(R, OBJ_SOCK, f->object, a, -1);
+		else
+			safe_close(a);
+		if (r < 0)
+			return restore_fail(R, r, "pid %u fd %u: socket: %s", p->img->task.pid,
+					    f->fd, err[0] ? err : strerror(-r));
+		o = obj_find(R, OBJ_SOCK, f->object);
+	}
+	*ret = fcntl(o->fd, F_DUPFD_CLOEXEC, 3);
+	return *ret < 0 ? NEG_ERRNO() : 0;
+}
+
+static int make_memfd(struct restorer *R, const struct ct_image_fd *f, int *ret)
+{
+	int shm = restore_shm_fd(R, f->object), fd;
+	char path[64];
+
+	if (shm < 0)
+		return -ENOENT;
+	/* A description of its own (offset, flags), on the same memory. */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", shm);
+	fd = open(path, ((f->flags & O_ACCMODE) == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		return NEG_ERRNO();
+	if (f->pos && lseek(fd, (off_t)f->pos, SEEK_SET) < 0) {
+		close(fd);
+		return NEG_ERRNO();
+	}
+	*ret = fd;
+	return 0;
+}
+
+int restore_fds(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_fds *fds = &p->img->fds;
+
+	for (size_t i = 0; i < fds->n_fds; i++) {
+		const struct ct_image_fd *f = &fds->fds[i];
+		struct robj *shared = obj_find(R, OBJ_FILE, f->file_id);
+		bool cloexec = f->fd_flags & FD_CLOEXEC;
+		int ours = -1, r;
+
+		if (shared) {
+			r = restore_install_fd(R, p, shared->fd, (int)f->fd, cloexec);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		switch (f->type) {
+		case CT_IMAGE_FD_REG:
+		case CT_IMAGE_FD_DIR:
+		case CT_IMAGE_FD_CHR:
+			r = open_path(R, p, f);
+			if (r < 0)
+				return r;
+			continue;
+		case CT_IMAGE_FD_PIPE:
+			r = make_pipe(R, f, &ours);
+			break;
+		case CT_IMAGE_FD_EVENTFD:
+		case CT_IMAGE_FD_SIGNALFD:
+		case CT_IMAGE_FD_TIMERFD:
+		case CT_IMAGE_FD_EPOLL:
+			r = make_anon(f, &ours);
+			break;
+		case CT_IMAGE_FD_MEMFD:
+			r = make_memfd(R, f, &ours);
+			break;
+		case CT_IMAGE_FD_UNIX:
+		case CT_IMAGE_FD_TCP:
+		case CT_IMAGE_FD_UDP:
+			r = make_socket(R, p, f, &ours);
+			break;
+		default:
+			r = -EOPNOTSUPP;
+		}
+		if (r < 0)
+			return restore_fail(R, r, "pid %u fd %u: cannot recreate its %s: %s",
+					    p->img->task.pid, f->fd,
+					    ct_image_fd_type_to_string(f->type), strerror(-r));
+		if (fcntl(ours, F_SETFL, (int)f->flags & SETFL_MASK) < 0) {
+			safe_close(ours);
+			return restore_fail(R, NEG_ERRNO(), "pid %u fd %u: F_SETFL: %m",
+					    p->img->task.pid, f->fd);
+		}
+		r = obj_add(R, OBJ_FILE, f->file_id, ours, -1);
+		if (r < 0)
+			return r;
+		r = restore_install_fd(R, p, ours, (int)f->fd, cloexec);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static const struct ct_image_fd *fd_record(const struct ct_image_fds *fds, uint32_t fd)
+{
+	for (size_t i = 0; i < fds->n_fds; i++)
+		if (fds->fds[i].fd == fd)
+			return &fds->fds[i];
+	return NULL;
+}
+
+int restore_epolls(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_fds *fds = &p->img->fds;
+
+	for (size_t i = 0; i < fds->n_fds; i++) {
+		const struct ct_image_fd *f = &fds->fds[i];
+		struct fdblob_reader rd = {f->data, f->data_size};
+		uint64_t n;
+		int r;
+
+		if (f->type != CT_IMAGE_FD_EPOLL || obj_find(R, OBJ_EPOLL_DONE, f->file_id))
+			continue;
+		r = obj_add(R, OBJ_EPOLL_DONE, f->file_id, -1, -1);
+		if (r < 0)
+			return r;
+		n = fdblob_get_u64(&rd);
+		for (uint64_t j = 0; j < n && !rd.bad; j++) {
+			uint64_t tfd = fdblob_get_u64(&rd), events = fdblob_get_u64(&rd),
+				 data = fdblob_get_u64(&rd);
+			struct epoll_event ev = {.events = (uint32_t)events, .data.u64 = data};
+
+			(void)fdblob_get_u64(&rd); /* inode of the target */
+			if (rd.bad)
+				break;
+			if (tfd > INT32_MAX || !fd_record(fds, (uint32_t)tfd))
+				return restore_fail(R, -EOPNOTSUPP,
+						    "pid %u fd %u: epoll watches fd %" PRIu64
+						    " which this process does not have",
+						    p->img->task.pid, f->fd, tfd);
+			r = restore_poke(R, p, p->scratch, &ev, sizeof(ev));
+			if (r >= 0)
+				r = restore_call(R, p, p->hpid, "epoll_ctl", SYS_epoll_ctl, f->fd,
+						 EPOLL_CTL_ADD, (long)tfd, (long)p->scratch, 0, 0,
+						 NULL);
+			if (r < 0)
+				return r;
+		}
+		if (rd.bad)
+			return restore_fail(R, -EBADMSG, "pid %u fd %u: malformed epoll record",
+					    p->img->task.pid, f->fd);
+	}
+	return 0;
+}

@@ -1,0 +1,68 @@
+/* State shared by the parts of a restore: the image, the processes being rebuilt (each a ptrace
+ * stopped task driven by injected system calls), the fd channel into them and the objects
+ * (files, pipes, sockets, shared memory) created so far. */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "checkpoint/ct/engine-internal.h"
+#include "checkpoint/ct/image-internal.h"
+#include "common/macro.h"
+
+#define RESTORE_SCRATCH_SIZE (64U << 10)
+
+struct rproc {
+	const struct ct_image_process *img;
+	pid_t hpid;   /* as the host sees it */
+	pid_t *htids; /* per image thread; [0] == hpid */
+	int pidfd;
+	unsigned long site; /* a syscall instruction in its [vdso] */
+	unsigned long scratch;
+	bool mm_done;
+};
+
+struct robj {
+	uint64_t key; /* file id, or object inode (pipes, sockets, shm) */
+	int kind;     /* which table: see restore-fds.c */
+	int fd;	      /* ours */
+	int fd2;      /* pipes: the write end; unix pairs: unused */
+};
+
+struct restorer {
+	const struct ct_restore_opts *o;
+	char *err; /* CT_ENGINE_ERROR_MAX */
+	struct ct_image *img;
+	struct rproc *procs; /* parallel to img->procs */
+	size_t n_procs;
+	int chan;    /* our end of the fd channel */
+	int chan_fd; /* its number in the tasks */
+	int netns_fd;
+	unsigned long event_msg; /* the new task of the last injected clone */
+	struct robj *objs;
+	size_t n_objs;
+	struct ct_restore_stats *stats;
+};
+
+int restore_fail(struct restorer *R, int r, const char *format, ...) _printf_(3, 4);
+/* Injected syscall at the process's site in task htid; a failure of the call itself (a
+ * negative result) is reported with what. */
+int restore_call(struct restorer *R, struct rproc *p, pid_t htid, const char *what, long nr,
+		 long a0, long a1, long a2, long a3, long a4, long a5, long *ret);
+int restore_poke(struct restorer *R, struct rproc *p, unsigned long addr, const void *data,
+		 size_t len);
+/* Gives the task the file ours at number target (close-on-exec per cloexec). */
+int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec);
+
+/* restore-mm.c */
+int restore_mm(struct restorer *R, struct rproc *p);
+int restore_shm_objects(struct restorer *R);
+int restore_shm_fd(struct restorer *R, uint64_t shmid);
+
+/* restore-fds.c */
+int restore_fds(struct restorer *R, struct rproc *p);
+int restore_epolls(struct restorer *R, struct rproc *p);
+int restore_check_files(struct restorer *R);
+void restore_objs_free(struct restorer *R);

@@ -1,0 +1,471 @@
+/* Restore of memory: the helper's own mappings go, the vDSO moves to its dumped place, every
+ * VMA is mapped at its old address and filled from the image; shared memory objects are memfds
+ * made once and mapped by every process that shares them. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <linux/prctl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/fdblob-internal.h"
+#include "checkpoint/ct/memory-internal.h"
+#include "checkpoint/ct/restore-internal.h"
+#include "common/common.h"
+
+#define TASK_SIZE_47 0x7ffffffff000UL
+#define OBJ_SHM	     3 /* robj kind, see restore-fds.c for the others */
+
+struct trio {
+	unsigned long start[3], end[3]; /* vvar, vvar_vclock, vdso */
+};
+
+static int helper_trio(struct restorer *R, struct rproc *p, struct trio *ret)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[64];
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->hpid);
+	r = read_full_file(path, 64 << 20, &text, NULL);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: reading its maps failed", p->img->task.pid);
+	*ret = (struct trio){};
+	for (char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		unsigned long s, e;
+		char *nl = strchr(l, '\n');
+		int i = -1;
+
+		if (sscanf(l, "%lx-%lx", &s, &e) != 2)
+			continue;
+		if (nl)
+			*nl = 0;
+		if (strstr(l, "[vvar_vclock]"))
+			i = 1;
+		else if (strstr(l, "[vvar]"))
+			i = 0;
+		else if (strstr(l, "[vdso]"))
+			i = 2;
+		if (nl)
+			*nl = '\n';
+		if (i >= 0)
+			ret->start[i] = s, ret->end[i] = e;
+	}
+	if (!ret->start[2])
+		return restore_fail(R, -ENOENT, "pid %u: the helper has no [vdso]",
+				    p->img->task.pid);
+	return 0;
+}
+
+static void image_trio(const struct ct_image_mm *mm, struct trio *ret)
+{
+	*ret = (struct trio){};
+	for (size_t i = 0; i < mm->n_vmas; i++) {
+		const struct ct_image_vma *v = &mm->vmas[i];
+		int k = v->kind == CT_IMAGE_VMA_VVAR	      ? 0
+			: v->kind == CT_IMAGE_VMA_VVAR_VCLOCK ? 1
+			: v->kind == CT_IMAGE_VMA_VDSO	      ? 2
+							      : -1;
+
+		if (k >= 0)
+			ret->start[k] = v->start, ret->end[k] = v->end;
+	}
+}
+
+static unsigned long trio_lo(const struct trio *t)
+{
+	unsigned long lo = ~0UL;
+
+	for (int i = 0; i < 3; i++)
+		if (t->start[i])
+			lo = MIN(lo, t->start[i]);
+	return lo;
+}
+
+static unsigned long trio_hi(const struct trio *t)
+{
+	unsigned long hi = 0;
+
+	for (int i = 0; i < 3; i++)
+		hi = MAX(hi, t->end[i]);
+	return hi;
+}
+
+/* Moves the three areas by delta, keeping their offsets; the syscall site moves along. */
+static int move_trio(struct restorer *R, struct rproc *p, struct trio *cur, long delta)
+{
+	for (int i = 0; i < 3; i++) {
+		int r;
+
+		if (!cur->start[i])
+			continue;
+		r = restore_call(R, p, p->hpid, "mremap of the vDSO", SYS_mremap,
+				 (long)cur->start[i], (long)(cur->end[i] - cur->start[i]),
+				 (long)(cur->end[i] - cur->start[i]), MREMAP_MAYMOVE | MREMAP_FIXED,
+				 (long)(cur->start[i] + (unsigned long)delta), 0, NULL);
+		if (r < 0)
+			return r;
+		if (i == 2)
+			p->site += (unsigned long)delta;
+		cur->start[i] += (unsigned long)delta;
+		cur->end[i] += (unsigned long)delta;
+	}
+	return 0;
+}
+
+static bool overlaps(unsigned long a0, unsigned long a1, unsigned long b0, unsigned long b1)
+{
+	return a0 < b1 && b0 < a1;
+}
+
+static int place_vdso(struct restorer *R, struct rproc *p)
+{
+	struct trio cur, want;
+	unsigned long lo, hi, wlo, whi;
+	int r;
+
+	r = helper_trio(R, p, &cur);
+	if (r < 0)
+		return r;
+	image_trio(&p->img->mm, &want);
+	lo = trio_lo(&cur), hi = trio_hi(&cur);
+	/* Everything of the helper but the vDSO goes. */
+	if (lo > 0)
+		r = restore_call(R, p, p->hpid, "munmap", SYS_munmap, 0, (long)lo, 0, 0, 0, 0,
+				 NULL);
+	if (r >= 0 && hi < TASK_SIZE_47)
+		r = restore_call(R, p, p->hpid, "munmap", SYS_munmap, (long)hi,
+				 (long)(TASK_SIZE_47 - hi), 0, 0, 0, 0, NULL);
+	if (r < 0 || !want.start[2])
+		return r;
+	wlo = trio_lo(&want), whi = trio_hi(&want);
+	if (wlo - lo == want.start[2] - cur.start[2] && wlo == lo)
+		return 0;
+	if (overlaps(lo, hi, wlo, whi)) {
+		unsigned long tmp = 0x100000000000UL;
+
+		if (overlaps(tmp, tmp + (hi - lo), wlo, whi))
+			tmp = 0x200000000000UL;
+		r = move_trio(R, p, &cur, (long)(tmp - lo));
+		if (r < 0)
+			return r;
+		lo = tmp;
+	}
+	return move_trio(R, p, &cur, (long)(wlo - lo));
+}
+
+/* A free range for the scratch area: the first gap large enough, from the bottom. */
+static unsigned long find_gap(const struct ct_image_mm *mm, size_t size)
+{
+	unsigned long prev = 0x100000UL;
+
+	for (size_t i = 0; i < mm->n_vmas; i++) {
+		if (mm->vmas[i].start >= prev + size + 2 * CT_PAGE_SIZE)
+			return prev + CT_PAGE_SIZE;
+		prev = MAX(prev, mm->vmas[i].end);
+	}
+	return prev + CT_PAGE_SIZE;
+}
+
+static int open_in_task(struct restorer *R, struct rproc *p, const char *path, int flags,
+			long *ret_fd)
+{
+	int r = restore_poke(R, p, p->scratch, path, strlen(path) + 1);
+
+	if (r < 0)
+		return r;
+	r = restore_call(R, p, p->hpid, "open", SYS_openat, AT_FDCWD, (long)p->scratch,
+			 flags | O_CLOEXEC, 0, 0, 0, ret_fd);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: cannot open %s", p->img->task.pid, path);
+	return 0;
+}
+
+static int map_vmas(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_mm *mm = &p->img->mm;
+	const char *open_path = NULL;
+	int open_flags = -1;
+	long fd = -1;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < mm->n_vmas; i++) {
+		const struct ct_image_vma *v = &mm->vmas[i];
+		long len = (long)(v->end - v->start);
+
+		switch (v->kind) {
+		case CT_IMAGE_VMA_VVAR:
+		case CT_IMAGE_VMA_VVAR_VCLOCK:
+		case CT_IMAGE_VMA_VDSO:
+			break;
+		case CT_IMAGE_VMA_ANON_PRIVATE:
+		case CT_IMAGE_VMA_HEAP:
+		case CT_IMAGE_VMA_STACK:
+			r = restore_call(R, p, p->hpid, "mmap", SYS_mmap, (long)v->start, len,
+					 v->prot,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED |
+						 (v->flags & MAP_GROWSDOWN),
+					 -1, 0, NULL);
+			break;
+		case CT_IMAGE_VMA_FILE_PRIVATE:
+		case CT_IMAGE_VMA_FILE_SHARED: {
+			bool rw = v->kind == CT_IMAGE_VMA_FILE_SHARED && (v->prot & PROT_WRITE);
+			int flags = rw ? O_RDWR : O_RDONLY;
+
+			if (!open_path || !streq(open_path, v->path) || open_flags != flags) {
+				if (fd >= 0)
+					(void)restore_call(R, p, p->hpid, "close", SYS_close, fd, 0,
+							   0, 0, 0, 0, NULL);
+				fd = -1;
+				r = open_in_task(R, p, v->path, flags, &fd);
+				if (r < 0)
+					break;
+				open_path = v->path;
+				open_flags = flags;
+			}
+			r = restore_call(
+				R, p, p->hpid, "mmap of a file", SYS_mmap, (long)v->start, len,
+				v->prot,
+				(v->kind == CT_IMAGE_VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE) |
+					MAP_FIXED,
+				fd, (long)(v->pgoff * CT_PAGE_SIZE), NULL);
+			break;
+		}
+		case CT_IMAGE_VMA_ANON_SHARED: {
+			int ours = restore_shm_fd(R, v->shmid);
+			int tmp = R->chan_fd + 1;
+
+			if (ours < 0) {
+				r = restore_fail(R, -ENOENT,
+						 "pid %u: no shared memory object %" PRIu64,
+						 p->img->task.pid, v->shmid);
+				break;
+			}
+			r = restore_install_fd(R, p, ours, tmp, true);
+			if (r >= 0)
+				r = restore_call(R, p, p->hpid, "mmap of shared memory", SYS_mmap,
+						 (long)v->start, len, v->prot,
+						 MAP_SHARED | MAP_FIXED, tmp,
+						 (long)(v->pgoff * CT_PAGE_SIZE), NULL);
+			if (r >= 0)
+				r = restore_call(R, p, p->hpid, "close", SYS_close, tmp, 0, 0, 0, 0,
+						 0, NULL);
+			break;
+		}
+		default:
+			r = restore_fail(R, -EINVAL, "pid %u: unknown mapping kind %u",
+					 p->img->task.pid, v->kind);
+		}
+		if (r < 0)
+			restore_fail(R, r, "pid %u: mapping %#" PRIx64 "-%#" PRIx64 " failed",
+				     p->img->task.pid, v->start, v->end);
+	}
+	if (fd >= 0)
+		(void)restore_call(R, p, p->hpid, "close", SYS_close, fd, 0, 0, 0, 0, 0, NULL);
+	return r;
+}
+
+struct fill {
+	struct ct_mem mem;
+	uint64_t pages;
+};
+
+static int fill_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
+{
+	struct fill *f = userdata;
+
+	if (!data)
+		return 0; /* fresh mappings read as zero already */
+	f->pages += n_pages;
+	return ct_mem_write(&f->mem, addr, data, n_pages * CT_PAGE_SIZE);
+}
+
+static int set_mm_map(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_mm *mm = &p->img->mm;
+	struct prctl_mm_map map = {
+		.start_code = mm->fields[0],
+		.end_code = mm->fields[1],
+		.start_data = mm->fields[2],
+		.end_data = mm->fields[3],
+		.start_brk = mm->fields[4],
+		.brk = mm->fields[5],
+		.start_stack = mm->fields[6],
+		.arg_start = mm->fields[7],
+		.arg_end = mm->fields[8],
+		.env_start = mm->fields[9],
+		.env_end = mm->fields[10],
+		.auxv = (__u64 *)(p->scratch + 4096),
+		.auxv_size = (uint32_t)(mm->n_auxv * 8),
+		.exe_fd = (uint32_t)-1,
+	};
+	long exe = -1;
+	int r;
+
+	if (mm->n_auxv * 8 > 4096)
+		return restore_fail(R, -E2BIG, "pid %u: auxv too large", p->img->task.pid);
+	if (mm->exe && open_in_task(R, p, mm->exe, O_RDONLY, &exe) >= 0)
+		map.exe_fd = (uint32_t)exe;
+	R->err[0] = 0; /* an executable that cannot be opened only loses /proc/PID/exe */
+	r = restore_poke(R, p, p->scratch + 4096, mm->auxv, mm->n_auxv * 8);
+	if (r >= 0)
+		r = restore_poke(R, p, p->scratch + 8192, &map, sizeof(map));
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "prctl(PR_SET_MM_MAP)", SYS_prctl, PR_SET_MM,
+				 PR_SET_MM_MAP, (long)(p->scratch + 8192), sizeof(map), 0, 0, NULL);
+	if (exe >= 0)
+		(void)restore_call(R, p, p->hpid, "close", SYS_close, exe, 0, 0, 0, 0, 0, NULL);
+	return r;
+}
+
+int restore_mm(struct restorer *R, struct rproc *p)
+{
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	struct fill f = {};
+	long addr;
+	int r;
+
+	r = place_vdso(R, p);
+	if (r < 0)
+		return r;
+	r = restore_call(R, p, p->hpid, "mmap of the scratch area", SYS_mmap,
+			 (long)find_gap(&p->img->mm, RESTORE_SCRATCH_SIZE), RESTORE_SCRATCH_SIZE,
+			 PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			 -1, 0, &addr);
+	if (r < 0)
+		return r;
+	p->scratch = (unsigned long)addr;
+	r = map_vmas(R, p);
+	if (r < 0)
+		return r;
+	if (p->img->pages) {
+		r = ct_mem_open(p->hpid, &f.mem);
+		if (r < 0)
+			return restore_fail(R, r, "pid %u: cannot open its memory",
+					    p->img->task.pid);
+		r = ct_image_pages_read(R->img, p->img->pages, err, fill_cb, &f);
+		ct_mem_close(&f.mem);
+		R->stats->pages += f.pages;
+		if (r < 0)
+			return restore_fail(R, r, "pid %u: filling its memory failed: %s",
+					    p->img->task.pid, err[0] ? err : strerror(-r));
+	}
+	r = set_mm_map(R, p);
+	if (r >= 0)
+		p->mm_done = true;
+	return r;
+}
+
+/* ---- shared memory objects ------------------------------------------------------------------ */
+
+struct shm_fill {
+	int fd;
+	uint64_t pages;
+};
+
+static int shm_cb(uint64_t off, const void *data, size_t n_pages, void *userdata)
+{
+	struct shm_fill *f = userdata;
+	size_t len = n_pages * CT_PAGE_SIZE, done = 0;
+
+	if (!data)
+		return 0;
+	while (done < len) {
+		ssize_t k = pwrite(f->fd, (const uint8_t *)data + done, len - done,
+				   (off_t)(off + done));
+
+		if (k <= 0)
+			return k < 0 ? NEG_ERRNO() : -EIO;
+		done += (size_t)k;
+	}
+	f->pages += n_pages;
+	return 0;
+}
+
+/* The memfd record for shmid, if the object was a memfd (its name and seals). */
+static const struct ct_image_fd *memfd_record(struct restorer *R, uint64_t shmid)
+{
+	for (size_t i = 0; i < R->img->n_procs; i++)
+		for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++) {
+			const struct ct_image_fd *f = &R->img->procs[i].fds.fds[j];
+
+			if (f->type == CT_IMAGE_FD_MEMFD && f->object == shmid)
+				return f;
+		}
+	return NULL;
+}
+
+int restore_shm_fd(struct restorer *R, uint64_t shmid)
+{
+	for (size_t i = 0; i < R->n_objs; i++)
+		if (R->objs[i].kind == OBJ_SHM && R->objs[i].key == shmid)
+			return R->objs[i].fd;
+	return -ENOENT;
+}
+
+int restore_shm_objects(struct restorer *R)
+{
+	char err[CT_IMAGE_ERROR_MAX] = "";
+
+	for (size_t i = 0; i < R->img->n_shm; i++) {
+		const struct ct_image_pages *pg = &R->img->shm[i];
+		const struct ct_image_fd *mf = memfd_record(R, pg->owner);
+		struct shm_fill f = {.fd = -1};
+		uint64_t size = 0, seals = 0;
+		char name[256] = "migrd-shm";
+		struct robj *n;
+		int r;
+
+		for (size_t j = 0; j < R->img->n_procs; j++) {
+			const struct ct_image_mm *mm = &R->img->procs[j].mm;
+
+			for (size_t k = 0; k < mm->n_vmas; k++)
+				if (mm->vmas[k].pages == CT_IMAGE_VMA_PAGES_SHM &&
+				    mm->vmas[k].shmid == pg->owner)
+					size = MAX(size, mm->vmas[k].pgoff * CT_PAGE_SIZE +
+								 mm->vmas[k].end -
+								 mm->vmas[k].start);
+		}
+		if (mf) {
+			struct fdblob_reader rd = {mf->data, mf->data_size};
+
+			seals = fdblob_get_u64(&rd);
+			size = MAX(size, fdblob_get_u64(&rd));
+			if (mf->path && startswith(mf->path, "/memfd:"))
+				strscpy(name, mf->path + strlen("/memfd:"), sizeof(name));
+		}
+		for (size_t j = 0; j < pg->n_runs; j++)
+			size = MAX(size,
+				   pg->runs[j].addr + (uint64_t)pg->runs[j].n_pages * CT_PAGE_SIZE);
+		f.fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (f.fd < 0)
+			return restore_fail(R, NEG_ERRNO(), "memfd_create: %m");
+		n = reallocarray(R->objs, R->n_objs + 1, sizeof(*n));
+		if (!n) {
+			close(f.fd);
+			return -ENOMEM;
+		}
+		R->objs = n;
+		n[R->n_objs++] =
+			(struct robj){.key = pg->owner, .kind = OBJ_SHM, .fd = f.fd, .fd2 = -1};
+		if (ftruncate(f.fd, (off_t)size) < 0)
+			return restore_fail(R, NEG_ERRNO(),
+					    "shared memory %" PRIu64 ": ftruncate: %m", pg->owner);
+		r = ct_image_pages_read(R->img, pg, err, shm_cb, &f);
+		if (r < 0)
+			return restore_fail(R, r, "shared memory %" PRIu64 ": %s", pg->owner,
+					    err[0] ? err : strerror(-r));
+		R->stats->pages += f.pages;
+		if (seals && fcntl(f.fd, F_ADD_SEALS, (int)seals) < 0)
+			return restore_fail(R, NEG_ERRNO(), "shared memory %" PRIu64 ": seals: %m",
+					    pg->owner);
+	}
+	return 0;
+}

@@ -1,0 +1,918 @@
+/* Restore: a stopped helper becomes the container's PID 1 in fresh namespaces; every other
+ * process and thread is cloned from its parent by injected clone3() with its old pid; then each
+ * process gets its memory, files and state through injected calls, and all are let go at once. */
+#include <elf.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/ptrace-internal.h"
+#include "checkpoint/ct/restore-internal.h"
+#include "common/common.h"
+
+#define RSEQ_FLAG_UNREGISTER 1
+
+#define STOP_TIMEOUT (5 * USEC_PER_SEC)
+
+int restore_fail(struct restorer *R, int r, const char *format, ...)
+{
+	va_list ap;
+	size_t n;
+
+	if (R->err[0])
+		return r;
+	n = (size_t)snprintf(R->err, CT_ENGINE_ERROR_MAX, "%s: ", R->o->name);
+	if (n < CT_ENGINE_ERROR_MAX) {
+		va_start(ap, format);
+		vsnprintf(R->err + n, CT_ENGINE_ERROR_MAX - n, format, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+int restore_call(struct restorer *R, struct rproc *p, pid_t htid, const char *what, long nr,
+		 long a0, long a1, long a2, long a3, long a4, long a5, long *ret)
+{
+	const long args[6] = {a0, a1, a2, a3, a4, a5};
+	long res;
+	int r = ct_inject_syscall_site(htid, p->site, nr, args, &res, &R->event_msg);
+
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: cannot run %s in the task: %s", p->img->task.pid,
+				    what, strerror(-r));
+	if (res < 0 && res > -4096)
+		return restore_fail(R, (int)res, "pid %u: %s failed: %s", p->img->task.pid, what,
+				    strerror((int)-res));
+	if (ret)
+		*ret = res;
+	return 0;
+}
+
+int restore_poke(struct restorer *R, struct rproc *p, unsigned long addr, const void *data,
+		 size_t len)
+{
+	struct iovec local = {(void *)data, len}, remote = {(void *)addr, len};
+
+	if (process_vm_writev(p->hpid, &local, 1, &remote, 1, 0) != (ssize_t)len)
+		return restore_fail(R, NEG_ERRNO(), "pid %u: cannot write its memory at %#lx: %m",
+				    p->img->task.pid, addr);
+	return 0;
+}
+
+int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec)
+{
+	/* Scratch: msghdr at 0, iovec at 64, one byte at 96, control at 128. */
+	union {
+		struct cmsghdr h;
+		uint8_t b[CMSG_SPACE(sizeof(int))];
+	} ctl = {};
+	struct msghdr mh = {};
+	struct iovec iov = {(void *)"f", 1};
+	unsigned long s = p->scratch;
+	struct {
+		struct msghdr mh;
+		uint8_t pad[64 - sizeof(struct msghdr)];
+		struct iovec iov;
+		uint8_t pad2[32 - sizeof(struct iovec)];
+		uint8_t byte[32];
+		uint8_t ctl[CMSG_SPACE(sizeof(int))];
+	} remote = {};
+	struct cmsghdr *c;
+	long t;
+	int r;
+
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = &ctl;
+	mh.msg_controllen = sizeof(ctl);
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &ours, sizeof(int));
+	if (sendmsg(R->chan, &mh, MSG_DONTWAIT) < 0)
+		return restore_fail(R, NEG_ERRNO(), "sending a file to pid %u failed: %m",
+				    p->img->task.pid);
+	remote.mh.msg_iov = (void *)(s + 64);
+	remote.mh.msg_iovlen = 1;
+	remote.mh.msg_control = (void *)(s + 128);
+	remote.mh.msg_controllen = sizeof(remote.ctl);
+	remote.iov = (struct iovec){(void *)(s + 96), 1};
+	r = restore_poke(R, p, s, &remote, sizeof(remote));
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "recvmsg", SYS_recvmsg, R->chan_fd, (long)s, 0, 0,
+				 0, 0, NULL);
+	if (r < 0)
+		return r;
+	{
+		struct iovec l = {&remote, sizeof(remote)}, rm = {(void *)s, sizeof(remote)};
+
+		if (process_vm_readv(p->hpid, &l, 1, &rm, 1, 0) != (ssize_t)sizeof(remote))
+			return restore_fail(R, NEG_ERRNO(), "pid %u: reading a received fd: %m",
+					    p->img->task.pid);
+	}
+	c = (struct cmsghdr *)remote.ctl;
+	if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+		return restore_fail(R, -EIO, "pid %u: no file arrived", p->img->task.pid);
+	memcpy(&r, CMSG_DATA(c), sizeof(int));
+	t = r;
+	if (t != target) {
+		r = restore_call(R, p, p->hpid, "dup3", SYS_dup3, t, target,
+				 cloexec ? O_CLOEXEC : 0, 0, 0, 0, NULL);
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "close", SYS_close, t, 0, 0, 0, 0, 0, NULL);
+	} else if (cloexec)
+		r = restore_call(R, p, p->hpid, "fcntl", SYS_fcntl, t, F_SETFD, FD_CLOEXEC, 0, 0, 0,
+				 NULL);
+	return r;
+}
+
+static struct rproc *proc_by_pid(struct restorer *R, uint32_t pid)
+{
+	for (size_t i = 0; i < R->n_procs; i++)
+		if (R->procs[i].img->task.pid == pid)
+			return &R->procs[i];
+	return NULL;
+}
+
+/* Waits for a new task's first stop (auto-attached children start in PTRACE_EVENT_STOP). */
+static int wait_new_task(struct restorer *R, pid_t htid)
+{
+	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), STOP_TIMEOUT);
+
+	for (;;) {
+		int st;
+		pid_t k = waitpid(htid, &st, __WALL | WNOHANG);
+
+		if (k < 0 && errno != EINTR)
+			return restore_fail(R, NEG_ERRNO(), "waiting for new task %d: %m",
+					    (int)htid);
+		if (k == htid) {
+			if (WIFSTOPPED(st))
+				return 0;
+			return restore_fail(R, -ESRCH, "new task %d exited", (int)htid);
+		}
+		if (now_usec(CLOCK_MONOTONIC) > deadline)
+			return restore_fail(R, -ETIMEDOUT, "new task %d did not stop", (int)htid);
+		usleep(50);
+	}
+}
+
+/* clone3() in task htid of p with set_tid = {tid}; returns the new task's host id. */
+static int inject_clone(struct restorer *R, struct rproc *p, pid_t htid, uint32_t tid,
+			uint64_t flags, unsigned long scratch, pid_t *ret)
+{
+	struct {
+		struct clone_args a;
+		pid_t set_tid[1];
+	} args = {.a = {.flags = flags,
+			.exit_signal = (flags & CLONE_THREAD) ? 0 : SIGCHLD,
+			.set_tid = scratch + offsetof(typeof(args), set_tid),
+			.set_tid_size = 1},
+		  .set_tid = {(pid_t)tid}};
+	unsigned long msg = 0;
+	int r;
+
+	r = restore_poke(R, p, scratch, &args, sizeof(args));
+	if (r >= 0)
+		r = restore_call(R, p, htid, "clone3", SYS_clone3, (long)scratch, sizeof(args.a), 0,
+				 0, 0, 0, NULL);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: creating task %u failed", p->img->task.pid, tid);
+	msg = R->event_msg;
+	R->event_msg = 0;
+	if (msg == 0)
+		return restore_fail(R, -ESRCH, "pid %u: no id for new task %u", p->img->task.pid,
+				    tid);
+	*ret = (pid_t)msg; /* known before the wait: a failure must still reap it */
+	return wait_new_task(R, (pid_t)msg);
+}
+
+/* Below the helper's stack pointer: unused memory for clone3's arguments, before the
+ * process has its own memory. */
+static int stack_scratch(struct restorer *R, pid_t htid, unsigned long *ret)
+{
+	struct user_regs_struct regs;
+	int r = ct_ptrace_get_regs(htid, &regs);
+
+	if (r < 0)
+		return restore_fail(R, r, "reading the registers of helper %d failed", (int)htid);
+	*ret = (regs.rsp - 65536) & ~15UL;
+	return 0;
+}
+
+/* Every process from its parent, parents first, each with its session; then the threads. */
+static int build_tree(struct restorer *R)
+{
+	size_t *queue = calloc(R->n_procs, sizeof(*queue)), head = 0, tail = 0;
+	int r = 0;
+
+	if (!queue)
+		return -ENOMEM;
+	queue[tail++] = 0; /* pid 1 is procs[0] */
+	while (r >= 0 && head < tail) {
+		struct rproc *p = &R->procs[queue[head++]];
+		const struct ct_image_task *t = &p->img->task;
+		unsigned long scratch = 0;
+
+		if (t->sid == t->pid)
+			r = restore_call(R, p, p->hpid, "setsid", SYS_setsid, 0, 0, 0, 0, 0, 0,
+					 NULL);
+		if (r >= 0)
+			r = stack_scratch(R, p->hpid, &scratch);
+		for (size_t i = 0; r >= 0 && i < R->n_procs; i++) {
+			struct rproc *c = &R->procs[i];
+
+			if (c->img->task.ppid != t->pid || i == 0)
+				continue;
+			if (c->img->task.sid != t->sid && c->img->task.sid != c->img->task.pid) {
+				r = restore_fail(R, -EOPNOTSUPP,
+						 "pid %u: session %u is neither its own nor its "
+						 "parent's",
+						 c->img->task.pid, c->img->task.sid);
+				break;
+			}
+			r = inject_clone(R, p, p->hpid, c->img->task.pid, 0, scratch, &c->hpid);
+			c->htids[0] = c->hpid;
+			if (r >= 0) {
+				c->site = p->site;
+				queue[tail++] = i;
+			}
+		}
+	}
+	free(queue);
+	if (r >= 0 && tail != R->n_procs)
+		r = restore_fail(R, -EINVAL, "the image's process tree is not connected to pid 1");
+	/* Process groups: leaders first, then the members. */
+	for (int pass = 0; r >= 0 && pass < 2; pass++)
+		for (size_t i = 0; r >= 0 && i < R->n_procs; i++) {
+			const struct ct_image_task *t = &R->procs[i].img->task;
+
+			if (t->pid == t->sid || (pass == 0) != (t->pgid == t->pid))
+				continue;
+			r = restore_call(R, &R->procs[i], R->procs[i].hpid, "setpgid", SYS_setpgid,
+					 0, t->pgid, 0, 0, 0, 0, NULL);
+		}
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++) {
+		struct rproc *p = &R->procs[i];
+		unsigned long scratch = 0;
+
+		r = stack_scratch(R, p->hpid, &scratch);
+		for (size_t j = 1; r >= 0 && j < p->img->task.n_threads; j++) {
+			r = inject_clone(R, p, p->hpid, p->img->task.threads[j].tid,
+					 CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
+						 CLONE_THREAD | CLONE_SYSVSEM,
+					 scratch, &p->htids[j]);
+			R->stats->n_threads++;
+		}
+		R->stats->n_threads++;
+	}
+	return r;
+}
+
+struct helper_args {
+	int sync_fd, ready_fd, chan, chan_fd;
+	const char *hostname;
+	bool netns;
+};
+
+/* Runs in the helper between clone3() and its first stop: system calls only. */
+_noreturn_ static void helper(const struct helper_args *a)
+{
+	struct rlimit rl = {(rlim_t)a->chan_fd + 64, (rlim_t)a->chan_fd + 64};
+	char c;
+	int r;
+
+	if (read(a->sync_fd, &c, 1) != 1)
+		_exit(126);
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		goto fail;
+	if (a->hostname && sethostname(a->hostname, strlen(a->hostname)) < 0)
+		goto fail;
+	if (a->netns) {
+		struct ifreq ifr = {.ifr_name = "lo"};
+		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+		if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+			goto fail;
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+			goto fail;
+		close(s);
+	}
+	(void)prlimit(0, RLIMIT_NOFILE, NULL, &rl);
+	if ((rlim_t)a->chan_fd + 2 > rl.rlim_cur) {
+		rl.rlim_cur = rl.rlim_max = MAX(rl.rlim_max, (rlim_t)a->chan_fd + 64);
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			goto fail;
+	}
+	if (dup3(a->chan, a->chan_fd, 0) < 0 || dup3(a->ready_fd, a->chan_fd + 1, O_CLOEXEC) < 0)
+		goto fail;
+	if (syscall(SYS_close_range, 0, a->chan_fd - 1, 0) < 0 ||
+	    syscall(SYS_close_range, a->chan_fd + 2, ~0U, 0) < 0)
+		goto fail;
+	if (write(a->chan_fd + 1, "", 1) != 1)
+		_exit(125);
+	close(a->chan_fd + 1);
+	for (;;)
+		pause();
+fail:
+	r = errno;
+	(void)!write(a->ready_fd, &r, sizeof(r));
+	_exit(127);
+}
+
+static int max_fd(const struct ct_image *img)
+{
+	int m = 2;
+
+	for (size_t i = 0; i < img->n_procs; i++)
+		for (size_t j = 0; j < img->procs[i].fds.n_fds; j++)
+			m = MAX(m, (int)img->procs[i].fds.fds[j].fd);
+	return m;
+}
+
+static int find_vdso_site(struct restorer *R, struct rproc *p)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)p->hpid);
+	r = read_full_file(path, 16 << 20, &text, NULL);
+	if (r < 0)
+		return restore_fail(R, r, "reading the helper's maps failed");
+	for (char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		unsigned long s, e;
+		uint8_t code[8192];
+		struct iovec lo = {code, 0}, rm = {NULL, 0};
+		uint8_t *hit;
+
+		if (!strstr(l, "[vdso]") || strstr(l, "\n") < strstr(l, "[vdso]") ||
+		    sscanf(l, "%lx-%lx", &s, &e) != 2)
+			continue;
+		if (e - s > sizeof(code))
+			break;
+		lo.iov_len = rm.iov_len = e - s;
+		rm.iov_base = (void *)s;
+		if (process_vm_readv(p->hpid, &lo, 1, &rm, 1, 0) != (ssize_t)(e - s))
+			break;
+		hit = memmem(code, e - s, "\x0f\x05", 2);
+		if (!hit)
+			break;
+		p->site = s + (unsigned long)(hit - code);
+		return 0;
+	}
+	return restore_fail(R, -ENOENT, "no syscall instruction in the helper's [vdso]");
+}
+
+static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
+{
+	const struct ct_image_inventory *inv = &R->img->inventory;
+	int sync_pipe[2] = {-1, -1}, ready[2] = {-1, -1}, chan[2] = {-1, -1}, pidfd = -1;
+	struct clone_args args = {0};
+	struct helper_args ha;
+	char buf[sizeof(int)];
+	ssize_t k;
+	pid_t pid;
+	int r;
+
+	if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
+	    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, chan) < 0) {
+		r = restore_fail(R, NEG_ERRNO(), "pipe: %m");
+		goto out;
+	}
+	R->chan_fd = max_fd(R->img) + 1;
+	ha = (struct helper_args){sync_pipe[0], ready[1],      chan[1],
+				  R->chan_fd,	inv->hostname, inv->netns != 0};
+	args.flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS | CLONE_PIDFD |
+		     (inv->netns ? CLONE_NEWNET : 0);
+	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+	args.exit_signal = SIGCHLD;
+	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+	if (pid < 0) {
+		r = restore_fail(R, NEG_ERRNO(), "clone3 of the new PID 1 failed: %m");
+		goto out;
+	}
+	if (pid == 0)
+		helper(&ha);
+	*ret_pid = pid;
+	*ret_pidfd = pidfd;
+	r = ct_cgroup_add_pid(R->o->cg, pid);
+	if (r < 0) {
+		restore_fail(R, r, "cannot place the container in its cgroup: %s",
+			     ct_cgroup_last_error(R->o->cg));
+		goto out;
+	}
+	(void)!write(sync_pipe[1], "x", 1);
+	close(ready[1]);
+	ready[1] = -1;
+	k = read(ready[0], buf, sizeof(buf));
+	if (k != 1) {
+		int e = EIO;
+
+		if (k == sizeof(int))
+			memcpy(&e, buf, sizeof(int));
+		r = restore_fail(R, -e, "setting up the new namespaces failed: %s", strerror(e));
+		goto out;
+	}
+	R->chan = chan[0];
+	chan[0] = -1;
+	r = 0;
+out:
+	safe_close(sync_pipe[0]);
+	safe_close(sync_pipe[1]);
+	safe_close(ready[0]);
+	safe_close(ready[1]);
+	safe_close(chan[0]);
+	safe_close(chan[1]);
+	return r;
+}
+
+static int seize_helper(struct restorer *R, struct rproc *p)
+{
+	struct ct_ptrace_task t = {.tid = p->hpid, .tgid = p->hpid};
+	struct __ptrace_rseq_configuration rs = {};
+	long opts =
+		PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_EXITKILL;
+	int r;
+
+	if (ptrace(PTRACE_SEIZE, p->hpid, 0, opts) < 0 ||
+	    ptrace(PTRACE_INTERRUPT, p->hpid, 0, 0) < 0)
+		return restore_fail(R, NEG_ERRNO(), "ptrace of the new PID 1 failed: %m");
+	r = ct_ptrace_wait_interrupt(&t, usec_add(now_usec(CLOCK_MONOTONIC), STOP_TIMEOUT));
+	if (r < 0)
+		return restore_fail(R, r, "the new PID 1 did not stop");
+	r = find_vdso_site(R, p);
+	if (r < 0)
+		return r;
+	/* The helper inherited migrd's rseq registration: drop it before its memory goes, or
+	 * the kernel would fault writing it. Children inherit the unregistered state. */
+	if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, p->hpid, sizeof(rs), &rs) >= 0 &&
+	    rs.rseq_abi_pointer)
+		r = restore_call(R, p, p->hpid, "rseq unregister", SYS_rseq,
+				 (long)rs.rseq_abi_pointer, rs.rseq_abi_size, RSEQ_FLAG_UNREGISTER,
+				 rs.signature, 0, 0, NULL);
+	return r;
+}
+
+/* ---- per-process state ---------------------------------------------------------------------- */
+
+static int restore_creds(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_creds *c = &p->img->task.creds;
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2] = {};
+	bool root = true;
+	unsigned long s = p->scratch;
+	int r;
+
+	for (int i = 0; i < 4; i++)
+		root = root && c->uids[i] == 0 && c->gids[i] == 0;
+	if (c->n_groups > 0) {
+		if (c->n_groups * 4 > RESTORE_SCRATCH_SIZE / 2)
+			return restore_fail(R, -E2BIG, "pid %u: too many groups", p->img->task.pid);
+		r = restore_poke(R, p, s, c->groups, c->n_groups * 4);
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "setgroups", SYS_setgroups,
+					 (long)c->n_groups, (long)s, 0, 0, 0, 0, NULL);
+		if (r < 0)
+			return r;
+	} else if ((r = restore_call(R, p, p->hpid, "setgroups", SYS_setgroups, 0, 0, 0, 0, 0, 0,
+				     NULL)) < 0)
+		return r;
+	if (root && c->caps[0] == 0 && c->securebits == 0)
+		goto caps;
+	r = restore_call(R, p, p->hpid, "prctl(PR_SET_KEEPCAPS)", SYS_prctl, PR_SET_KEEPCAPS, 1, 0,
+			 0, 0, 0, NULL);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "setresgid", SYS_setresgid, c->gids[0], c->gids[1],
+				 c->gids[2], 0, 0, 0, NULL);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "setfsgid", SYS_setfsgid, c->gids[3], 0, 0, 0, 0, 0,
+				 NULL);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "setresuid", SYS_setresuid, c->uids[0], c->uids[1],
+				 c->uids[2], 0, 0, 0, NULL);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "setfsuid", SYS_setfsuid, c->uids[3], 0, 0, 0, 0, 0,
+				 NULL);
+	if (r < 0)
+		return r;
+caps:
+	/* The bounding set only shrinks. */
+	for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+		if (!(c->caps[3] & (UINT64_C(1) << cap)) &&
+		    (r = restore_call(R, p, p->hpid, "prctl(PR_CAPBSET_DROP)", SYS_prctl,
+				      PR_CAPBSET_DROP, cap, 0, 0, 0, 0, NULL)) < 0)
+			return r;
+	for (int i = 0; i < 2; i++) {
+		data[i].inheritable = (uint32_t)(c->caps[0] >> (32 * i));
+		data[i].permitted = (uint32_t)(c->caps[1] >> (32 * i));
+		data[i].effective = (uint32_t)(c->caps[2] >> (32 * i));
+	}
+	r = restore_poke(R, p, s, &hdr, sizeof(hdr));
+	if (r >= 0)
+		r = restore_poke(R, p, s + 64, data, sizeof(data));
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "capset", SYS_capset, (long)s, (long)s + 64, 0, 0,
+				 0, 0, NULL);
+	if (r >= 0 && c->securebits)
+		r = restore_call(R, p, p->hpid, "prctl(PR_SET_SECUREBITS)", SYS_prctl,
+				 PR_SET_SECUREBITS, c->securebits, 0, 0, 0, 0, NULL);
+	return r;
+}
+
+static int restore_thread(struct restorer *R, struct rproc *p, size_t i)
+{
+	const struct ct_image_thread *th = &p->img->task.threads[i];
+	pid_t h = p->htids[i];
+	unsigned long s = p->scratch;
+	int r;
+
+	r = restore_poke(R, p, s, th->comm, sizeof(th->comm));
+	if (r >= 0)
+		r = restore_call(R, p, h, "prctl(PR_SET_NAME)", SYS_prctl, PR_SET_NAME, (long)s, 0,
+				 0, 0, 0, NULL);
+	if (r >= 0 && th->robust_list)
+		r = restore_call(R, p, h, "set_robust_list", SYS_set_robust_list,
+				 (long)th->robust_list, (long)th->robust_list_len, 0, 0, 0, 0,
+				 NULL);
+	if (r >= 0)
+		r = restore_call(R, p, h, "set_tid_address", SYS_set_tid_address,
+				 (long)th->tid_address, 0, 0, 0, 0, 0, NULL);
+	if (r >= 0 && th->rseq)
+		r = restore_call(R, p, h, "rseq", SYS_rseq, (long)th->rseq, th->rseq_len, 0,
+				 (long)th->rseq_sig, 0, 0, NULL);
+	if (r >= 0 && th->altstack_sp) {
+		uint64_t ss[3] = {th->altstack_sp, th->altstack_flags, th->altstack_size};
+
+		r = restore_poke(R, p, s, ss, sizeof(ss));
+		if (r >= 0)
+			r = restore_call(R, p, h, "sigaltstack", SYS_sigaltstack, (long)s, 0, 0, 0,
+					 0, 0, NULL);
+	}
+	return r;
+}
+
+/* Queued signals go back last, into a blocked mask, so that none runs before the release. */
+static int restore_signals(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_task *t = &p->img->task;
+	unsigned long s = p->scratch;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < t->n_threads; i++) {
+		const struct ct_image_thread *th = &t->threads[i];
+
+		for (size_t j = 0; r >= 0 && j < th->n_siginfo; j++) {
+			const uint8_t *si = th->siginfo + j * CT_IMAGE_SIGINFO_SIZE;
+			int sig;
+
+			memcpy(&sig, si, sizeof(sig));
+			r = restore_poke(R, p, s, si, CT_IMAGE_SIGINFO_SIZE);
+			if (r >= 0)
+				r = restore_call(R, p, p->htids[i], "rt_tgsigqueueinfo",
+						 SYS_rt_tgsigqueueinfo, t->pid, th->tid, sig,
+						 (long)s, 0, 0, NULL);
+		}
+	}
+	for (size_t j = 0; r >= 0 && j < t->n_shared_siginfo; j++) {
+		const uint8_t *si = t->shared_siginfo + j * CT_IMAGE_SIGINFO_SIZE;
+		int sig;
+
+		memcpy(&sig, si, sizeof(sig));
+		r = restore_poke(R, p, s, si, CT_IMAGE_SIGINFO_SIZE);
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "rt_sigqueueinfo", SYS_rt_sigqueueinfo,
+					 t->pid, sig, (long)s, 0, 0, 0, NULL);
+	}
+	return r;
+}
+
+static int restore_task_state(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_task *t = &p->img->task;
+	unsigned long s = p->scratch;
+	int r;
+
+	r = restore_poke(R, p, s, t->cwd, strlen(t->cwd) + 1);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "chdir", SYS_chdir, (long)s, 0, 0, 0, 0, 0, NULL);
+	if (r >= 0 && !streq(t->root, "/")) {
+		r = restore_poke(R, p, s, t->root, strlen(t->root) + 1);
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "chroot", SYS_chroot, (long)s, 0, 0, 0, 0,
+					 0, NULL);
+	}
+	for (int sig = 1; r >= 0 && sig <= CT_IMAGE_SIGNALS; sig++) {
+		const struct ct_image_sigaction *sa = &t->sigactions[sig - 1];
+		uint64_t ka[4] = {sa->handler, sa->flags, sa->restorer, sa->mask};
+
+		if (sig == SIGKILL || sig == SIGSTOP || (!sa->handler && !sa->flags && !sa->mask))
+			continue;
+		r = restore_poke(R, p, s, ka, sizeof(ka));
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "rt_sigaction", SYS_rt_sigaction, sig,
+					 (long)s, 0, 8, 0, 0, NULL);
+	}
+	for (int which = 0; r >= 0 && which < 3; which++) {
+		uint64_t itv[4] = {t->itimers[2 * which] / USEC_PER_SEC,
+				   t->itimers[2 * which] % USEC_PER_SEC,
+				   t->itimers[2 * which + 1] / USEC_PER_SEC,
+				   t->itimers[2 * which + 1] % USEC_PER_SEC};
+
+		if (!t->itimers[2 * which + 1])
+			continue;
+		r = restore_poke(R, p, s, itv, sizeof(itv));
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "setitimer", SYS_setitimer, which, (long)s,
+					 0, 0, 0, 0, NULL);
+	}
+	if (r >= 0 && t->personality)
+		r = restore_call(R, p, p->hpid, "personality", SYS_personality, t->personality, 0,
+				 0, 0, 0, 0, NULL);
+	for (int i = 0; r >= 0 && i < CT_IMAGE_RLIMITS; i++) {
+		struct rlimit rl = {t->rlimits[i].cur, t->rlimits[i].max};
+
+		if (prlimit(p->hpid, i, &rl, NULL) < 0)
+			r = restore_fail(R, NEG_ERRNO(), "pid %u: setting resource limit %d: %m",
+					 t->pid, i);
+	}
+	for (size_t i = 0; r >= 0 && i < t->n_threads; i++)
+		r = restore_thread(R, p, i);
+	if (r >= 0)
+		r = restore_creds(R, p);
+	return r;
+}
+
+/* Registers and masks last: from here on the task must not run anything of ours. */
+static int restore_registers(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_task *t = &p->img->task;
+	int r;
+
+	r = restore_call(R, p, p->hpid, "close", SYS_close, R->chan_fd, 0, 0, 0, 0, 0, NULL);
+	if (r >= 0)
+		r = restore_signals(R, p);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "munmap", SYS_munmap, (long)p->scratch,
+				 RESTORE_SCRATCH_SIZE, 0, 0, 0, 0, NULL);
+	for (size_t i = 0; r >= 0 && i < t->n_threads; i++) {
+		const struct ct_image_thread *th = &t->threads[i];
+		pid_t h = p->htids[i];
+
+		for (size_t j = 0; r >= 0 && j < th->n_regsets; j++) {
+			struct iovec iov = {th->regsets[j].data, th->regsets[j].size};
+
+			if (ptrace(PTRACE_SETREGSET, h, (void *)(long)th->regsets[j].type, &iov) <
+			    0)
+				r = restore_fail(
+					R, NEG_ERRNO(),
+					"task %u: setting its registers (set %u) failed: %m",
+					th->tid, th->regsets[j].type);
+		}
+		if (r >= 0 && ptrace(PTRACE_SETSIGMASK, h, sizeof(th->sigmask), &th->sigmask) < 0)
+			r = restore_fail(R, NEG_ERRNO(), "task %u: PTRACE_SETSIGMASK: %m", th->tid);
+	}
+	return r;
+}
+
+/* ---- checks before anything is created ------------------------------------------------------ */
+
+static int own_vdso_layout(struct ct_image_vdso_layout *ret)
+{
+	_cleanup_free_ char *text = NULL;
+	int r = read_full_file("/proc/self/maps", 64 << 20, &text, NULL);
+
+	if (r < 0)
+		return r;
+	*ret = (struct ct_image_vdso_layout){};
+	for (char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		unsigned long s, e;
+		char *nl = strchr(l, '\n');
+
+		if (sscanf(l, "%lx-%lx", &s, &e) != 2)
+			continue;
+		if (nl)
+			*nl = 0;
+		if (strstr(l, "[vvar_vclock]"))
+			ret->vvar_vclock_start = s, ret->vvar_vclock_end = e;
+		else if (strstr(l, "[vvar]"))
+			ret->vvar_start = s, ret->vvar_end = e;
+		else if (strstr(l, "[vdso]"))
+			ret->vdso_start = s, ret->vdso_end = e;
+		if (nl)
+			*nl = '\n';
+	}
+	return 0;
+}
+
+static int check_image(struct restorer *R)
+{
+	const struct ct_image_inventory *inv = &R->img->inventory;
+	const struct ct_image_vdso_layout *a = &inv->vdso;
+	struct ct_image_vdso_layout b;
+	struct utsname u;
+	int pid_max = 32768;
+	_cleanup_free_ char *pm = NULL;
+
+	uname(&u);
+	if (!streq(inv->arch, u.machine))
+		return restore_fail(R, -EOPNOTSUPP, "the image is for %s, this host is %s",
+				    inv->arch, u.machine);
+	if (!streq(inv->kernel_release, u.release))
+		return restore_fail(R, -EOPNOTSUPP,
+				    "the image was taken on kernel %s, this host runs %s: the "
+				    "vDSO cannot be moved between kernel builds",
+				    inv->kernel_release, u.release);
+	if (own_vdso_layout(&b) < 0 || a->vvar_end - a->vvar_start != b.vvar_end - b.vvar_start ||
+	    a->vvar_vclock_end - a->vvar_vclock_start != b.vvar_vclock_end - b.vvar_vclock_start ||
+	    a->vdso_end - a->vdso_start != b.vdso_end - b.vdso_start || !b.vdso_start)
+		return restore_fail(R, -EOPNOTSUPP,
+				    "the image's vDSO layout differs from this kernel's");
+	if (read_full_file("/proc/sys/kernel/pid_max", 64, &pm, NULL) >= 0)
+		pid_max = atoi(pm);
+	if (R->img->n_procs == 0 || R->img->procs[0].task.pid != 1)
+		return restore_fail(R, -EINVAL, "the image has no pid 1");
+	for (size_t i = 0; i < R->img->n_procs; i++) {
+		const struct ct_image_task *t = &R->img->procs[i].task;
+
+		for (size_t j = 0; j < t->n_threads; j++)
+			if ((int)t->threads[j].tid >= pid_max)
+				return restore_fail(R, -EINVAL,
+						    "task %u is above this host's pid_max (%d)",
+						    t->threads[j].tid, pid_max);
+		if (i > 0 && !proc_by_pid(R, t->ppid))
+			return restore_fail(R, -EINVAL, "pid %u: its parent %u is not in the image",
+					    t->pid, t->ppid);
+	}
+	return restore_check_files(R);
+}
+
+/* ---- the whole restore ---------------------------------------------------------------------- */
+
+static int release_all(struct restorer *R)
+{
+	_cleanup_(ct_ptrace_set_freep) struct ct_ptrace_set *s = calloc(1, sizeof(*s));
+	size_t n = 0;
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < R->n_procs; i++)
+		n += R->procs[i].img->task.n_threads;
+	s->tasks = calloc(n, sizeof(*s->tasks));
+	if (!s->tasks)
+		return -ENOMEM;
+	for (size_t i = 0; i < R->n_procs; i++)
+		for (size_t j = 0; j < R->procs[i].img->task.n_threads; j++)
+			s->tasks[s->n++] = (struct ct_ptrace_task){.tid = R->procs[i].htids[j],
+								   .seized = true};
+	r = ct_ptrace_set_detach(s, R->o->cg, CT_DETACH_FROZEN, R->o->timeout);
+	if (r >= 0)
+		r = ct_cgroup_thaw(R->o->cg, R->o->timeout);
+	if (r < 0)
+		return restore_fail(R, r, "releasing the tasks failed: %s",
+				    ct_cgroup_last_error(R->o->cg));
+	return 0;
+}
+
+static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
+{
+	usec_t t = now_usec(CLOCK_MONOTONIC);
+	int r;
+
+	r = start_helper(R, ret_pid, ret_pidfd);
+	if (r < 0)
+		return r;
+	R->procs[0].hpid = *ret_pid;
+	R->procs[0].htids[0] = *ret_pid;
+	if (R->img->inventory.netns) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)*ret_pid);
+		R->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (R->netns_fd < 0)
+			return restore_fail(R, NEG_ERRNO(), "opening its network namespace: %m");
+	}
+	r = seize_helper(R, &R->procs[0]);
+	if (r >= 0)
+		r = build_tree(R);
+	R->stats->tree_usec = now_usec(CLOCK_MONOTONIC) - t;
+	if (r < 0)
+		return r;
+	t = now_usec(CLOCK_MONOTONIC);
+	r = restore_shm_objects(R);
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
+		r = restore_mm(R, &R->procs[i]);
+	R->stats->memory_usec = now_usec(CLOCK_MONOTONIC) - t;
+	t = now_usec(CLOCK_MONOTONIC);
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++) {
+		R->procs[i].pidfd = (int)syscall(SYS_pidfd_open, R->procs[i].hpid, 0);
+		r = restore_fds(R, &R->procs[i]);
+	}
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
+		r = restore_epolls(R, &R->procs[i]);
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
+		r = restore_task_state(R, &R->procs[i]);
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
+		r = restore_registers(R, &R->procs[i]);
+	if (r >= 0)
+		r = release_all(R);
+	R->stats->state_usec = now_usec(CLOCK_MONOTONIC) - t;
+	return r;
+}
+
+int ct_restore(const struct ct_restore_opts *o, pid_t *ret_pid, int *ret_pidfd,
+	       struct ct_restore_stats *ret_stats, char err[CT_ENGINE_ERROR_MAX])
+{
+	struct ct_restore_stats stats = {};
+	struct restorer R = {
+		.o = o, .err = err, .chan = -EBADF, .netns_fd = -EBADF, .stats = &stats};
+	char ierr[CT_IMAGE_ERROR_MAX];
+	usec_t t0 = now_usec(CLOCK_MONOTONIC);
+	pid_t pid = 0;
+	int pidfd = -EBADF, r;
+
+	err[0] = 0;
+	r = ct_image_open(o->dir, ierr, &R.img);
+	if (r < 0)
+		return restore_fail(&R, r, "image %s refused: %s", o->dir, ierr);
+	stats.verify_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	R.n_procs = R.img->n_procs;
+	R.procs = calloc(MAX(R.n_procs, 1u), sizeof(*R.procs));
+	if (!R.procs) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < R.n_procs; i++) {
+		R.procs[i].img = &R.img->procs[i];
+		R.procs[i].pidfd = -EBADF;
+		R.procs[i].htids = calloc(R.img->procs[i].task.n_threads, sizeof(pid_t));
+		if (!R.procs[i].htids) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	r = check_image(&R);
+	if (r >= 0)
+		r = restore_all(&R, &pid, &pidfd);
+	if (r < 0 && pid > 0) {
+		/* PID 1 takes every task of its namespace with it. */
+		kill(pid, SIGKILL);
+		/* Traced zombies wait for their tracer (us) before init can go. */
+		for (size_t i = R.n_procs; i-- > 0;)
+			for (size_t j = R.img->procs[i].task.n_threads; j-- > 0;)
+				if (R.procs[i].htids[j] > 0 && R.procs[i].htids[j] != pid)
+					(void)waitpid(R.procs[i].htids[j], NULL, __WALL);
+		(void)waitpid(pid, NULL, __WALL);
+		(void)ct_cgroup_kill(o->cg, o->timeout);
+		pidfd = safe_close(pidfd);
+	}
+	if (r >= 0) {
+		*ret_pid = pid;
+		*ret_pidfd = pidfd;
+	}
+out:
+	stats.n_procs = (unsigned)R.n_procs;
+	for (size_t i = 0; R.procs && i < R.n_procs; i++) {
+		safe_close(R.procs[i].pidfd);
+		free(R.procs[i].htids);
+		stats.n_fds += (unsigned)R.img->procs[i].fds.n_fds;
+	}
+	free(R.procs);
+	restore_objs_free(&R);
+	safe_close(R.chan);
+	safe_close(R.netns_fd);
+	ct_image_free(R.img);
+	stats.total_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	if (ret_stats)
+		*ret_stats = stats;
+	if (r < 0 && !err[0])
+		restore_fail(&R, r, "restore failed: %s", strerror(-r));
+	return r;
+}
