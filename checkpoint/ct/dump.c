@@ -140,6 +140,8 @@ static int dump_creds(struct dumper *d, struct dproc *p, const struct ct_proc_st
 			return dump_fail(d, -EBADMSG, "pid %d: no %s in %s", (int)p->pid,
 					 capkeys[i], path);
 	}
+	if (status_field(text, "Umask", &v) == 0)
+		p->task.umask = (uint32_t)strtoul(v, NULL, 8) & 0777;
 	if (status_field(text, "Groups", &v) == 0) {
 		for (;;) {
 			char *end;
@@ -738,6 +740,9 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 		k = ct_ptrace_set_detach(d.set, o->cg, CT_DETACH_FROZEN, o->timeout);
 		if (k >= 0)
 			k = ct_cgroup_kill(o->cg, o->timeout);
+		/* Empty and thawed: the cgroup can take a restored copy. */
+		if (k >= 0)
+			k = ct_cgroup_thaw(o->cg, o->timeout);
 		/* Sockets in repair mode close silently only now that the container is gone. */
 		dump_files_release(&d, true);
 		if (k < 0)

@@ -518,6 +518,11 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 		return ct_dec_u64s(d, f, "task itimers", t->itimers, ELEMENTSOF(t->itimers));
 	case TASK_PERSONALITY:
 		return ct_dec_u32(d, f, "task", &t->personality);
+	case TASK_UMASK:
+		r = ct_dec_u32(d, f, "task", &t->umask);
+		if (r == 0 && t->umask > 0777)
+			return ct_dec_fail(d, "task: umask %o out of range", t->umask);
+		return r;
 	case TASK_THREAD:
 		r = ct_dec_grow(d, (void **)&t->threads, threads_alloc, t->n_threads,
 				sizeof(*t->threads), CT_IMAGE_THREADS_MAX, "task threads");

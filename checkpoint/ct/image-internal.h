@@ -157,6 +157,7 @@ struct ct_image_task {
 	char *cwd, *root;
 	uint64_t itimers[6]; /* real, virtual, prof: interval then value, in microseconds */
 	uint32_t personality;
+	uint32_t umask;
 	struct ct_image_thread *threads;
 	size_t n_threads;
 };

@@ -346,6 +346,7 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 	put_str(&b, TASK_ROOT, t->root);
 	put_u64s(&b, TASK_ITIMERS, t->itimers, ELEMENTSOF(t->itimers));
 	put_u32(&b, TASK_PERSONALITY, t->personality);
+	put_u32(&b, TASK_UMASK, t->umask);
 	for (size_t i = 0; i < t->n_threads; i++)
 		put_thread(&b, &t->threads[i]);
 	return buf_finish(&b, ret, ret_size);

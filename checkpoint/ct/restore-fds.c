@@ -247,8 +247,12 @@ static int make_anon(const struct ct_image_fd *f, int *ret)
 					 {(time_t)(val / 1000000000), (long)(val % 1000000000)}};
 
 		(void)fl; /* the remaining time is relative: TFD_TIMER_ABSTIME does not apply */
+		/* A periodic timer that fired shows 0 left until it is read: next expiry is one
+		 * interval away. */
+		if (!val && itv)
+			its.it_value = its.it_interval;
 		fd = timerfd_create((int)clk, TFD_CLOEXEC);
-		if (fd >= 0 && val && timerfd_settime(fd, 0, &its, NULL) < 0) {
+		if (fd >= 0 && (val || itv) && timerfd_settime(fd, 0, &its, NULL) < 0) {
 			close(fd);
 			return NEG_ERRNO();
 		}

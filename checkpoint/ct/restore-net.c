@@ -113,7 +113,7 @@ static int set_opts(int fd, struct fdblob_reader *rd)
 		int level = (int)fdblob_get_u64(rd), name = (int)fdblob_get_u64(rd),
 		    v = (int)fdblob_get_u64(rd);
 
-		if (!rd->bad && setsockopt(fd, level, name, &v, sizeof(v)) < 0)
+		if (!rd->bad && fd >= 0 && setsockopt(fd, level, name, &v, sizeof(v)) < 0)
 			return NEG_ERRNO();
 	}
 	return rd->bad ? -EBADMSG : 0;
@@ -305,8 +305,9 @@ static int restore_inet(const struct ct_image_fd *f, int netns_fd, int *ret, cha
 {
 	struct sock_rec s;
 	bool tcp = f->type == CT_IMAGE_FD_TCP;
-	int fd, r, one = 1;
+	struct fdblob_reader opts;
 	uint64_t backlog;
+	int fd, r;
 
 	if (parse_inet(f, &s) < 0)
 		return fail(err, errlen, -EBADMSG, "malformed socket record");
@@ -314,26 +315,31 @@ static int restore_inet(const struct ct_image_fd *f, int netns_fd, int *ret, cha
 		       tcp ? IPPROTO_TCP : IPPROTO_UDP);
 	if (fd < 0)
 		return fail(err, errlen, fd, "socket");
-	r = set_opts(fd, &s.rest);
+	opts = s.rest;
+	(void)set_opts(-1, &s.rest); /* skipped here, applied below */
 	backlog = fdblob_get_u64(&s.rest);
-	if (r < 0) {
-		close(fd);
-		return fail(err, errlen, r, "socket options");
-	}
 	if (tcp && s.state == NET_SOCK_CONNECTED) {
-		if (tcp_set(fd, TCP_REPAIR, TCP_REPAIR_ON) < 0 ||
-		    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
-			r = NEG_ERRNO();
+		/* Repair mode forces address reuse: the listener that accepted this connection
+		 * may hold the port already. */
+		r = tcp_set(fd, TCP_REPAIR, TCP_REPAIR_ON);
+		if (r < 0) {
 			close(fd);
 			return fail(err, errlen, r, "TCP_REPAIR");
 		}
 		r = tcp_established(fd, &s, err, errlen);
+		if (r >= 0)
+			r = set_opts(fd, &opts);
 		if (r < 0) {
 			close(fd);
-			return r;
+			return err[0] ? r : fail(err, errlen, r, "socket options");
 		}
 		*ret = fd;
 		return 0;
+	}
+	r = set_opts(fd, &opts);
+	if (r < 0) {
+		close(fd);
+		return fail(err, errlen, r, "socket options");
 	}
 	/* Bound (port != 0) sockets get their address back. */
 	if (s.local_len >= sizeof(struct sockaddr_in) &&

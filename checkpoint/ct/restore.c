@@ -302,8 +302,8 @@ struct helper_args {
 _noreturn_ static void helper(const struct helper_args *a)
 {
 	struct rlimit rl = {(rlim_t)a->chan_fd + 64, (rlim_t)a->chan_fd + 64};
+	int r, chan, ready;
 	char c;
-	int r;
 
 	if (read(a->sync_fd, &c, 1) != 1)
 		_exit(126);
@@ -329,7 +329,11 @@ _noreturn_ static void helper(const struct helper_args *a)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			goto fail;
 	}
-	if (dup3(a->chan, a->chan_fd, 0) < 0 || dup3(a->ready_fd, a->chan_fd + 1, O_CLOEXEC) < 0)
+	/* Via numbers above both targets, so that neither can overwrite the other. */
+	chan = fcntl(a->chan, F_DUPFD, a->chan_fd + 2);
+	ready = fcntl(a->ready_fd, F_DUPFD, a->chan_fd + 2);
+	if (chan < 0 || ready < 0 || dup3(chan, a->chan_fd, 0) < 0 ||
+	    dup3(ready, a->chan_fd + 1, O_CLOEXEC) < 0)
 		goto fail;
 	if (syscall(SYS_close_range, 0, a->chan_fd - 1, 0) < 0 ||
 	    syscall(SYS_close_range, a->chan_fd + 2, ~0U, 0) < 0)
@@ -645,13 +649,17 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 				   t->itimers[2 * which + 1] / USEC_PER_SEC,
 				   t->itimers[2 * which + 1] % USEC_PER_SEC};
 
-		if (!t->itimers[2 * which + 1])
+		if (!t->itimers[2 * which + 1] && !t->itimers[2 * which])
 			continue;
+		if (!t->itimers[2 * which + 1]) /* expiring right now: next period */
+			itv[2] = itv[0], itv[3] = itv[1];
 		r = restore_poke(R, p, s, itv, sizeof(itv));
 		if (r >= 0)
 			r = restore_call(R, p, p->hpid, "setitimer", SYS_setitimer, which, (long)s,
 					 0, 0, 0, 0, NULL);
 	}
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "umask", SYS_umask, t->umask, 0, 0, 0, 0, 0, NULL);
 	if (r >= 0 && t->personality)
 		r = restore_call(R, p, p->hpid, "personality", SYS_personality, t->personality, 0,
 				 0, 0, 0, 0, NULL);
