@@ -121,6 +121,8 @@ int verb_version(const struct migctl *m, int argc, char **argv);
 int verb_ca(const struct migctl *m, int argc, char **argv);
 int verb_peer_test(const struct migctl *m, int argc, char **argv);
 int verb_run(const struct migctl *m, int argc, char **argv);
+int verb_checkpoint(const struct migctl *m, int argc, char **argv);
+int verb_restore(const struct migctl *m, int argc, char **argv);
 int verb_logs(const struct migctl *m, int argc, char **argv);
 int verb_stop(const struct migctl *m, int argc, char **argv);
 int verb_rm(const struct migctl *m, int argc, char **argv);

@@ -24,6 +24,8 @@ static const struct verb verbs[] = {
 	{"ca", verb_ca, "the cluster CA and host certificates (works without migrd)"},
 	{"run", verb_run, "start a container on this host: CMD as PID 1 in new namespaces"},
 	{"logs", verb_logs, "a container's output (-f to follow)"},
+	{"checkpoint", verb_checkpoint, "write a container's complete state to an image directory"},
+	{"restore", verb_restore, "restore a container from an image directory"},
 	{"stop", verb_stop, "stop a container (SIGTERM, then kill after a timeout)"},
 	{"rm", verb_rm, "forget a stopped container"},
 	{"peer-test", verb_peer_test,

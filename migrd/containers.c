@@ -14,7 +14,7 @@
 #include "checkpoint/ct/container-internal.h"
 #include "checkpoint/workload.h"
 #include "common/common.h"
-#include "migrd/containers.h"
+#include "migrd/containers-internal.h"
 #include "migrd/manager-internal.h"
 
 #ifndef P_PIDFD
@@ -26,51 +26,38 @@
 #define LOG_CHUNK_MAX	     (1024 * 1024)
 #define STOP_TIMEOUT_DEFAULT (10 * USEC_PER_SEC)
 
-struct container {
-	struct manager *m;
-	char *name;
-	json_t *record; /* what the state store keeps */
-	pid_t pid;
-	int pidfd;
-	sd_event_source *exit_source;
-	sd_event_source *stop_timer;
-	struct ct_cgroup *cg;
-	struct control_request *stop_waiter;
-	bool stop_requested;
-};
-
-static const char *record_state(struct container *c)
+const char *container_state(struct container *c)
 {
 	const char *s = NULL;
 	(void)json_get_string(c->record, "state", &s);
 	return s ?: "unknown";
 }
 
-static bool is_running(struct container *c)
+bool container_is_running(struct container *c)
 {
-	return streq(record_state(c), "running");
+	return streq(container_state(c), "running");
 }
 
-static void persist(struct container *c)
+void container_persist(struct container *c)
 {
 	int r = state_db_container_put(c->m->db, c->name, c->record);
 	if (r < 0)
 		log_error_errno(r, "Failed to persist container %s: %m", c->name);
 }
 
-static char *cgroup_name(struct manager *m, const char *name)
+char *container_cgroup_name(struct manager *m, const char *name)
 {
 	char *s;
 	return asprintf(&s, "%s.%s", m->config.host_name, name) < 0 ? NULL : s;
 }
 
-static char *log_path(struct manager *m, const char *name)
+char *container_log_path(struct manager *m, const char *name)
 {
 	char *s;
 	return asprintf(&s, "%s/containers/%s.log", m->config.state_dir, name) < 0 ? NULL : s;
 }
 
-static struct container *find(struct manager *m, const char *name)
+struct container *containers_find(struct manager *m, const char *name)
 {
 	for (size_t i = 0; i < m->n_containers; i++)
 		if (streq(m->containers[i]->name, name))
@@ -78,7 +65,7 @@ static struct container *find(struct manager *m, const char *name)
 	return NULL;
 }
 
-static void container_free(struct container *c)
+void container_free(struct container *c)
 {
 	if (!c)
 		return;
@@ -91,9 +78,10 @@ static void container_free(struct container *c)
 	free(c);
 }
 
-static int open_cgroup(struct manager *m, const char *name, json_t *record, struct ct_cgroup **ret)
+int container_open_cgroup(struct manager *m, const char *name, json_t *record,
+			  struct ct_cgroup **ret)
 {
-	_cleanup_free_ char *cgn = cgroup_name(m, name);
+	_cleanup_free_ char *cgn = container_cgroup_name(m, name);
 	struct ct_cgroup_params p = {.name = cgn, .needs = 0, .mode = CT_CGROUP_AUTO};
 	uint64_t mem = 0;
 	json_t *cpus = json_object_get(record, "cpus");
@@ -128,15 +116,17 @@ static void on_exited(struct container *c)
 	if (c->cg && ct_cgroup_kill(c->cg, 2 * USEC_PER_SEC) < 0)
 		log_warning("Container %s: %s", c->name, ct_cgroup_last_error(c->cg));
 	json_object_set_new(c->record, "state",
-			    json_string(c->stop_requested ? "stopped" : "exited"));
+			    json_string(c->checkpoint_kill  ? "checkpointed"
+					: c->stop_requested ? "stopped"
+							    : "exited"));
 	json_object_set_new(c->record, "status", status ?: json_null());
 	json_object_del(c->record, "pid");
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=container-exited"), "Container %s %s",
-			 c->name, c->stop_requested ? "stopped" : "exited");
-	persist(c);
+			 c->name, container_state(c));
+	container_persist(c);
 	if (c->stop_waiter) {
 		control_request_reply(c->stop_waiter, json_pack("{s:s,s:s}", "name", c->name,
-								"state", record_state(c)));
+								"state", container_state(c)));
 		c->stop_waiter = NULL;
 	}
 }
@@ -147,12 +137,12 @@ static int on_pidfd(sd_event_source *s, int fd, uint32_t revents, void *userdata
 	return 0;
 }
 
-static int watch(struct container *c)
+int container_watch(struct container *c)
 {
 	return sd_event_add_io(c->m->event, &c->exit_source, c->pidfd, EPOLLIN, on_pidfd, c);
 }
 
-static int add(struct manager *m, struct container *c)
+int containers_add(struct manager *m, struct container *c)
 {
 	struct container **n;
 
@@ -164,7 +154,7 @@ static int add(struct manager *m, struct container *c)
 	return 0;
 }
 
-static void del(struct manager *m, struct container *c)
+void containers_del(struct manager *m, struct container *c)
 {
 	for (size_t i = 0; i < m->n_containers; i++)
 		if (m->containers[i] == c) {
@@ -197,11 +187,11 @@ int containers_load(struct manager *m)
 		(void)json_get_string(rec, "name", &name);
 		c->name = name ? strdup(name) : NULL;
 		c->record = json_incref(rec);
-		if (!c->name || add(m, c) < 0) {
+		if (!c->name || containers_add(m, c) < 0) {
 			container_free(c);
 			return log_oom();
 		}
-		if (!streq(record_state(c), "running"))
+		if (!streq(container_state(c), "running"))
 			continue;
 		/* Same pid and same start time: the very process we started, not a recycled pid. */
 		(void)json_get_uint64(rec, "pid", &pid);
@@ -210,8 +200,8 @@ int containers_load(struct manager *m)
 		    now_start == start) {
 			c->pid = (pid_t)pid;
 			c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
-			if (c->pidfd >= 0 && watch(c) >= 0 &&
-			    open_cgroup(m, c->name, rec, &c->cg) >= 0) {
+			if (c->pidfd >= 0 && container_watch(c) >= 0 &&
+			    container_open_cgroup(m, c->name, rec, &c->cg) >= 0) {
 				log_info("Container %s (pid %d) is still running: adopted", c->name,
 					 (int)c->pid);
 				continue;
@@ -222,7 +212,7 @@ int containers_load(struct manager *m)
 		json_object_set_new(c->record, "state", json_string("exited"));
 		json_object_set_new(c->record, "status", json_null());
 		json_object_del(c->record, "pid");
-		persist(c);
+		container_persist(c);
 	}
 	return 0;
 }
@@ -261,8 +251,9 @@ int containers_list(struct manager *m, json_t *array)
 	for (size_t i = 0; i < m->n_containers; i++) {
 		struct container *c = m->containers[i];
 		json_t *w = json_pack("{s:s,s:s,s:s,s:s,s:I}", "name", c->name, "kind", "container",
-				      "host", m->config.host_name, "state", record_state(c),
-				      "memory", (json_int_t)(is_running(c) ? memory_used(c) : 0));
+				      "host", m->config.host_name, "state", container_state(c),
+				      "memory",
+				      (json_int_t)(container_is_running(c) ? memory_used(c) : 0));
 		if (!w)
 			return -ENOMEM;
 		if (c->pid)
@@ -337,7 +328,7 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "cwd must be an absolute path, memory at least 4 MiB, "
 					     "cpus a positive number, netns true or false.");
-	if (find(m, name))
+	if (containers_find(m, name))
 		return control_request_error(req, EEXIST, "exists",
 					     "A container named '%s' exists on this host already "
 					     "(migctl rm it first).",
@@ -357,7 +348,7 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 			  json_object_get(params, "argv"), "env", json_object_get(params, "env"),
 			  "cwd", cwd, "cpus", cpus, "memory", (json_int_t)memory, "netns", netns,
 			  "created", (json_int_t)now_usec(CLOCK_REALTIME));
-	logp = log_path(m, name);
+	logp = container_log_path(m, name);
 	if (!c->name || !c->record || !logp || !(dir = strdup(logp))) {
 		container_free(c);
 		return -ENOMEM;
@@ -374,7 +365,7 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 		return control_request_error(req, -r, "internal", "Cannot create %s: %s.", logp,
 					     strerror(-r));
 	}
-	r = open_cgroup(m, name, c->record, &c->cg);
+	r = container_open_cgroup(m, name, c->record, &c->cg);
 	if (r >= 0 && memory)
 		r = ct_cgroup_set_memory_limit(c->cg, memory);
 	if (r >= 0 && json_is_number(cpus))
@@ -402,17 +393,17 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 	json_object_set_new(c->record, "state", json_string("running"));
 	json_object_set_new(c->record, "pid", json_integer(c->pid));
 	json_object_set_new(c->record, "start_time", json_integer((json_int_t)start));
-	r = add(m, c);
+	r = containers_add(m, c);
 	if (r >= 0)
-		r = watch(c);
+		r = container_watch(c);
 	if (r < 0) {
 		kill(c->pid, SIGKILL);
 		(void)ct_cgroup_kill(c->cg, USEC_PER_SEC);
 		(void)ct_cgroup_remove(c->cg, USEC_PER_SEC);
-		del(m, c);
+		containers_del(m, c);
 		return -ENOMEM;
 	}
-	persist(c);
+	container_persist(c);
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=container-started"),
 			 "Container %s started: pid %d, cgroup %s", name, (int)c->pid,
 			 c->cg->v2_path ?: strna(c->cg->freezer_path));
@@ -445,12 +436,16 @@ int method_stop(struct control_request *req, json_t *params, void *userdata, jso
 	    json_get_uint64(params, "timeout", &timeout_s) < 0)
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "'timeout' is in whole seconds.");
-	c = find(m, name);
+	c = containers_find(m, name);
 	if (!c)
 		return control_request_error(req, ENOENT, "not-found",
 					     "No container named '%s' on this host.", name);
-	if (!is_running(c)) {
-		*ret = json_pack("{s:s,s:s}", "name", name, "state", record_state(c));
+	if (c->busy)
+		return control_request_error(req, EBUSY, "busy",
+					     "Container %s is being checkpointed or restored.",
+					     name);
+	if (!container_is_running(c)) {
+		*ret = json_pack("{s:s,s:s}", "name", name, "state", container_state(c));
 		return CONTROL_REPLY_NOW;
 	}
 	if (c->stop_waiter)
@@ -478,24 +473,28 @@ int method_rm(struct control_request *req, json_t *params, void *userdata, json_
 	if (json_get_string(params, "name", &name) < 0)
 		return control_request_error(req, EINVAL, "invalid-params", "rm needs 'name'.");
 	(void)json_get_bool(params, "force", &force);
-	c = find(m, name);
+	c = containers_find(m, name);
 	if (!c)
 		return control_request_error(req, ENOENT, "not-found",
 					     "No container named '%s' on this host.", name);
-	if (is_running(c) && !force)
+	if (c->busy)
+		return control_request_error(req, EBUSY, "busy",
+					     "Container %s is being checkpointed or restored.",
+					     name);
+	if (container_is_running(c) && !force)
 		return control_request_error(
 			req, EBUSY, "running",
 			"Container %s is running: stop it first (or rm --force).", name);
-	if (is_running(c)) {
+	if (container_is_running(c)) {
 		(void)kill(c->pid, SIGKILL);
 		if (c->cg)
 			(void)ct_cgroup_kill(c->cg, 5 * USEC_PER_SEC);
 	}
 	if (!c->cg)
-		(void)open_cgroup(m, name, c->record, &c->cg);
+		(void)container_open_cgroup(m, name, c->record, &c->cg);
 	if (c->cg && (r = ct_cgroup_remove(c->cg, 2 * USEC_PER_SEC)) < 0)
 		log_warning("Container %s: %s", name, ct_cgroup_last_error(c->cg));
-	logp = log_path(m, name);
+	logp = container_log_path(m, name);
 	if (logp)
 		(void)unlink(logp);
 	r = state_db_container_delete(m->db, name);
@@ -506,7 +505,7 @@ int method_rm(struct control_request *req, json_t *params, void *userdata, json_
 		control_request_fail(c->stop_waiter, "not-found", "The container was removed.");
 	c->stop_waiter = NULL;
 	log_info("Container %s removed", name);
-	del(m, c);
+	containers_del(m, c);
 	*ret = json_pack("{s:s}", "name", name);
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;
 }
@@ -549,11 +548,11 @@ int method_logs(struct control_request *req, json_t *params, void *userdata, jso
 	(void)json_get_uint64(params, "offset", &offset);
 	(void)json_get_uint64(params, "max", &max);
 	max = CLAMP(max, 1, (uint64_t)LOG_CHUNK_MAX);
-	c = find(m, name);
+	c = containers_find(m, name);
 	if (!c)
 		return control_request_error(req, ENOENT, "not-found",
 					     "No container named '%s' on this host.", name);
-	logp = log_path(m, name);
+	logp = container_log_path(m, name);
 	if (!logp)
 		return -ENOMEM;
 	fd = open(logp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -573,6 +572,6 @@ int method_logs(struct control_request *req, json_t *params, void *userdata, jso
 	make_utf8(buf, (size_t)k);
 	*ret = json_pack("{s:s,s:s%,s:I,s:I,s:b}", "name", name, "data", buf, (size_t)k, "offset",
 			 (json_int_t)(offset + (uint64_t)k), "size", (json_int_t)st.st_size,
-			 "running", is_running(c));
+			 "running", container_is_running(c));
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;
 }

@@ -17,3 +17,5 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 int method_stop(struct control_request *req, json_t *params, void *userdata, json_t **ret);
 int method_rm(struct control_request *req, json_t *params, void *userdata, json_t **ret);
 int method_logs(struct control_request *req, json_t *params, void *userdata, json_t **ret);
+int method_checkpoint(struct control_request *req, json_t *params, void *userdata, json_t **ret);
+int method_restore(struct control_request *req, json_t *params, void *userdata, json_t **ret);

@@ -166,6 +166,7 @@ const struct control_method manager_control_methods[] = {
 	{"hosts", method_hosts},	 {"list", method_list},
 	{"peer-test", method_peer_test}, {"run", method_run},
 	{"stop", method_stop},		 {"rm", method_rm},
-	{"logs", method_logs},
+	{"logs", method_logs},		 {"checkpoint", method_checkpoint},
+	{"restore", method_restore},
 };
 const size_t manager_n_control_methods = ELEMENTSOF(manager_control_methods);

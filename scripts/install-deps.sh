@@ -11,7 +11,7 @@ PKGS=(
   libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libcorosync-common-dev
   libcmocka-dev librdmacm-dev libibverbs-dev rdma-core ibverbs-providers openssl
   # baselines for the benchmarks
-  iperf3 socat
+  iperf3 socat strace
   # cluster and test harness
   corosync iproute2 util-linux procps psmisc python3-pytest sqlite3 systemd
 )

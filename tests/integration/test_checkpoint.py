@@ -1,0 +1,295 @@
+"""Checkpoint and restore of containers on a real migrd host: the self-checking fixtures of
+tests/fixtures/ct and unmodified programs, killed and restored or left running, with their
+pids checked after every restore; refusals and damaged images. Real processes, real kernel."""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from migrd_host import default_build_dir
+
+FIXTURES = os.path.join(default_build_dir(), "tests", "fixtures", "ct")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fixtures", "ct"))
+import echo_client  # noqa: E402
+
+
+@pytest.fixture
+def host(make_cluster):
+    return make_cluster(1)["h1"]
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def image(name):
+    """The image directory as migrd sees it (inside the host)."""
+    return f"/var/lib/migrd/images/{name}"
+
+
+def image_outside(h, name):
+    return h.path("lib", "migrd", "images", name)
+
+
+def entry(h, name):
+    return next((w for w in h.migctl("list")["workloads"] if w["name"] == name), None)
+
+
+def logs(h, name):
+    return h.migctl("logs", name, json=False)
+
+
+def ready_ids(h, name, timeout=60):
+    """The pids and tids the fixture reported at start."""
+    h.wait_for(lambda: "READY" in logs(h, name), timeout, f"{name} to report READY")
+    line = next(l for l in logs(h, name).splitlines() if l.startswith("READY"))
+    ids = set()
+    for key in ("pids", "tids"):
+        m = re.search(rf"\b{key}=([0-9,]+)", line)
+        if m:
+            ids |= {int(x) for x in m.group(1).split(",")}
+    return ids
+
+
+def last_ok(h, name):
+    oks = [l for l in logs(h, name).splitlines() if l.startswith("OK ")]
+    return int(oks[-1].split()[1]) if oks else 0
+
+
+def assert_healthy(h, name, after, more=5, timeout=30):
+    """The fixture goes on past OK number `after` and has not failed."""
+    def progressed():
+        text = logs(h, name)
+        assert "FAIL" not in text, text[-2000:]
+        return last_ok(h, name) >= after + more
+    h.wait_for(progressed, timeout, f"{name} to keep reporting OK")
+
+
+def container_ids(pid):
+    """Every task of the container whose PID 1 is pid (host view), by its pid inside."""
+    ids = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        ids.add(ns_pid(int(task)))
+    children = [pid]
+    while children:
+        p = children.pop()
+        ids.add(ns_pid(p))
+        for t in os.listdir(f"/proc/{p}/task"):
+            ids.add(ns_pid(int(t)))
+            with open(f"/proc/{p}/task/{t}/children") as f:
+                children += [int(c) for c in f.read().split()]
+    return ids
+
+
+def ns_pid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    raise AssertionError(f"no NSpid for {pid}")
+
+
+def checkpoint(h, name, *extra):
+    return h.migctl("checkpoint", name, "--dir", image(name), *extra, timeout=120)
+
+
+def restore(h, name, src=None):
+    return h.migctl("restore", name, "--from", image(src or name), timeout=120)
+
+
+def kill_and_restore(h, name, ids):
+    pid0 = entry(h, name)["pid"]
+    r = checkpoint(h, name)
+    assert r["left_running"] is False and r["processes"] >= 1
+    h.wait_for(lambda: entry(h, name)["state"] == "checkpointed", 10, "the checkpoint's kill")
+    assert not os.path.exists(f"/proc/{pid0}") or open(f"/proc/{pid0}/stat").read().split()[2] == "Z"
+    r = restore(h, name)
+    assert entry(h, name)["state"] == "running"
+    assert container_ids(r["pid"]) == ids, "the restored tasks have other pids"
+    return r
+
+
+@pytest.mark.parametrize("name,argv", [
+    ("counter", ["fixture-ct-counter", "256"]),
+    ("pipes", ["fixture-ct-pipes"]),
+    ("signals", ["fixture-ct-signals"]),
+    ("shm", ["fixture-ct-shm"]),
+    ("fds", ["fixture-ct-fds"]),
+])
+def test_fixture_kill_and_restore(host, name, argv):
+    host.migctl("run", name, "--", fixture(argv[0]), *argv[1:])
+    ids = ready_ids(host, name)
+    assert_healthy(host, name, 0, more=3)
+    kill_and_restore(host, name, ids)
+    assert_healthy(host, name, last_ok(host, name))
+    # And once more from the restored copy.
+    host.run(["rm", "-rf", image(name)])
+    kill_and_restore(host, name, ids)
+    assert_healthy(host, name, last_ok(host, name))
+    host.migctl("stop", name, "--timeout", "2")
+
+
+def test_avx_threads_leave_running_then_restore(host):
+    if not open("/proc/cpuinfo").read().count(" avx "):
+        pytest.skip("this CPU has no AVX")
+    host.migctl("run", "avx", "--", fixture("fixture-ct-avxloop"), "4")
+    ids = ready_ids(host, "avx")
+    assert len(ids) == 5
+    assert_healthy(host, "avx", 0, more=3)
+    pid = entry(host, "avx")["pid"]
+    r = checkpoint(host, "avx", "--leave-running")
+    assert r["left_running"] and r["threads"] == 5
+    assert entry(host, "avx")["pid"] == pid and entry(host, "avx")["state"] == "running"
+    assert_healthy(host, "avx", last_ok(host, "avx"))
+    host.migctl("stop", "avx", "--timeout", "2")
+    host.migctl("restore", "avx", "--from", image("avx"), timeout=120)
+    assert_healthy(host, "avx", last_ok(host, "avx"))
+    assert container_ids(entry(host, "avx")["pid"]) == ids
+
+
+def echo_clients(h, n, port):
+    """Clients in the host's network namespace, outside the container, driven over stdin."""
+    argv = h._argv([sys.executable if os.path.exists(sys.executable) else "python3",
+                    os.path.join(os.path.dirname(echo_client.__file__), "echo_client.py"),
+                    "--port", str(port), "-n", str(n), "--rounds", "3", "--hold"])
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=h._env())
+
+
+def test_tcp_connections_survive(host):
+    port = 7007
+    host.migctl("run", "echo", "--", fixture("fixture-ct-echo"), str(port))
+    ids = ready_ids(host, "echo")
+    clients = echo_clients(host, 4, port)
+    try:
+        assert clients.stdout.readline().strip() == "HELD"
+        checkpoint(host, "echo", "--leave-running")
+        assert entry(host, "echo")["state"] == "running"
+        host.run(["rm", "-rf", image("echo")])
+        kill_and_restore(host, "echo", ids)
+        clients.stdin.write("\n")
+        clients.stdin.flush()
+        out = clients.stdout.read()
+        assert clients.wait(30) == 0 and "PASS" in out, out
+    finally:
+        clients.kill()
+    assert_healthy(host, "echo", last_ok(host, "echo"))
+
+
+def test_unmodified_programs(host):
+    host.migctl("run", "web", "--cwd", "/tmp", "--", "python3", "-m", "http.server", "8080",
+                "--bind", "127.0.0.1")
+    host.migctl("run", "loop", "--", "bash", "-c",
+                'n=0; while :; do n=$((n+1)); echo "n=$n"; sleep 0.1; done')
+    host.migctl("run", "sleeper", "--", "sleep", "1000")
+    get = ["python3", "-c", "import urllib.request as u; "
+           "print(u.urlopen('http://127.0.0.1:8080/', timeout=5).status)"]
+    host.wait_for(lambda: host.run(get, check=False).stdout.strip() == "200", 20, "http.server")
+    for name in ("web", "loop", "sleeper"):
+        pid = entry(host, name)["pid"]
+        ids = container_ids(pid)
+        kill_and_restore(host, name, ids)
+    assert host.run(get).stdout.strip() == "200"
+    n0 = int(logs(host, "loop").split("n=")[-1].split()[0])
+    host.wait_for(lambda: int(logs(host, "loop").split("n=")[-1].split()[0]) > n0 + 5, 10,
+                  "the bash loop to count on")
+    assert os.path.exists(f"/proc/{entry(host, 'sleeper')['pid']}")
+
+
+def test_image_is_private_and_checked(host):
+    host.migctl("run", "priv", "--", "sleep", "1000")
+    checkpoint(host, "priv")
+    d = image_outside(host, "priv")
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    for f in os.listdir(d):
+        st = os.stat(os.path.join(d, f))
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0, f
+    shown = host.run(["migctl", "image", "show", image("priv")]).stdout
+    assert "sleep" in shown
+    # A file others may write is refused, before any process exists.
+    victim = os.path.join(d, "inventory.img")
+    os.chmod(victim, 0o666)
+    cp = host.migctl_raw("restore", "priv", "--from", image("priv"), timeout=60)
+    assert cp.returncode != 0 and "inventory.img" in cp.stderr, cp.stderr
+    os.chmod(victim, 0o600)
+    assert restore(host, "priv")["pid"] > 0
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_image_refused(host, damage):
+    host.migctl("run", "bad", "--", fixture("fixture-ct-counter"), "16")
+    ready_ids(host, "bad")
+    checkpoint(host, "bad")
+    d = image_outside(host, "bad")
+    pages = next(f for f in sorted(os.listdir(d)) if f.startswith("pages-"))
+    path = os.path.join(d, pages)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        if damage == "flip":
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 0x40]))
+        else:
+            f.truncate(size - 4096)
+    before = set(os.listdir("/proc"))
+    cp = host.migctl_raw("restore", "bad", "--from", image("bad"), timeout=60)
+    assert cp.returncode != 0 and pages in cp.stderr, cp.stderr
+    assert entry(host, "bad")["state"] == "checkpointed"
+    # No task of the image was created on the way.
+    new = [p for p in set(os.listdir("/proc")) - before if p.isdigit()]
+    for p in new:
+        try:
+            assert "fixture-ct-counter" not in open(f"/proc/{p}/cmdline").read()
+        except FileNotFoundError:
+            pass
+
+
+def refuse(h, name, argv, expect):
+    h.migctl("run", name, "--", *argv)
+    time.sleep(1.0)
+    pid = entry(h, name)["pid"]
+    cp = h.migctl_raw("checkpoint", name, "--dir", image(name), timeout=60)
+    assert cp.returncode != 0, cp.stdout
+    assert re.search(expect, cp.stderr), cp.stderr
+    assert f"{name}: pid" in cp.stderr or "cannot seize" in cp.stderr, cp.stderr
+    # It runs on, untouched, and no image is left behind.
+    w = entry(h, name)
+    assert w["state"] == "running" and w["pid"] == pid
+    assert not os.path.exists(os.path.join(image_outside(h, name), "inventory.img"))
+    return cp.stderr
+
+
+def test_refusals(host):
+    refuse(host, "inot", ["python3", "-c", "import ctypes, time; "
+                          "ctypes.CDLL(None).inotify_init(); time.sleep(1000)"],
+           r"pid 1 fd \d+: inotify is not supported")
+    host.spawn("outside", ["python3", "-c", "import socket, time; s=socket.socket("
+                           "socket.AF_UNIX); s.bind('/run/outside.sock'); s.listen(); "
+                           "c = s.accept(); time.sleep(1000)"])
+    host.wait_for(lambda: os.path.exists(host.path("run", "outside.sock")), 10, "the server")
+    refuse(host, "outside", ["python3", "-c", "import socket, time; s=socket.socket("
+                             "socket.AF_UNIX); s.connect('/run/outside.sock'); time.sleep(1000)"],
+           r"connected to outside the container is not supported")
+    refuse(host, "traced", ["sh", "-c", "sleep 1000 & exec strace -o /dev/null -p $!"],
+           r"cannot seize|ptrace|Operation not permitted")
+
+
+def test_missing_file_refused_at_restore(host):
+    host.run(["sh", "-c", "mkdir -p /var/lib/migrd/data && echo hi > /var/lib/migrd/data/f"])
+    host.migctl("run", "keepsfile", "--", "sh", "-c",
+                "exec 7</var/lib/migrd/data/f; exec sleep 1000")
+    time.sleep(0.5)
+    checkpoint(host, "keepsfile")
+    host.run(["rm", "/var/lib/migrd/data/f"])
+    cp = host.migctl_raw("restore", "keepsfile", "--from", image("keepsfile"), timeout=60)
+    assert cp.returncode != 0
+    assert "pid 1 fd 7: /var/lib/migrd/data/f no longer exists" in cp.stderr, cp.stderr
+    assert entry(host, "keepsfile")["state"] == "checkpointed"
+    host.run(["sh", "-c", "echo hi > /var/lib/migrd/data/f"])
+    assert restore(host, "keepsfile")["pid"] > 0
