@@ -115,16 +115,31 @@ void dump_files_release(struct dumper *d, bool silent)
 	d->n_files = 0;
 }
 
-static int dump_pipe(struct fdctx *c, bool first)
+/* Whether an earlier fd record already holds this pipe's or FIFO's data. */
+static bool object_seen(struct dumper *d, const struct ct_image_fd *self, uint64_t ino)
+{
+	for (size_t i = 0; i < d->n_procs; i++)
+		for (size_t j = 0; j < d->procs[i].fds.n_fds; j++) {
+			const struct ct_image_fd *f = &d->procs[i].fds.fds[j];
+
+			if (f != self && f->object == ino &&
+			    (f->type == CT_IMAGE_FD_PIPE || f->type == CT_IMAGE_FD_FIFO))
+				return true;
+		}
+	return false;
+}
+
+/* Pipes and FIFOs: the buffered data goes with the first fd of the object. */
+static int dump_pipe(struct fdctx *c, enum ct_image_fd_type type)
 {
 	struct fdblob b = {};
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int size, r;
 
-	c->rec->type = CT_IMAGE_FD_PIPE;
+	c->rec->type = type;
 	c->rec->object = c->st.st_ino;
-	if (first) {
+	if (!object_seen(c->d, c->rec, c->st.st_ino)) {
 		size = fcntl(c->ours, F_GETPIPE_SZ);
 		if (size < 0)
 			return fd_fail(c, NEG_ERRNO(), "F_GETPIPE_SZ");
@@ -265,9 +280,10 @@ static int dump_path_fd(struct fdctx *c)
 			return refuse(c, what);
 		}
 		c->rec->type = CT_IMAGE_FD_CHR;
-	} else if (S_ISFIFO(c->st.st_mode))
-		return refuse(c, "a named FIFO");
-	else
+	} else if (S_ISFIFO(c->st.st_mode)) {
+		c->rec->path = strdup(c->link);
+		return c->rec->path ? dump_pipe(c, CT_IMAGE_FD_FIFO) : -ENOMEM;
+	} else
 		return refuse(c, "this kind of file");
 	c->rec->path = strdup(c->link);
 	if (!c->rec->path)
@@ -331,7 +347,7 @@ static int dump_one(struct fdctx *c)
 		return fd_fail(c, -EINVAL, "shared description without a record");
 	}
 	if (S_ISFIFO(c->st.st_mode) && startswith(c->link, "pipe:"))
-		return dump_pipe(c, true);
+		return dump_pipe(c, CT_IMAGE_FD_PIPE);
 	if (S_ISSOCK(c->st.st_mode))
 		return net_dump_socket(c->d, c->p, c->fd, c->ours, c->st.st_ino, c->rec,
 				       &file_by_id(c->d, id)->tcp_repair);

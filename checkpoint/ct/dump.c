@@ -658,7 +658,6 @@ static void dumper_done(struct dumper *d)
 
 static uint64_t dir_bytes(const char *dir)
 {
-	_cleanup_free_ char *cmd = NULL;
 	uint64_t total = 0;
 	DIR *dd = opendir(dir);
 	struct dirent *e;

@@ -89,6 +89,9 @@ static int check_path(struct restorer *R, uint32_t pid, const char *what, const 
 	if (type == CT_IMAGE_FD_CHR && (!S_ISCHR(st.st_mode) || !chr_allowed(st.st_rdev)))
 		return restore_fail(R, -EPERM, "pid %u %s: %s is not an allowed device", pid, what,
 				    path);
+	if (type == CT_IMAGE_FD_FIFO && !S_ISFIFO(st.st_mode))
+		return restore_fail(R, -EINVAL, "pid %u %s: %s is no longer a FIFO", pid, what,
+				    path);
 	if (type == CT_IMAGE_FD_REG && !S_ISREG(st.st_mode))
 		return restore_fail(R, -EINVAL, "pid %u %s: %s is no longer a regular file", pid,
 				    what, path);
@@ -124,7 +127,7 @@ int restore_check_files(struct restorer *R)
 			const struct ct_image_fd *f = &p->fds.fds[j];
 
 			if (f->type != CT_IMAGE_FD_REG && f->type != CT_IMAGE_FD_DIR &&
-			    f->type != CT_IMAGE_FD_CHR)
+			    f->type != CT_IMAGE_FD_CHR && f->type != CT_IMAGE_FD_FIFO)
 				continue;
 			snprintf(what, sizeof(what), "fd %u", f->fd);
 			r = check_path(R, pid, what, f->path, (int)f->type);
@@ -145,17 +148,31 @@ static unsigned file_users(struct restorer *R, uint64_t file_id)
 	return n;
 }
 
-/* Regular files, directories and devices: opened by the task, at the dumped offset. */
+static int fifo_object(struct restorer *R, const struct ct_image_fd *f);
+
+/* Regular files, directories, devices, FIFOs: opened by the task, at the dumped offset. */
 static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_fd *f)
 {
 	int flags = (int)f->flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
+	bool fifo = f->type == CT_IMAGE_FD_FIFO;
 	long t;
 	int r;
 
+	/* A FIFO: we hold it open both ways (with its data back in it), so that the task's
+	 * open, non-blocking for the moment, finds its other end. */
+	if (fifo) {
+		r = fifo_object(R, f);
+		if (r < 0)
+			return restore_fail(R, r, "pid %u fd %u: FIFO %s: %s", p->img->task.pid,
+					    f->fd, f->path, strerror(-r));
+	}
 	r = restore_poke(R, p, p->scratch, f->path, strlen(f->path) + 1);
 	if (r >= 0)
 		r = restore_call(R, p, p->hpid, "open", SYS_openat, AT_FDCWD, (long)p->scratch,
-				 flags, 0, 0, 0, &t);
+				 flags | (fifo ? O_NONBLOCK : 0), 0, 0, 0, &t);
+	if (r >= 0 && fifo)
+		r = restore_call(R, p, p->hpid, "fcntl", SYS_fcntl, t, F_SETFL, flags & SETFL_MASK,
+				 0, 0, 0, NULL);
 	if (r < 0)
 		return restore_fail(R, r, "pid %u fd %u: cannot open %s", p->img->task.pid, f->fd,
 				    f->path);
@@ -178,6 +195,33 @@ static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_
 		return restore_fail(R, NEG_ERRNO(), "pid %u fd %u: pidfd_getfd: %m",
 				    p->img->task.pid, f->fd);
 	return obj_add(R, OBJ_FILE, f->file_id, (int)t, -1);
+}
+
+static int fifo_object(struct restorer *R, const struct ct_image_fd *f)
+{
+	struct fdblob_reader rd = {f->data, f->data_size};
+	uint64_t size;
+	size_t len = 0;
+	const uint8_t *data;
+	int fd, r;
+
+	if (obj_find(R, OBJ_PIPE, f->object))
+		return 0;
+	fd = open(f->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return NEG_ERRNO();
+	r = obj_add(R, OBJ_PIPE, f->object, fd, -1);
+	if (r < 0 || f->data_size == 0)
+		return r;
+	size = fdblob_get_u64(&rd);
+	data = fdblob_get_str(&rd, CT_IMAGE_FD_DATA_MAX, &len);
+	if (rd.bad)
+		return -EBADMSG;
+	if (size && fcntl(fd, F_SETPIPE_SZ, (int)size) < 0)
+		return NEG_ERRNO();
+	if (len && write(fd, data, len) != (ssize_t)len)
+		return -EIO;
+	return 0;
 }
 
 static int make_pipe(struct restorer *R, const struct ct_image_fd *f, int *ret)
@@ -372,6 +416,7 @@ int restore_fds(struct restorer *R, struct rproc *p)
 		case CT_IMAGE_FD_REG:
 		case CT_IMAGE_FD_DIR:
 		case CT_IMAGE_FD_CHR:
+		case CT_IMAGE_FD_FIFO:
 			r = open_path(R, p, f);
 			if (r < 0)
 				return r;
