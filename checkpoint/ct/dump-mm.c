@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -17,6 +18,21 @@
 #include "common/common.h"
 
 #define MEM_WINDOW (64U << 20) /* read this much, then hand it to the image writer */
+
+/* PAGEMAP_SCAN (Linux 6.7), not in Debian 12's headers. */
+#define PM_PAGE_IS_FILE	   (1 << 2)
+#define PM_PAGE_IS_PRESENT (1 << 3)
+#define PM_PAGE_IS_SWAPPED (1 << 4)
+#define PM_PAGE_IS_PFNZERO (1 << 5)
+struct pm_page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PM_PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define SCAN_VEC	512
 
 /* /proc/PID/stat fields 26-28 and 45-51 (start_code ... env_end). */
 static int read_mm_fields(pid_t hpid, uint64_t f[CT_IMAGE_MM_FIELDS])
@@ -255,13 +271,82 @@ static unsigned reader_threads(const struct dumper *d)
 	return (unsigned)CLAMP(n, 1, 4);
 }
 
+/* Reads [a, end) in windows into the pages file; with flags, untouched (and in private file
+ * mappings, still file-backed) pages are left out. */
+static int dump_range(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
+		      struct ct_image_pages_writer *pw, uint64_t a, uint64_t end, bool file,
+		      bool skip_absent, uint8_t *buf, uint8_t *flags, uint64_t *pages)
+{
+	for (; a < end; a += MEM_WINDOW) {
+		size_t len = (size_t)MIN((uint64_t)MEM_WINDOW, end - a);
+		struct ct_mem_range range = {a, len, buf, flags};
+		int r;
+
+		if (!skip_absent)
+			memset(flags, 0, len / CT_PAGE_SIZE);
+		r = ct_mem_read_parallel(mem, &range, 1, reader_threads(d), skip_absent);
+		if (r < 0)
+			return dump_fail(d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
+					 (int)p->pid, a, strerror(-r));
+		r = add_window(pw, a, buf, flags, len / CT_PAGE_SIZE, file && skip_absent, pages);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* The populated parts of a VMA through PAGEMAP_SCAN: a sparse terabyte reservation costs a
+ * page-table walk, not a pagemap read per page. -ENOTTY where the kernel lacks it. */
+static int dump_vma_scan(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
+			 struct ct_image_pages_writer *pw, const struct ct_image_vma *v,
+			 uint8_t *buf, uint8_t *flags, uint64_t *pages)
+{
+	struct pm_page_region vec[SCAN_VEC];
+	bool file = v->kind == CT_IMAGE_VMA_FILE_PRIVATE;
+	uint64_t cur = v->start;
+
+	while (cur < v->end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.start = cur,
+			.end = v->end,
+			.vec = (uint64_t)(uintptr_t)vec,
+			.vec_len = SCAN_VEC,
+			.category_anyof_mask = PM_PAGE_IS_PRESENT | PM_PAGE_IS_SWAPPED,
+			.return_mask = PM_PAGE_IS_PRESENT | PM_PAGE_IS_SWAPPED | PM_PAGE_IS_FILE |
+				       PM_PAGE_IS_PFNZERO,
+		};
+		long n = ioctl(mem->pagemap_fd, PM_PAGEMAP_SCAN, &arg);
+
+		if (n < 0)
+			return errno == ENOTTY || errno == EINVAL ? -ENOTTY : NEG_ERRNO();
+		for (long i = 0; i < n; i++) {
+			int r;
+
+			/* The shared zero page reads as zeros: a restore gets them for free. */
+			if ((vec[i].categories & PM_PAGE_IS_PFNZERO) ||
+			    (file && (vec[i].categories & PM_PAGE_IS_FILE)))
+				continue;
+			r = dump_range(d, p, mem, pw, vec[i].start, vec[i].end, false, false, buf,
+				       flags, pages);
+			if (r < 0)
+				return r;
+		}
+		/* A short vector means the walk is complete (walk_end can be stale). */
+		if (n < SCAN_VEC)
+			break;
+		cur = vec[n - 1].end;
+	}
+	return 0;
+}
+
 int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 {
 	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
 	_cleanup_free_ uint8_t *buf = NULL, *flags = NULL;
 	struct ct_mem mem;
 	uint64_t pages = 0;
-	bool any = false;
+	bool any = false, scan = true;
 	int r;
 
 	for (size_t i = 0; i < p->mm.n_vmas; i++)
@@ -279,22 +364,17 @@ int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 	r = ct_image_writer_pages_begin(w, false, (uint64_t)p->pid, &pw);
 	for (size_t i = 0; r >= 0 && i < p->mm.n_vmas; i++) {
 		const struct ct_image_vma *v = &p->mm.vmas[i];
-		bool file = v->kind == CT_IMAGE_VMA_FILE_PRIVATE;
 
 		if (v->pages != CT_IMAGE_VMA_PAGES_PRIVATE)
 			continue;
-		for (uint64_t a = v->start; r >= 0 && a < v->end; a += MEM_WINDOW) {
-			size_t len = (size_t)MIN((uint64_t)MEM_WINDOW, v->end - a);
-			struct ct_mem_range range = {a, len, buf, flags};
-
-			r = ct_mem_read_parallel(&mem, &range, 1, reader_threads(d), true);
-			if (r < 0) {
-				r = dump_fail(d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
-					      (int)p->pid, a, strerror(-r));
-				break;
-			}
-			r = add_window(pw, a, buf, flags, len / CT_PAGE_SIZE, file, &pages);
+		if (scan) {
+			r = dump_vma_scan(d, p, &mem, pw, v, buf, flags, &pages);
+			if (r != -ENOTTY)
+				continue;
+			scan = false; /* an older kernel: pagemap, page by page */
 		}
+		r = dump_range(d, p, &mem, pw, v->start, v->end,
+			       v->kind == CT_IMAGE_VMA_FILE_PRIVATE, true, buf, flags, &pages);
 	}
 	ct_mem_close(&mem);
 	if (r >= 0)
