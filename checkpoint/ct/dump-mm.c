@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
 
-#define MEM_WINDOW (64U << 20) /* read this much, then hand it to the image writer */
+#define MEM_WINDOW (16U << 20) /* read this much, then hand it to the image writer */
 
 /* PAGEMAP_SCAN (Linux 6.7), not in Debian 12's headers. */
 #define PM_PAGE_IS_FILE	   (1 << 2)
@@ -262,44 +263,39 @@ static int add_window(struct ct_image_pages_writer *pw, uint64_t addr, const uin
 	return 0;
 }
 
-static unsigned reader_threads(const struct dumper *d)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+/* A piece of memory to dump: at most MEM_WINDOW bytes. */
+struct win {
+	uint64_t addr;
+	size_t len;
+	bool file;	  /* private file mapping: file-backed pages are left out */
+	bool skip_absent; /* no PAGEMAP_SCAN: look up untouched pages in pagemap */
+};
 
-	if (d->o->n_threads)
-		return d->o->n_threads;
-	return (unsigned)CLAMP(n, 1, 4);
-}
+struct wins {
+	struct win *v;
+	size_t n, alloc;
+};
 
-/* Reads [a, end) in windows into the pages file; with flags, untouched (and in private file
- * mappings, still file-backed) pages are left out. */
-static int dump_range(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
-		      struct ct_image_pages_writer *pw, uint64_t a, uint64_t end, bool file,
-		      bool skip_absent, uint8_t *buf, uint8_t *flags, uint64_t *pages)
+static int wins_add(struct wins *w, uint64_t a, uint64_t end, bool file, bool skip_absent)
 {
 	for (; a < end; a += MEM_WINDOW) {
-		size_t len = (size_t)MIN((uint64_t)MEM_WINDOW, end - a);
-		struct ct_mem_range range = {a, len, buf, flags};
-		int r;
+		if (w->n == w->alloc) {
+			size_t na = MAX(w->alloc * 2, (size_t)64);
+			struct win *n = reallocarray(w->v, na, sizeof(*n));
 
-		if (!skip_absent)
-			memset(flags, 0, len / CT_PAGE_SIZE);
-		r = ct_mem_read_parallel(mem, &range, 1, reader_threads(d), skip_absent);
-		if (r < 0)
-			return dump_fail(d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
-					 (int)p->pid, a, strerror(-r));
-		r = add_window(pw, a, buf, flags, len / CT_PAGE_SIZE, file && skip_absent, pages);
-		if (r < 0)
-			return r;
+			if (!n)
+				return -ENOMEM;
+			w->v = n, w->alloc = na;
+		}
+		w->v[w->n++] = (struct win){a, (size_t)MIN((uint64_t)MEM_WINDOW, end - a), file,
+					    skip_absent};
 	}
 	return 0;
 }
 
 /* The populated parts of a VMA through PAGEMAP_SCAN: a sparse terabyte reservation costs a
  * page-table walk, not a pagemap read per page. -ENOTTY where the kernel lacks it. */
-static int dump_vma_scan(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
-			 struct ct_image_pages_writer *pw, const struct ct_image_vma *v,
-			 uint8_t *buf, uint8_t *flags, uint64_t *pages)
+static int scan_vma(const struct ct_mem *mem, const struct ct_image_vma *v, struct wins *out)
 {
 	struct pm_page_region vec[SCAN_VEC];
 	bool file = v->kind == CT_IMAGE_VMA_FILE_PRIVATE;
@@ -327,8 +323,7 @@ static int dump_vma_scan(struct dumper *d, struct dproc *p, const struct ct_mem 
 			if ((vec[i].categories & PM_PAGE_IS_PFNZERO) ||
 			    (file && (vec[i].categories & PM_PAGE_IS_FILE)))
 				continue;
-			r = dump_range(d, p, mem, pw, vec[i].start, vec[i].end, false, false, buf,
-				       flags, pages);
+			r = wins_add(out, vec[i].start, vec[i].end, false, false);
 			if (r < 0)
 				return r;
 		}
@@ -340,43 +335,141 @@ static int dump_vma_scan(struct dumper *d, struct dproc *p, const struct ct_mem 
 	return 0;
 }
 
+/* Reading and writing overlap: a reader thread fills one buffer while the caller hands the
+ * other to the image writer. */
+struct pipeline {
+	const struct ct_mem *mem;
+	const struct wins *w;
+	uint8_t *buf[2], *flags[2];
+	int r[2];
+	size_t filled, consumed;
+	bool stop;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static void *pipeline_reader(void *arg)
+{
+	struct pipeline *pl = arg;
+
+	for (size_t i = 0; i < pl->w->n; i++) {
+		const struct win *w = &pl->w->v[i];
+		int slot = (int)(i % 2), r;
+
+		pthread_mutex_lock(&pl->lock);
+		while (!pl->stop && i - pl->consumed >= 2)
+			pthread_cond_wait(&pl->cond, &pl->lock);
+		pthread_mutex_unlock(&pl->lock);
+		if (pl->stop)
+			break;
+		if (!w->skip_absent)
+			memset(pl->flags[slot], 0, w->len / CT_PAGE_SIZE);
+		r = ct_mem_read(pl->mem, w->addr, w->len, pl->buf[slot], w->skip_absent,
+				pl->flags[slot]);
+		pthread_mutex_lock(&pl->lock);
+		pl->r[slot] = r;
+		pl->filled = i + 1;
+		pthread_cond_broadcast(&pl->cond);
+		pthread_mutex_unlock(&pl->lock);
+	}
+	return NULL;
+}
+
+static int dump_windows(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
+			struct ct_image_pages_writer *pw, const struct wins *w, uint64_t *pages)
+{
+	struct pipeline pl = {.mem = mem, .w = w};
+	pthread_t th;
+	int r = 0;
+
+	if (w->n == 0)
+		return 0;
+	for (int i = 0; i < 2; i++) {
+		pl.buf[i] = malloc(MEM_WINDOW);
+		pl.flags[i] = malloc(MEM_WINDOW / CT_PAGE_SIZE);
+	}
+	if (!pl.buf[0] || !pl.buf[1] || !pl.flags[0] || !pl.flags[1]) {
+		r = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_init(&pl.lock, NULL);
+	pthread_cond_init(&pl.cond, NULL);
+	if (pthread_create(&th, NULL, pipeline_reader, &pl) != 0) {
+		r = -EAGAIN;
+		goto out_sync;
+	}
+	for (size_t i = 0; i < w->n && r >= 0; i++) {
+		const struct win *x = &w->v[i];
+		int slot = (int)(i % 2);
+
+		pthread_mutex_lock(&pl.lock);
+		while (pl.filled <= i)
+			pthread_cond_wait(&pl.cond, &pl.lock);
+		pthread_mutex_unlock(&pl.lock);
+		r = pl.r[slot];
+		if (r < 0)
+			r = dump_fail(d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
+				      (int)p->pid, x->addr, strerror(-r));
+		else
+			r = add_window(pw, x->addr, pl.buf[slot], pl.flags[slot],
+				       x->len / CT_PAGE_SIZE, x->file && x->skip_absent, pages);
+		pthread_mutex_lock(&pl.lock);
+		pl.consumed = i + 1;
+		pl.stop = r < 0;
+		pthread_cond_broadcast(&pl.cond);
+		pthread_mutex_unlock(&pl.lock);
+	}
+	pthread_join(th, NULL);
+out_sync:
+	pthread_cond_destroy(&pl.cond);
+	pthread_mutex_destroy(&pl.lock);
+out:
+	for (int i = 0; i < 2; i++) {
+		free(pl.buf[i]);
+		free(pl.flags[i]);
+	}
+	return r;
+}
+
 int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 {
 	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
-	_cleanup_free_ uint8_t *buf = NULL, *flags = NULL;
+	struct wins wins = {};
 	struct ct_mem mem;
 	uint64_t pages = 0;
 	bool any = false, scan = true;
-	int r;
+	int r = 0;
 
 	for (size_t i = 0; i < p->mm.n_vmas; i++)
 		any = any || p->mm.vmas[i].pages == CT_IMAGE_VMA_PAGES_PRIVATE;
 	if (!any)
 		return 0;
-	buf = malloc(MEM_WINDOW);
-	flags = malloc(MEM_WINDOW / CT_PAGE_SIZE);
-	if (!buf || !flags)
-		return -ENOMEM;
 	r = ct_mem_open(p->hpid, &mem);
 	if (r < 0)
 		return dump_fail(d, r, "pid %d: cannot open its memory: %s", (int)p->pid,
 				 strerror(-r));
-	r = ct_image_writer_pages_begin(w, false, (uint64_t)p->pid, &pw);
 	for (size_t i = 0; r >= 0 && i < p->mm.n_vmas; i++) {
 		const struct ct_image_vma *v = &p->mm.vmas[i];
 
 		if (v->pages != CT_IMAGE_VMA_PAGES_PRIVATE)
 			continue;
 		if (scan) {
-			r = dump_vma_scan(d, p, &mem, pw, v, buf, flags, &pages);
+			r = scan_vma(&mem, v, &wins);
 			if (r != -ENOTTY)
 				continue;
 			scan = false; /* an older kernel: pagemap, page by page */
 		}
-		r = dump_range(d, p, &mem, pw, v->start, v->end,
-			       v->kind == CT_IMAGE_VMA_FILE_PRIVATE, true, buf, flags, &pages);
+		r = wins_add(&wins, v->start, v->end, v->kind == CT_IMAGE_VMA_FILE_PRIVATE, true);
 	}
+	if (r < 0)
+		r = dump_fail(d, r, "pid %d: finding its populated memory: %s", (int)p->pid,
+			      strerror(-r));
+	if (r >= 0)
+		r = ct_image_writer_pages_begin(w, false, (uint64_t)p->pid, &pw);
+	if (r >= 0)
+		r = dump_windows(d, p, &mem, pw, &wins, &pages);
 	ct_mem_close(&mem);
+	free(wins.v);
 	if (r >= 0)
 		r = ct_image_pages_writer_finish(TAKE_PTR(pw));
 	d->stats->pages += pages;

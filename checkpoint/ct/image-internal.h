@@ -27,7 +27,9 @@
  * compression is off or does not pay, the raw pages; then a TLV index (chunk table: offset, size,
  * pages, flags (raw), XXH3 of the stored bytes; run table: address,
  * pages, zero flag, chunk, first page in chunk), then a 24-byte footer (index offset, index
- * length, index XXH3). Zero pages are runs without data. */
+ * length, index XXH3). Zero pages are runs without data. The header's payload checksum of a
+ * pages file covers the index and the footer; the chunks are covered through their checksums
+ * in the index. */
 #pragma once
 
 #include <stdbool.h>

@@ -198,8 +198,8 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 	if (r < 0)
 		return image_error(err, r, "%s: %s", name, msg);
 
-	/* Every chunk, then the whole payload: a flipped byte is named by chunk when it is in
-	 * one. */
+	/* Every chunk against the index, the index against the header: a flipped byte is
+	 * named by chunk when it is in one. */
 	buf = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	xxh = XXH3_createState();
 	if (!buf || !xxh) {
@@ -224,7 +224,6 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 			return image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",
 					   name, i);
 		}
-		XXH3_64bits_update(xxh, buf, c->size);
 	}
 	XXH3_64bits_update(xxh, idx, idx_len);
 	XXH3_64bits_update(xxh, footer, sizeof(footer));
@@ -248,6 +247,7 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ uint8_t *frame = NULL, *raw = NULL;
 	ZSTD_DCtx *dctx = NULL;
+	const uint8_t *data = NULL;
 	size_t chunk = SIZE_MAX;
 	uint64_t size;
 	int r = 0;
@@ -283,12 +283,14 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 				break;
 			}
 			if (c->flags & CT_IMAGE_CHUNK_RAW) {
-				memcpy(raw, frame, c->size);
+				data = frame; /* no copy: the pages are the stored bytes */
 				n = c->size;
-			} else
+			} else {
+				data = raw;
 				n = ZSTD_decompressDCtx(
 					dctx, raw, CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE,
 					frame, c->size);
+			}
 			if (XXH3_64bits(frame, c->size) != c->xxh3 || ZSTD_isError(n) ||
 			    n != (size_t)c->n_pages * CT_IMAGE_PAGE_SIZE) {
 				r = image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",
@@ -296,7 +298,7 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 				break;
 			}
 		}
-		r = cb(run->addr, raw + (size_t)run->chunk_page * CT_IMAGE_PAGE_SIZE, run->n_pages,
+		r = cb(run->addr, data + (size_t)run->chunk_page * CT_IMAGE_PAGE_SIZE, run->n_pages,
 		       userdata);
 	}
 	ZSTD_freeDCtx(dctx);

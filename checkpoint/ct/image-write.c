@@ -365,18 +365,24 @@ struct ct_image_pages_writer *ct_image_pages_writer_free(struct ct_image_pages_w
 	return NULL;
 }
 
-static int payload_write(struct ct_image_pages_writer *p, const void *data, size_t size)
+/* hashed: part of the header's payload checksum, which covers the index and footer; chunk
+ * bytes are covered by their own checksums in the index (hashing them twice would halve the
+ * speed of a dump). */
+static int payload_write(struct ct_image_pages_writer *p, const void *data, size_t size,
+			 bool hashed)
 {
 	int r = write_all(p->fd, data, size);
 
 	if (r < 0)
 		return log_debug_errno(r, "Failed to write %s: %m", p->name);
-	XXH3_64bits_update(p->xxh, data, size);
+	if (hashed)
+		XXH3_64bits_update(p->xxh, data, size);
 	p->offset += size;
 	return 0;
 }
 
-static int flush_chunk(struct ct_image_pages_writer *p)
+/* Stores the p->raw_pages pages at raw (p->raw, or the caller's pages) as one chunk. */
+static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_pages)
 {
 	size_t n = 0, raw_size;
 	const uint8_t *stored;
@@ -398,14 +404,14 @@ static int flush_chunk(struct ct_image_pages_writer *p)
 	}
 	raw_size = (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE;
 	if (p->w->level > 0) {
-		n = ZSTD_compressCCtx(p->cctx, p->frame, p->frame_max, p->raw, raw_size,
+		n = ZSTD_compressCCtx(p->cctx, p->frame, p->frame_max, raw_pages, raw_size,
 				      p->w->level);
 		if (ZSTD_isError(n))
 			return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
 	}
 	/* Stored raw when compression is off or does not pay. */
 	raw = p->w->level == 0 || n >= raw_size;
-	stored = raw ? p->raw : p->frame;
+	stored = raw ? raw_pages : p->frame;
 	if (raw)
 		n = raw_size;
 	p->chunks[p->n_chunks++] = (struct ct_image_chunk){
@@ -415,9 +421,14 @@ static int flush_chunk(struct ct_image_pages_writer *p)
 		.flags = raw ? CT_IMAGE_CHUNK_RAW : 0,
 		.xxh3 = XXH3_64bits(stored, n),
 	};
-	r = payload_write(p, stored, n);
+	r = payload_write(p, stored, n, false);
 	p->raw_pages = 0;
 	return r;
+}
+
+static int flush_chunk(struct ct_image_pages_writer *p)
+{
+	return flush_chunk_from(p, p->raw);
 }
 
 static bool page_is_zero(const uint8_t *page)
@@ -475,7 +486,32 @@ int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, co
 		return -EINVAL;
 	for (size_t i = 0; i < n_pages; i++, addr += CT_IMAGE_PAGE_SIZE) {
 		const uint8_t *page = src + i * CT_IMAGE_PAGE_SIZE;
-		bool zero = page_is_zero(page);
+		bool zero;
+
+		/* Uncompressed, a whole chunk of non-zero pages is written from where it is. */
+		if (p->w->level == 0 && p->raw_pages == 0 &&
+		    n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES) {
+			size_t k = 0;
+
+			while (k < CT_IMAGE_PAGES_CHUNK_PAGES &&
+			       !page_is_zero(page + k * CT_IMAGE_PAGE_SIZE))
+				k++;
+			if (k == CT_IMAGE_PAGES_CHUNK_PAGES) {
+				for (k = 0; k < CT_IMAGE_PAGES_CHUNK_PAGES; k++) {
+					r = add_run_page(p, addr + k * CT_IMAGE_PAGE_SIZE, false);
+					if (r < 0)
+						return r;
+					p->raw_pages++;
+				}
+				r = flush_chunk_from(p, page);
+				if (r < 0)
+					return r;
+				i += CT_IMAGE_PAGES_CHUNK_PAGES - 1;
+				addr += (CT_IMAGE_PAGES_CHUNK_PAGES - 1) * CT_IMAGE_PAGE_SIZE;
+				continue;
+			}
+		}
+		zero = page_is_zero(page);
 
 		r = add_run_page(p, addr, zero);
 		if (r < 0)
@@ -528,13 +564,13 @@ static int pages_write_index(struct ct_image_pages_writer *p)
 		put_le32(e + 16, p->runs[i].chunk);
 		put_le32(e + 20, p->runs[i].chunk_page);
 	}
-	r = payload_write(p, idx, size);
+	r = payload_write(p, idx, size, true);
 	if (r < 0)
 		return r;
 	put_le64(footer, chunks_len);
 	put_le64(footer + 8, size);
 	put_le64(footer + 16, XXH3_64bits(idx, size));
-	return payload_write(p, footer, sizeof(footer));
+	return payload_write(p, footer, sizeof(footer), true);
 }
 
 int ct_image_pages_writer_finish(struct ct_image_pages_writer *p)

@@ -273,8 +273,12 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 }
 
 struct fill {
-	struct ct_mem mem;
+	struct ct_mem *mem;
+	struct ct_image *img;
+	struct ct_image_pages part; /* a slice of the runs, sharing the rest */
 	uint64_t pages;
+	int r;
+	char err[CT_IMAGE_ERROR_MAX];
 };
 
 static int fill_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
@@ -284,7 +288,85 @@ static int fill_cb(uint64_t addr, const void *data, size_t n_pages, void *userda
 	if (!data)
 		return 0; /* fresh mappings read as zero already */
 	f->pages += n_pages;
-	return ct_mem_write(&f->mem, addr, data, n_pages * CT_PAGE_SIZE);
+	return ct_mem_write(f->mem, addr, data, n_pages * CT_PAGE_SIZE);
+}
+
+static void *fill_thread(void *arg)
+{
+	struct fill *f = arg;
+
+	f->err[0] = 0;
+	f->r = ct_image_pages_read(f->img, &f->part, f->err, fill_cb, f);
+	return NULL;
+}
+
+static unsigned writer_threads(const struct restorer *R)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (R->o->n_threads)
+		return R->o->n_threads;
+	return (unsigned)CLAMP(n, 1, 4);
+}
+
+/* Page contents through /proc/PID/mem, the runs split over threads by data pages (each
+ * thread reads and verifies its own chunks). */
+static int fill_memory(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_pages *pg = p->img->pages;
+	unsigned n = writer_threads(R);
+	struct fill parts[8];
+	pthread_t th[8];
+	bool started[8] = {};
+	struct ct_mem mem;
+	uint64_t per, acc = 0;
+	size_t first = 0;
+	int r;
+
+	n = MIN(n, 8u);
+	if (pg->n_data_pages < 4096)
+		n = 1; /* below 16 MiB a thread costs more than it saves */
+	r = ct_mem_open(p->hpid, &mem);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: cannot open its memory", p->img->task.pid);
+	per = pg->n_data_pages / n + 1;
+	for (unsigned i = 0; i < n; i++) {
+		size_t last = first;
+		uint64_t want = (uint64_t)(i + 1) * per;
+
+		/* Cut between chunks: two threads never read the same chunk. */
+		while (last < pg->n_runs &&
+		       (acc < want ||
+			(last > first && pg->runs[last].chunk == pg->runs[last - 1].chunk &&
+			 !(pg->runs[last].flags & CT_IMAGE_RUN_ZERO)))) {
+			if (!(pg->runs[last].flags & CT_IMAGE_RUN_ZERO))
+				acc += pg->runs[last].n_pages;
+			last++;
+		}
+		if (i == n - 1)
+			last = pg->n_runs;
+		parts[i] = (struct fill){.mem = &mem, .img = R->img, .part = *pg};
+		parts[i].part.runs = pg->runs + first;
+		parts[i].part.n_runs = last - first;
+		first = last;
+	}
+	for (unsigned i = 1; i < n; i++)
+		started[i] = pthread_create(&th[i], NULL, fill_thread, &parts[i]) == 0;
+	fill_thread(&parts[0]);
+	for (unsigned i = 1; i < n; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+		else
+			fill_thread(&parts[i]);
+	ct_mem_close(&mem);
+	for (unsigned i = 0; i < n; i++) {
+		R->stats->pages += parts[i].pages;
+		if (parts[i].r < 0)
+			return restore_fail(R, parts[i].r, "pid %u: filling its memory failed: %s",
+					    p->img->task.pid,
+					    parts[i].err[0] ? parts[i].err : strerror(-parts[i].r));
+	}
+	return 0;
 }
 
 static int set_mm_map(struct restorer *R, struct rproc *p)
@@ -327,8 +409,6 @@ static int set_mm_map(struct restorer *R, struct rproc *p)
 
 int restore_mm(struct restorer *R, struct rproc *p)
 {
-	char err[CT_IMAGE_ERROR_MAX] = "";
-	struct fill f = {};
 	long addr;
 	int r;
 
@@ -346,16 +426,9 @@ int restore_mm(struct restorer *R, struct rproc *p)
 	if (r < 0)
 		return r;
 	if (p->img->pages) {
-		r = ct_mem_open(p->hpid, &f.mem);
+		r = fill_memory(R, p);
 		if (r < 0)
-			return restore_fail(R, r, "pid %u: cannot open its memory",
-					    p->img->task.pid);
-		r = ct_image_pages_read(R->img, p->img->pages, err, fill_cb, &f);
-		ct_mem_close(&f.mem);
-		R->stats->pages += f.pages;
-		if (r < 0)
-			return restore_fail(R, r, "pid %u: filling its memory failed: %s",
-					    p->img->task.pid, err[0] ? err : strerror(-r));
+			return r;
 	}
 	r = set_mm_map(R, p);
 	if (r >= 0)
