@@ -59,6 +59,22 @@ def main():
             print(h1.migctl("peer-test", "h2", "--size", "1G", "--streams", "2", *args_,
                             json=False, timeout=600).rstrip("\n"), flush=True)
 
+        heading("A container on h1: checkpoint (freeze, dump, kill), restore with the same "
+                "pids, memory and open files")
+        run_cmd = ["python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"]
+        print("$ migctl run web1 -- " + " ".join(run_cmd))
+        print(h1.migctl("run", "web1", "--cwd", "/tmp", "--", *run_cmd, json=False).rstrip())
+        get = ["python3", "-c", "import urllib.request as u; "
+               "print(u.urlopen('http://127.0.0.1:8080/', timeout=5).status)"]
+        c.wait_for(lambda: h1.run(get, check=False).stdout.strip() == "200", 20, "web1 to serve")
+        for argv in (["checkpoint", "web1", "--dir", "/var/lib/migrd/images/web1"],
+                     ["image", "show", "/var/lib/migrd/images/web1"],
+                     ["restore", "web1", "--from", "/var/lib/migrd/images/web1"],
+                     ["list"]):
+            print("$ migctl " + " ".join(argv))
+            print(h1.migctl(*argv, json=False, timeout=120).rstrip("\n"), flush=True)
+        print("web1 answers after the restore: HTTP " + h1.run(get).stdout.strip())
+
         heading("Killing h3: SIGKILL to every process in its namespaces, link cut")
         t0 = time.monotonic()
         h3.kill()
