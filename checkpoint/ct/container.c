@@ -81,6 +81,7 @@ oom:
 _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char **env, int sync_fd,
 			     int err_fd, int log_fd)
 {
+	sigset_t none;
 	char c;
 	int r, nul;
 
@@ -104,6 +105,10 @@ _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char *
 		close(s);
 	}
 	(void)setsid();
+	/* migrd blocks the signals its event loop handles; exec keeps a blocked mask. */
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
 	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (nul < 0 || dup2(nul, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
 		goto fail;

@@ -337,6 +337,77 @@ static int dump_path_link(struct dumper *d, struct dproc *p, const char *what, c
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* Field 3 (state) and field 52 (exit_code, a wait status) of /proc/PID/stat. */
+static int read_exit_state(pid_t pid, char *ret_state, int *ret_status)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[64], *p;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	r = read_full_file(path, 8192, &text, NULL);
+	if (r < 0)
+		return r;
+	p = strrchr(text, ')');
+	if (!p || !p[1] || !p[2])
+		return -EBADMSG;
+	*ret_state = p[2];
+	for (int field = 3; field <= 52; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EBADMSG;
+	}
+	*ret_status = atoi(p + 1);
+	return 0;
+}
+
+/* Children that exited and were not reaped yet: not in the cgroup any more, but their parent
+ * will wait() for them. Any other child outside the container is refused. */
+static int dump_zombies(struct dumper *d, struct dproc *p)
+{
+	for (size_t i = 0; i < p->n_threads; i++) {
+		_cleanup_free_ char *text = NULL;
+		char path[96];
+		int r;
+
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)p->hpid,
+			 (int)p->threads[i]->tid);
+		r = read_full_file(path, 1 << 20, &text, NULL);
+		if (r < 0)
+			return dump_fail(d, r, "pid %d: cannot list its children", (int)p->pid);
+		for (char *c = text; *c;) {
+			char *end, state;
+			long child = strtol(c, &end, 10);
+			struct ct_proc_status st;
+			int status;
+			uint64_t *n;
+
+			if (end == c)
+				break;
+			c = end + strspn(end, " \n");
+			if (dump_ns_pid(d, (pid_t)child))
+				continue;
+			r = read_exit_state((pid_t)child, &state, &status);
+			if (r < 0 || state != 'Z')
+				return dump_fail(
+					d, -EOPNOTSUPP,
+					"pid %d: its child %ld (host) is not in the container",
+					(int)p->pid, child);
+			r = ct_proc_read_status((pid_t)child, &st);
+			if (r < 0)
+				return dump_fail(d, r, "pid %d: cannot read its exited child %ld",
+						 (int)p->pid, child);
+			n = reallocarray(p->task.zombies, p->task.n_zombies + 1, sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			p->task.zombies = n;
+			n[p->task.n_zombies++] =
+				(uint64_t)st.nspid[st.n_nspid - 1] << 32 | (uint32_t)status;
+		}
+	}
+	return 0;
+}
+
 /* Namespaces other than the container's own are not supported inside it. */
 static int check_namespaces(struct dumper *d, struct dproc *p, const struct dproc *root)
 {
@@ -442,6 +513,8 @@ static int dump_process(struct dumper *d, struct dproc *p)
 		return r;
 	p->scratch = 0;
 	r = check_namespaces(d, p, &d->procs[0]);
+	if (r >= 0)
+		r = dump_zombies(d, p);
 	if (r < 0)
 		return r;
 	r = dump_mm(d, p);

@@ -518,6 +518,30 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 		return ct_dec_u64s(d, f, "task itimers", t->itimers, ELEMENTSOF(t->itimers));
 	case TASK_PERSONALITY:
 		return ct_dec_u32(d, f, "task", &t->personality);
+	case TASK_ZOMBIES: {
+		uint8_t *raw = NULL;
+		size_t n = 0;
+
+		r = ct_dec_blob(d, f, CT_IMAGE_ZOMBIES_MAX * 8, 8, "task zombies", &raw, &n);
+		if (r < 0)
+			return r;
+		t->zombies = calloc(MAX(n, 1u), sizeof(uint64_t));
+		if (!t->zombies) {
+			free(raw);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < n; i++) {
+			t->zombies[i] = get_le64(raw + 8 * i);
+			if ((t->zombies[i] >> 32) == 0 || (t->zombies[i] >> 32) > INT32_MAX) {
+				free(raw);
+				return ct_dec_fail(d, "task: zombie with pid %" PRIu64,
+						   t->zombies[i] >> 32);
+			}
+		}
+		t->n_zombies = n;
+		free(raw);
+		return 0;
+	}
 	case TASK_UMASK:
 		r = ct_dec_u32(d, f, "task", &t->umask);
 		if (r == 0 && t->umask > 0777)

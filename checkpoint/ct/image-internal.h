@@ -46,6 +46,7 @@
 #define CT_IMAGE_STRING_MAX	   4096 /* paths: PATH_MAX */
 #define CT_IMAGE_NAME_MAX	   255
 #define CT_IMAGE_THREADS_MAX	   32768
+#define CT_IMAGE_ZOMBIES_MAX	   32768
 #define CT_IMAGE_GROUPS_MAX	   65536
 #define CT_IMAGE_SIGINFO_MAX	   1024
 #define CT_IMAGE_SIGINFO_SIZE	   128
@@ -160,6 +161,8 @@ struct ct_image_task {
 	uint64_t itimers[6]; /* real, virtual, prof: interval then value, in microseconds */
 	uint32_t personality;
 	uint32_t umask;
+	uint64_t *zombies; /* pid << 32 | wait status of each child that exited, not reaped */
+	size_t n_zombies;
 	struct ct_image_thread *threads;
 	size_t n_threads;
 };

@@ -44,6 +44,7 @@ enum { /* task-PID.img */
        TASK_ITIMERS,	 /* 3 x (u64 interval_us, u64 value_us): real, virtual, prof */
        TASK_PERSONALITY, /* u32 */
        TASK_UMASK,	 /* u32 */
+       TASK_ZOMBIES,	 /* n x u64: pid << 32 | wait status, children not yet reaped */
        CRED_UIDS = 1,	 /* 4 x u32 */
        CRED_GIDS,
        CRED_GROUPS, /* n x u32 */

@@ -347,6 +347,8 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 	put_u64s(&b, TASK_ITIMERS, t->itimers, ELEMENTSOF(t->itimers));
 	put_u32(&b, TASK_PERSONALITY, t->personality);
 	put_u32(&b, TASK_UMASK, t->umask);
+	if (t->n_zombies > 0)
+		put_u64s(&b, TASK_ZOMBIES, t->zombies, t->n_zombies);
 	for (size_t i = 0; i < t->n_threads; i++)
 		put_thread(&b, &t->threads[i]);
 	return buf_finish(&b, ret, ret_size);
@@ -421,6 +423,7 @@ void ct_image_task_done(struct ct_image_task *t)
 {
 	free(t->creds.groups);
 	free(t->shared_siginfo);
+	free(t->zombies);
 	free(t->cwd);
 	free(t->root);
 	for (size_t i = 0; i < t->n_threads; i++) {

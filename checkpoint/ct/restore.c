@@ -223,6 +223,50 @@ static int stack_scratch(struct restorer *R, pid_t htid, unsigned long *ret)
 	return 0;
 }
 
+/* A child that had exited and was not reaped: cloned, then made to end the same way, so that
+ * its parent's wait() finds it. */
+static int make_zombie(struct restorer *R, struct rproc *p, unsigned long scratch, uint32_t pid,
+		       int status)
+{
+	const long args[6] = {WIFEXITED(status) ? WEXITSTATUS(status) : 0};
+	struct rlimit nocore = {0, 0};
+	pid_t h = 0;
+	long res;
+	int r, st;
+
+	r = inject_clone(R, p, p->hpid, pid, 0, scratch, &h);
+	if (r < 0)
+		return r;
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		uint64_t dfl[4] = {0, 0, 0, 0}, none = 0;
+
+		(void)prlimit(h, RLIMIT_CORE, &nocore, NULL);
+		r = restore_poke(R, p, scratch, dfl, sizeof(dfl));
+		if (r >= 0)
+			r = restore_call(R, p, h, "rt_sigaction", SYS_rt_sigaction, sig,
+					 (long)scratch, 0, 8, 0, 0, NULL);
+		if (r < 0)
+			return r;
+		if (ptrace(PTRACE_SETSIGMASK, h, sizeof(none), &none) < 0 ||
+		    syscall(SYS_tgkill, h, h, sig) < 0 || ptrace(PTRACE_CONT, h, 0, 0) < 0 ||
+		    waitpid(h, &st, __WALL) != h || !WIFSTOPPED(st) ||
+		    ptrace(PTRACE_CONT, h, 0, (void *)(long)sig) < 0 ||
+		    waitpid(h, &st, __WALL) != h || !WIFSIGNALED(st))
+			return restore_fail(R, -EIO,
+					    "pid %u: recreating its exited child %u failed",
+					    p->img->task.pid, pid);
+		return 0;
+	}
+	/* The call does not return: the injection reports the task gone. */
+	r = ct_inject_syscall_site(h, p->site, SYS_exit_group, args, &res, NULL);
+	if (r != -ESRCH)
+		return restore_fail(R, r < 0 ? r : -EIO,
+				    "pid %u: recreating its exited child %u failed",
+				    p->img->task.pid, pid);
+	return 0;
+}
+
 /* Every process from its parent, parents first, each with its session; then the threads. */
 static int build_tree(struct restorer *R)
 {
@@ -261,6 +305,9 @@ static int build_tree(struct restorer *R)
 				queue[tail++] = i;
 			}
 		}
+		for (size_t z = 0; r >= 0 && z < t->n_zombies; z++)
+			r = make_zombie(R, p, scratch, (uint32_t)(t->zombies[z] >> 32),
+					(int)(uint32_t)t->zombies[z]);
 	}
 	free(queue);
 	if (r >= 0 && tail != R->n_procs)

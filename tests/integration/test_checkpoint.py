@@ -71,13 +71,16 @@ def assert_healthy(h, name, after, more=5, timeout=30):
 
 
 def container_ids(pid):
-    """Every task of the container whose PID 1 is pid (host view), by its pid inside."""
+    """Every live task of the container whose PID 1 is pid (host view), by its pid inside
+    (exited children waiting to be reaped are not tasks of the image)."""
     ids = set()
     for task in os.listdir(f"/proc/{pid}/task"):
         ids.add(ns_pid(int(task)))
     children = [pid]
     while children:
         p = children.pop()
+        if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+            continue
         ids.add(ns_pid(p))
         for t in os.listdir(f"/proc/{p}/task"):
             ids.add(ns_pid(int(t)))
@@ -121,7 +124,8 @@ def kill_and_restore(h, name, ids=None):
         assert recorded == ids, "the image has other pids than the fixture reported"
     r = restore(h, name)
     assert entry(h, name)["state"] == "running"
-    assert container_ids(r["pid"]) == recorded, "the restored tasks have other pids"
+    assert container_ids(r["pid"]) == recorded, (
+        "the restored tasks have other pids\n" + h.migctl("image", "show", image(name), json=False))
     return r
 
 
@@ -302,3 +306,27 @@ def test_missing_file_refused_at_restore(host):
     assert entry(host, "keepsfile")["state"] == "checkpointed"
     host.run(["sh", "-c", "echo hi > /var/lib/migrd/data/f"])
     assert restore(host, "keepsfile")["pid"] > 0
+
+
+def test_unreaped_children_keep_their_status(host):
+    # Two children end (exit 7, SIGTERM) before the checkpoint; the parent reaps them only
+    # after the restore, and must get the same statuses and pids.
+    prog = ("import os, signal, sys, time\n"
+            "a = os.fork()\n"
+            "if a == 0: os._exit(7)\n"
+            "b = os.fork()\n"
+            "if b == 0:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)\n"
+            "time.sleep(0.5)\n"
+            "print('ready', a, b, flush=True)\n"
+            "while not os.path.exists('/tmp/reap-now'): time.sleep(0.05)\n"
+            "print('reaped', os.waitpid(a, 0), os.waitpid(b, 0), flush=True)\n"
+            "time.sleep(1000)\n")
+    host.run(["rm", "-f", "/tmp/reap-now"])
+    host.migctl("run", "parent", "--", "python3", "-c", prog)
+    host.wait_for(lambda: "ready" in logs(host, "parent"), 20, "the children to end")
+    r = kill_and_restore(host, "parent")
+    assert r["processes"] == 1
+    host.run(["touch", "/tmp/reap-now"])
+    host.wait_for(lambda: "reaped" in logs(host, "parent"), 10, "the parent to reap")
+    assert "reaped (2, 1792) (3, 15)" in logs(host, "parent"), logs(host, "parent")
