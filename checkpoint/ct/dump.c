@@ -292,6 +292,64 @@ static int dump_sigactions(struct dumper *d, struct dproc *p, uint64_t sigs)
 	return 0;
 }
 
+/* /proc/PID/timers: "ID: n", "signal: SIG/SIGVAL", "notify: signal|none|thread/pid|tid.N",
+ * "ClockID: c" per timer; the time left and the period come from timer_gettime(). */
+static int dump_posix_timers(struct dumper *d, struct dproc *p, const char *text)
+{
+	struct ct_image_timer *cur = NULL;
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+		unsigned long long a, b;
+		char how[16], who[8];
+
+		if (sscanf(l, "ID: %llu", &a) == 1) {
+			struct ct_image_timer *n;
+
+			if (p->task.n_timers >= CT_IMAGE_TIMERS_MAX)
+				return dump_fail(d, -E2BIG, "pid %d: too many POSIX timers",
+						 (int)p->pid);
+			n = reallocarray(p->task.timers, p->task.n_timers + 1, sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			p->task.timers = n;
+			cur = &n[p->task.n_timers++];
+			*cur = (struct ct_image_timer){.id = a};
+		} else if (cur && sscanf(l, "signal: %llu/%llx", &a, &b) == 2) {
+			cur->signo = a;
+			cur->sigval = b;
+		} else if (cur && sscanf(l, "notify: %15[a-z]/%7[a-z].%llu", how, who, &a) == 3) {
+			cur->notify = streq(how, "signal") ? SIGEV_SIGNAL
+				      : streq(how, "none") ? SIGEV_NONE
+							   : SIGEV_THREAD;
+			if (streq(who, "tid")) {
+				cur->notify |= SIGEV_THREAD_ID;
+				cur->tid = (uint64_t)dump_ns_pid(d, (pid_t)a);
+				if (!cur->tid)
+					return dump_fail(d, -EOPNOTSUPP,
+							 "pid %d: POSIX timer %" PRIu64
+							 " signals a thread outside the container",
+							 (int)p->pid, cur->id);
+			}
+		} else if (cur && sscanf(l, "ClockID: %llu", &a) == 1)
+			cur->clock = a;
+	}
+	for (size_t i = 0; i < p->task.n_timers; i++) {
+		struct ct_image_timer *t = &p->task.timers[i];
+		uint64_t its[4];
+		int r = inject_ok(d, p->threads[0], "timer_gettime", SYS_timer_gettime, (long)t->id,
+				  (long)p->scratch, 0, 0, NULL);
+
+		if (r >= 0)
+			r = scratch_read(p, 0, its, sizeof(its));
+		if (r < 0)
+			return dump_fail(d, r, "pid %d: cannot read POSIX timer %" PRIu64,
+					 (int)p->pid, t->id);
+		t->interval_ns = its[0] * 1000000000ULL + its[1];
+		t->value_ns = its[2] * 1000000000ULL + its[3];
+	}
+	return 0;
+}
+
 static int dump_timers(struct dumper *d, struct dproc *p)
 {
 	_cleanup_free_ char *text = NULL;
@@ -300,9 +358,11 @@ static int dump_timers(struct dumper *d, struct dproc *p)
 
 	snprintf(path, sizeof(path), "/proc/%d/timers", (int)p->hpid);
 	r = read_small(path, &text);
-	if (r >= 0 && text[0])
-		return dump_fail(d, -EOPNOTSUPP, "pid %d: POSIX timers are not supported",
-				 (int)p->pid);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read its POSIX timers", (int)p->pid);
+	r = dump_posix_timers(d, p, text);
+	if (r < 0)
+		return r;
 	for (int which = 0; which < 3; which++) {
 		uint64_t itv[4];
 

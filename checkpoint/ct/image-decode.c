@@ -542,6 +542,32 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 		free(raw);
 		return 0;
 	}
+	case TASK_TIMERS: {
+		uint8_t *raw = NULL;
+		size_t n = 0;
+
+		r = ct_dec_blob(d, f, CT_IMAGE_TIMERS_MAX * 64, 64, "task timers", &raw, &n);
+		if (r < 0)
+			return r;
+		t->timers = calloc(MAX(n, 1u), sizeof(*t->timers));
+		if (!t->timers) {
+			free(raw);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint64_t *tv = (uint64_t *)&t->timers[i];
+
+			for (size_t k = 0; k < 8; k++)
+				tv[k] = get_le64(raw + 64 * i + 8 * k);
+			if (tv[0] > INT32_MAX || tv[1] > 64 || tv[2] > 64) {
+				free(raw);
+				return ct_dec_fail(d, "task: timer %zu is malformed", i);
+			}
+		}
+		t->n_timers = n;
+		free(raw);
+		return 0;
+	}
 	case TASK_UMASK:
 		r = ct_dec_u32(d, f, "task", &t->umask);
 		if (r == 0 && t->umask > 0777)

@@ -47,6 +47,7 @@
 #define CT_IMAGE_NAME_MAX	   255
 #define CT_IMAGE_THREADS_MAX	   32768
 #define CT_IMAGE_ZOMBIES_MAX	   32768
+#define CT_IMAGE_TIMERS_MAX	   65536
 #define CT_IMAGE_GROUPS_MAX	   65536
 #define CT_IMAGE_SIGINFO_MAX	   1024
 #define CT_IMAGE_SIGINFO_SIZE	   128
@@ -147,6 +148,14 @@ struct ct_image_thread {
 	uint64_t altstack_sp, altstack_size, altstack_flags; /* sigaltstack */
 };
 
+/* A POSIX timer (timer_create), as 8 u64 in the record. */
+struct ct_image_timer {
+	uint64_t id, clock, signo, sigval;
+	uint64_t notify; /* SIGEV_* (with SIGEV_THREAD_ID) */
+	uint64_t tid;	 /* SIGEV_THREAD_ID: the thread, as the container sees it */
+	uint64_t interval_ns, value_ns;
+};
+
 /* A process (thread group); threads[0] is the leader, tid == pid. */
 struct ct_image_task {
 	uint32_t pid, ppid, pgid, sid;
@@ -163,6 +172,8 @@ struct ct_image_task {
 	uint32_t umask;
 	uint64_t *zombies; /* pid << 32 | wait status of each child that exited, not reaped */
 	size_t n_zombies;
+	struct ct_image_timer *timers;
+	size_t n_timers;
 	struct ct_image_thread *threads;
 	size_t n_threads;
 };

@@ -45,6 +45,7 @@ enum { /* task-PID.img */
        TASK_PERSONALITY, /* u32 */
        TASK_UMASK,	 /* u32 */
        TASK_ZOMBIES,	 /* n x u64: pid << 32 | wait status, children not yet reaped */
+       TASK_TIMERS,	 /* n x 8 u64: POSIX timers, see struct ct_image_timer */
        CRED_UIDS = 1,	 /* 4 x u32 */
        CRED_GIDS,
        CRED_GROUPS, /* n x u32 */

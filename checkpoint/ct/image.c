@@ -306,6 +306,8 @@ static void put_thread(struct buf *b, const struct ct_image_thread *th)
 	nest_end(b, at);
 }
 
+_Static_assert(sizeof(struct ct_image_timer) == 64, "a timer record is 8 u64");
+
 int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *ret_size)
 {
 	uint64_t rl[2 * CT_IMAGE_RLIMITS], sa[4 * CT_IMAGE_SIGNALS];
@@ -349,6 +351,8 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 	put_u32(&b, TASK_UMASK, t->umask);
 	if (t->n_zombies > 0)
 		put_u64s(&b, TASK_ZOMBIES, t->zombies, t->n_zombies);
+	if (t->n_timers > 0)
+		put_u64s(&b, TASK_TIMERS, (const uint64_t *)t->timers, t->n_timers * 8);
 	for (size_t i = 0; i < t->n_threads; i++)
 		put_thread(&b, &t->threads[i]);
 	return buf_finish(&b, ret, ret_size);
@@ -424,6 +428,7 @@ void ct_image_task_done(struct ct_image_task *t)
 	free(t->creds.groups);
 	free(t->shared_siginfo);
 	free(t->zombies);
+	free(t->timers);
 	free(t->cwd);
 	free(t->root);
 	for (size_t i = 0; i < t->n_threads; i++) {

@@ -664,6 +664,52 @@ static int restore_signals(struct restorer *R, struct rproc *p)
 	return r;
 }
 
+#define PR_TIMER_CREATE_RESTORE_IDS_ 77 /* Linux 6.16: timer_create() takes the id given */
+
+/* POSIX timers with their ids, signal, value, clock, period and time left. */
+static int restore_posix_timers(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_task *t = &p->img->task;
+	unsigned long s = p->scratch;
+	int r;
+
+	r = restore_call(R, p, p->hpid, "prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl,
+			 PR_TIMER_CREATE_RESTORE_IDS_, 1, 0, 0, 0, 0, NULL);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: this kernel cannot restore POSIX timer ids",
+				    t->pid);
+	for (size_t i = 0; r >= 0 && i < t->n_timers; i++) {
+		const struct ct_image_timer *tm = &t->timers[i];
+		/* struct sigevent: sigval, signo, notify, then the thread id. */
+		struct {
+			uint64_t sigval;
+			int32_t signo, notify, tid, pad[11];
+		} sev = {tm->sigval, (int32_t)tm->signo, (int32_t)tm->notify, (int32_t)tm->tid};
+		int32_t id = (int32_t)tm->id;
+		uint64_t its[4] = {tm->interval_ns / 1000000000, tm->interval_ns % 1000000000,
+				   tm->value_ns / 1000000000, tm->value_ns % 1000000000};
+
+		if (!tm->value_ns && tm->interval_ns) /* firing right now: the next period */
+			its[2] = its[0], its[3] = its[1];
+		r = restore_poke(R, p, s, &sev, sizeof(sev));
+		if (r >= 0)
+			r = restore_poke(R, p, s + 128, &id, sizeof(id));
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "timer_create", SYS_timer_create,
+					 (long)tm->clock, (long)s, (long)s + 128, 0, 0, 0, NULL);
+		if (r >= 0 && (tm->value_ns || tm->interval_ns)) {
+			r = restore_poke(R, p, s + 192, its, sizeof(its));
+			if (r >= 0)
+				r = restore_call(R, p, p->hpid, "timer_settime", SYS_timer_settime,
+						 (long)tm->id, 0, (long)s + 192, 0, 0, 0, NULL);
+		}
+	}
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl,
+				 PR_TIMER_CREATE_RESTORE_IDS_, 0, 0, 0, 0, 0, NULL);
+	return r;
+}
+
 static int restore_task_state(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_task *t = &p->img->task;
@@ -707,6 +753,8 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 	}
 	if (r >= 0)
 		r = restore_call(R, p, p->hpid, "umask", SYS_umask, t->umask, 0, 0, 0, 0, 0, NULL);
+	if (r >= 0 && t->n_timers > 0)
+		r = restore_posix_timers(R, p);
 	if (r >= 0 && t->personality)
 		r = restore_call(R, p, p->hpid, "personality", SYS_personality, t->personality, 0,
 				 0, 0, 0, 0, NULL);
