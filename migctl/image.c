@@ -84,9 +84,43 @@ static json_t *jsonify_threads(const struct ct_image_task *t)
 	return a;
 }
 
+/* Interval timers, POSIX timers and unreaped children of a task. */
+static void jsonify_task_extra(const struct ct_image_task *t, json_t *o)
+{
+	static const char *const itimer_names[3] = {"real", "virtual", "prof"};
+	json_t *itimers = json_object(), *timers = json_array(), *zombies = json_array();
+
+	for (int i = 0; itimers && i < 3; i++)
+		json_object_set_new(itimers, itimer_names[i],
+				    json_pack("{s:I, s:I}", "interval_us",
+					      (json_int_t)t->itimers[2 * i], "value_us",
+					      (json_int_t)t->itimers[2 * i + 1]));
+	for (size_t i = 0; timers && i < t->n_timers; i++) {
+		const struct ct_image_timer *tm = &t->timers[i];
+
+		json_array_append_new(timers,
+				      json_pack("{s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I}", "id",
+						(json_int_t)tm->id, "clock", (json_int_t)tm->clock,
+						"signal", (json_int_t)tm->signo, "value",
+						jhex(tm->sigval), "notify", (json_int_t)tm->notify,
+						"tid", (json_int_t)tm->tid, "interval_ns",
+						(json_int_t)tm->interval_ns, "value_ns",
+						(json_int_t)tm->value_ns));
+	}
+	for (size_t i = 0; zombies && i < t->n_zombies; i++)
+		json_array_append_new(
+			zombies, json_pack("{s:I, s:I}", "pid", (json_int_t)(t->zombies[i] >> 32),
+					   "wait_status", (json_int_t)(uint32_t)t->zombies[i]));
+	json_object_set_new(o, "umask", json_integer(t->umask));
+	json_object_set_new(o, "personality", jhex(t->personality));
+	json_object_set_new(o, "itimers", itimers ?: json_null());
+	json_object_set_new(o, "posix_timers", timers ?: json_null());
+	json_object_set_new(o, "exited_children", zombies ?: json_null());
+}
+
 static json_t *jsonify_task(const struct ct_image_task *t)
 {
-	json_t *rlimits = json_array(), *sigactions = json_array(), *groups = json_array();
+	json_t *rlimits = json_array(), *sigactions = json_array(), *groups = json_array(), *o;
 
 	for (size_t i = 0; rlimits && i < CT_IMAGE_RLIMITS; i++)
 		json_array_append_new(rlimits, json_pack("{s:o, s:o}", "cur",
@@ -108,7 +142,7 @@ static json_t *jsonify_task(const struct ct_image_task *t)
 	}
 	for (size_t i = 0; groups && i < t->creds.n_groups; i++)
 		json_array_append_new(groups, json_integer(t->creds.groups[i]));
-	return json_pack(
+	o = json_pack(
 		"{s:I, s:I, s:I, s:I, s:s, s:{s:[I,I,I,I], s:[I,I,I,I], s:o, s:{s:o, s:o, s:o, "
 		"s:o, s:o}, s:I}, s:o, s:o, s:o, s:I, s:o, s:o, s:o}",
 		"pid", (json_int_t)t->pid, "ppid", (json_int_t)t->ppid, "pgid", (json_int_t)t->pgid,
@@ -123,6 +157,9 @@ static json_t *jsonify_task(const struct ct_image_task *t)
 		rlimits, "sigactions", sigactions, "shared_pending", jhex(t->shared_pending),
 		"shared_siginfo_queued", (json_int_t)t->n_shared_siginfo, "cwd", jstr(t->cwd),
 		"root", jstr(t->root), "threads", jsonify_threads(t));
+	if (o)
+		jsonify_task_extra(t, o);
+	return o;
 }
 
 static json_t *jsonify_mm(const struct ct_image_mm *mm)
@@ -224,16 +261,22 @@ static json_t *image_to_json(const struct ct_image *img)
 			json_object_set_new(o, "shmid", jint(img->shm[i].owner));
 		json_array_append_new(shm, o);
 	}
-	return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:{s:[o,o], s:[o,o], s:[o,o]}, "
-			 "s:o, s:o, s:o}",
-			 "format_version", (json_int_t)inv->version, "container", inv->container,
-			 "kernel_release", inv->kernel_release, "arch", inv->arch, "page_size",
-			 (json_int_t)inv->page_size, "root_pid", (json_int_t)inv->root_pid,
-			 "created_usec", (json_int_t)inv->created_usec, "vdso", "vvar",
-			 jhex(v->vvar_start), jhex(v->vvar_end), "vvar_vclock",
-			 jhex(v->vvar_vclock_start), jhex(v->vvar_vclock_end), "vdso",
-			 jhex(v->vdso_start), jhex(v->vdso_end), "files", files, "processes", procs,
-			 "shared_memory", shm);
+	json_t *o = json_pack(
+		"{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:{s:[o,o], s:[o,o], s:[o,o]}, "
+		"s:o, s:o, s:o}",
+		"format_version", (json_int_t)inv->version, "container", inv->container,
+		"kernel_release", inv->kernel_release, "arch", inv->arch, "page_size",
+		(json_int_t)inv->page_size, "root_pid", (json_int_t)inv->root_pid, "created_usec",
+		(json_int_t)inv->created_usec, "vdso", "vvar", jhex(v->vvar_start),
+		jhex(v->vvar_end), "vvar_vclock", jhex(v->vvar_vclock_start),
+		jhex(v->vvar_vclock_end), "vdso", jhex(v->vdso_start), jhex(v->vdso_end), "files",
+		files, "processes", procs, "shared_memory", shm);
+	if (o) {
+		json_object_set_new(o, "hostname",
+				    inv->hostname ? json_string(inv->hostname) : json_null());
+		json_object_set_new(o, "own_network_namespace", json_boolean(inv->netns));
+	}
+	return o;
 }
 
 /* ---- text ------------------------------------------------------------------------------------ */

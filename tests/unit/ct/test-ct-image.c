@@ -72,12 +72,18 @@ static void fill_thread(struct ct_image_thread *th, uint32_t tid, struct ct_imag
 				       .rseq_len = 32,
 				       .rseq_sig = 0x53053053,
 				       .regsets = regs,
-				       .n_regsets = 2};
+				       .n_regsets = 2,
+				       .altstack_sp = 0x7f00004000 + tid,
+				       .altstack_size = 65536,
+				       .altstack_flags = 4 /* SS_AUTODISARM */};
 	snprintf(th->comm, sizeof(th->comm), "worker-%u", tid);
 }
 
 static uint8_t siginfo[2 * CT_IMAGE_SIGINFO_SIZE] = {1, 2, 3};
 static uint32_t groups[] = {0, 10, 100};
+
+static uint64_t zombies[2] = {(uint64_t)40 << 32 | (7 << 8), (uint64_t)41 << 32 | 15};
+static struct ct_image_timer timers[1] = {{3, 1, 36, 4242, 0, 0, 30000000, 12345678}};
 
 static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
 		      struct ct_image_thread *threads, size_t n_threads)
@@ -100,6 +106,16 @@ static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
 	t->root = (char *)"/";
 	t->threads = threads;
 	t->n_threads = n_threads;
+	for (size_t i = 0; i < 6; i++)
+		t->itimers[i] = 20000 * (i + 1);
+	t->personality = 0x0040000; /* ADDR_NO_RANDOMIZE */
+	t->umask = 027;
+	if (pid == 1) {
+		t->zombies = zombies;
+		t->n_zombies = 2;
+		t->timers = timers;
+		t->n_timers = 1;
+	}
 }
 
 static struct ct_image_vma vmas1[] = {
@@ -127,7 +143,7 @@ static uint8_t pipe_data[5000];
 static struct ct_image_fd fds1[] = {
 	{0, CT_IMAGE_FD_CHR, O_RDONLY, 0, 0, "/dev/null", NULL, 0},
 	{1, CT_IMAGE_FD_REG, O_WRONLY | O_APPEND, 0, 1234, "/var/log/app.log", NULL, 0},
-	{3, CT_IMAGE_FD_PIPE, O_RDONLY, 1, 0, NULL, pipe_data, sizeof(pipe_data)},
+	{3, CT_IMAGE_FD_PIPE, O_RDONLY, 1, 0, NULL, pipe_data, sizeof(pipe_data), 5, 987654},
 	{4, CT_IMAGE_FD_TCP, O_RDWR, 1, 0, NULL, (uint8_t *)"tcp-state", 9},
 	{7, CT_IMAGE_FD_EPOLL, O_RDWR, 1, 0, NULL, (uint8_t *)"interest", 8},
 };
@@ -159,6 +175,8 @@ static void build_model(void)
 					      .arch = (char *)"x86_64",
 					      .root_pid = 1,
 					      .created_usec = 1764170000000000ULL,
+					      .hostname = (char *)"web1-host",
+					      .netns = 1,
 					      .vdso = {0x7ffff7fc0000, 0x7ffff7fc2000,
 						       0x7ffff7fc2000, 0x7ffff7fc4000,
 						       0x7ffff7fc4000, 0x7ffff7fc6000}};
@@ -269,6 +287,15 @@ static void assert_task_equal(const struct ct_image_task *a, const struct ct_ima
 			    a->n_shared_siginfo * CT_IMAGE_SIGINFO_SIZE);
 	assert_str_equal(a->cwd, b->cwd);
 	assert_str_equal(a->root, b->root);
+	assert_memory_equal(a->itimers, b->itimers, sizeof(a->itimers));
+	assert_int_equal(a->personality, b->personality);
+	assert_int_equal(a->umask, b->umask);
+	assert_int_equal(a->n_zombies, b->n_zombies);
+	if (a->n_zombies)
+		assert_memory_equal(a->zombies, b->zombies, 8 * a->n_zombies);
+	assert_int_equal(a->n_timers, b->n_timers);
+	if (a->n_timers)
+		assert_memory_equal(a->timers, b->timers, sizeof(*a->timers) * a->n_timers);
 	assert_int_equal(a->n_threads, b->n_threads);
 	for (size_t i = 0; i < a->n_threads; i++) {
 		const struct ct_image_thread *x = &a->threads[i], *y = &b->threads[i];
@@ -281,6 +308,9 @@ static void assert_task_equal(const struct ct_image_task *a, const struct ct_ima
 		assert_int_equal(x->robust_list_len, y->robust_list_len);
 		assert_int_equal(x->tid_address, y->tid_address);
 		assert_int_equal(x->rseq, y->rseq);
+		assert_int_equal(x->altstack_sp, y->altstack_sp);
+		assert_int_equal(x->altstack_size, y->altstack_size);
+		assert_int_equal(x->altstack_flags, y->altstack_flags);
 		assert_int_equal(x->rseq_len, y->rseq_len);
 		assert_int_equal(x->rseq_sig, y->rseq_sig);
 		assert_int_equal(x->n_regsets, y->n_regsets);
@@ -329,6 +359,8 @@ static void assert_fds_equal(const struct ct_image_fds *a, const struct ct_image
 		assert_int_equal(x->fd_flags, y->fd_flags);
 		assert_int_equal(x->pos, y->pos);
 		assert_str_equal(x->path, y->path);
+		assert_int_equal(x->file_id, y->file_id);
+		assert_int_equal(x->object, y->object);
 		assert_int_equal(x->data_size, y->data_size);
 		if (x->data_size > 0)
 			assert_memory_equal(x->data, y->data, x->data_size);
@@ -429,6 +461,8 @@ static void test_round_trip(void **state)
 	assert_string_equal(img->inventory.kernel_release, "6.18.0-test");
 	assert_memory_equal(&img->inventory.vdso, &model.info.vdso, sizeof(model.info.vdso));
 	assert_int_equal(img->inventory.created_usec, model.info.created_usec);
+	assert_string_equal(img->inventory.hostname, "web1-host");
+	assert_int_equal(img->inventory.netns, 1);
 	assert_int_equal(img->inventory.n_files, 3 * 3 + 4);
 	assert_int_equal(img->n_procs, 3);
 	for (size_t i = 0; i < 3; i++) {
