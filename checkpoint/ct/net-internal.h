@@ -5,7 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include "checkpoint/ct/image-internal.h"
 
@@ -37,5 +39,9 @@ int net_restore_unix_pair(const struct ct_image_fd *a, const struct ct_image_fd 
 			  int *ret_b, char *err, size_t errlen);
 /* The queued input of rec's socket, sent into it through peer (the other end). */
 int net_unix_refill(const struct ct_image_fd *rec, int peer_fd);
+/* A named unix socket (bound, maybe listening) that is not part of a pair: its address, and
+ * its backlog (-1: not listening). Returns 1 when there is a name to bind, else 0. */
+int net_unix_name(const struct ct_image_fd *f, struct sockaddr_un *ret, socklen_t *ret_len,
+		  int *ret_backlog);
 /* Unix socket type of a record, -1 when the record is not a unix socket. */
 int net_unix_record_peer(const struct ct_image_fd *rec, uint64_t *ret_peer);

@@ -16,10 +16,13 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "checkpoint/ct/fdblob-internal.h"
 #include "checkpoint/ct/net-internal.h"
+#include "checkpoint/ct/ptrace-internal.h"
 #include "checkpoint/ct/restore-internal.h"
 #include "common/common.h"
 
@@ -148,7 +151,7 @@ static unsigned file_users(struct restorer *R, uint64_t file_id)
 	return n;
 }
 
-static int fifo_object(struct restorer *R, const struct ct_image_fd *f);
+static int fifo_object(struct restorer *R, struct rproc *p, const struct ct_image_fd *f);
 
 /* Regular files, directories, devices, FIFOs: opened by the task, at the dumped offset. */
 static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_fd *f)
@@ -161,7 +164,7 @@ static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_
 	/* A FIFO: we hold it open both ways (with its data back in it), so that the task's
 	 * open, non-blocking for the moment, finds its other end. */
 	if (fifo) {
-		r = fifo_object(R, f);
+		r = fifo_object(R, p, f);
 		if (r < 0)
 			return restore_fail(R, r, "pid %u fd %u: FIFO %s: %s", p->img->task.pid,
 					    f->fd, f->path, strerror(-r));
@@ -197,19 +200,30 @@ static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_
 	return obj_add(R, OBJ_FILE, f->file_id, (int)t, -1);
 }
 
-static int fifo_object(struct restorer *R, const struct ct_image_fd *f)
+/* The FIFO held open both ways, with its data back in it: opened by the task (its view of
+ * the path), taken over by us. */
+static int fifo_object(struct restorer *R, struct rproc *p, const struct ct_image_fd *f)
 {
 	struct fdblob_reader rd = {f->data, f->data_size};
 	uint64_t size;
 	size_t len = 0;
 	const uint8_t *data;
+	long t;
 	int fd, r;
 
 	if (obj_find(R, OBJ_PIPE, f->object))
 		return 0;
-	fd = open(f->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return NEG_ERRNO();
+	r = restore_poke(R, p, p->scratch, f->path, strlen(f->path) + 1);
+	if (r >= 0)
+		r = restore_call(R, p, p->hpid, "open", SYS_openat, AT_FDCWD, (long)p->scratch,
+				 O_RDWR | O_NONBLOCK | O_CLOEXEC, 0, 0, 0, &t);
+	if (r < 0)
+		return r;
+	fd = (int)syscall(SYS_pidfd_getfd, p->pidfd, (int)t, 0);
+	r = fd < 0 ? NEG_ERRNO() : 0;
+	(void)restore_call(R, p, p->hpid, "close", SYS_close, t, 0, 0, 0, 0, 0, NULL);
+	if (r < 0)
+		return r;
 	r = obj_add(R, OBJ_PIPE, f->object, fd, -1);
 	if (r < 0 || f->data_size == 0)
 		return r;
@@ -221,6 +235,55 @@ static int fifo_object(struct restorer *R, const struct ct_image_fd *f)
 		return NEG_ERRNO();
 	if (len && write(fd, data, len) != (ssize_t)len)
 		return -EIO;
+	return 0;
+}
+
+/* A named unix socket gets its name from the task, inside its view: a socket file left by
+ * the dumped container is replaced, anything else at that path is not touched. */
+static int bind_in_task(struct restorer *R, struct rproc *p, const struct ct_image_fd *f)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+	struct stat st;
+	int backlog, r;
+	long res = 0;
+
+	if (net_unix_name(f, &sa, &len, &backlog) <= 0)
+		return 0;
+	r = restore_poke(R, p, p->scratch, &sa, sizeof(sa));
+	for (int attempt = 0; r >= 0; attempt++) {
+		const long args[6] = {f->fd, (long)p->scratch, len};
+
+		r = ct_inject_syscall_site(p->hpid, p->site, SYS_bind, args, &res, NULL);
+		if (r < 0 || res != -EADDRINUSE || attempt > 0 || !sa.sun_path[0])
+			break;
+		/* Only a socket (the old one's) is removed; lstat in the task's view. */
+		r = restore_call(R, p, p->hpid, "lstat", SYS_newfstatat, AT_FDCWD,
+				 (long)p->scratch + offsetof(struct sockaddr_un, sun_path),
+				 (long)p->scratch + 256, AT_SYMLINK_NOFOLLOW, 0, 0, NULL);
+		if (r >= 0) {
+			struct iovec l = {&st, sizeof(st)},
+				     rm = {(void *)(p->scratch + 256), sizeof(st)};
+
+			if (process_vm_readv(p->hpid, &l, 1, &rm, 1, 0) != (ssize_t)sizeof(st))
+				r = -EIO;
+		}
+		if (r >= 0 && !S_ISSOCK(st.st_mode))
+			break;
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "unlink", SYS_unlinkat, AT_FDCWD,
+					 (long)p->scratch + offsetof(struct sockaddr_un, sun_path),
+					 0, 0, 0, 0, NULL);
+	}
+	if (r >= 0 && res < 0 && res > -4096)
+		r = (int)res;
+	if (r >= 0 && backlog >= 0)
+		r = restore_call(R, p, p->hpid, "listen", SYS_listen, f->fd, backlog, 0, 0, 0, 0,
+				 NULL);
+	if (r < 0)
+		return restore_fail(R, r, "pid %u fd %u: binding the unix socket %s failed: %s",
+				    p->img->task.pid, f->fd, sa.sun_path[0] ? sa.sun_path : "@...",
+				    strerror(-r));
 	return 0;
 }
 
@@ -454,6 +517,8 @@ int restore_fds(struct restorer *R, struct rproc *p)
 		if (r < 0)
 			return r;
 		r = restore_install_fd(R, p, ours, (int)f->fd, cloexec);
+		if (r >= 0)
+			r = bind_in_task(R, p, f);
 		if (r < 0)
 			return r;
 	}

@@ -119,23 +119,6 @@ static int set_opts(int fd, struct fdblob_reader *rd)
 	return rd->bad ? -EBADMSG : 0;
 }
 
-static int unix_bind(int fd, const struct sock_rec *s)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-
-	if (s->name_len == 0)
-		return 0;
-	memcpy(sa.sun_path, s->name, s->name_len);
-	/* A path socket left behind by the dumped container is ours to replace. */
-	if (s->name[0] && lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-		(void)unlink(sa.sun_path);
-	if (bind(fd, (struct sockaddr *)&sa,
-		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + s->name_len)) < 0)
-		return NEG_ERRNO();
-	return 0;
-}
-
 int net_restore_unix_pair(const struct ct_image_fd *a, const struct ct_image_fd *b, int *ret_a,
 			  int *ret_b, char *err, size_t errlen)
 {
@@ -187,28 +170,35 @@ int net_unix_refill(const struct ct_image_fd *rec, int peer_fd)
 	return 0;
 }
 
+/* A unix socket that is not one of a connected pair: made here unbound; its name (bind) and
+ * listen come from the task itself, see net_unix_name(). */
 static int restore_unix(const struct ct_image_fd *f, int *ret, char *err, size_t errlen)
 {
 	struct sock_rec s;
-	int fd, r;
+	int fd;
 
 	if (parse_unix(f, &s) < 0)
 		return fail(err, errlen, -EBADMSG, "malformed unix socket record");
 	fd = socket(AF_UNIX, (int)s.type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return fail(err, errlen, NEG_ERRNO(), "socket");
-	r = unix_bind(fd, &s);
-	if (r < 0) {
-		close(fd);
-		return fail(err, errlen, r, "bind");
-	}
-	if (s.state == NET_SOCK_LISTEN && listen(fd, (int)MAX(s.backlog, 1u)) < 0) {
-		r = NEG_ERRNO();
-		close(fd);
-		return fail(err, errlen, r, "listen");
-	}
 	*ret = fd;
 	return 0;
+}
+
+int net_unix_name(const struct ct_image_fd *f, struct sockaddr_un *ret, socklen_t *ret_len,
+		  int *ret_backlog)
+{
+	struct sock_rec s;
+
+	if (f->type != CT_IMAGE_FD_UNIX || parse_unix(f, &s) < 0 || s.state == NET_SOCK_CONNECTED ||
+	    s.name_len == 0 || s.name_len > sizeof(ret->sun_path))
+		return 0;
+	*ret = (struct sockaddr_un){.sun_family = AF_UNIX};
+	memcpy(ret->sun_path, s.name, s.name_len);
+	*ret_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + s.name_len);
+	*ret_backlog = s.state == NET_SOCK_LISTEN ? (int)CLAMP(s.backlog, 1u, 4096u) : -1;
+	return 1;
 }
 
 static int tcp_set(int fd, int name, int v)
