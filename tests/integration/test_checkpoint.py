@@ -330,3 +330,40 @@ def test_unreaped_children_keep_their_status(host):
     host.run(["touch", "/tmp/reap-now"])
     host.wait_for(lambda: "reaped" in logs(host, "parent"), 10, "the parent to reap")
     assert "reaped (2, 1792) (3, 15)" in logs(host, "parent"), logs(host, "parent")
+
+
+UNIX_SERVER = r"""
+import os, socket, time
+path = "/run/ct-unix.sock"
+srv = socket.socket(socket.AF_UNIX); srv.bind(path); srv.listen(4)
+if os.fork() == 0:
+    c = socket.socket(socket.AF_UNIX); c.connect(path)
+    i = 0
+    while True:
+        c.sendall(b"ping %d\n" % i); i += 1; time.sleep(0.05)
+a, _ = srv.accept()
+srv.settimeout(0.05)
+f = a.makefile("rb")
+want = 0
+while True:
+    line = f.readline().decode().split()
+    if int(line[1]) != want:
+        print("FAIL ping", line, "expected", want, flush=True)
+    want += 1
+    print("OK", want, flush=True)
+    try:
+        x, _ = srv.accept(); x.sendall(b"hello\n"); x.close()
+    except socket.timeout:
+        pass
+"""
+
+
+def test_unix_listener_and_pair(host):
+    host.migctl("run", "unix", "--", "python3", "-c", UNIX_SERVER)
+    host.wait_for(lambda: last_ok(host, "unix") > 5, 20, "the pings")
+    kill_and_restore(host, "unix")
+    assert_healthy(host, "unix", last_ok(host, "unix"), more=10)
+    # The listener has its name back: a new client from outside the container is served.
+    out = host.run(["python3", "-c", "import socket; s = socket.socket(socket.AF_UNIX); "
+                    "s.connect('/run/ct-unix.sock'); print(s.recv(16).decode())"]).stdout
+    assert out.strip() == "hello"
