@@ -230,6 +230,12 @@ def test_image_is_private_and_checked(host):
     cp = host.migctl_raw("restore", "priv", "--from", image("priv"), timeout=60)
     assert cp.returncode != 0 and "inventory.img" in cp.stderr, cp.stderr
     os.chmod(victim, 0o600)
+    # So is a file root does not own.
+    os.chown(victim, 65534, 65534)
+    cp = host.migctl_raw("restore", "priv", "--from", image("priv"), timeout=60)
+    assert cp.returncode != 0 and "inventory.img" in cp.stderr and "owned" in cp.stderr, \
+        cp.stderr
+    os.chown(victim, 0, 0)
     assert restore(host, "priv")["pid"] > 0
 
 

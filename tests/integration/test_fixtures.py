@@ -190,7 +190,8 @@ CASES = [
     ("fixture-ct-counter", ["64"], 1, 1, r"counter=(\d+) sum=[0-9a-f]{16}$"),
     ("fixture-ct-avxloop", ["3"], 1, 4, r"iters=(\d+),(\d+),(\d+)$"),
     ("fixture-ct-pipes", [], 2, 2, r"pipe=(\d+) sock=(\d+) dgram=(\d+),(\d+)"),
-    ("fixture-ct-signals", [], 1, 1, r"alrm=(\d+) batches=(\d+) rt=(\d+) usr1=(\d+)$"),
+    ("fixture-ct-signals", [], 1, 1,
+     r"alrm=(\d+) ptimer=(\d+) batches=(\d+) rt=(\d+) usr1=(\d+)$"),
     ("fixture-ct-shm", [], 2, 2, r"parent=(\d+) child=(\d+) gens=(\d+),(\d+)$"),
     ("fixture-ct-fds", ["@tmp"], 1, 1, r"offset=\d+ size=(\d+) eventfd=(\d+) timerfd=(\d+)"),
 ]
