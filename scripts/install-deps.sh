@@ -10,8 +10,10 @@ PKGS=(
   libsystemd-dev libjansson-dev libsqlite3-dev libzstd-dev libxxhash-dev libssl-dev
   libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libcorosync-common-dev
   libcmocka-dev librdmacm-dev libibverbs-dev rdma-core ibverbs-providers openssl
-  # baselines for the benchmarks
+  # baselines for the benchmarks, and tools the tests use
   iperf3 socat strace
+  # VMs: QEMU, libvirt (daemon, client, C API)
+  qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev
   # cluster and test harness
   corosync iproute2 util-linux procps psmisc python3-pytest sqlite3 systemd
 )
