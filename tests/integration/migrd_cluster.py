@@ -32,8 +32,8 @@ from nsutil import (CommandError, sh, become_subreaper, ns_inode, pids_in_netns,
                     with_descendants, kill_and_reap, mounts, mounts_under, umount_under,
                     netns_list, netns_delete, reap_zombie_children)
 from migrd_host import (PREFIX, TAG_RE, MARKER, CONTROL_SOCKET, MIGRD_CONF, STALE_GLOB_DIR,
-                        HOST_BINDS, ClusterError, WaitTimeout, ProcessDied, MigctlError,
-                        Quorum, Host, default_build_dir, nsenter_argv, wait_for, tail_file,
+                        HOST_BINDS, LIBVIRT_BINDS, ClusterError, WaitTimeout, ProcessDied,
+                        MigctlError, Quorum, Host, default_build_dir, nsenter_argv, wait_for, tail_file,
                         _owner_alive)
 
 __all__ = ["Cluster", "Host", "Quorum", "ClusterError", "WaitTimeout", "ProcessDied",
@@ -117,7 +117,7 @@ def prerequisite_problems(migrd=True, build_dir=None):
 
 class Cluster:
     def __init__(self, n, workdir=None, build_dir=None, token_ms=1000, migrd=True,
-                 start_timeout=60, migrd_conf_extra="", settle=True, pki=False):
+                 start_timeout=60, migrd_conf_extra="", settle=True, pki=False, libvirt=False):
         if not 1 <= n <= 32:
             raise ValueError("a cluster has 1 to 32 hosts")
         self.n = n
@@ -137,6 +137,8 @@ class Cluster:
         # pki=True: a cluster CA and a certificate per host (made with `migctl ca`), so the
         # hosts' transports are up; the files land in each host's /etc/migrd/pki.
         self.pki = pki
+        # libvirt=True: each host runs its own virtlogd and libvirtd (TCP between the hosts).
+        self.libvirt = libvirt
         self._workdir_arg = workdir
         self.workdir = None
         self.bridge_ns = f"{self.tag}-br"
@@ -244,6 +246,13 @@ class Cluster:
                 self.wait_formed(timeout=self.start_timeout)
             t2 = time.monotonic()
             self.timings["corosync_formed_s"] = t2 - t1
+            if self.libvirt:
+                for h in self.hosts:
+                    h.start_libvirt(wait=False)
+                if wait:
+                    for h in self.hosts:
+                        h.wait_libvirt(max(self.start_timeout, 90))
+                self.timings["libvirt_ready_s"] = time.monotonic() - t2
             if self.migrd:
                 for h in self.hosts:
                     h.start_migrd(wait=False)
@@ -276,7 +285,7 @@ class Cluster:
         with open(os.path.join(wd, MARKER), "w") as f:
             f.write(self.tag + "\n")
         # Mount points for the per-host binds (empty dirs; what migrd's package creates anyway).
-        for inside, _ in HOST_BINDS:
+        for inside, _ in HOST_BINDS + (LIBVIRT_BINDS if self.libvirt else []):
             os.makedirs(inside, exist_ok=True)
 
     def _make_network(self):

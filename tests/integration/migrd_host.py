@@ -6,10 +6,13 @@ Also the pieces both modules share: constants, exceptions, wait_for().
 import glob
 import json as jsonlib
 import os
+import shutil
 import pwd
 import re
 import subprocess
+import sys
 import time
+import uuid
 
 from nsutil import (CommandError, sh, die_with_parent, pid_alive, ns_inode, pids_in_netns,
                     with_descendants, kill_and_reap)
@@ -26,6 +29,11 @@ REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 HOST_BINDS = [("/run", "run"), ("/var/lib/corosync", "lib/corosync"),
               ("/var/lib/migrd", "lib/migrd"), ("/etc/corosync", "etc/corosync"),
               ("/etc/migrd", "etc/migrd")]
+# With libvirt=True each host also has its own libvirt: state, cache, logs and configuration
+# (a copy of the machine's /etc/libvirt with per-host settings, see Host._setup_libvirt).
+LIBVIRT_BINDS = [("/var/lib/libvirt", "lib/libvirt"), ("/var/cache/libvirt", "cache/libvirt"),
+                 ("/var/log/libvirt", "log/libvirt"), ("/etc/libvirt", "etc/libvirt")]
+LIBVIRT_URI = "qemu:///system"
 
 # Runs inside the new mount namespace, once, to set it up.
 MNT_SETUP = r"""
@@ -310,11 +318,17 @@ class Host:
 
     # -- lifecycle --
 
+    @property
+    def binds(self):
+        return HOST_BINDS + (LIBVIRT_BINDS if self.cluster.libvirt else [])
+
     def _setup(self):
         c = self.cluster
         self.dir = os.path.join(c.workdir, self.name)
-        for _, sub in HOST_BINDS:
+        for _, sub in self.binds:
             os.makedirs(self.path(sub), exist_ok=True)
+        if c.libvirt:
+            self._setup_libvirt()
         os.makedirs(self.path("run", "migrd"), exist_ok=True)
         with open(self.path("etc", "corosync", "corosync.conf"), "w") as f:
             f.write(c.corosync_conf())
@@ -327,11 +341,57 @@ class Host:
         sh(["mount", "--make-private", nsdir])
         open(self.mnt_ns, "w").close()
         # /run last: the workdir may be under /run (scripts/cluster) and must stay visible.
-        binds = sorted(HOST_BINDS, key=lambda b: b[0] == "/run")
+        binds = sorted(self.binds, key=lambda b: b[0] == "/run")
         script = MNT_SETUP + "".join(f'mount --bind "$H/{sub}" {inside}\n' for inside, sub in binds)
         script += "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm\n"
         sh(["unshare", f"--mount={self.mnt_ns}", "--propagation", "private",
             "sh", "-c", script, "mnt-setup", c.workdir, self.dir], where=self.name)
+
+    def _setup_libvirt(self):
+        """This host's libvirt configuration: the machine's, plus what lets several daemons
+        live on one machine (LIBVIRT-NOTES.md): own uuid, TCP without auth between the test
+        hosts' private addresses, no security driver or cgroups, migration on our address."""
+        etc = self.path("etc", "libvirt")
+        shutil.rmtree(etc, ignore_errors=True)
+        shutil.copytree("/etc/libvirt", etc, symlinks=True)
+        os.makedirs(self.path("log", "libvirt", "qemu"), exist_ok=True)
+        with open(os.path.join(etc, "libvirtd.conf"), "a") as f:
+            f.write(f'\n# migrd test host {self.name}\n'
+                    f'host_uuid = "{uuid.uuid5(uuid.NAMESPACE_DNS, self.netns)}"\n'
+                    'listen_tcp = 1\nlisten_tls = 0\nauth_tcp = "none"\nauth_unix_rw = "none"\n'
+                    f'listen_addr = "{self.address}"\n')
+        with open(os.path.join(etc, "qemu.conf"), "a") as f:
+            f.write(f'\n# migrd test host {self.name}\n'
+                    'security_driver = "none"\nuser = "root"\ngroup = "root"\n'
+                    'dynamic_ownership = 0\ncgroup_controllers = [ ]\nnamespaces = [ ]\n'
+                    f'migration_host = "{self.address}"\nmigration_address = "{self.address}"\n')
+
+    def start_libvirt(self, wait=True, timeout=60):
+        """virtlogd and libvirtd of this host, in its namespaces (foreground: kill() ends them)."""
+        reaper = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                               "subreaper.py")]
+        self.spawn("virtlogd", reaper + ["virtlogd"])
+        self.spawn("libvirtd", reaper + ["libvirtd", "--listen"])
+        if wait:
+            self.wait_libvirt(timeout)
+
+    def wait_libvirt(self, timeout=60):
+        # The first start probes QEMU's capabilities: ~15 s on these machines.
+        return self.wait_for(lambda: self._check_alive("libvirtd") or
+                             self.run(["virsh", "-c", LIBVIRT_URI, "version"],
+                                      check=False, timeout=30).returncode == 0,
+                             timeout, "libvirtd to answer `virsh version`", interval=0.5)
+
+    def virsh(self, *args, check=True, timeout=60):
+        """virsh against this host's libvirtd; returns its stdout."""
+        cp = self.run(["virsh", "-c", LIBVIRT_URI] + [str(a) for a in args], check=check,
+                      timeout=timeout)
+        return cp.stdout if check else cp
+
+    @property
+    def libvirt_uri_outside(self):
+        """The URI that reaches this host's libvirtd from outside its namespaces."""
+        return f"qemu+unix:///system?socket={self.path('run', 'libvirt', 'libvirt-sock')}"
 
     def set_link(self, up):
         """Brings the bridge side of the host's veth up or down (down = cable pulled)."""
@@ -393,6 +453,8 @@ class Host:
             raise ClusterError(f"{self.name}: still running: {', '.join(running)}; kill() first")
         self.set_link(True)
         self.start_corosync(wait=True, timeout=timeout)
+        if self.cluster.libvirt:
+            self.start_libvirt(wait=wait, timeout=max(timeout, 60))
         if self.cluster.migrd:
             self.start_migrd(wait=wait, timeout=timeout)
         self.up = True
