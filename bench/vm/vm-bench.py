@@ -132,9 +132,12 @@ def main():
     GUEST = os.path.join(build, "tests", "fixtures", "guest", "migrd-guest.elf")
     if args.smoke:
         args.runs, args.mem = 1, 128
-    cases = [("unlimited", None, "idle", 0), ("unlimited", None, "20 MiB/s", 20)]
+    # The smoke run stays idle: QEMU 7.2's TCG can damage guests that write during the move
+    # (see the table in bench/README.md), and CI must not fail on QEMU's account.
+    cases = [("unlimited", None, "idle", 0)]
     if not args.smoke:
-        cases += [("1 Gbit/s", "1gbit", "idle", 0), ("1 Gbit/s", "1gbit", "20 MiB/s", 20)]
+        cases += [("unlimited", None, "20 MiB/s", 20), ("1 Gbit/s", "1gbit", "idle", 0),
+                  ("1 Gbit/s", "1gbit", "20 MiB/s", 20)]
     fill = args.mem - 64
     rows = []
     with Cluster(2, build_dir=build, libvirt=True, migrd=False) as c:
