@@ -123,6 +123,7 @@ int verb_peer_test(const struct migctl *m, int argc, char **argv);
 int verb_run(const struct migctl *m, int argc, char **argv);
 int verb_checkpoint(const struct migctl *m, int argc, char **argv);
 int verb_restore(const struct migctl *m, int argc, char **argv);
+int verb_vm(const struct migctl *m, int argc, char **argv);
 int verb_logs(const struct migctl *m, int argc, char **argv);
 int verb_stop(const struct migctl *m, int argc, char **argv);
 int verb_rm(const struct migctl *m, int argc, char **argv);

@@ -63,8 +63,9 @@ int migrd_config_init_defaults(struct migrd_config *c)
 	c->ca_file = strdup("/etc/migrd/pki/ca.crt");
 	c->cert_file = strdup("/etc/migrd/pki/host.crt");
 	c->key_file = strdup("/etc/migrd/pki/host.key");
+	c->libvirt_uri = strdup("qemu:///system");
 	if (!c->ca_file || !c->cert_file || !c->key_file || !c->host_name || !c->state_dir ||
-	    !c->control_socket || !c->control_group || !c->cpg_group) {
+	    !c->libvirt_uri || !c->control_socket || !c->control_group || !c->cpg_group) {
 		migrd_config_done(c);
 		return -ENOMEM;
 	}
@@ -83,6 +84,7 @@ void migrd_config_done(struct migrd_config *c)
 	free(c->ca_file);
 	free(c->cert_file);
 	free(c->key_file);
+	free(c->libvirt_uri);
 	for (size_t i = 0; i < c->n_peers; i++) {
 		free(c->peers[i].name);
 		free(c->peers[i].address);
@@ -173,6 +175,7 @@ static const struct config_key config_keys[] = {
 	KR("limits", "control_max_request", VALUE_SIZE, control_max_request, 4096, 64ULL << 20),
 	KR("limits", "control_max_clients", VALUE_UNSIGNED, control_max_clients, 1, 4096),
 	KR("limits", "control_max_inflight", VALUE_UNSIGNED, control_max_inflight, 1, 65536),
+	K("vm", "libvirt_uri", VALUE_STRING, libvirt_uri),
 	K("transport", "ca_file", VALUE_PATH, ca_file),
 	K("transport", "cert_file", VALUE_PATH, cert_file),
 	K("transport", "key_file", VALUE_PATH, key_file),
@@ -401,7 +404,7 @@ static int parse_line(struct parse_ctx *p, struct migrd_config *c, char *line, c
 		if (!section_known(s))
 			return parse_error(p,
 					   "unknown section [%.64s] (known: host, paths, cluster, "
-					   "transport, peer NAME, fencing, limits, log)",
+					   "transport, peer NAME, fencing, limits, vm, log)",
 					   s);
 		strscpy(section, s, section_size);
 		return 0;

@@ -82,6 +82,9 @@ struct migrd_config {
 	struct migrd_peer_config *peers;
 	size_t n_peers;
 
+	/* [vm] */
+	char *libvirt_uri; /* where this host's VMs are: qemu:///system by default */
+
 	/* [log] */
 	int log_level;	/* syslog level */
 	int log_target; /* enum log_target */

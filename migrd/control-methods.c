@@ -4,6 +4,7 @@
 
 #include "common/common.h"
 #include "migrd/containers.h"
+#include "migrd/vms.h"
 #include "migrd/manager-internal.h"
 #include "migrd/peer-test.h"
 
@@ -42,7 +43,8 @@ static int method_list(struct control_request *req, json_t *params, void *userda
 
 	/* This host's containers, fresh; the other hosts' as they published them last (each
 	 * host publishes with its metrics every second). */
-	if (!w || containers_list(m, w) < 0 || cluster_workloads_json(m->cluster, w) < 0) {
+	if (!w || containers_list(m, w) < 0 || vms_list(m, w) < 0 ||
+	    cluster_workloads_json(m->cluster, w) < 0) {
 		json_decref(w);
 		return -ENOMEM;
 	}
@@ -167,6 +169,6 @@ const struct control_method manager_control_methods[] = {
 	{"peer-test", method_peer_test}, {"run", method_run},
 	{"stop", method_stop},		 {"rm", method_rm},
 	{"logs", method_logs},		 {"checkpoint", method_checkpoint},
-	{"restore", method_restore},
+	{"restore", method_restore},	 {"vm-adopt", method_vm_adopt},
 };
 const size_t manager_n_control_methods = ELEMENTSOF(manager_control_methods);

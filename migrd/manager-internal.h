@@ -14,6 +14,7 @@
 #include "migrd/state-db.h"
 
 struct container;
+struct vm;
 
 struct manager {
 	sd_event *event;
@@ -47,6 +48,10 @@ struct manager {
 
 	struct container **containers; /* this host's, see containers.c */
 	size_t n_containers;
+	struct vm **vms; /* this host's, see vms.c */
+	size_t n_vms;
+	sd_event_source *vm_refresh_timer;
+	bool vm_refresh_running, vm_libvirt_warned;
 	char last_status[256];
 };
 

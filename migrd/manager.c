@@ -12,6 +12,7 @@
 
 #include "common/common.h"
 #include "migrd/containers.h"
+#include "migrd/vms.h"
 #include "migrd/manager-internal.h"
 
 #define RECONNECT_INTERVAL (1 * USEC_PER_SEC)
@@ -216,7 +217,7 @@ static int on_metrics(sd_event_source *s, uint64_t usec, void *userdata)
 	if (!cluster_is_connected(m->cluster))
 		return 0;
 	_cleanup_json_ json_t *workloads = json_array();
-	if (workloads && containers_list(m, workloads) >= 0) {
+	if (workloads && containers_list(m, workloads) >= 0 && vms_list(m, workloads) >= 0) {
 		/* Peers learn the host from who sent it. */
 		size_t i;
 		json_t *w;
@@ -307,6 +308,7 @@ struct manager *manager_free(struct manager *m)
 		return NULL;
 	m->control = control_server_free(m->control);
 	containers_free(m);
+	vms_free(m);
 	manager_transport_teardown(m);
 	m->membership = health_membership_free(m->membership);
 	sd_event_source_disable_unref(m->disconnect_defer);
@@ -374,6 +376,8 @@ int manager_startup(struct manager *m)
 	}
 	manager_update_host_names(m, cluster_get_state(m->cluster));
 	r = containers_load(m);
+	if (r >= 0)
+		r = vms_load(m);
 	if (r < 0)
 		return r;
 	r = manager_transport_setup(m);

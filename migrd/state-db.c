@@ -85,6 +85,7 @@ int state_db_open(const char *state_dir, struct state_db **ret)
 		"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 		"CREATE TABLE IF NOT EXISTS containers (name TEXT PRIMARY KEY, record TEXT NOT "
 		"NULL);"
+		"CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, record TEXT NOT NULL);"
 		"CREATE TABLE IF NOT EXISTS hosts (nodeid INTEGER PRIMARY KEY,"
 		" name TEXT NOT NULL UNIQUE, address TEXT, maintenance INTEGER NOT NULL DEFAULT 0);"
 		"INSERT OR IGNORE INTO meta VALUES ('schema', '" STRINGIFY(
@@ -190,7 +191,8 @@ rollback:
 	return r;
 }
 
-int state_db_container_put(struct state_db *s, const char *name, json_t *record)
+/* table is one of ours ("containers", "vms"), never input. */
+static int record_put(struct state_db *s, const char *table, const char *name, json_t *record)
 {
 	_cleanup_free_ char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
 	sqlite3_stmt *stmt = NULL;
@@ -198,41 +200,48 @@ int state_db_container_put(struct state_db *s, const char *name, json_t *record)
 
 	if (!text)
 		return -ENOMEM;
-	rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO containers VALUES (?, ?)", -1, &stmt,
-				NULL);
+	char sql[96];
+
+	snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO %s VALUES (?, ?)", table);
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "prepare");
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(stmt, 2, text, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
 	sqlite3_finalize(stmt);
-	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "insert container");
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "insert record");
 }
 
-int state_db_container_delete(struct state_db *s, const char *name)
+static int record_delete(struct state_db *s, const char *table, const char *name)
 {
+	char sql[96];
+
 	sqlite3_stmt *stmt = NULL;
 	int rc;
 
-	rc = sqlite3_prepare_v2(s->db, "DELETE FROM containers WHERE name = ?", -1, &stmt, NULL);
+	snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE name = ?", table);
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return db_error(s, rc, "prepare");
 	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
 	rc = sqlite3_step(stmt);
 	sqlite3_finalize(stmt);
-	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "delete container");
+	return rc == SQLITE_DONE ? 0 : db_error(s, rc, "delete record");
 }
 
-int state_db_containers_load(struct state_db *s, json_t **ret)
+static int records_load(struct state_db *s, const char *table, json_t **ret)
 {
+	char sql[96];
+
 	json_t *all = json_array();
 	sqlite3_stmt *stmt = NULL;
 	int rc;
 
 	if (!all)
 		return -ENOMEM;
-	rc = sqlite3_prepare_v2(s->db, "SELECT name, record FROM containers ORDER BY name", -1,
-				&stmt, NULL);
+	snprintf(sql, sizeof(sql), "SELECT name, record FROM %s ORDER BY name", table);
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
 	if (rc != SQLITE_OK) {
 		json_decref(all);
 		return db_error(s, rc, "prepare");
@@ -243,8 +252,8 @@ int state_db_containers_load(struct state_db *s, json_t **ret)
 		json_t *j = text ? json_loads(text, 0, NULL) : NULL;
 
 		if (!json_is_object(j)) {
-			log_warning("%s: skipping the malformed record of container %s", s->path,
-				    strna(name));
+			log_warning("%s: skipping the malformed record %s in %s", s->path,
+				    strna(name), table);
 			json_decref(j);
 			continue;
 		}
@@ -253,4 +262,34 @@ int state_db_containers_load(struct state_db *s, json_t **ret)
 	sqlite3_finalize(stmt);
 	*ret = all;
 	return 0;
+}
+
+int state_db_container_put(struct state_db *s, const char *name, json_t *record)
+{
+	return record_put(s, "containers", name, record);
+}
+
+int state_db_container_delete(struct state_db *s, const char *name)
+{
+	return record_delete(s, "containers", name);
+}
+
+int state_db_containers_load(struct state_db *s, json_t **ret)
+{
+	return records_load(s, "containers", ret);
+}
+
+int state_db_vm_put(struct state_db *s, const char *name, json_t *record)
+{
+	return record_put(s, "vms", name, record);
+}
+
+int state_db_vm_delete(struct state_db *s, const char *name)
+{
+	return record_delete(s, "vms", name);
+}
+
+int state_db_vms_load(struct state_db *s, json_t **ret)
+{
+	return records_load(s, "vms", ret);
 }

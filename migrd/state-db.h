@@ -18,6 +18,10 @@ int state_db_container_put(struct state_db *db, const char *name, json_t *record
 int state_db_container_delete(struct state_db *db, const char *name);
 /* All records, as an array of objects (malformed rows are skipped and logged). */
 int state_db_containers_load(struct state_db *db, json_t **ret);
+/* The same for the VMs under this host's care. */
+int state_db_vm_put(struct state_db *db, const char *name, json_t *record);
+int state_db_vm_delete(struct state_db *db, const char *name);
+int state_db_vms_load(struct state_db *db, json_t **ret);
 
 /* Replaces the stored state in one transaction. */
 int state_db_save(struct state_db *db, const struct cluster_state *s);

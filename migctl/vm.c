@@ -1,0 +1,57 @@
+/* The `vm` verb: VMs (libvirt domains) under migrd's care. */
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/json-util.h"
+#include "common/util.h"
+#include "migctl/migctl-internal.h"
+
+static const char vm_help[] =
+	"Usage: migctl [GLOBAL OPTIONS] vm adopt NAME\n"
+	"\n"
+	"Put an existing libvirt domain NAME of this host under migrd's care: migrd records it,\n"
+	"lists it beside the containers ('migctl list': kind vm, host, state, memory) and\n"
+	"follows its state. The domain is looked up through this host's libvirt ([vm]\n"
+	"libvirt_uri in migrd.conf, default qemu:///system); it keeps running untouched.\n"
+	"\n"
+	"Example:\n"
+	"  $ migctl vm adopt vm1\n"
+	"  vm1 adopted: running, 512.0MiB, 2 vCPUs\n";
+
+int verb_vm(const struct migctl *m, int argc, char **argv)
+{
+	_cleanup_json_ json_t *params = json_object(), *reply = NULL;
+	json_t *result;
+	char mem[32];
+	int r;
+
+	if (!params)
+		return migctl_report_error(m, -ENOMEM);
+	if (argc >= 2 && (streq(argv[1], "-h") || streq(argv[1], "--help"))) {
+		fputs(vm_help, m->out);
+		return MIGCTL_EXIT_OK;
+	}
+	if (argc < 2 || !streq(argv[1], "adopt"))
+		return migctl_usage_error(m, "vm", "needs a subcommand: adopt NAME");
+	if (argc == 3 && (streq(argv[2], "-h") || streq(argv[2], "--help"))) {
+		fputs(vm_help, m->out);
+		return MIGCTL_EXIT_OK;
+	}
+	if (argc != 3)
+		return migctl_usage_error(m, "vm", "adopt needs exactly one domain NAME");
+	json_object_set_new(params, "name", json_string(argv[2]));
+	r = migctl_request(m, "vm-adopt", params, &reply, &result);
+	if (r != MIGCTL_EXIT_OK)
+		return r;
+	if (m->json)
+		return migctl_print_json(m, result);
+	format_bytes(mem, sizeof(mem),
+		     (uint64_t)json_integer_value(json_object_get(result, "memory")));
+	fprintf(m->out, "%s adopted: %s, %s, %d vCPU%s\n", argv[2],
+		strna(json_string_value(json_object_get(result, "state"))), mem,
+		(int)json_integer_value(json_object_get(result, "vcpus")),
+		json_integer_value(json_object_get(result, "vcpus")) == 1 ? "" : "s");
+	return MIGCTL_EXIT_OK;
+}
