@@ -15,6 +15,7 @@
 
 struct container;
 struct vm;
+struct vm_events;
 
 struct manager {
 	sd_event *event;
@@ -51,6 +52,8 @@ struct manager {
 	struct vm **vms; /* this host's, see vms.c */
 	size_t n_vms;
 	sd_event_source *vm_refresh_timer;
+	struct vm_events *vm_events; /* libvirt's lifecycle events, from the first VM on */
+	sd_event_source *vm_event_source;
 	bool vm_refresh_running, vm_libvirt_warned;
 	char last_status[256];
 };

@@ -1,7 +1,9 @@
 /* VMs under this host's care: adopted libvirt domains, kept in the state store, listed beside
- * the containers; their states are refreshed from libvirt every few seconds in a job thread
- * (libvirt calls block, the event loop never waits for them). */
+ * the containers; their states are refreshed from libvirt in a job thread at once after every
+ * libvirt lifecycle event and every few seconds besides (libvirt calls block, the event loop
+ * never waits for them). */
 #include <errno.h>
+#include <sys/epoll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +14,7 @@
 #include "migrd/vms.h"
 
 #define MAX_VMS		 1024
-#define REFRESH_INTERVAL (2 * USEC_PER_SEC)
+#define REFRESH_INTERVAL (10 * USEC_PER_SEC) /* and at once after every libvirt event */
 
 struct vm {
 	char *name;
@@ -153,6 +155,37 @@ static int on_refresh(sd_event_source *s, uint64_t usec, void *userdata)
 	return 0;
 }
 
+/* ---- libvirt events: a refresh at once instead of at the next tick --------------------------- */
+
+static int on_vm_event(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	struct manager *m = userdata;
+	char *name;
+
+	while ((name = vm_events_next(m->vm_events)))
+		free(name);
+	(void)sd_event_source_set_time(m->vm_refresh_timer, now_usec(CLOCK_MONOTONIC));
+	(void)sd_event_source_set_enabled(m->vm_refresh_timer, SD_EVENT_ON);
+	return 0;
+}
+
+/* Events start with the first VM: hosts without VMs need no libvirtd. */
+static void events_start(struct manager *m)
+{
+	int r;
+
+	if (m->vm_events)
+		return;
+	r = vm_events_start(m->config.libvirt_uri, &m->vm_events);
+	if (r >= 0)
+		r = sd_event_add_io(m->event, &m->vm_event_source, vm_events_fd(m->vm_events),
+				    EPOLLIN, on_vm_event, m);
+	if (r < 0) {
+		log_warning_errno(r, "No libvirt events (VM states are polled): %m");
+		m->vm_events = vm_events_stop(m->vm_events);
+	}
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 int vms_load(struct manager *m)
@@ -182,11 +215,17 @@ int vms_load(struct manager *m)
 				       REFRESH_INTERVAL / 4, 0, on_refresh, m);
 	if (r >= 0) /* periodic: on_refresh moves the time on */
 		r = sd_event_source_set_enabled(m->vm_refresh_timer, SD_EVENT_ON);
-	return r < 0 ? log_error_errno(r, "Failed to add the VM refresh timer: %m") : 0;
+	if (r < 0)
+		return log_error_errno(r, "Failed to add the VM refresh timer: %m");
+	if (m->n_vms)
+		events_start(m);
+	return 0;
 }
 
 void vms_free(struct manager *m)
 {
+	m->vm_event_source = sd_event_source_disable_unref(m->vm_event_source);
+	m->vm_events = vm_events_stop(m->vm_events);
 	m->vm_refresh_timer = sd_event_source_disable_unref(m->vm_refresh_timer);
 	for (size_t i = 0; i < m->n_vms; i++)
 		vm_free(m->vms[i]);
@@ -277,6 +316,7 @@ static void adopt_done(void *userdata, int r, json_t *result, const char *code, 
 	json_object_set_new(v->record, "adopted",
 			    json_integer((json_int_t)now_usec(CLOCK_REALTIME)));
 	persist(m, v);
+	events_start(m);
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-adopted"),
 			 "VM %s adopted (%s, %s)", a->name, a->info.state, a->uri);
 	control_request_reply(a->req, json_incref(result));

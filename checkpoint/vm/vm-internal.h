@@ -30,3 +30,16 @@ int vm_states(const char *uri, char *const *names, size_t n, const char ***ret_s
 	      char **ret_error);
 
 const char *vm_state_to_string(int libvirt_state);
+
+/* Domain lifecycle events of one libvirt connection, received in a thread of their own (it runs
+ * libvirt's event loop and reconnects every 2 s while libvirtd is away). Each event writes the
+ * domain's name to a queue and makes fd readable: the caller's event loop drains it with
+ * vm_events_next(). */
+struct vm_events;
+
+int vm_events_start(const char *uri, struct vm_events **ret);
+struct vm_events *vm_events_stop(struct vm_events *e);
+/* An eventfd: readable while names are queued. */
+int vm_events_fd(const struct vm_events *e);
+/* The next domain name with an event (malloc'd), or NULL when none is left. */
+char *vm_events_next(struct vm_events *e);
