@@ -376,6 +376,27 @@ class Cluster:
                            "pids": {k: p.pid for k, p in h.procs.items() if p.poll() is None}}
                           for h in self.hosts]}
 
+    def _remove_container_cgroups(self):
+        """The cgroups of the hosts' containers (<host>.<name> under migrd/ in every hierarchy),
+        empty once the hosts' processes are gone; best effort: a busy one is left."""
+        roots = ["/sys/fs/cgroup/unified/migrd", "/sys/fs/cgroup/migrd"] + [
+            f"/sys/fs/cgroup/{c}/migrd" for c in ("freezer", "memory", "cpu,cpuacct", "cpu")]
+        prefixes = tuple(f"{h.name}." for h in self.hosts)
+        for root in roots:
+            try:
+                names = [n for n in os.listdir(root) if n.startswith(prefixes)]
+            except OSError:
+                continue
+            for n in names:
+                for _ in range(20):
+                    try:
+                        os.rmdir(os.path.join(root, n))
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.05)   # just emptied: the kernel may still be busy
+
     def stop(self):
         """Removes everything the cluster made: processes, mounts, namespaces, workdir.
 
@@ -393,6 +414,7 @@ class Cluster:
                 except Exception as e:     # noqa: BLE001 - collect, keep tearing down
                     errors.append(str(e))
                 h.up = False
+            self._remove_container_cgroups()
             br_pids = pids_in_netns(ns_inode(f"/run/netns/{self.bridge_ns}"))
             if br_pids:
                 kill_and_reap(with_descendants(br_pids), {})
