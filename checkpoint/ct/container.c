@@ -77,6 +77,27 @@ oom:
 	return NULL;
 }
 
+int ct_container_setup_namespaces(const char *hostname, bool netns)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return -1;
+	if (hostname && sethostname(hostname, strlen(hostname)) < 0)
+		return -1;
+	if (netns) {
+		struct ifreq ifr = {.ifr_name = "lo"};
+		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+		if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+			return -1;
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+			return -1;
+		close(s);
+	}
+	return 0;
+}
+
 /* Runs in the child, between clone3() and exec: system calls only. */
 _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char **env, int sync_fd,
 			     int err_fd, int log_fd)
@@ -89,21 +110,8 @@ _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char *
 	if (read(sync_fd, &c, 1) != 1)
 		_exit(126);
 	close(sync_fd);
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+	if (ct_container_setup_namespaces(spec->name, spec->netns) < 0)
 		goto fail;
-	if (sethostname(spec->name, strlen(spec->name)) < 0)
-		goto fail;
-	if (spec->netns) {
-		struct ifreq ifr = {.ifr_name = "lo"};
-		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-		if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-			goto fail;
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-			goto fail;
-		close(s);
-	}
 	(void)setsid();
 	/* migrd blocks the signals its event loop handles; exec keeps a blocked mask. */
 	sigemptyset(&none);

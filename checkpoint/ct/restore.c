@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "checkpoint/ct/container-internal.h"
 #include "checkpoint/ct/ptrace-internal.h"
 #include "checkpoint/ct/restore-internal.h"
 #include "common/common.h"
@@ -354,22 +355,8 @@ _noreturn_ static void helper(const struct helper_args *a)
 
 	if (read(a->sync_fd, &c, 1) != 1)
 		_exit(126);
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+	if (ct_container_setup_namespaces(a->hostname, a->netns) < 0)
 		goto fail;
-	if (a->hostname && sethostname(a->hostname, strlen(a->hostname)) < 0)
-		goto fail;
-	if (a->netns) {
-		struct ifreq ifr = {.ifr_name = "lo"};
-		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-		if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-			goto fail;
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-			goto fail;
-		close(s);
-	}
 	(void)prlimit(0, RLIMIT_NOFILE, NULL, &rl);
 	if ((rlim_t)a->chan_fd + 2 > rl.rlim_cur) {
 		rl.rlim_cur = rl.rlim_max = MAX(rl.rlim_max, (rlim_t)a->chan_fd + 64);
