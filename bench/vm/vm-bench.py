@@ -19,8 +19,8 @@ through migrd's transport; this script measures only what exists.
 
 import argparse
 import json
-import os
 import re
+import os
 import statistics
 import sys
 import time
@@ -31,41 +31,17 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 from migrd_cluster import Cluster  # noqa: E402
 from migrd_host import default_build_dir  # noqa: E402
+import vm_guest  # noqa: E402
 
 GUEST = None  # the test guest of the build (--build-dir)
-TICK_RE = re.compile(r"TICK (\d+) gens=(\d+) verified=(\d+) bad=(\d+)")
 
 
 def domain_xml(name, mem_mib, fill, rate):
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>{mem_mib}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{GUEST}</kernel>
-    <cmdline>fill={fill} rate={rate} mix=1</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'>
-      <source path='/var/log/libvirt/qemu/{name}-serial.log' append='on'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
+    return vm_guest.domain_xml(name, GUEST, mem_mib=mem_mib, fill=fill, rate=rate, mix=True)
 
 
 def ticks(h, name):
-    path = h.path("log", "libvirt", "qemu", f"{name}-serial.log")
-    text = open(path, errors="replace").read() if os.path.exists(path) else ""
-    return [tuple(map(int, t)) for t in TICK_RE.findall(text)]
+    return vm_guest.ticks(h, name)
 
 
 def serial_tail(h, name, n=8):
@@ -129,7 +105,7 @@ def main():
     args = ap.parse_args()
     global GUEST
     build = os.path.abspath(args.build_dir or default_build_dir())
-    GUEST = os.path.join(build, "tests", "fixtures", "guest", "migrd-guest.elf")
+    GUEST = vm_guest.guest_path(build)
     if args.smoke:
         args.runs, args.mem = 1, 128
     # The smoke run stays idle: QEMU 7.2's TCG can damage guests that write during the move
