@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "migctl/migctl-internal.h"
 
-static usec_t deadline_after(usec_t timeout)
+usec_t migctl_deadline_after(usec_t timeout)
 {
 	usec_t now = now_usec(CLOCK_MONOTONIC);
 
@@ -223,7 +223,7 @@ int migctl_reply_parse(const char *line, size_t len, json_int_t id, json_t **ret
 
 int migctl_call(const struct migctl *m, const char *method, json_t *params, json_t **ret_reply)
 {
-	usec_t deadline = deadline_after(m->timeout);
+	usec_t deadline = migctl_deadline_after(m->timeout);
 	_cleanup_close_ int fd = -EBADF;
 	_cleanup_free_ char *line = NULL;
 	size_t len;
@@ -290,19 +290,11 @@ int migctl_report_error(const struct migctl *m, int error)
 	}
 }
 
-int migctl_request(const struct migctl *m, const char *method, json_t *params, json_t **ret_reply,
-		   json_t **ret_result)
+int migctl_reply_result(const struct migctl *m, json_t *reply, json_t **ret_result)
 {
-	_cleanup_json_ json_t *reply = NULL;
 	const char *code = NULL, *message = NULL;
-	json_t *error;
-	int r;
+	json_t *error = json_object_get(reply, "error");
 
-	r = migctl_call(m, method, params, &reply);
-	if (r < 0)
-		return migctl_report_error(m, r);
-
-	error = json_object_get(reply, "error");
 	if (error) {
 		if (m->json)
 			(void)migctl_print_json(m, error);
@@ -320,8 +312,22 @@ int migctl_request(const struct migctl *m, const char *method, json_t *params, j
 		return MIGCTL_EXIT_FAILURE;
 	}
 	*ret_result = json_object_get(reply, "ok");
-	*ret_reply = TAKE_PTR(reply);
 	return MIGCTL_EXIT_OK;
+}
+
+int migctl_request(const struct migctl *m, const char *method, json_t *params, json_t **ret_reply,
+		   json_t **ret_result)
+{
+	_cleanup_json_ json_t *reply = NULL;
+	int r;
+
+	r = migctl_call(m, method, params, &reply);
+	if (r < 0)
+		return migctl_report_error(m, r);
+	r = migctl_reply_result(m, reply, ret_result);
+	if (r == MIGCTL_EXIT_OK)
+		*ret_reply = TAKE_PTR(reply);
+	return r;
 }
 
 int migctl_print_json(const struct migctl *m, json_t *j)

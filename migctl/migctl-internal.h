@@ -40,6 +40,8 @@ struct migctl {
 /* Each returns 0 or -errno; deadline is CLOCK_MONOTONIC in usec. Distinct errors the caller maps
  * to messages: -ENOENT/-ECONNREFUSED/-EACCES (connect), -ECONNRESET (migrd closed the
  * connection), -ETIMEDOUT, -EMSGSIZE (reply over max), -EBADMSG (malformed reply). */
+/* CLOCK_MONOTONIC now + timeout, saturating. */
+usec_t migctl_deadline_after(usec_t timeout);
 int migctl_connect(const char *path, usec_t deadline, int *ret_fd);
 int migctl_send_request(int fd, const char *method, json_t *params, usec_t deadline);
 int migctl_read_reply(int fd, size_t max, usec_t deadline, char **ret_line, size_t *ret_len);
@@ -57,6 +59,9 @@ int migctl_report_error(const struct migctl *m, int error);
  * migrd's error object). */
 int migctl_request(const struct migctl *m, const char *method, json_t *params, json_t **ret_reply,
 		   json_t **ret_result);
+/* A parsed reply: MIGCTL_EXIT_OK with *ret_result borrowed from reply, or the error told to the
+ * user (and printed as JSON with --json) and MIGCTL_EXIT_FAILURE. */
+int migctl_reply_result(const struct migctl *m, json_t *reply, json_t **ret_result);
 /* Prints a JSON document on m->out: indented on a terminal, one line otherwise. */
 int migctl_print_json(const struct migctl *m, json_t *j);
 
@@ -124,6 +129,7 @@ int verb_run(const struct migctl *m, int argc, char **argv);
 int verb_checkpoint(const struct migctl *m, int argc, char **argv);
 int verb_restore(const struct migctl *m, int argc, char **argv);
 int verb_vm(const struct migctl *m, int argc, char **argv);
+int verb_move(const struct migctl *m, int argc, char **argv);
 int verb_logs(const struct migctl *m, int argc, char **argv);
 int verb_stop(const struct migctl *m, int argc, char **argv);
 int verb_rm(const struct migctl *m, int argc, char **argv);

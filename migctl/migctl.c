@@ -27,6 +27,7 @@ static const struct verb verbs[] = {
 	{"checkpoint", verb_checkpoint, "write a container's complete state to an image directory"},
 	{"restore", verb_restore, "restore a container from an image directory"},
 	{"vm", verb_vm, "put a libvirt domain of this host under migrd's care (vm adopt NAME)"},
+	{"move", verb_move, "live-migrate a VM to another host, carried by migrd (or --native)"},
 	{"stop", verb_stop, "stop a container (SIGTERM, then kill after a timeout)"},
 	{"rm", verb_rm, "forget a stopped container"},
 	{"peer-test", verb_peer_test,

@@ -64,8 +64,14 @@ int migrd_config_init_defaults(struct migrd_config *c)
 	c->cert_file = strdup("/etc/migrd/pki/host.crt");
 	c->key_file = strdup("/etc/migrd/pki/host.key");
 	c->libvirt_uri = strdup("qemu:///system");
-	if (!c->ca_file || !c->cert_file || !c->key_file || !c->host_name || !c->state_dir ||
-	    !c->libvirt_uri || !c->control_socket || !c->control_group || !c->cpg_group) {
+	c->vm_socket_dir = strdup("/run/migrd/vm");
+	c->vm_downtime = 300 * USEC_PER_MSEC;
+	c->vm_max_downtime = 2 * USEC_PER_SEC;
+	c->vm_converge_timeout = 60 * USEC_PER_SEC;
+	c->vm_auto_converge = 1;
+	if (!c->vm_socket_dir || !c->ca_file || !c->cert_file || !c->key_file || !c->host_name ||
+	    !c->state_dir || !c->libvirt_uri || !c->control_socket || !c->control_group ||
+	    !c->cpg_group) {
 		migrd_config_done(c);
 		return -ENOMEM;
 	}
@@ -85,6 +91,8 @@ void migrd_config_done(struct migrd_config *c)
 	free(c->cert_file);
 	free(c->key_file);
 	free(c->libvirt_uri);
+	free(c->libvirt_socket);
+	free(c->vm_socket_dir);
 	for (size_t i = 0; i < c->n_peers; i++) {
 		free(c->peers[i].name);
 		free(c->peers[i].address);
@@ -176,6 +184,15 @@ static const struct config_key config_keys[] = {
 	KR("limits", "control_max_clients", VALUE_UNSIGNED, control_max_clients, 1, 4096),
 	KR("limits", "control_max_inflight", VALUE_UNSIGNED, control_max_inflight, 1, 65536),
 	K("vm", "libvirt_uri", VALUE_STRING, libvirt_uri),
+	K("vm", "libvirt_socket", VALUE_PATH, libvirt_socket),
+	K("vm", "socket_dir", VALUE_PATH, vm_socket_dir),
+	K("vm", "downtime", VALUE_DURATION, vm_downtime),
+	K("vm", "max_downtime", VALUE_DURATION, vm_max_downtime),
+	K("vm", "converge_timeout", VALUE_DURATION, vm_converge_timeout),
+	KR("vm", "bandwidth", VALUE_SIZE, vm_bandwidth, 0, 1ULL << 40),
+	KR("vm", "parallel_connections", VALUE_UNSIGNED, vm_parallel, 0, 32),
+	K("vm", "postcopy", VALUE_BOOL, vm_postcopy),
+	K("vm", "auto_converge", VALUE_BOOL, vm_auto_converge),
 	K("transport", "ca_file", VALUE_PATH, ca_file),
 	K("transport", "cert_file", VALUE_PATH, cert_file),
 	K("transport", "key_file", VALUE_PATH, key_file),

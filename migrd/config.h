@@ -83,7 +83,13 @@ struct migrd_config {
 	size_t n_peers;
 
 	/* [vm] */
-	char *libvirt_uri; /* where this host's VMs are: qemu:///system by default */
+	char *libvirt_uri;    /* where this host's VMs are: qemu:///system by default */
+	char *libvirt_socket; /* libvirtd's UNIX socket for incoming moves; NULL: from the URI */
+	char *vm_socket_dir;  /* where moves put their local sockets (same path on every host) */
+	usec_t vm_downtime, vm_max_downtime, vm_converge_timeout;
+	uint64_t vm_bandwidth; /* bytes/s, 0: unlimited */
+	unsigned vm_parallel;  /* extra connections of parallel migration, 0: off */
+	int vm_postcopy, vm_auto_converge;
 
 	/* [log] */
 	int log_level;	/* syslog level */

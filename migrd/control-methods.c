@@ -52,6 +52,21 @@ static int method_list(struct control_request *req, json_t *params, void *userda
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;
 }
 
+int manager_parse_compress(json_t *v, int *level)
+{
+	if (!v)
+		return 0; /* keep the default */
+	if (json_is_string(v) && streq(json_string_value(v), "auto"))
+		*level = COMPRESS_AUTO;
+	else if (json_is_string(v) && streq(json_string_value(v), "off"))
+		*level = 0;
+	else if (json_is_integer(v) && json_integer_value(v) >= -7 && json_integer_value(v) <= 19)
+		*level = (int)json_integer_value(v);
+	else
+		return -EINVAL;
+	return 0;
+}
+
 static void peer_test_done(void *userdata, int r, json_t *result, const char *code,
 			   const char *message)
 {
@@ -111,19 +126,10 @@ static int method_peer_test(struct control_request *req, json_t *params, void *u
 	if (json_object_get(params, "encrypt") && json_get_bool(params, "encrypt", &enc) < 0)
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "'encrypt' must be true or false.");
-	if (compress) {
-		if (json_is_string(compress) && streq(json_string_value(compress), "auto"))
-			level = COMPRESS_AUTO;
-		else if (json_is_string(compress) && streq(json_string_value(compress), "off"))
-			level = 0;
-		else if (json_is_integer(compress) && json_integer_value(compress) >= -7 &&
-			 json_integer_value(compress) <= 19)
-			level = (int)json_integer_value(compress);
-		else
-			return control_request_error(req, EINVAL, "invalid-params",
-						     "'compress' must be \"auto\", \"off\" or a "
-						     "zstd level from -7 to 19.");
-	}
+	if (manager_parse_compress(compress, &level) < 0)
+		return control_request_error(req, EINVAL, "invalid-params",
+					     "'compress' must be \"auto\", \"off\" or a "
+					     "zstd level from -7 to 19.");
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -170,5 +176,6 @@ const struct control_method manager_control_methods[] = {
 	{"stop", method_stop},		 {"rm", method_rm},
 	{"logs", method_logs},		 {"checkpoint", method_checkpoint},
 	{"restore", method_restore},	 {"vm-adopt", method_vm_adopt},
+	{"vm-move", method_vm_move},	 {"vm-move-status", method_vm_move_status},
 };
 const size_t manager_n_control_methods = ELEMENTSOF(manager_control_methods);

@@ -7,6 +7,7 @@
 #include "common/common.h"
 #include "migrd/manager-internal.h"
 #include "migrd/peer-test.h"
+#include "migrd/vms.h"
 
 #define MAX_JOBS 32
 
@@ -97,10 +98,24 @@ static int incoming_run(void *arg, json_t **ret_result, const char **ret_code, c
 		}
 		return 0;
 	}
+	if (streq(purpose, "vm-migrate"))
+		return vms_incoming_run(in->m, in->s, ret_result, ret_code, ret_message);
 	log_warning("Refused a session from %s for unknown purpose '%s'",
 		    transport_session_peer(in->s), purpose);
 	transport_session_abort(in->s, EPROTONOSUPPORT, "unknown session purpose");
 	return 0;
+}
+
+static void incoming_done(void *userdata, int r, json_t *result, const char *code,
+			  const char *message)
+{
+	struct incoming *in = userdata;
+
+	if (r < 0)
+		log_warning("%s session from %s: %s", transport_session_purpose(in->s),
+			    transport_session_peer(in->s), message ?: strerror(-r));
+	else if (result && streq(transport_session_purpose(in->s), "vm-migrate"))
+		vms_incoming_done(in->m, result);
 }
 
 /* From a handshake thread: every complete incoming session runs as a job of its own. */
@@ -121,7 +136,7 @@ static void on_session(void *userdata, struct transport_session *s)
 			 "Session from %s for %s (%u streams, %s)", transport_session_peer(s),
 			 transport_session_purpose(s), transport_session_n_streams(s),
 			 transport_session_encrypted(s) ? "TLS" : "plain, authenticated");
-	r = job_start(m->jobs, incoming_run, in, incoming_free, NULL, NULL);
+	r = job_start(m->jobs, incoming_run, in, incoming_free, incoming_done, in);
 	if (r < 0) {
 		transport_session_abort(s, EBUSY, "too many sessions on this host");
 		incoming_free(in);

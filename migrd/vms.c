@@ -11,17 +11,12 @@
 #include "checkpoint/workload.h"
 #include "common/common.h"
 #include "migrd/manager-internal.h"
-#include "migrd/vms.h"
+#include "migrd/vms-internal.h"
 
 #define MAX_VMS		 1024
 #define REFRESH_INTERVAL (10 * USEC_PER_SEC) /* and at once after every libvirt event */
 
-struct vm {
-	char *name;
-	json_t *record; /* name, uuid, state, memory (bytes), vcpus, persistent, adopted */
-};
-
-static struct vm *find(struct manager *m, const char *name)
+struct vm *vms_find(struct manager *m, const char *name)
 {
 	for (size_t i = 0; i < m->n_vms; i++)
 		if (streq(m->vms[i]->name, name))
@@ -56,7 +51,7 @@ static int add(struct manager *m, const char *name, json_t *record)
 	return 0;
 }
 
-static void persist(struct manager *m, struct vm *v)
+void vms_persist(struct manager *m, struct vm *v)
 {
 	int r = state_db_vm_put(m->db, v->name, v->record);
 
@@ -114,7 +109,7 @@ static void refresh_done(void *userdata, int r, json_t *result, const char *code
 	}
 	m->vm_libvirt_warned = false;
 	for (size_t i = 0; i < f->n; i++) {
-		struct vm *v = find(m, f->names[i]);
+		struct vm *v = vms_find(m, f->names[i]);
 		const char *now = f->states[i] ?: "gone", *was = NULL;
 
 		if (!v)
@@ -125,7 +120,7 @@ static void refresh_done(void *userdata, int r, json_t *result, const char *code
 		log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-state"), "VM %s: %s -> %s",
 				 v->name, strna(was), now);
 		json_object_set_new(v->record, "state", json_string(now));
-		persist(m, v);
+		vms_persist(m, v);
 	}
 }
 
@@ -170,7 +165,7 @@ static int on_vm_event(sd_event_source *s, int fd, uint32_t revents, void *userd
 }
 
 /* Events start with the first VM: hosts without VMs need no libvirtd. */
-static void events_start(struct manager *m)
+void vms_events_start(struct manager *m)
 {
 	int r;
 
@@ -218,7 +213,7 @@ int vms_load(struct manager *m)
 	if (r < 0)
 		return log_error_errno(r, "Failed to add the VM refresh timer: %m");
 	if (m->n_vms)
-		events_start(m);
+		vms_events_start(m);
 	return 0;
 }
 
@@ -244,6 +239,8 @@ int vms_list(struct manager *m, json_t *array)
 
 		(void)json_get_string(v->record, "state", &state);
 		(void)json_get_uint64(v->record, "memory", &mem);
+		if (vms_move_state(v))
+			state = vms_move_state(v);
 		w = json_pack("{s:s,s:s,s:s,s:s,s:I}", "name", v->name, "kind", "vm", "host",
 			      m->config.host_name, "state", state ?: "unknown", "memory",
 			      (json_int_t)mem);
@@ -252,6 +249,40 @@ int vms_list(struct manager *m, json_t *array)
 		json_array_append_new(array, w);
 	}
 	return 0;
+}
+
+int vms_take(struct manager *m, const char *name, json_t *record)
+{
+	struct vm *v = vms_find(m, name);
+
+	if (!v) {
+		if (m->n_vms >= MAX_VMS || add(m, name, record) < 0)
+			return -ENOMEM;
+		v = vms_find(m, name);
+	} else {
+		json_decref(v->record);
+		v->record = json_incref(record);
+	}
+	vms_persist(m, v);
+	vms_events_start(m);
+	return 0;
+}
+
+void vms_forget(struct manager *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_vms; i++) {
+		struct vm *v = m->vms[i];
+		int r;
+
+		if (!streq(v->name, name))
+			continue;
+		r = state_db_vm_delete(m->db, name);
+		if (r < 0)
+			log_error_errno(r, "Failed to forget VM %s in the state store: %m", name);
+		m->vms[i] = m->vms[--m->n_vms];
+		vm_free(v);
+		return;
+	}
 }
 
 /* ---- vm-adopt ----------------------------------------------------------------------------- */
@@ -303,7 +334,7 @@ static void adopt_done(void *userdata, int r, json_t *result, const char *code, 
 		control_request_fail(a->req, code, message ?: strerror(-r));
 		return;
 	}
-	v = find(m, a->name);
+	v = vms_find(m, a->name);
 	if (!v && (m->n_vms >= MAX_VMS || add(m, a->name, result) < 0)) {
 		control_request_fail(a->req, "busy", "Too many VMs on this host.");
 		return;
@@ -312,11 +343,11 @@ static void adopt_done(void *userdata, int r, json_t *result, const char *code, 
 		json_decref(v->record);
 		v->record = json_incref(result);
 	} else
-		v = find(m, a->name);
+		v = vms_find(m, a->name);
 	json_object_set_new(v->record, "adopted",
 			    json_integer((json_int_t)now_usec(CLOCK_REALTIME)));
-	persist(m, v);
-	events_start(m);
+	vms_persist(m, v);
+	vms_events_start(m);
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-adopted"),
 			 "VM %s adopted (%s, %s)", a->name, a->info.state, a->uri);
 	control_request_reply(a->req, json_incref(result));

@@ -13,7 +13,7 @@ PKGS=(
   # baselines for the benchmarks, and tools the tests use
   iperf3 socat strace
   # VMs: QEMU, libvirt (daemon, client, C API)
-  qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev
+  qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev libxml2-dev
   # cluster and test harness
   corosync iproute2 util-linux procps psmisc python3-pytest sqlite3 systemd
 )

@@ -304,6 +304,13 @@ int transport_session_send_borrowed(struct transport_session *s, uint32_t stream
 	return enqueue(s, stream, TRANSPORT_FRAME_DATA, buf, len, false, release, opaque);
 }
 
+int transport_session_end_stream(struct transport_session *s, uint32_t stream)
+{
+	if (stream >= s->n_streams)
+		return -EINVAL;
+	return enqueue(s, stream, TRANSPORT_FRAME_END, NULL, 0, true, NULL, NULL);
+}
+
 int transport_session_finish(struct transport_session *s)
 {
 	int r = 0;

@@ -102,6 +102,9 @@ int transport_session_send(struct transport_session *s, uint32_t stream, const v
  * NULL when buf outlives the session). */
 int transport_session_send_borrowed(struct transport_session *s, uint32_t stream, const void *buf,
 				    size_t len, void (*release)(void *opaque), void *opaque);
+/* Queues END on one stream: the peer's transport_session_recv() on it then returns -EPIPE.
+ * Nothing more may be sent on that stream (nor transport_session_finish() called). */
+int transport_session_end_stream(struct transport_session *s, uint32_t stream);
 /* Sends END on every stream and waits until all queued frames are on the wire. */
 int transport_session_finish(struct transport_session *s);
 

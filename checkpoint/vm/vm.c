@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/vm/libvirt-internal.h"
 #include "checkpoint/vm/vm-internal.h"
 #include "common/common.h"
 
@@ -46,7 +47,7 @@ const char *vm_state_to_string(int s)
 	}
 }
 
-static char *last_error(const char *what)
+char *vm_last_error(const char *what)
 {
 	const char *msg = virGetLastErrorMessage();
 	char *s;
@@ -56,7 +57,7 @@ static char *last_error(const char *what)
 	return s;
 }
 
-static virConnectPtr connect_to(const char *uri, char **ret_error)
+virConnectPtr vm_connect(const char *uri, char **ret_error)
 {
 	virConnectPtr c;
 
@@ -66,7 +67,7 @@ static virConnectPtr connect_to(const char *uri, char **ret_error)
 		char what[512];
 
 		snprintf(what, sizeof(what), "cannot connect to libvirt at %s", uri);
-		*ret_error = last_error(what);
+		*ret_error = vm_last_error(what);
 	}
 	return c;
 }
@@ -86,7 +87,7 @@ int vm_lookup(const char *uri, const char *name, struct vm_info *ret, char **ret
 	int r = 0;
 
 	*ret_error = NULL;
-	c = connect_to(uri, ret_error);
+	c = vm_connect(uri, ret_error);
 	if (!c)
 		return -ECONNREFUSED;
 	d = virDomainLookupByName(c, name);
@@ -94,14 +95,14 @@ int vm_lookup(const char *uri, const char *name, struct vm_info *ret, char **ret
 		virErrorPtr e = virGetLastError();
 
 		snprintf(what, sizeof(what), "no domain '%s' at %s", name, uri);
-		*ret_error = last_error(what);
+		*ret_error = vm_last_error(what);
 		r = e && e->code == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
 		goto out;
 	}
 	*ret = (struct vm_info){};
 	if (virDomainGetInfo(d, &info) < 0 || virDomainGetUUIDString(d, ret->uuid) < 0) {
 		snprintf(what, sizeof(what), "domain '%s'", name);
-		*ret_error = last_error(what);
+		*ret_error = vm_last_error(what);
 		r = -EIO;
 	} else {
 		ret->name = strdup(name);
@@ -127,7 +128,7 @@ int vm_states(const char *uri, char *const *names, size_t n, const char ***ret_s
 	*ret_error = NULL;
 	if (!states)
 		return -ENOMEM;
-	c = connect_to(uri, ret_error);
+	c = vm_connect(uri, ret_error);
 	if (!c) {
 		free(states);
 		return -ECONNREFUSED;

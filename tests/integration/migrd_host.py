@@ -255,6 +255,11 @@ class Host:
         if not json:
             return cp.stdout
         try:
+            # Long operations (move) print progress events first, one per line: the
+            # result is the last line.
+            lines = cp.stdout.strip().splitlines()
+            if len(lines) > 1 and all(ln.startswith("{") for ln in lines):
+                return jsonlib.loads(lines[-1])
             return jsonlib.loads(cp.stdout)
         except ValueError as e:
             raise MigctlError(self.name, shown + [f"(output is not JSON: {e})"], cp) from None

@@ -1,0 +1,36 @@
+/* Local stream sockets carried over a transport session: on the source, migrd listens on UNIX
+ * sockets that libvirtd and QEMU connect to, and each accepted connection takes the next data
+ * stream of the session; on the destination, migrd connects each stream, in the order the
+ * source accepted them, to the local socket it names. Both directions are carried, every read
+ * is sent at once (libvirt's return path and QEMU's tail need prompt delivery), and a half
+ * close travels as the end of the stream. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/transport.h"
+
+struct vm_tunnel;
+
+/* frame_size: the session's frame size (each local read is at most that). The tunnel never
+ * frees s; free the tunnel before the session. */
+int vm_tunnel_new(struct transport_session *s, size_t frame_size, struct vm_tunnel **ret);
+struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t);
+
+/* Source: listen on path (a new UNIX socket, mode 0600) for connections to carry; target
+ * ("libvirt", "qemu") tells the destination where to connect them. */
+int vm_tunnel_listen(struct vm_tunnel *t, const char *path, const char *target);
+/* Source: starts accepting. For every connection, in accept order, it sends the control
+ * message {"type":"open","stream":N,"target":T} and then carries the data. */
+int vm_tunnel_start(struct vm_tunnel *t);
+
+/* Destination: connects stream to the UNIX socket at path and carries it. On failure
+ * *ret_error says what could not be reached. */
+int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *path, char **ret_error);
+
+/* Connections carried so far, bytes read from and written to the local sockets. */
+void vm_tunnel_stats(struct vm_tunnel *t, unsigned *ret_conns, uint64_t *ret_local_in,
+		     uint64_t *ret_local_out);
+/* The first error of the tunnel itself (a local socket failed, streams ran out), or NULL. */
+const char *vm_tunnel_error(struct vm_tunnel *t);

@@ -1,0 +1,283 @@
+"""`migctl move` of a VM between two hosts, each with its own libvirtd, with libvirt's control
+connection and QEMU's stream carried by migrd's transport (plain, zstd, TLS, parallel
+connections) or native. After every move the guest's counter goes on and every page of its
+memory verifies on the destination; the cluster's list names the new host. Failures (the
+destination's libvirtd killed, the link cut, a host that cannot run the VM, a guest that does
+not converge, a VM not adopted) leave the VM running on the source with an error that says
+which side failed and why. TCG here (LIBVIRT-NOTES.md)."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from migrd_host import MigctlError, default_build_dir
+from vm_guest import domain_xml as vm_domain_xml, guest_path, serial, ticks
+
+GUEST = guest_path(default_build_dir())
+
+
+@pytest.fixture(scope="module")
+def hosts(request):
+    from migrd_cluster import Cluster
+    c = Cluster(2, libvirt=True, migrd=True, pki=True)
+    c.start()
+    request.addfinalizer(c.stop)
+    return c["h1"], c["h2"]
+
+
+def entry(h, name):
+    return next((w for w in h.migctl("list")["workloads"] if w["name"] == name), None)
+
+
+def domstate(h, name):
+    cp = h.virsh("domstate", name, check=False)
+    return cp.stdout.strip() if cp.returncode == 0 else "missing"
+
+
+def start_vm(h, name, mem_mib=128, fill=32, rate=0, mix=True):
+    with open(h.path("lib", "libvirt", f"{name}.xml"), "w") as f:
+        f.write(vm_domain_xml(name, GUEST, mem_mib=mem_mib, fill=fill, rate=rate, mix=mix))
+    h.virsh("define", f"/var/lib/libvirt/{name}.xml")
+    h.virsh("start", name)
+    h.wait_for(lambda: len(ticks(h, name)) >= 2, 60, f"{name} to tick on {h.name}")
+    h.migctl("vm", "adopt", name)
+
+
+def remove_vm(hs, name):
+    for h in hs:
+        h.virsh("destroy", name, check=False)
+        h.virsh("undefine", name, check=False)
+
+
+def check_guest_moved(src, dst, name, before):
+    """The guest runs on dst only, its counter and generations go on, every page checks."""
+    assert domstate(dst, name) == "running"
+    assert domstate(src, name) != "running"
+    n = len(ticks(dst, name))
+    dst.wait_for(lambda: len(ticks(dst, name)) >= n + 2, 60, f"{name} to tick on {dst.name}")
+    after = ticks(dst, name)
+    assert after[-1][0] > before[0] and after[-1][1] >= before[1], (before, after[-3:])
+    assert all(t[3] == 0 for t in after), serial(dst, name)[-2000:]
+    assert "BAD" not in serial(dst, name)
+
+
+def move(src, dst, name, *flags, timeout=180):
+    before = ticks(src, name)[-1]
+    r = src.migctl("move", name, dst.name, *flags, timeout=timeout)
+    check_guest_moved(src, dst, name, before)
+    # Ownership: the destination's migrd has it now, the source's forgot it.
+    dst.wait_for(lambda: (entry(dst, name) or {}).get("host") == dst.name, 10, "the new owner")
+    assert all(w["name"] != name or w["host"] != src.name
+               for w in src.migctl("list")["workloads"])
+    return r
+
+
+CASES = [
+    ("plain", ["--compress", "off", "--encrypt", "no"]),
+    ("zstd", ["--compress", "3", "--encrypt", "no"]),
+    ("tls+zstd", ["--compress", "auto", "--encrypt", "yes"]),
+    ("parallel", ["--compress", "auto", "--parallel-connections", "2"]),
+]
+
+
+@pytest.mark.parametrize("rate", [0, 20], ids=["idle", "20MiBps"])
+def test_move_back_and_forth(hosts, rate):
+    h1, h2 = hosts
+    name = f"mv{rate}"
+    start_vm(h1, name, mem_mib=128, fill=64, rate=rate)
+    try:
+        src, dst = h1, h2
+        for label, flags in CASES:
+            r = move(src, dst, name, *flags)
+            assert r["to"] == dst.name and r["native"] is False, (label, r)
+            assert r["time_ms"] > 0 and r["wire_bytes"] > 0, (label, r)
+            if label == "plain":
+                assert r["encrypted"] is False and r["compress_level"] == 0, r
+                # Uncompressed: at least the filled memory crossed the wire.
+                assert r["wire_bytes"] >= 64 << 20, r
+            if label == "zstd":
+                # A quarter of the guest's filled pages are random, a quarter nibble
+                # text: zstd -3 gets about 1.6x on it (entropy bound ~2.6x).
+                assert r["compression_ratio"] >= 1.4, r
+            if label == "tls+zstd":
+                assert r["encrypted"] is True, r
+            src, dst = dst, src
+    finally:
+        remove_vm(hosts, name)
+
+
+def test_native_move_keeps_ownership(hosts):
+    h1, h2 = hosts
+    start_vm(h1, "nat", rate=10)
+    try:
+        r = move(h1, h2, "nat", "--native")
+        assert r["native"] is True
+        r = move(h2, h1, "nat")
+        assert r["native"] is False
+    finally:
+        remove_vm(hosts, "nat")
+
+
+def test_not_adopted_and_bad_requests(hosts):
+    h1, h2 = hosts
+    with pytest.raises(MigctlError) as e:
+        h1.migctl("move", "nosuchvm", "h2")
+    assert e.value.code == "not-found" and "adopt" in str(e.value)
+    with pytest.raises(MigctlError) as e:
+        h1.migctl("move", "nosuchvm", "h9")
+    assert e.value.code == "not-found"
+    cp = h1.migctl_raw("move", "x", json=False)
+    assert cp.returncode == 2 and "HOST" in cp.stderr
+
+
+def test_destination_cannot_run_it(hosts, tmp_path):
+    """A disk missing on the destination: refused before the migration starts."""
+    h1, h2 = hosts
+    disk = h1.path("lib", "libvirt", "images", "d1.img")
+    os.makedirs(os.path.dirname(disk), exist_ok=True)
+    with open(disk, "wb") as f:
+        f.truncate(16 << 20)
+    xml = vm_domain_xml("dsk", GUEST, mem_mib=64, fill=16, rate=0).replace(
+        "<memballoon", "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+        "<source file='/var/lib/libvirt/images/d1.img'/><target dev='vda' bus='virtio'/>"
+        "</disk>\n    <memballoon")
+    with open(h1.path("lib", "libvirt", "dsk.xml"), "w") as f:
+        f.write(xml)
+    h1.virsh("define", "/var/lib/libvirt/dsk.xml")
+    h1.virsh("start", "dsk")
+    try:
+        h1.wait_for(lambda: len(ticks(h1, "dsk")) >= 2, 60, "dsk to tick")
+        h1.migctl("vm", "adopt", "dsk")
+        with pytest.raises(MigctlError) as e:
+            h1.migctl("move", "dsk", "h2", timeout=60)
+        msg = str(e.value)
+        assert e.value.code == "refused", msg
+        assert "h2" in msg and "/var/lib/libvirt/images/d1.img" in msg, msg
+        assert "still runs on h1" in msg, msg
+        assert domstate(h1, "dsk") == "running" and domstate(h2, "dsk") == "missing"
+        n = len(ticks(h1, "dsk"))
+        h1.wait_for(lambda: len(ticks(h1, "dsk")) > n, 30, "dsk to go on ticking")
+        assert entry(h1, "dsk")["host"] == "h1"
+    finally:
+        remove_vm(hosts, "dsk")
+
+
+def move_in_background(h, name, dst, *flags):
+    out = {}
+
+    def run():
+        out["cp"] = h.migctl_raw("move", name, dst, *flags, timeout=300)
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def wait_progress(h, name, timeout=60):
+    h.wait_for(lambda: (entry(h, name) or {}).get("state") == "migrating", timeout,
+               f"{name} to be migrating")
+
+
+def comm(pid):
+    try:
+        return open(f"/proc/{pid}/comm").read().strip()
+    except OSError:
+        return ""
+
+
+def kill_libvirtd(h):
+    pids = [p for p in h.pids() if comm(p) == "libvirtd"]
+    assert pids, f"no libvirtd on {h.name}"
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+
+
+def restart_libvirtd(h):
+    """After kill_libvirtd(): its QEMUs go too (an incoming guest is of no use), the reaper
+    under which it ran exits, and a new libvirtd starts."""
+    if any(comm(p) == "libvirtd" for p in h.pids()):
+        return
+    for p in h.pids():
+        if comm(p).startswith("qemu"):
+            os.kill(p, signal.SIGKILL)
+    h.procs["libvirtd"].wait(30)
+    h.start_libvirt()
+
+
+def test_destination_libvirtd_killed(hosts):
+    h1, h2 = hosts
+    start_vm(h1, "kd", mem_mib=128, fill=64, rate=20)
+    try:
+        # 4 MiB/s: the migration takes long enough to be cut in the middle.
+        t, out = move_in_background(h1, "kd", "h2", "--bandwidth", "4")
+        wait_progress(h1, "kd")
+        time.sleep(3)
+        kill_libvirtd(h2)
+        t.join(240)
+        cp = out["cp"]
+        assert cp.returncode == 1, cp
+        assert "still runs on h1" in cp.stderr, cp.stderr
+        assert domstate(h1, "kd") == "running"
+        n = len(ticks(h1, "kd"))
+        h1.wait_for(lambda: len(ticks(h1, "kd")) > n, 30, "kd to go on ticking on h1")
+        assert all(t[3] == 0 for t in ticks(h1, "kd"))
+    finally:
+        restart_libvirtd(h2)
+        remove_vm(hosts, "kd")
+
+
+def test_link_cut(hosts):
+    h1, h2 = hosts
+    start_vm(h1, "lc", mem_mib=128, fill=64, rate=20)
+    try:
+        t, out = move_in_background(h1, "lc", "h2", "--bandwidth", "4")
+        wait_progress(h1, "lc")
+        time.sleep(3)
+        h2.set_link(False)
+        t.join(240)
+        h2.set_link(True)
+        cp = out["cp"]
+        assert cp.returncode == 1, cp
+        assert "h2" in cp.stderr and "still runs on h1" in cp.stderr, cp.stderr
+        assert domstate(h1, "lc") == "running"
+        n = len(ticks(h1, "lc"))
+        h1.wait_for(lambda: len(ticks(h1, "lc")) > n, 30, "lc to go on ticking on h1")
+        assert all(t[3] == 0 for t in ticks(h1, "lc"))
+    finally:
+        h2.set_link(True)
+        remove_vm(hosts, "lc")
+
+
+def test_not_converging_aborts_cleanly(hosts):
+    """20 MiB/s of dirtying over a 2 MiB/s migration: no post-copy allowed, so the downtime
+    limit rises in steps and the move is aborted with the VM running on the source."""
+    h1, h2 = hosts
+    start_vm(h1, "nc", mem_mib=128, fill=64, rate=20)
+    try:
+        cp = h1.migctl_raw("move", "nc", "h2", "--bandwidth", "2", "--converge-timeout", "8",
+                           "--downtime", "50", "--max-downtime", "200", "--no-auto-converge",
+                           json=False, timeout=180)
+        assert cp.returncode == 1, cp
+        assert "not-converging" in cp.stderr and "still runs on h1" in cp.stderr, cp.stderr
+        assert "200 ms" in cp.stderr, cp.stderr
+        assert domstate(h1, "nc") == "running" and domstate(h2, "nc") != "running"
+        n = len(ticks(h1, "nc"))
+        h1.wait_for(lambda: len(ticks(h1, "nc")) > n, 30, "nc to go on ticking on h1")
+    finally:
+        remove_vm(hosts, "nc")
+
+
+def test_not_converging_switches_to_postcopy(hosts):
+    h1, h2 = hosts
+    start_vm(h1, "pc", mem_mib=128, fill=64, rate=20)
+    try:
+        before = ticks(h1, "pc")[-1]
+        r = h1.migctl("move", "pc", "h2", "--bandwidth", "8", "--converge-timeout", "5",
+                      "--postcopy", "--no-auto-converge", timeout=240)
+        assert r["postcopy"] is True, r
+        check_guest_moved(h1, h2, "pc", before)
+    finally:
+        remove_vm(hosts, "pc")
