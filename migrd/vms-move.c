@@ -6,7 +6,8 @@
  *
  * The session's control messages: source -> destination "prepare" {name, xml, record, native},
  * answered "ready" or "refused" {message}; then "open" {stream, target} per carried connection
- * (vm-tunnel.c); at the end "commit", answered "committed", or "abort" {message}. */
+ * (vm-tunnel.c); at the end "commit", answered "committed", or "cancel" {message}, answered
+ * "cancelled" {diagnosis: what the destination saw}. ("abort" is the transport's own.) */
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -190,6 +191,22 @@ static int wait_control(struct transport_session *s, usec_t timeout, const char 
 	return streq(type, want) ? 0 : 1;
 }
 
+/* After a failed migration: tell the destination to give up and ask what it saw (its libvirtd
+ * gone, a local socket refused), so the error says which side failed. */
+static char *diagnose(struct move *mv, const char *why)
+{
+	_cleanup_json_ json_t *ab = json_pack("{s:s,s:s}", "type", "cancel", "message", strna(why)),
+			      *reply = NULL;
+	const char *diag = NULL;
+
+	if (!ab || transport_session_error(mv->s, NULL) < 0 ||
+	    transport_session_send_control(mv->s, ab) < 0 ||
+	    wait_control(mv->s, 5 * USEC_PER_SEC, "cancelled", &reply) != 0 ||
+	    json_get_string(reply, "diagnosis", &diag) < 0 || !diag)
+		return NULL;
+	return fmt("%s says: %s", mv->peer, diag);
+}
+
 static int move_run(void *arg, json_t **ret_result, const char **ret_code, char **ret_message)
 {
 	struct move *mv = arg;
@@ -304,19 +321,23 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		r = vm_migrate(&p, &res, &err);
 	}
 	if (r < 0) {
-		note = source_state_note(mv);
+		_cleanup_free_ char *diag = NULL;
+
 		*ret_code = r == -ETIMEDOUT ? "not-converging" : "migration-failed";
-		*ret_message =
-			fmt("moving %s to %s failed: %s%s", mv->name, mv->peer,
-			    strna(mv->abort_reason && r != -ETIMEDOUT ? mv->abort_reason : err),
-			    note ? note : "");
 		if (mv->abort_reason && r != -ETIMEDOUT && err)
 			log_info("VM %s: libvirt said: %s", mv->name, err);
-		{
-			_cleanup_json_ json_t *ab = json_pack("{s:s,s:s}", "type", "abort",
-							      "message", strna(*ret_message));
-			if (ab)
-				(void)transport_session_send_control(mv->s, ab);
+		diag = diagnose(mv, err);
+		note = source_state_note(mv);
+		*ret_message =
+			fmt("moving %s to %s failed: %s%s%s%s", mv->name, mv->peer,
+			    strna(mv->abort_reason && r != -ETIMEDOUT ? mv->abort_reason : err),
+			    diag ? " (" : "", diag ? diag : "", diag ? ")" : "");
+		if (*ret_message && note) {
+			char *full = fmt("%s%s", *ret_message, note);
+			if (full) {
+				free(*ret_message);
+				*ret_message = full;
+			}
 		}
 		goto out;
 	}
@@ -739,11 +760,23 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 			if (ok)
 				(void)transport_session_send_control(s, ok);
 			break;
-		} else if (streq(t, "abort")) {
+		} else if (streq(t, "cancel")) {
 			const char *why = NULL;
+			_cleanup_free_ char *derr = NULL, *diag = NULL;
+			_cleanup_json_ json_t *ans = NULL;
+			bool here = false;
+
 			(void)json_get_string(msg, "message", &why);
 			log_warning("VM %s: the move from %s was aborted: %s", name, peer,
 				    strna(why));
+			/* What this side saw, for the source's error message. */
+			if (vm_is_running(c->libvirt_uri, name, &here, &derr) < 0)
+				diag = fmt("libvirt on %s: %s", c->host_name, strna(derr));
+			else if (tunnel && vm_tunnel_error(tunnel))
+				diag = fmt("%s: %s", c->host_name, vm_tunnel_error(tunnel));
+			ans = json_pack("{s:s,s:s?}", "type", "cancelled", "diagnosis", diag);
+			if (ans)
+				(void)transport_session_send_control(s, ans);
 			break;
 		}
 	}

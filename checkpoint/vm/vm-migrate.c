@@ -213,13 +213,23 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 			next_step = now + MAX(p->converge_s / 4, STEP_MIN_S) * USEC_PER_SEC;
 			continue;
 		}
-		why = message("pre-copy did not converge in %" PRIu64 " s, even with a "
-			      "downtime limit of %" PRIu64 " ms (dirty rate %.1f MiB/s, "
-			      "transfer %.1f MiB/s, %" PRIu64 " MiB left)%s",
-			      (uint64_t)((now - start) / USEC_PER_SEC), pr.downtime_limit_ms,
-			      pr.dirty_rate / 1048576.0, pr.bps / 1048576.0, pr.remaining >> 20,
-			      p->postcopy ? ""
-					  : "; allow post-copy (--postcopy) or raise the limit");
+		{
+			char dirty[64];
+
+			if (pr.iteration <= 1)
+				snprintf(dirty, sizeof(dirty), "first pass unfinished");
+			else
+				snprintf(dirty, sizeof(dirty), "%.1f MiB/s dirtied",
+					 pr.dirty_rate / 1048576.0);
+			why = message(
+				"pre-copy did not converge in %" PRIu64
+				" s, even with a downtime limit of %" PRIu64
+				" ms (%s, %.1f MiB/s sent, %" PRIu64 " MiB left)%s",
+				(uint64_t)((now - start) / USEC_PER_SEC), pr.downtime_limit_ms,
+				dirty, pr.bps / 1048576.0, pr.remaining >> 20,
+				p->postcopy ? ""
+					    : "; allow post-copy (--postcopy) or raise the limit");
+		}
 		abort_reason = why ?: "pre-copy did not converge";
 		if (virDomainAbortJob(c.dom) < 0)
 			log_debug("abort: %s", virGetLastErrorMessage());
@@ -228,8 +238,7 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 
 	if (c.r < 0) {
 		if (abort_reason) {
-			*ret_error =
-				message("aborted: %s (libvirt: %s)", abort_reason, strna(c.error));
+			*ret_error = message("aborted: %s (%s)", abort_reason, strna(c.error));
 			r = why ? -ETIMEDOUT : -ECANCELED;
 		} else {
 			*ret_error = c.error;

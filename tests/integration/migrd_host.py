@@ -67,7 +67,9 @@ class MigctlError(ClusterError):
         self.host, self.argv, self.returncode = host, argv, cp.returncode
         self.stdout, self.stderr = cp.stdout, cp.stderr
         try:
-            self.reply = jsonlib.loads(cp.stdout) if cp.stdout.strip() else None
+            # The last line: long operations print progress events before it.
+            last = cp.stdout.strip().splitlines()[-1] if cp.stdout.strip() else ""
+            self.reply = jsonlib.loads(last) if last.startswith("{") else None
         except ValueError:
             self.reply = None
         detail = (cp.stderr.strip() or cp.stdout.strip() or "no output")[-2000:]
@@ -78,6 +80,8 @@ class MigctlError(ClusterError):
         """The error code of the reply ('not-found', ...), None if there is none."""
         if isinstance(self.reply, dict) and isinstance(self.reply.get("error"), dict):
             return self.reply["error"].get("code")
+        if isinstance(self.reply, dict):  # migctl --json prints the error object itself
+            return self.reply.get("code")
         return None
 
 
@@ -375,7 +379,8 @@ class Host:
         """virtlogd and libvirtd of this host, in its namespaces (foreground: kill() ends them)."""
         reaper = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                "subreaper.py")]
-        self.spawn("virtlogd", reaper + ["virtlogd"])
+        if "virtlogd" not in self.procs or self.procs["virtlogd"].poll() is not None:
+            self.spawn("virtlogd", reaper + ["virtlogd"])
         self.spawn("libvirtd", reaper + ["libvirtd", "--listen"])
         if wait:
             self.wait_libvirt(timeout)
