@@ -219,9 +219,7 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 	const char *msg = NULL;
 	int r;
 
-	r = vm_domain_xml(mv->uri, mv->name, &xml, &err);
-	if (r >= 0)
-		r = vm_is_running(mv->uri, mv->name, &running, &err);
+	r = vm_domain_xml(mv->uri, mv->name, &xml, &running, &err);
 	if (r < 0) {
 		*ret_code = r == -ENOENT ? "not-found" : "libvirt-unavailable";
 		*ret_message = fmt("%s: %s", mv->own, strna(err));
@@ -375,6 +373,10 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		transport_session_transport(mv->s), "compress_level", st.level, "parallel",
 		(int)mv->parallel, "committed", committed, "compression_ratio",
 		st.wire_bytes_sent ? (double)st.raw_bytes_sent / (double)st.wire_bytes_sent : 1.0);
+	if (*ret_result)
+		json_object_set_new(
+			*ret_result, "frames",
+			json_integer((json_int_t)(st.frames_sent + st.frames_received)));
 	r = *ret_result ? 0 : -ENOMEM;
 out:
 	mv->tunnel = vm_tunnel_free(mv->tunnel);

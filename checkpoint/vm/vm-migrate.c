@@ -27,6 +27,7 @@ struct call {
 	int n_params;
 
 	pthread_mutex_t lock;
+	pthread_cond_t cond; /* done */
 	bool done;
 	int r;
 	char *error;
@@ -42,6 +43,7 @@ static void *migrate_thread(void *arg)
 		error = vm_last_error("libvirt");
 	pthread_mutex_lock(&c->lock);
 	c->done = true;
+	pthread_cond_signal(&c->cond);
 	c->r = r;
 	c->error = error;
 	pthread_mutex_unlock(&c->lock);
@@ -127,6 +129,7 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 	*ret_error = NULL;
 	*ret = (struct vm_migrate_result){};
 	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cond, NULL);
 	c.conn = vm_connect(p->uri, ret_error);
 	if (!c.conn)
 		return -ECONNREFUSED;
@@ -151,11 +154,20 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 	for (;;) {
 		virTypedParameterPtr stats = NULL;
 		int type = VIR_DOMAIN_JOB_NONE, n = 0;
+		struct timespec deadline;
 		bool done;
 		usec_t now;
 
-		usleep(POLL_INTERVAL_US);
+		/* Poll the job a few times a second; wake at once when the call returns. */
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_nsec += POLL_INTERVAL_US * 1000L;
+		if (deadline.tv_nsec >= 1000000000L) {
+			deadline.tv_sec++;
+			deadline.tv_nsec -= 1000000000L;
+		}
 		pthread_mutex_lock(&c.lock);
+		while (!c.done && pthread_cond_timedwait(&c.cond, &c.lock, &deadline) == 0)
+			;
 		done = c.done;
 		pthread_mutex_unlock(&c.lock);
 		if (done)
@@ -255,7 +267,8 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 		int type = VIR_DOMAIN_JOB_NONE, n = 0;
 
 		if (virDomainGetJobStats(c.dom, &type, &stats, &n,
-					 VIR_DOMAIN_JOB_STATS_COMPLETED) == 0) {
+					 VIR_DOMAIN_JOB_STATS_COMPLETED |
+						 VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED) == 0) {
 			ret->time_ms = stat_u64(stats, n, VIR_DOMAIN_JOB_TIME_ELAPSED);
 			ret->downtime_ms = stat_u64(stats, n, VIR_DOMAIN_JOB_DOWNTIME);
 			ret->processed =
@@ -272,6 +285,7 @@ out:
 		virDomainFree(c.dom);
 	virConnectClose(c.conn);
 	pthread_mutex_destroy(&c.lock);
+	pthread_cond_destroy(&c.cond);
 	return r;
 }
 
@@ -300,16 +314,18 @@ static virDomainPtr lookup(const char *uri, const char *name, virConnectPtr *ret
 	return d;
 }
 
-int vm_domain_xml(const char *uri, const char *name, char **ret_xml, char **ret_error)
+int vm_domain_xml(const char *uri, const char *name, char **ret_xml, bool *ret_running,
+		  char **ret_error)
 {
 	virConnectPtr c;
 	virDomainPtr d;
-	int r = 0;
+	int state = 0, reason = 0, r = 0;
 
 	*ret_error = NULL;
 	d = lookup(uri, name, &c, ret_error, &r);
 	if (!d)
 		return r;
+	*ret_running = virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING;
 	*ret_xml = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_MIGRATABLE);
 	if (!*ret_xml) {
 		*ret_error = vm_last_error("the domain's XML");
@@ -332,7 +348,9 @@ int vm_completed_job(const char *uri, const char *name, uint64_t *ret_time_ms,
 	d = lookup(uri, name, &c, ret_error, &r);
 	if (!d)
 		return r;
-	if (virDomainGetJobStats(d, &type, &stats, &n, VIR_DOMAIN_JOB_STATS_COMPLETED) < 0) {
+	if (virDomainGetJobStats(d, &type, &stats, &n,
+				 VIR_DOMAIN_JOB_STATS_COMPLETED |
+					 VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED) < 0) {
 		*ret_error = vm_last_error("completed job stats");
 		r = -EIO;
 	} else if (type == VIR_DOMAIN_JOB_NONE || n == 0) {
