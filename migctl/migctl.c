@@ -26,7 +26,7 @@ static const struct verb verbs[] = {
 	{"logs", verb_logs, "a container's output (-f to follow)"},
 	{"checkpoint", verb_checkpoint, "write a container's complete state to an image directory"},
 	{"restore", verb_restore, "restore a container from an image directory"},
-	{"vm", verb_vm, "put a libvirt domain of this host under migrd's care (vm adopt NAME)"},
+	{"vm", verb_vm, "libvirt domains under migrd's care (vm adopt NAME, vm release NAME)"},
 	{"move", verb_move, "live-migrate a VM to another host, carried by migrd (or --native)"},
 	{"stop", verb_stop, "stop a container (SIGTERM, then kill after a timeout)"},
 	{"rm", verb_rm, "forget a stopped container"},

@@ -10,11 +10,17 @@
 
 static const char vm_help[] =
 	"Usage: migctl [GLOBAL OPTIONS] vm adopt NAME\n"
+	"       migctl [GLOBAL OPTIONS] vm release NAME\n"
 	"\n"
 	"Put an existing libvirt domain NAME of this host under migrd's care: migrd records it,\n"
 	"lists it beside the containers ('migctl list': kind vm, host, state, memory) and\n"
 	"follows its state. The domain is looked up through this host's libvirt ([vm]\n"
 	"libvirt_uri in migrd.conf, default qemu:///system); it keeps running untouched.\n"
+	"The cluster state records this host as its owner; a VM another host owns is refused.\n"
+	"Then 'migctl move NAME HOST' moves it.\n"
+	"\n"
+	"'vm release NAME' takes it out of migrd's care again (and out of the cluster state);\n"
+	"libvirt's domain is left as it is.\n"
 	"\n"
 	"Example:\n"
 	"  $ migctl vm adopt vm1\n"
@@ -33,15 +39,25 @@ int verb_vm(const struct migctl *m, int argc, char **argv)
 		fputs(vm_help, m->out);
 		return MIGCTL_EXIT_OK;
 	}
-	if (argc < 2 || !streq(argv[1], "adopt"))
-		return migctl_usage_error(m, "vm", "needs a subcommand: adopt NAME");
+	if (argc < 2 || !(streq(argv[1], "adopt") || streq(argv[1], "release")))
+		return migctl_usage_error(m, "vm",
+					  "needs a subcommand: adopt NAME or release NAME");
 	if (argc == 3 && (streq(argv[2], "-h") || streq(argv[2], "--help"))) {
 		fputs(vm_help, m->out);
 		return MIGCTL_EXIT_OK;
 	}
 	if (argc != 3)
-		return migctl_usage_error(m, "vm", "adopt needs exactly one domain NAME");
+		return migctl_usage_error(m, "vm", "%s needs exactly one domain NAME", argv[1]);
 	json_object_set_new(params, "name", json_string(argv[2]));
+	if (streq(argv[1], "release")) {
+		r = migctl_request(m, "vm-release", params, &reply, &result);
+		if (r != MIGCTL_EXIT_OK)
+			return r;
+		if (m->json)
+			return migctl_print_json(m, result);
+		fprintf(m->out, "%s released: no longer under migrd's care\n", argv[2]);
+		return MIGCTL_EXIT_OK;
+	}
 	r = migctl_request(m, "vm-adopt", params, &reply, &result);
 	if (r != MIGCTL_EXIT_OK)
 		return r;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "checkpoint/workload.h"
 #include "migrd/cluster-msg.h"
 
 #define CLUSTER_MSG_MAX_MEMBERS 1024
@@ -14,6 +15,7 @@ static const char *const msg_type_table[_CLUSTER_MSG_TYPE_MAX] = {
 	[CLUSTER_MSG_METRICS] = "metrics",
 	[CLUSTER_MSG_SYNC] = "sync",
 	[CLUSTER_MSG_HOST_REGISTER] = "host-register",
+	[CLUSTER_MSG_OWNER] = "owner",
 };
 
 const char *cluster_msg_type_to_string(enum cluster_msg_type t)
@@ -281,4 +283,37 @@ void cluster_msg_register_done(struct cluster_msg_register *m)
 {
 	free(m->address);
 	m->address = NULL;
+}
+
+json_t *cluster_msg_owner_to_json(const struct cluster_msg_owner *m)
+{
+	return json_pack("{s:s,s:s,s:s,s:s*,s:b}", "name", m->name, "kind", m->kind, "host",
+			 m->host, "from", m->from[0] ? m->from : NULL, "drop", m->drop);
+}
+
+int cluster_msg_owner_from_json(json_t *j, struct cluster_msg_owner *ret)
+{
+	struct cluster_msg_owner m = {0};
+	const char *name, *kind, *host, *from = NULL;
+	int r;
+
+	if (json_get_string(j, "name", &name) < 0 || !workload_name_is_valid(name) ||
+	    json_get_string(j, "kind", &kind) < 0 ||
+	    !(streq(kind, "vm") || streq(kind, "container")) ||
+	    json_get_string(j, "host", &host) < 0 ||
+	    !string_is_safe_name(host, MIGRD_HOST_NAME_MAX))
+		return -EBADMSG;
+	r = json_get_string(j, "from", &from);
+	if ((r < 0 && r != -ENOENT) || (from && !string_is_safe_name(from, MIGRD_HOST_NAME_MAX)))
+		return -EBADMSG;
+	r = json_get_bool(j, "drop", &m.drop);
+	if (r < 0 && r != -ENOENT)
+		return -EBADMSG;
+	strscpy(m.name, name, sizeof(m.name));
+	strscpy(m.kind, kind, sizeof(m.kind));
+	strscpy(m.host, host, sizeof(m.host));
+	if (from)
+		strscpy(m.from, from, sizeof(m.from));
+	*ret = m;
+	return 0;
 }

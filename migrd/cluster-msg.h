@@ -19,6 +19,7 @@ enum cluster_msg_type {
 	CLUSTER_MSG_METRICS = 1,       /* live: a host's metrics and its view of quorum */
 	CLUSTER_MSG_SYNC = 2,	       /* a member's state after a membership change */
 	CLUSTER_MSG_HOST_REGISTER = 3, /* state-changing: name and address of the sender */
+	CLUSTER_MSG_OWNER = 4,	       /* state-changing: a workload's owner, set or dropped */
 	_CLUSTER_MSG_TYPE_MAX,
 };
 const char *cluster_msg_type_to_string(enum cluster_msg_type t);
@@ -48,6 +49,16 @@ struct cluster_msg_register {
 	char *address; /* may be NULL */
 };
 
+/* A workload's owner: name becomes host's if `from` owns it now (empty from: not recorded);
+ * with drop, host forgets it. */
+struct cluster_msg_owner {
+	char name[64];
+	char kind[16];
+	char host[MIGRD_HOST_NAME_MAX + 1];
+	char from[MIGRD_HOST_NAME_MAX + 1];
+	bool drop;
+};
+
 /* Frames a body; ret is malloc'd. */
 int cluster_msg_encode(enum cluster_msg_type type, json_t *body, void **ret, size_t *ret_size);
 /* Checks the header and parses the JSON body (object); -EBADMSG on anything malformed. */
@@ -65,6 +76,9 @@ void cluster_msg_sync_done(struct cluster_msg_sync *m);
 json_t *cluster_msg_register_to_json(const char *name, const char *address);
 int cluster_msg_register_from_json(json_t *j, struct cluster_msg_register *ret);
 void cluster_msg_register_done(struct cluster_msg_register *m);
+
+json_t *cluster_msg_owner_to_json(const struct cluster_msg_owner *m);
+int cluster_msg_owner_from_json(json_t *j, struct cluster_msg_owner *ret);
 
 /* The metrics as the control API shows them (with age_ms from the receive time). */
 json_t *health_metrics_to_json(const struct health_metrics *m, int64_t age_ms);

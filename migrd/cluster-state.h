@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CLUSTER_MAX_HOSTS 256
+#define CLUSTER_MAX_HOSTS     256
+#define CLUSTER_MAX_WORKLOADS 4096
 
 struct cluster_host {
 	uint32_t nodeid;
@@ -15,10 +16,20 @@ struct cluster_host {
 	bool maintenance;
 };
 
+/* Who owns a workload: the one host that may run it (safety invariant 1). */
+struct cluster_workload {
+	char *name;
+	char *kind; /* "vm", "container" */
+	char *host;
+	uint64_t moves; /* owner changes so far */
+};
+
 struct cluster_state {
 	uint64_t epoch; /* counts applied state-changing messages; the newest state wins a merge */
 	struct cluster_host *hosts; /* sorted by nodeid */
 	size_t n_hosts;
+	struct cluster_workload *workloads; /* sorted by name */
+	size_t n_workloads;
 };
 
 void cluster_state_done(struct cluster_state *s);
@@ -36,6 +47,17 @@ bool cluster_address_valid(const char *a);
 const struct cluster_host *cluster_state_find_host(const struct cluster_state *s, uint32_t nodeid);
 const struct cluster_host *cluster_state_find_host_by_name(const struct cluster_state *s,
 							   const char *name);
+
+const struct cluster_workload *cluster_state_find_workload(const struct cluster_state *s,
+							   const char *name);
+/* Compare-and-set of a workload's owner: name becomes host's when its owner is now `from`
+ * (NULL: not recorded yet). Returns 1 when changed (epoch bumped), 0 when host owns it
+ * already, -EBUSY when another host owns it, -EINVAL for bad names, -E2BIG past the cap. */
+int cluster_state_set_owner(struct cluster_state *s, const char *name, const char *kind,
+			    const char *host, const char *from);
+/* Forgets a workload host owns (it was removed). 1 when removed, 0 when not recorded,
+ * -EBUSY when another host owns it. */
+int cluster_state_drop_owner(struct cluster_state *s, const char *name, const char *host);
 
 /* Adds or updates a host. Returns 1 when the state changed (epoch bumped), 0 when it already
  * held exactly this, -EEXIST when another node id owns the name, -E2BIG past the host cap. */

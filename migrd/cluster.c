@@ -17,6 +17,12 @@ struct node_live {
 };
 
 #define MAX_PUBLISHED_WORKLOADS 512
+#define MAX_OWNER_REQUESTS	64
+
+struct owner_request {
+	struct cluster_msg_owner m;
+	bool sent; /* waiting for it to come back in order */
+};
 
 struct sync_entry {
 	uint32_t nodeid;
@@ -49,6 +55,10 @@ struct cluster {
 
 	struct node_live *live; /* sorted by nodeid, only members */
 	size_t n_live;
+
+	/* Owner changes this host asked for, kept until they come back in order. */
+	struct owner_request owner_q[MAX_OWNER_REQUESTS];
+	size_t n_owner_q;
 };
 
 int cluster_new(const char *local_name, const char *local_address, struct cluster_state *initial,
@@ -321,6 +331,74 @@ static void deliver_register(struct cluster *c, uint32_t from, json_t *body)
 		c->register_pending = false; /* retrying cannot help */
 }
 
+static struct owner_request *owner_sent(struct cluster *c, const struct cluster_msg_owner *m)
+{
+	for (size_t i = 0; i < c->n_owner_q; i++)
+		if (c->owner_q[i].sent && memcmp(&c->owner_q[i].m, m, sizeof(*m)) == 0)
+			return &c->owner_q[i];
+	return NULL;
+}
+
+static void deliver_owner(struct cluster *c, uint32_t from, json_t *body)
+{
+	struct cluster_msg_owner m;
+	struct owner_request *mine;
+	int r;
+
+	r = cluster_msg_owner_from_json(body, &m);
+	if (r < 0) {
+		log_warning_errno(r, "Ignoring malformed owner message from node %" PRIu32, from);
+		return;
+	}
+	mine = from == c->local_nodeid ? owner_sent(c, &m) : NULL;
+	if (!c->synced) {
+		/* Dropped by every member alike; ours is sent again once synced. */
+		if (mine)
+			mine->sent = false;
+		return;
+	}
+	r = m.drop ? cluster_state_drop_owner(&c->state, m.name, m.host)
+		   : cluster_state_set_owner(&c->state, m.name, m.kind, m.host,
+					     m.from[0] ? m.from : NULL);
+	if (r > 0) {
+		log_info("%s %s: %s%s%s, epoch %" PRIu64, m.kind, m.name,
+			 m.drop ? "no longer on " : "owned by ", m.host,
+			 !m.drop && m.from[0] ? " (moved)" : "", c->state.epoch);
+		notify_state(c);
+	} else if (r == -EBUSY) {
+		const struct cluster_workload *w = cluster_state_find_workload(&c->state, m.name);
+		log_warning("Refused: %s %s to %s%s%s: the cluster state says %s owns it", m.kind,
+			    m.name, m.host, m.from[0] ? " from " : "", m.from,
+			    w ? w->host : "nobody");
+	} else if (r < 0)
+		log_error_errno(r, "Failed to record the owner of %s: %m", m.name);
+	if (mine) {
+		size_t i = (size_t)(mine - c->owner_q);
+		memmove(&c->owner_q[i], &c->owner_q[i + 1],
+			(c->n_owner_q - i - 1) * sizeof(*c->owner_q));
+		c->n_owner_q--;
+	}
+}
+
+int cluster_request_owner(struct cluster *c, const char *name, const char *kind, const char *host,
+			  const char *from, bool drop)
+{
+	struct cluster_msg_owner m = {.drop = drop};
+
+	if (c->n_owner_q >= MAX_OWNER_REQUESTS)
+		return -EBUSY;
+	if (strlen(name) >= sizeof(m.name) || strlen(kind) >= sizeof(m.kind) ||
+	    strlen(host) >= sizeof(m.host) || (from && strlen(from) >= sizeof(m.from)))
+		return -EINVAL;
+	strscpy(m.name, name, sizeof(m.name));
+	strscpy(m.kind, kind, sizeof(m.kind));
+	strscpy(m.host, host, sizeof(m.host));
+	if (from)
+		strscpy(m.from, from, sizeof(m.from));
+	c->owner_q[c->n_owner_q++] = (struct owner_request){.m = m};
+	return 0;
+}
+
 /* A host's published workloads, each checked and copied field by field: nothing else of a
  * peer's message reaches the control API. NULL when absent or malformed. */
 static json_t *workloads_from_json(json_t *in)
@@ -392,6 +470,9 @@ void cluster_deliver(struct cluster *c, uint32_t from, const void *msg, size_t l
 	case CLUSTER_MSG_HOST_REGISTER:
 		deliver_register(c, from, body);
 		break;
+	case CLUSTER_MSG_OWNER:
+		deliver_owner(c, from, body);
+		break;
 	default:
 		break;
 	}
@@ -437,6 +518,20 @@ bool cluster_flush(struct cluster *c)
 		} else if (r != -EAGAIN)
 			log_warning_errno(r, "Failed to send host registration: %m");
 	}
+	for (size_t i = 0; i < c->n_owner_q && c->synced && c->quorate; i++) {
+		if (c->owner_q[i].sent)
+			continue;
+		r = send_json(c, CLUSTER_MSG_OWNER, cluster_msg_owner_to_json(&c->owner_q[i].m));
+		if (r < 0) {
+			if (r != -EAGAIN)
+				log_warning_errno(r, "Failed to send an owner change: %m");
+			break;
+		}
+		c->owner_q[i].sent = true;
+	}
+	for (size_t i = 0; i < c->n_owner_q; i++)
+		if (!c->owner_q[i].sent)
+			return true;
 	return c->sync_pending || (c->register_pending && c->synced && c->quorate);
 }
 
@@ -530,21 +625,25 @@ const char *cluster_node_name(struct cluster *c, uint32_t nodeid)
 json_t *cluster_status_json(struct cluster *c)
 {
 	uint32_t coord = cluster_coordinator(c);
-	json_t *members = json_array(), *coordinator;
+	json_t *members = json_array(), *coordinator, *owners = json_object();
 	char hash[17];
 
+	for (size_t i = 0; owners && i < c->state.n_workloads; i++)
+		json_object_set_new(owners, c->state.workloads[i].name,
+				    json_string(c->state.workloads[i].host));
 	for (size_t i = 0; members && i < c->n_members; i++)
 		json_array_append_new(members, json_integer(c->members[i]));
 	coordinator = coord ? json_pack("{s:I,s:s?}", "nodeid", (json_int_t)coord, "name",
 					cluster_node_name(c, coord))
 			    : json_null();
 	snprintf(hash, sizeof(hash), "%016" PRIx64, cluster_state_hash(&c->state));
-	return json_pack("{s:s,s:I,s:s,s:b,s:b,s:o,s:o,s:I,s:s,s:i}", "host", c->local_name,
+	return json_pack("{s:s,s:I,s:s,s:b,s:b,s:o,s:o,s:I,s:s,s:I,s:o}", "host", c->local_name,
 			 "nodeid", (json_int_t)c->local_nodeid, "corosync",
 			 c->connected ? "connected" : "disconnected", "quorate",
 			 cluster_is_quorate(c), "synced", c->synced, "members", members,
 			 "coordinator", coordinator, "epoch", (json_int_t)c->state.epoch,
-			 "state_hash", hash, "workloads", 0);
+			 "state_hash", hash, "workloads", (json_int_t)c->state.n_workloads,
+			 "owners", owners);
 }
 
 static json_t *host_json(struct cluster *c, uint32_t nodeid, const char *name, const char *address,

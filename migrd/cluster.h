@@ -38,6 +38,13 @@ void cluster_quorum(struct cluster *c, bool quorate);
 /* Sends what is pending (state summary, host registration); call after inputs and
  * periodically. Returns true while something is still pending. */
 bool cluster_flush(struct cluster *c);
+/* Asks the cluster to record a workload's owner: host takes name (kind "vm"/"container") from
+ * `from` (NULL: it was not recorded), or with drop host gives it up. The change is ordered and
+ * applied alike by every member once this partition is synced and quorate (kept and sent
+ * again until then); a compare-and-set, so two hosts can never both take one workload.
+ * -EBUSY when too many requests wait. */
+int cluster_request_owner(struct cluster *c, const char *name, const char *kind, const char *host,
+			  const char *from, bool drop);
 /* workloads: this host's (as the control API's list shows them, without "host"), or NULL. */
 int cluster_publish_metrics(struct cluster *c, const struct health_metrics *m, json_t *workloads);
 /* Appends what the other online hosts last published they run, each with its "host". */

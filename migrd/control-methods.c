@@ -170,12 +170,20 @@ static int method_peer_test(struct control_request *req, json_t *params, void *u
 }
 
 const struct control_method manager_control_methods[] = {
-	{"version", method_version},	 {"status", method_status},
-	{"hosts", method_hosts},	 {"list", method_list},
-	{"peer-test", method_peer_test}, {"run", method_run},
-	{"stop", method_stop},		 {"rm", method_rm},
-	{"logs", method_logs},		 {"checkpoint", method_checkpoint},
-	{"restore", method_restore},	 {"vm-adopt", method_vm_adopt},
-	{"vm-move", method_vm_move},	 {"vm-move-status", method_vm_move_status},
+	{"version", method_version},
+	{"status", method_status},
+	{"hosts", method_hosts},
+	{"list", method_list},
+	{"peer-test", method_peer_test},
+	{"run", method_run},
+	{"stop", method_stop},
+	{"rm", method_rm},
+	{"logs", method_logs},
+	{"checkpoint", method_checkpoint},
+	{"restore", method_restore},
+	{"vm-adopt", method_vm_adopt},
+	{"vm-release", method_vm_release},
+	{"vm-move", method_vm_move},
+	{"vm-move-status", method_vm_move_status},
 };
 const size_t manager_n_control_methods = ELEMENTSOF(manager_control_methods);

@@ -62,6 +62,8 @@ extern const struct control_method manager_control_methods[];
 extern const size_t manager_n_control_methods;
 
 void manager_update_status(struct manager *m);
+/* Sends what the cluster has pending now, and keeps retrying while something is. */
+void manager_arm_flush(struct manager *m);
 int manager_transport_setup(struct manager *m);
 void manager_transport_teardown(struct manager *m);
 void manager_update_host_names(struct manager *m, const struct cluster_state *s);

@@ -84,7 +84,7 @@ void manager_update_status(struct manager *m)
 
 /* ---- corosync membership → cluster state machine --------------------------------- */
 
-static void manager_arm_flush(struct manager *m)
+void manager_arm_flush(struct manager *m)
 {
 	if (cluster_flush(m->cluster))
 		(void)sd_event_source_set_enabled(m->flush_timer, SD_EVENT_ON);

@@ -1,4 +1,5 @@
-/* SQLite store for the cluster state: a meta table (schema, epoch) and a hosts table. */
+/* SQLite store: the cluster state (a meta table with schema and epoch, hosts, owners of
+ * workloads) and this host's own records (containers, VMs). */
 #include <errno.h>
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -88,6 +89,8 @@ int state_db_open(const char *state_dir, struct state_db **ret)
 		"CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, record TEXT NOT NULL);"
 		"CREATE TABLE IF NOT EXISTS hosts (nodeid INTEGER PRIMARY KEY,"
 		" name TEXT NOT NULL UNIQUE, address TEXT, maintenance INTEGER NOT NULL DEFAULT 0);"
+		"CREATE TABLE IF NOT EXISTS owners (name TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+		" host TEXT NOT NULL, moves INTEGER NOT NULL DEFAULT 0);"
 		"INSERT OR IGNORE INTO meta VALUES ('schema', '" STRINGIFY(
 			STATE_DB_SCHEMA) "');"
 					 "INSERT OR IGNORE INTO meta VALUES ('epoch', '0');");
@@ -95,6 +98,33 @@ int state_db_open(const char *state_dir, struct state_db **ret)
 		return r;
 	*ret = TAKE_PTR(s);
 	return 0;
+}
+
+static int load_owners(struct state_db *s, struct cluster_state *st)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(s->db, "SELECT name, kind, host, moves FROM owners ORDER BY name",
+				-1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return db_error(s, rc, "prepare");
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(stmt, 0);
+		const char *kind = (const char *)sqlite3_column_text(stmt, 1);
+		const char *host = (const char *)sqlite3_column_text(stmt, 2);
+
+		r = name && kind && host ? cluster_state_set_owner(st, name, kind, host, NULL)
+					 : -EBADMSG;
+		if (r < 0)
+			break;
+		((struct cluster_workload *)cluster_state_find_workload(st, name))->moves =
+			(uint64_t)sqlite3_column_int64(stmt, 3);
+	}
+	sqlite3_finalize(stmt);
+	if (r >= 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = db_error(s, rc, "step");
+	return r < 0 ? r : 0;
 }
 
 int state_db_load(struct state_db *s, struct cluster_state *ret)
@@ -134,6 +164,8 @@ int state_db_load(struct state_db *s, struct cluster_state *ret)
 	sqlite3_finalize(stmt);
 	if (r >= 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
 		r = db_error(s, rc, "step");
+	if (r >= 0)
+		r = load_owners(s, &st);
 	if (r < 0) {
 		cluster_state_done(&st);
 		return r;
@@ -175,6 +207,30 @@ int state_db_save(struct state_db *s, const struct cluster_state *st)
 		rc = sqlite3_step(stmt);
 		if (rc != SQLITE_DONE) {
 			r = db_error(s, rc, "insert host");
+			sqlite3_finalize(stmt);
+			goto rollback;
+		}
+	}
+	sqlite3_finalize(stmt);
+	r = exec(s, "DELETE FROM owners");
+	if (r < 0)
+		goto rollback;
+	rc = sqlite3_prepare_v2(s->db, "INSERT INTO owners VALUES (?, ?, ?, ?)", -1, &stmt, NULL);
+	if (rc != SQLITE_OK) {
+		r = db_error(s, rc, "prepare");
+		goto rollback;
+	}
+	for (size_t i = 0; i < st->n_workloads; i++) {
+		const struct cluster_workload *w = &st->workloads[i];
+
+		sqlite3_reset(stmt);
+		sqlite3_bind_text(stmt, 1, w->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, w->kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, w->host, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 4, (sqlite3_int64)w->moves);
+		rc = sqlite3_step(stmt);
+		if (rc != SQLITE_DONE) {
+			r = db_error(s, rc, "insert owner");
 			sqlite3_finalize(stmt);
 			goto rollback;
 		}

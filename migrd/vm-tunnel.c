@@ -34,6 +34,7 @@ struct conn {
 	unsigned stream;
 	int fd;
 	pthread_t up, down; /* local -> stream, stream -> local */
+	bool has_up, has_down;
 };
 
 struct vm_tunnel {
@@ -244,18 +245,17 @@ static int attach(struct vm_tunnel *t, unsigned stream, int fd)
 	t->conns[t->n_conns++] = c;
 	t->running += 2;
 	r = -pthread_create(&c->up, NULL, pump_up, c);
+	c->has_up = r == 0;
 	if (r == 0) {
 		r = -pthread_create(&c->down, NULL, pump_down, c);
+		c->has_down = r == 0;
 		if (r < 0) {
 			/* up runs, down never will: its count goes, the fd wakes up. */
 			t->running--;
-			c->down = 0;
 			(void)shutdown(fd, SHUT_RDWR);
 		}
-	} else {
+	} else
 		t->running -= 2;
-		c->up = c->down = 0;
-	}
 	pthread_mutex_unlock(&t->lock);
 	return r;
 }
@@ -440,9 +440,9 @@ struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t)
 	for (unsigned i = 0; i < t->n_conns; i++) {
 		struct conn *c = t->conns[i];
 
-		if (c->up)
+		if (c->has_up)
 			pthread_join(c->up, NULL);
-		if (c->down)
+		if (c->has_down)
 			pthread_join(c->down, NULL);
 		close(c->fd);
 		free(c);

@@ -20,5 +20,8 @@ void vms_events_start(struct manager *m);
 int vms_take(struct manager *m, const char *name, json_t *record);
 /* Forgets a VM (it moved away). */
 void vms_forget(struct manager *m, const char *name);
+/* Records in the cluster state (an ordered message) that this host owns name now, taken from
+ * `from` (NULL: it was not recorded). */
+void vms_claim(struct manager *m, const char *name, const char *from);
 /* "migrating to HOST" while a move runs, else NULL (for the list). */
 const char *vms_move_state(struct vm *v);

@@ -234,6 +234,12 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 
 	r = transport_session_connect(mv->ctx, mv->peer, (struct sockaddr *)&mv->addr, mv->addr_len,
 				      &mv->params, &mv->s, &err);
+	/* Registered: a migrd shutting down aborts it, and the move with it. */
+	if (r >= 0 && manager_session_register(mv->m, mv->s) < 0) {
+		transport_session_free(mv->s);
+		mv->s = NULL;
+		r = -ENOMEM;
+	}
 	if (r < 0) {
 		*ret_code = "peer-unreachable";
 		*ret_message = fmt("cannot reach %s: %s; %s still runs on %s", mv->peer, strna(err),
@@ -387,6 +393,8 @@ out:
 		struct transport_session *s = mv->s;
 		mv->s = NULL;
 		pthread_mutex_unlock(&mv->lock);
+		if (s)
+			manager_session_unregister(mv->m, s);
 		transport_session_free(s);
 	}
 	if (r < 0 && !*ret_message)
@@ -414,6 +422,13 @@ static void move_done(void *userdata, int r, json_t *result, const char *code, c
 			 (double)json_integer_value(json_object_get(result, "wall_ms")) / 1000.0,
 			 (uint64_t)json_integer_value(json_object_get(result, "downtime_ms")));
 	vms_forget(m, mv->name);
+	/* The cluster state names the new owner (the destination asks the same; the first of
+	 * the two ordered messages wins, the other changes nothing). */
+	r = cluster_request_owner(m->cluster, mv->name, "vm", mv->peer, mv->own, false);
+	if (r < 0)
+		log_warning_errno(r, "Cannot record %s's new owner in the cluster state: %m",
+				  mv->name);
+	manager_arm_flush(m);
 	control_request_reply(mv->req, json_incref(result));
 }
 
@@ -481,6 +496,17 @@ int method_vm_move(struct control_request *req, json_t *params, void *userdata, 
 	if (v->move)
 		return control_request_error(req, EBUSY, "busy", "%s is already being moved.",
 					     name);
+	{
+		const struct cluster_workload *w =
+			cluster_state_find_workload(cluster_get_state(m->cluster), name);
+
+		if (w && !streq(w->host, c->host_name))
+			return control_request_error(
+				req, EBUSY, "conflict",
+				"%s belongs to %s in the cluster state, not to %s: it moves from "
+				"there.",
+				name, w->host, c->host_name);
+	}
 	if (streq(host, c->host_name))
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "%s already runs on %s.", name, host);
@@ -803,7 +829,7 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 			log_warning("VM %s runs here although %s did not commit the move: taking "
 				    "it over",
 				    name, peer);
-		*ret_result = json_pack("{s:o*}", "take", rec);
+		*ret_result = json_pack("{s:o*,s:s}", "take", rec, "from", peer);
 		return 0;
 	}
 	if (committed)
@@ -823,6 +849,11 @@ void vms_incoming_done(struct manager *m, json_t *result)
 	if (vms_take(m, name, rec) < 0) {
 		log_error("VM %s arrived, but cannot be recorded: out of memory", name);
 		return;
+	}
+	{
+		const char *from = NULL;
+		(void)json_get_string(result, "from", &from);
+		vms_claim(m, name, from);
 	}
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-arrived"),
 			 "VM %s arrived and runs here", name);

@@ -270,19 +270,30 @@ int vms_take(struct manager *m, const char *name, json_t *record)
 
 void vms_forget(struct manager *m, const char *name)
 {
+	/* From the store first: also when the list is already gone (migrd shutting down while
+	 * a move finished). */
+	int r = state_db_vm_delete(m->db, name);
+
+	if (r < 0)
+		log_error_errno(r, "Failed to forget VM %s in the state store: %m", name);
 	for (size_t i = 0; i < m->n_vms; i++) {
 		struct vm *v = m->vms[i];
-		int r;
 
 		if (!streq(v->name, name))
 			continue;
-		r = state_db_vm_delete(m->db, name);
-		if (r < 0)
-			log_error_errno(r, "Failed to forget VM %s in the state store: %m", name);
 		m->vms[i] = m->vms[--m->n_vms];
 		vm_free(v);
 		return;
 	}
+}
+
+void vms_claim(struct manager *m, const char *name, const char *from)
+{
+	int r = cluster_request_owner(m->cluster, name, "vm", m->config.host_name, from, false);
+
+	if (r < 0)
+		log_warning_errno(r, "Cannot record %s's owner in the cluster state: %m", name);
+	manager_arm_flush(m);
 }
 
 /* ---- vm-adopt ----------------------------------------------------------------------------- */
@@ -328,10 +339,22 @@ static void adopt_done(void *userdata, int r, json_t *result, const char *code, 
 {
 	struct adopt *a = userdata;
 	struct manager *m = a->m;
+	const struct cluster_workload *w;
 	struct vm *v;
 
 	if (r < 0) {
 		control_request_fail(a->req, code, message ?: strerror(-r));
+		return;
+	}
+	/* One host owns a workload: refuse what the cluster says another host has. */
+	w = cluster_state_find_workload(cluster_get_state(m->cluster), a->name);
+	if (w && !streq(w->host, m->config.host_name)) {
+		char msg[256];
+
+		snprintf(msg, sizeof(msg),
+			 "%s belongs to %s in the cluster state: adopt it there, or move it here",
+			 a->name, w->host);
+		control_request_fail(a->req, "conflict", msg);
 		return;
 	}
 	v = vms_find(m, a->name);
@@ -348,6 +371,8 @@ static void adopt_done(void *userdata, int r, json_t *result, const char *code, 
 			    json_integer((json_int_t)now_usec(CLOCK_REALTIME)));
 	vms_persist(m, v);
 	vms_events_start(m);
+	if (!w)
+		vms_claim(m, a->name, NULL);
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-adopted"),
 			 "VM %s adopted (%s, %s)", a->name, a->info.state, a->uri);
 	control_request_reply(a->req, json_incref(result));
@@ -380,4 +405,37 @@ int method_vm_adopt(struct control_request *req, json_t *params, void *userdata,
 		return control_request_error(req, -r, "busy", "Too many jobs running.");
 	}
 	return CONTROL_REPLY_LATER;
+}
+
+/* ---- vm-release ---------------------------------------------------------------------------- */
+
+int method_vm_release(struct control_request *req, json_t *params, void *userdata, json_t **ret)
+{
+	struct manager *m = userdata;
+	const char *name = NULL;
+	struct vm *v;
+	int r;
+
+	if (json_get_string(params, "name", &name) < 0 || !workload_name_is_valid(name))
+		return control_request_error(req, EINVAL, "invalid-params",
+					     "vm-release needs the 'name' of an adopted VM.");
+	v = vms_find(m, name);
+	if (!v)
+		return control_request_error(req, ENOENT, "not-found",
+					     "%s is not a VM under migrd's care on %s.", name,
+					     m->config.host_name);
+	if (v->move)
+		return control_request_error(req, EBUSY, "busy", "%s is being moved.", name);
+	*ret = json_pack("{s:s,s:s}", "name", name, "host", m->config.host_name);
+	if (!*ret)
+		return -ENOMEM;
+	/* The domain itself is left to libvirt, untouched. */
+	r = cluster_request_owner(m->cluster, name, "vm", m->config.host_name, NULL, true);
+	if (r < 0)
+		log_warning_errno(r, "Cannot drop %s's owner from the cluster state: %m", name);
+	manager_arm_flush(m);
+	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-released"),
+			 "VM %s released: no longer under migrd's care", name);
+	vms_forget(m, name);
+	return CONTROL_REPLY_NOW;
 }

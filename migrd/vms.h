@@ -13,6 +13,7 @@ void vms_free(struct manager *m);
 int vms_list(struct manager *m, json_t *array);
 
 int method_vm_adopt(struct control_request *req, json_t *params, void *userdata, json_t **ret);
+int method_vm_release(struct control_request *req, json_t *params, void *userdata, json_t **ret);
 /* vm-move {name, host, ...} and vm-move-status {name}: see docs/control-api.md. */
 int method_vm_move(struct control_request *req, json_t *params, void *userdata, json_t **ret);
 int method_vm_move_status(struct control_request *req, json_t *params, void *userdata,

@@ -40,8 +40,8 @@ def domain_xml(name, mem_mib, fill, rate, multifd_zstd=False):
     if multifd_zstd:
         # libvirt 9.0 cannot ask for zstd itself (it came in 9.4); QEMU 7.2 can, through
         # its command line, on multifd (parallel) migrations.
-        xml = xml.replace("<domain type='qemu'>", "<domain type='qemu' xmlns:qemu="
-                          "'http://libvirt.org/schemas/domain/qemu/1.0'>")
+        xml = re.sub(r"<domain type='(\w+)'>", r"<domain type='\1' xmlns:qemu="
+                     "'http://libvirt.org/schemas/domain/qemu/1.0'>", xml, count=1)
         xml = xml.replace("</domain>", "  <qemu:commandline>\n    <qemu:arg value='-global'/>"
                           "\n    <qemu:arg value='migration.multifd-compression=zstd'/>\n"
                           "  </qemu:commandline>\n</domain>")
@@ -185,7 +185,8 @@ def main():
 
 
 def print_table(args, rows):
-    print(f"VM live migration, test guest of {args.mem} MiB (TCG, {args.mem - 64} MiB filled "
+    mode = "KVM" if vm_guest.accel(GUEST) == "kvm" else "TCG"
+    print(f"VM live migration, test guest of {args.mem} MiB ({mode}, {args.mem - 64} MiB filled "
           f"with a realistic mix), {args.runs} moves per row: median (min-max); "
           f"ratios to native in the same case")
     print(f"{'link':10} {'guest':9} {'method':10} {'total s':>16} {'downtime ms':>16} "

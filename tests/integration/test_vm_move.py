@@ -49,6 +49,9 @@ def start_vm(h, name, mem_mib=128, fill=32, rate=0, mix=True):
 
 def remove_vm(hs, name):
     for h in hs:
+        if entry(h, name) and entry(h, name)["host"] == h.name:
+            h.migctl("vm", "release", name)
+    for h in hs:
         h.virsh("destroy", name, check=False)
         h.virsh("undefine", name, check=False)
 
@@ -73,6 +76,11 @@ def move(src, dst, name, *flags, timeout=180):
     dst.wait_for(lambda: (entry(dst, name) or {}).get("host") == dst.name, 10, "the new owner")
     assert all(w["name"] != name or w["host"] != src.name
                for w in src.migctl("list")["workloads"])
+    # And the replicated cluster state says so on both hosts (an ordered CPG message).
+    for h in (src, dst):
+        h.wait_for(lambda: h.migctl("status")["owners"].get(name) == dst.name, 10,
+                   f"{h.name}'s cluster state to name {dst.name} as {name}'s owner")
+    assert src.migctl("status")["state_hash"] == dst.migctl("status")["state_hash"]
     return r
 
 
@@ -116,6 +124,11 @@ def test_native_move_keeps_ownership(hosts):
     try:
         r = move(h1, h2, "nat", "--native")
         assert r["native"] is True
+        # h2 owns it now: h1 can neither adopt its (shut off) definition nor move it.
+        with pytest.raises(MigctlError) as e:
+            h1.migctl("vm", "adopt", "nat")
+        assert e.value.code == "conflict" and "h2" in str(e.value)
+        assert h1.migctl("status")["owners"]["nat"] == "h2"
         r = move(h2, h1, "nat")
         assert r["native"] is False
     finally:

@@ -2,6 +2,10 @@
 
 import os
 import re
+import subprocess
+import sys
+import tempfile
+import time
 
 TICK_RE = re.compile(r"TICK (\d+) gens=(\d+) verified=(\d+) bad=(\d+)")
 
@@ -10,10 +14,61 @@ def guest_path(build_dir):
     return os.path.join(build_dir, "tests", "fixtures", "guest", "migrd-guest.elf")
 
 
+_ACCEL = {}
+
+
+def accel(guest):
+    """'kvm' when KVM really runs the guest here, else 'qemu' (TCG), decided once by booting
+    the guest under KVM for a few seconds: /dev/kvm on some machines is a software backend on
+    which guests start and then stall (LIBVIRT-NOTES.md). The choice and why are printed."""
+    if guest in _ACCEL:
+        return _ACCEL[guest]
+    # Once per boot of this machine: later test modules read the answer.
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    cache = f"/tmp/migrd-vm-accel-{boot}"
+    try:
+        kind, why = open(cache).read().split("\n", 1)
+        if kind in ("kvm", "qemu"):
+            _ACCEL[guest] = kind
+            print(f"vm_guest: {'KVM' if kind == 'kvm' else 'TCG: ' + why}", file=sys.stderr)
+            return kind
+    except (OSError, ValueError):
+        pass
+    why = None
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        why = "no usable /dev/kvm"
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            log = os.path.join(d, "serial.log")
+            p = subprocess.Popen(
+                ["qemu-system-x86_64", "-accel", "kvm", "-m", "64", "-kernel", guest,
+                 "-append", "fill=8 rate=0", "-display", "none", "-monitor", "none",
+                 "-serial", f"file:{log}", "-no-reboot"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 8
+            ok = False
+            while time.monotonic() < deadline and p.poll() is None and not ok:
+                time.sleep(0.2)
+                out = open(log, errors="replace").read() if os.path.exists(log) else ""
+                ok = any(int(t[2]) > 0 and t[3] == "0" for t in TICK_RE.findall(out))
+            p.kill()
+            p.wait()
+            if not ok:
+                why = "KVM did not run the test guest within 8 s (a software /dev/kvm?)"
+    _ACCEL[guest] = "kvm" if why is None else "qemu"
+    try:
+        with open(cache, "w") as f:
+            f.write(f"{_ACCEL[guest]}\n{why or ''}")
+    except OSError:
+        pass
+    print(f"vm_guest: {'KVM' if why is None else 'TCG: ' + why}", file=sys.stderr)
+    return _ACCEL[guest]
+
+
 def domain_xml(name, guest, mem_mib=128, fill=32, rate=10, mix=False):
-    """A TCG domain booting the guest with `<kernel>`; its COM1 goes to
+    """A domain (KVM where it really works, else TCG) booting the guest with `<kernel>`; its COM1 goes to
     /var/log/libvirt/qemu/NAME-serial.log (appended to, on whichever host runs it)."""
-    return f"""<domain type='qemu'>
+    return f"""<domain type='{accel(guest)}'>
   <name>{name}</name>
   <memory unit='MiB'>{mem_mib}</memory>
   <vcpu>1</vcpu>

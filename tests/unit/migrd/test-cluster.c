@@ -422,6 +422,109 @@ static void test_state_json_roundtrip(void **state)
 	cluster_state_done(&s);
 }
 
+static void test_owners_state(void **state)
+{
+	struct cluster_state s = {0}, t;
+	uint64_t h0;
+	json_t *j;
+
+	assert_int_equal(cluster_state_register_host(&s, 1, "h1", NULL), 1);
+	h0 = cluster_state_hash(&s);
+	/* Claims: a new one, the same again, another host's claim of it, moves by CAS. */
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "h1", NULL), 1);
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "h1", NULL), 0);
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "h2", NULL), -EBUSY);
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "h2", "h3"), -EBUSY);
+	assert_int_equal(cluster_state_set_owner(&s, "new", "vm", "h2", "h1"), -EBUSY);
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "h2", "h1"), 1);
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "h3", "h1"), -EBUSY);
+	assert_int_equal(cluster_state_set_owner(&s, "a-ct", "container", "h1", NULL), 1);
+	assert_int_equal(cluster_state_set_owner(&s, "../x", "vm", "h1", NULL), -EINVAL);
+	assert_int_equal(cluster_state_set_owner(&s, "x", "toaster", "h1", NULL), -EINVAL);
+	assert_int_equal(s.n_workloads, 2);
+	assert_string_equal(s.workloads[0].name, "a-ct"); /* sorted */
+	assert_string_equal(cluster_state_find_workload(&s, "vm1")->host, "h2");
+	assert_int_equal(cluster_state_find_workload(&s, "vm1")->moves, 1);
+	assert_int_equal(s.epoch, 4);
+	assert_int_not_equal(cluster_state_hash(&s), h0);
+	/* Through JSON and a copy, all of it survives. */
+	j = cluster_state_to_json(&s);
+	assert_int_equal(cluster_state_from_json(j, &t), 0);
+	assert_int_equal(cluster_state_hash(&s), cluster_state_hash(&t));
+	cluster_state_done(&t);
+	assert_int_equal(cluster_state_copy(&s, &t), 0);
+	assert_int_equal(cluster_state_hash(&s), cluster_state_hash(&t));
+	cluster_state_done(&t);
+	/* Unsorted or malformed owners are refused. */
+	json_array_append_new(json_object_get(j, "workloads"),
+			      json_pack("{s:s,s:s,s:s}", "name", "b", "kind", "vm", "host", "h1"));
+	assert_int_equal(cluster_state_from_json(j, &t), -EINVAL);
+	json_array_remove(json_object_get(j, "workloads"), 2);
+	json_object_set_new(json_array_get(json_object_get(j, "workloads"), 0), "kind",
+			    json_string("toaster"));
+	assert_int_equal(cluster_state_from_json(j, &t), -EINVAL);
+	json_decref(j);
+	/* Dropping: only by the owner. */
+	assert_int_equal(cluster_state_drop_owner(&s, "vm1", "h1"), -EBUSY);
+	assert_int_equal(cluster_state_drop_owner(&s, "vm1", "h2"), 1);
+	assert_int_equal(cluster_state_drop_owner(&s, "vm1", "h2"), 0);
+	assert_null(cluster_state_find_workload(&s, "vm1"));
+	cluster_state_done(&s);
+}
+
+static void test_owner_messages_ordered(void **state)
+{
+	struct bus b = {0};
+
+	for (uint32_t id = 1; id <= 3; id++)
+		node_start(&b, id, NULL);
+	bus_confchg(&b);
+	bus_quorum(&b, true);
+	bus_run(&b);
+	assert_agree(&b, 3, 3);
+	/* Two hosts claim the same VM at once: the first in the agreed order wins on all. */
+	assert_int_equal(cluster_request_owner(b.nodes[2].c, "vm1", "vm", "h2", NULL, false), 0);
+	assert_int_equal(cluster_request_owner(b.nodes[3].c, "vm1", "vm", "h3", NULL, false), 0);
+	bus_run(&b);
+	assert_agree(&b, 4, 3);
+	for (uint32_t id = 1; id <= 3; id++)
+		assert_string_equal(
+			cluster_state_find_workload(cluster_get_state(b.nodes[id].c), "vm1")->host,
+			"h2");
+	/* A move, sent twice (by source and destination): applied once. */
+	assert_int_equal(cluster_request_owner(b.nodes[2].c, "vm1", "vm", "h1", "h2", false), 0);
+	assert_int_equal(cluster_request_owner(b.nodes[1].c, "vm1", "vm", "h1", "h2", false), 0);
+	bus_run(&b);
+	assert_agree(&b, 5, 3);
+	assert_string_equal(
+		cluster_state_find_workload(cluster_get_state(b.nodes[3].c), "vm1")->host, "h1");
+	/* Without quorum a request waits, and goes out once quorum is back. */
+	bus_quorum(&b, false);
+	assert_int_equal(cluster_request_owner(b.nodes[1].c, "vm2", "vm", "h1", NULL, false), 0);
+	bus_run(&b);
+	assert_agree(&b, 5, 3);
+	assert_true(cluster_flush(b.nodes[1].c));
+	bus_quorum(&b, true);
+	bus_run(&b);
+	assert_agree(&b, 6, 3);
+	assert_false(cluster_flush(b.nodes[1].c));
+	/* A malformed owner message is ignored by all. */
+	{
+		json_t *j =
+			json_pack("{s:s,s:s,s:s}", "name", "../etc", "kind", "vm", "host", "h1");
+		void *buf;
+		size_t len;
+
+		assert_int_equal(cluster_msg_encode(CLUSTER_MSG_OWNER, j, &buf, &len), 0);
+		for (uint32_t id = 1; id <= 3; id++)
+			cluster_deliver(b.nodes[id].c, 1, buf, len, 0);
+		free(buf);
+		json_decref(j);
+	}
+	assert_agree(&b, 6, 3);
+	bus_free(&b);
+}
+
 static void test_msg_header_checks(void **state)
 {
 	json_t *j = json_pack("{s:s}", "name", "h1"), *body;
@@ -455,6 +558,8 @@ int main(void)
 		cmocka_unit_test(test_malformed_messages_ignored),
 		cmocka_unit_test(test_state_json_roundtrip),
 		cmocka_unit_test(test_msg_header_checks),
+		cmocka_unit_test(test_owners_state),
+		cmocka_unit_test(test_owner_messages_ordered),
 	};
 	log_set_max_level(LOG_ERR);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,6 +27,9 @@ static void test_roundtrip(void **state)
 	cluster_state_register_host(&s, 2, "b", NULL);
 	cluster_state_register_host(&s, 1, "a", "10.1.1.1");
 	s.hosts[1].maintenance = true;
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "a", NULL), 1);
+	assert_int_equal(cluster_state_set_owner(&s, "vm1", "vm", "b", "a"), 1);
+	assert_int_equal(cluster_state_set_owner(&s, "web", "container", "a", NULL), 1);
 	s.epoch = 41;
 	assert_int_equal(state_db_save(db, &s), 0);
 	db = state_db_close(db);
@@ -37,6 +40,9 @@ static void test_roundtrip(void **state)
 	assert_int_equal(t.n_hosts, 2);
 	assert_string_equal(t.hosts[0].address, "10.1.1.1");
 	assert_true(t.hosts[1].maintenance);
+	assert_int_equal(t.n_workloads, 2);
+	assert_string_equal(cluster_state_find_workload(&t, "vm1")->host, "b");
+	assert_int_equal(cluster_state_find_workload(&t, "vm1")->moves, 1);
 	assert_int_equal(cluster_state_hash(&s), cluster_state_hash(&t));
 	cluster_state_done(&t);
 	state_db_close(db);
