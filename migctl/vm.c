@@ -17,6 +17,8 @@ static const char vm_help[] =
 	"follows its state. The domain is looked up through this host's libvirt ([vm]\n"
 	"libvirt_uri in migrd.conf, default qemu:///system); it keeps running untouched.\n"
 	"The cluster state records this host as its owner; a VM another host owns is refused.\n"
+	"Every other host is asked whether it could run the domain (emulator, kernel, disks):\n"
+	"the answer says where it can move.\n"
 	"Then 'migctl move NAME HOST' moves it.\n"
 	"\n"
 	"'vm release NAME' takes it out of migrd's care again (and out of the cluster state);\n"
@@ -24,7 +26,10 @@ static const char vm_help[] =
 	"\n"
 	"Example:\n"
 	"  $ migctl vm adopt vm1\n"
-	"  vm1 adopted: running, 512.0MiB, 2 vCPUs\n";
+	"  vm1 adopted: running, 512.0MiB, 2 vCPUs\n"
+	"    can move to h2\n"
+	"    cannot move to h3: h3 cannot run vm1: disk /var/lib/libvirt/images/vm1.img: No such\n"
+	"    file or directory\n";
 
 int verb_vm(const struct migctl *m, int argc, char **argv)
 {
@@ -69,5 +74,20 @@ int verb_vm(const struct migctl *m, int argc, char **argv)
 		strna(json_string_value(json_object_get(result, "state"))), mem,
 		(int)json_integer_value(json_object_get(result, "vcpus")),
 		json_integer_value(json_object_get(result, "vcpus")) == 1 ? "" : "s");
+	{
+		json_t *peers = json_object_get(result, "peers"), *v;
+		const char *peer;
+
+		json_object_foreach(peers, peer, v)
+		{
+			const char *verdict = json_string_value(v);
+
+			if (verdict && streq(verdict, "ok"))
+				fprintf(m->out, "    can move to %s\n", peer);
+			else
+				fprintf(m->out, "    cannot move to %s: %s\n", peer,
+					strna(verdict));
+		}
+	}
 	return MIGCTL_EXIT_OK;
 }

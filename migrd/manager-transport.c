@@ -100,6 +100,8 @@ static int incoming_run(void *arg, json_t **ret_result, const char **ret_code, c
 	}
 	if (streq(purpose, "vm-migrate"))
 		return vms_incoming_run(in->m, in->s, ret_result, ret_code, ret_message);
+	if (streq(purpose, "vm-check"))
+		return vms_check_run(in->m, in->s);
 	log_warning("Refused a session from %s for unknown purpose '%s'",
 		    transport_session_peer(in->s), purpose);
 	transport_session_abort(in->s, EPROTONOSUPPORT, "unknown session purpose");

@@ -2,10 +2,21 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <sys/socket.h>
 
 #include "migrd/vms.h"
 
 struct move;
+struct transport_context;
+
+/* A host a VM could move to, as the event loop saw it (for a job thread). */
+struct vm_peer {
+	char name[64];
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	bool encrypt;
+};
 
 struct vm {
 	char *name;
@@ -25,3 +36,10 @@ void vms_forget(struct manager *m, const char *name);
 void vms_claim(struct manager *m, const char *name, const char *from);
 /* "migrating to HOST" while a move runs, else NULL (for the list). */
 const char *vms_move_state(struct vm *v);
+
+/* The other registered hosts with an address (malloc'd array). */
+int vms_peers(struct manager *m, struct vm_peer **ret, size_t *ret_n);
+/* From a job thread: asks each peer whether it could run the domain (a "vm-check" session);
+ * {"h2": "ok", "h3": "h3 cannot run vm1: disk /x: No such file or directory", ...}. */
+json_t *vms_check_peers(struct transport_context *ctx, const struct vm_peer *peers, size_t n,
+			const char *name, const char *xml);

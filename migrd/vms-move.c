@@ -685,6 +685,55 @@ static json_t *take_record(const char *uri, const char *name, json_t *src_record
 	return rec;
 }
 
+/* Whether this host could take the VM: NULL, or why not (malloc'd). */
+static char *can_run_here(const struct migrd_config *c, const char *name, const char *xml,
+			  const char *peer)
+{
+	_cleanup_free_ char *xml_name = vm_xml_name(xml), *err = NULL;
+	bool running = false;
+
+	if (!xml_name || !streq(xml_name, name))
+		return fmt("%s: the domain XML from %s is not domain '%s'", c->host_name, peer,
+			   name);
+	if (vm_is_running(c->libvirt_uri, name, &running, &err) < 0)
+		return fmt("libvirt on %s: %s", c->host_name, strna(err));
+	if (running)
+		return fmt("%s already runs on %s", name, c->host_name);
+	free(err);
+	err = NULL;
+	if (vm_xml_check_host(xml, &err) < 0)
+		return fmt("%s cannot run %s: %s", c->host_name, name, strna(err));
+	return NULL;
+}
+
+int vms_check_run(struct manager *m, struct transport_session *s)
+{
+	const struct migrd_config *c = &m->config;
+	_cleanup_json_ json_t *q = NULL, *a = NULL;
+	const char *name = NULL, *xml = NULL, *type = NULL;
+	_cleanup_free_ char *why = NULL;
+	int r;
+
+	r = transport_session_recv_control(s, PREPARE_TIMEOUT, &q);
+	if (r < 0)
+		return r;
+	if (json_get_string(q, "type", &type) < 0 || !streq(type, "check") ||
+	    json_get_string(q, "name", &name) < 0 || !workload_name_is_valid(name) ||
+	    json_get_string(q, "xml", &xml) < 0)
+		why = fmt("%s: malformed check message from %s", c->host_name,
+			  transport_session_peer(s));
+	else
+		why = can_run_here(c, name, xml, transport_session_peer(s));
+	a = json_pack("{s:s,s:b,s:s?}", "type", "checked", "ok", why == NULL, "message", why);
+	r = a ? transport_session_send_control(s, a) : -ENOMEM;
+	if (r >= 0) {
+		json_t *bye = NULL; /* the asker closes first */
+		(void)transport_session_recv_control(s, 5 * USEC_PER_SEC, &bye);
+		json_decref(bye);
+	}
+	return 0;
+}
+
 int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **ret_result,
 		     const char **ret_code, char **ret_message)
 {
@@ -709,24 +758,11 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 		return refuse(s, ret_code, ret_message,
 			      fmt("%s: malformed prepare message from %s", c->host_name, peer));
 	src_record = json_object_get(prep, "record");
-	xml_name = vm_xml_name(xml);
-	if (!xml_name || !streq(xml_name, name))
-		return refuse(s, ret_code, ret_message,
-			      fmt("%s: the domain XML from %s is not domain '%s'", c->host_name,
-				  peer, name));
-	r = vm_is_running(c->libvirt_uri, name, &running, &err);
-	if (r < 0)
-		return refuse(s, ret_code, ret_message,
-			      fmt("libvirt on %s: %s", c->host_name, strna(err)));
-	if (running)
-		return refuse(s, ret_code, ret_message,
-			      fmt("%s already runs on %s", name, c->host_name));
-	free(err);
-	err = NULL;
-	r = vm_xml_check_host(xml, &err);
-	if (r < 0)
-		return refuse(s, ret_code, ret_message,
-			      fmt("%s cannot run %s: %s", c->host_name, name, strna(err)));
+	{
+		char *why = can_run_here(c, name, xml, peer);
+		if (why)
+			return refuse(s, ret_code, ret_message, why);
+	}
 	if (!native) {
 		dir = fmt("%s/%s", c->vm_socket_dir, name);
 		r = dir ? mkdir_private(dir) : -ENOMEM;
@@ -857,4 +893,79 @@ void vms_incoming_done(struct manager *m, json_t *result)
 	}
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-arrived"),
 			 "VM %s arrived and runs here", name);
+}
+
+/* ---- can the peers run it? (vm-adopt) ------------------------------------------------------- */
+
+int vms_peers(struct manager *m, struct vm_peer **ret, size_t *ret_n)
+{
+	const struct cluster_state *st = cluster_get_state(m->cluster);
+	struct vm_peer *p = calloc(st->n_hosts ?: 1, sizeof(*p));
+	size_t n = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->n_hosts; i++) {
+		const struct cluster_host *h = &st->hosts[i];
+		const char *address = migrd_config_peer_address(&m->config, h->name) ?: h->address;
+		int encrypt, transport, level;
+		unsigned streams;
+
+		if (streq(h->name, m->config.host_name) || !address ||
+		    transport_parse_address(address, m->config.port, &p[n].addr, &p[n].addr_len) <
+			    0)
+			continue;
+		strscpy(p[n].name, h->name, sizeof(p[n].name));
+		migrd_config_peer(&m->config, h->name, &encrypt, &transport, &level, &streams);
+		p[n].encrypt = encrypt;
+		n++;
+	}
+	*ret = p;
+	*ret_n = n;
+	return 0;
+}
+
+json_t *vms_check_peers(struct transport_context *ctx, const struct vm_peer *peers, size_t n,
+			const char *name, const char *xml)
+{
+	json_t *out = json_object();
+
+	for (size_t i = 0; out && i < n; i++) {
+		struct transport_session_params params = {
+			.kind = TRANSPORT_KIND_TCP,
+			.n_streams = 1,
+			.encrypt = peers[i].encrypt,
+			.purpose = "vm-check",
+		};
+		_cleanup_json_ json_t *q = json_pack("{s:s,s:s,s:s}", "type", "check", "name", name,
+						     "xml", xml),
+				      *a = NULL;
+		_cleanup_free_ char *err = NULL, *verdict = NULL;
+		struct transport_session *s = NULL;
+		const char *msg = NULL;
+		int r;
+
+		r = ctx ? transport_session_connect(ctx, peers[i].name,
+						    (const struct sockaddr *)&peers[i].addr,
+						    peers[i].addr_len, &params, &s, &err)
+			: -ENOTCONN;
+		if (r >= 0)
+			r = q ? transport_session_send_control(s, q) : -ENOMEM;
+		if (r >= 0)
+			r = transport_session_recv_control(s, PREPARE_TIMEOUT, &a);
+		if (r < 0)
+			verdict = fmt("unreachable: %s",
+				      err
+					      ?: (s && transport_session_error(s, &msg) < 0 && msg)
+						 ? (err ? err : msg)
+						 : strerror(-r));
+		else if (json_is_true(json_object_get(a, "ok")))
+			verdict = strdup("ok");
+		else
+			verdict =
+				strdup(json_get_string(a, "message", &msg) >= 0 ? msg : "refused");
+		transport_session_free(s);
+		json_object_set_new(out, peers[i].name, json_string(verdict ?: "unknown"));
+	}
+	return out;
 }

@@ -303,6 +303,9 @@ struct adopt {
 	struct control_request *req;
 	char *uri, *name;
 	struct vm_info info;
+	struct transport_context *ctx;
+	struct vm_peer *peers;
+	size_t n_peers;
 };
 
 static void adopt_free(void *arg)
@@ -314,6 +317,7 @@ static void adopt_free(void *arg)
 	vm_info_done(&a->info);
 	free(a->uri);
 	free(a->name);
+	free(a->peers);
 	free(a);
 }
 
@@ -332,7 +336,19 @@ static int adopt_run(void *arg, json_t **ret_result, const char **ret_code, char
 		"{s:s,s:s,s:s,s:I,s:i,s:b,s:s}", "name", a->info.name, "uuid", a->info.uuid,
 		"state", a->info.state, "memory", (json_int_t)(a->info.memory_kib * 1024), "vcpus",
 		(int)a->info.vcpus, "persistent", a->info.persistent, "libvirt", a->uri);
-	return *ret_result ? 0 : -ENOMEM;
+	if (!*ret_result)
+		return -ENOMEM;
+	/* Where it could move: each peer checks the emulator, kernel and disks it needs. */
+	if (a->n_peers > 0) {
+		_cleanup_free_ char *xml = NULL, *err = NULL;
+		bool running;
+
+		if (vm_domain_xml(a->uri, a->name, &xml, &running, &err) >= 0)
+			json_object_set_new(
+				*ret_result, "peers",
+				vms_check_peers(a->ctx, a->peers, a->n_peers, a->name, xml));
+	}
+	return 0;
 }
 
 static void adopt_done(void *userdata, int r, json_t *result, const char *code, const char *message)
@@ -358,15 +374,23 @@ static void adopt_done(void *userdata, int r, json_t *result, const char *code, 
 		return;
 	}
 	v = vms_find(m, a->name);
-	if (!v && (m->n_vms >= MAX_VMS || add(m, a->name, result) < 0)) {
+	if (!v) {
+		json_t *rec = json_deep_copy(result);
+
+		r = rec && m->n_vms < MAX_VMS ? add(m, a->name, rec) : -ENOMEM;
+		json_decref(rec);
+	}
+	if (r < 0) {
 		control_request_fail(a->req, "busy", "Too many VMs on this host.");
 		return;
 	}
 	if (v) {
 		json_decref(v->record);
-		v->record = json_incref(result);
+		v->record = json_deep_copy(result);
 	} else
 		v = vms_find(m, a->name);
+	/* The peers' answers are for the reply, not the record: they change. */
+	json_object_del(v->record, "peers");
 	json_object_set_new(v->record, "adopted",
 			    json_integer((json_int_t)now_usec(CLOCK_REALTIME)));
 	vms_persist(m, v);
@@ -395,7 +419,8 @@ int method_vm_adopt(struct control_request *req, json_t *params, void *userdata,
 		return -ENOMEM;
 	*a = (struct adopt){
 		.m = m, .req = req, .uri = strdup(m->config.libvirt_uri), .name = strdup(name)};
-	if (!a->uri || !a->name) {
+	a->ctx = m->transport;
+	if (!a->uri || !a->name || (m->transport && vms_peers(m, &a->peers, &a->n_peers) < 0)) {
 		adopt_free(a);
 		return -ENOMEM;
 	}

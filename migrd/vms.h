@@ -24,3 +24,5 @@ struct transport_session;
 int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **ret_result,
 		     const char **ret_code, char **ret_message);
 void vms_incoming_done(struct manager *m, json_t *result);
+/* A peer's "vm-check" session: could this host run the domain? */
+int vms_check_run(struct manager *m, struct transport_session *s);

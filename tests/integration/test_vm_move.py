@@ -44,7 +44,11 @@ def start_vm(h, name, mem_mib=128, fill=32, rate=0, mix=True):
     h.virsh("define", f"/var/lib/libvirt/{name}.xml")
     h.virsh("start", name)
     h.wait_for(lambda: len(ticks(h, name)) >= 2, 60, f"{name} to tick on {h.name}")
-    h.migctl("vm", "adopt", name)
+    r = h.migctl("vm", "adopt", name)
+    # The other host was asked whether it could run it: yes.
+    assert r["peers"] == {("h2" if h.name == "h1" else "h1"): "ok"}, r
+    h.wait_for(lambda: h.migctl("status")["owners"].get(name) == h.name, 10,
+               f"the cluster state to name {h.name} as {name}'s owner")
 
 
 def remove_vm(hs, name):
@@ -164,7 +168,13 @@ def test_destination_cannot_run_it(hosts, tmp_path):
     h1.virsh("start", "dsk")
     try:
         h1.wait_for(lambda: len(ticks(h1, "dsk")) >= 2, 60, "dsk to tick")
-        h1.migctl("vm", "adopt", "dsk")
+        r = h1.migctl("vm", "adopt", "dsk")
+        # Already at adoption, h2 says it could not run it.
+        assert "/var/lib/libvirt/images/d1.img" in r["peers"]["h2"], r
+        out = h1.migctl("vm", "release", "dsk", json=False)
+        assert "released" in out
+        out = h1.migctl("vm", "adopt", "dsk", json=False)
+        assert "cannot move to h2: h2 cannot run dsk: disk /var/lib/libvirt/images/d1.img" in out
         with pytest.raises(MigctlError) as e:
             h1.migctl("move", "dsk", "h2", timeout=60)
         msg = str(e.value)
