@@ -216,14 +216,24 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 	struct vm_migrate_result res;
 	struct transport_stats st;
 	bool running = false, committed = false;
+	unsigned long libvirt_version = 0;
 	const char *msg = NULL;
 	int r;
 
-	r = vm_domain_xml(mv->uri, mv->name, &xml, &running, &err);
+	r = vm_domain_xml(mv->uri, mv->name, &xml, &running, &libvirt_version, &err);
 	if (r < 0) {
 		*ret_code = r == -ENOENT ? "not-found" : "libvirt-unavailable";
 		*ret_message = fmt("%s: %s", mv->own, strna(err));
 		return r;
+	}
+	/* Migration over UNIX sockets came in libvirt 6.8. */
+	if (!mv->native && libvirt_version && libvirt_version < 6008000) {
+		*ret_code = "unsupported";
+		*ret_message = fmt("libvirt %lu.%lu on %s cannot migrate over UNIX sockets (6.8 "
+				   "or newer can): move %s with --native",
+				   libvirt_version / 1000000, libvirt_version / 1000 % 1000,
+				   mv->own, mv->name);
+		return -EOPNOTSUPP;
 	}
 	if (!running) {
 		*ret_code = "not-running";
@@ -740,7 +750,7 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 	const struct migrd_config *c = &m->config;
 	const char *peer = transport_session_peer(s), *name = NULL, *xml = NULL, *type = NULL;
 	_cleanup_json_ json_t *prep = NULL;
-	_cleanup_free_ char *err = NULL, *dir = NULL, *xml_name = NULL;
+	_cleanup_free_ char *err = NULL, *dir = NULL;
 	struct vm_tunnel *tunnel = NULL;
 	char sockbuf[128];
 	const char *lsock = libvirt_socket(c, sockbuf, sizeof(sockbuf));

@@ -343,7 +343,7 @@ static int adopt_run(void *arg, json_t **ret_result, const char **ret_code, char
 		_cleanup_free_ char *xml = NULL, *err = NULL;
 		bool running;
 
-		if (vm_domain_xml(a->uri, a->name, &xml, &running, &err) >= 0)
+		if (vm_domain_xml(a->uri, a->name, &xml, &running, NULL, &err) >= 0)
 			json_object_set_new(
 				*ret_result, "peers",
 				vms_check_peers(a->ctx, a->peers, a->n_peers, a->name, xml));

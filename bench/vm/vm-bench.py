@@ -54,6 +54,7 @@ METHODS = {
     "native": ("virsh", []),
     "plain": ("migctl", ["--compress", "off", "--encrypt", "no"]),
     "zstd": ("migctl", ["--compress", "auto", "--encrypt", "no"]),
+    "zstd-3": ("migctl", ["--compress", "3", "--encrypt", "no"]),
     "tls": ("migctl", ["--compress", "off", "--encrypt", "yes"]),
     "tls+zstd": ("migctl", ["--compress", "auto", "--encrypt", "yes"]),
     "qemu-zstd": ("virsh", ["--parallel", "--parallel-connections", "2"]),
@@ -94,6 +95,7 @@ def downtime_ms(h, name):
 def move(src, dst, name, method):
     """One live migration src -> dst; returns (seconds, downtime ms, wire bytes, damaged)."""
     how, flags = METHODS[method]
+    level = None
     before_ticks = ticks(src, name)[-1]
     tx0 = tx_bytes(src)
     t0 = time.monotonic()
@@ -101,7 +103,7 @@ def move(src, dst, name, method):
         src.virsh("migrate", "--live", "--p2p", *flags, name,
                   f"qemu+tcp://{dst.address}/system", timeout=600)
     else:
-        src.migctl("move", name, dst.name, *flags, timeout=600)
+        level = src.migctl("move", name, dst.name, *flags, timeout=600)["compress_level"]
     took = time.monotonic() - t0
     wire = tx_bytes(src) - tx0
     down = downtime_ms(dst, name)
@@ -115,7 +117,7 @@ def move(src, dst, name, method):
         print(f"vm-bench: {method} {src.name} -> {dst.name}: the guest found damaged pages "
               f"after the move: before {before_ticks}, after {after[-2:]}\n"
               f"{serial_tail(dst, name)}", file=sys.stderr, flush=True)
-    return took, down, wire, damaged
+    return took, down, wire, damaged, level
 
 
 def med(runs, k, scale=1.0):
@@ -131,6 +133,8 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help="comma-separated: " + ", ".join(METHODS))
+    ap.add_argument("--links", default="unlimited,1gbit", help="unlimited, 1gbit or both")
+    ap.add_argument("--loads", default="idle,20", help="idle, 20 (MiB/s of rewrites) or both")
     ap.add_argument("--build-dir", default=None, help="the build with the test guest")
     args = ap.parse_args()
     global GUEST
@@ -145,8 +149,13 @@ def main():
     # (see the table in bench/README.md), and CI must not fail on QEMU's account.
     cases = [("unlimited", None, "idle", 0)]
     if not args.smoke:
-        cases += [("unlimited", None, "20 MiB/s", 20), ("1 Gbit/s", "1gbit", "idle", 0),
-                  ("1 Gbit/s", "1gbit", "20 MiB/s", 20)]
+        links = {"unlimited": ("unlimited", None), "1gbit": ("1 Gbit/s", "1gbit")}
+        loads = {"idle": ("idle", 0), "20": ("20 MiB/s", 20)}
+        try:
+            cases = [links[k] + loads[w] for k in args.links.split(",")
+                     for w in args.loads.split(",")]
+        except KeyError as e:
+            ap.error(f"unknown link or load {e}")
     fill = args.mem - 64
     rows = []
     with Cluster(2, build_dir=build, libvirt=True, migrd=True, pki=True) as c:
@@ -170,7 +179,8 @@ def main():
                 rows.append({"link": link, "load": load, "method": method, "runs": runs})
                 print(f"vm-bench: {link}, {load}, {method}: "
                       f"{[round(r[0], 2) for r in runs]} s, "
-                      f"{[round(r[2] / 1048576) for r in runs]} MiB",
+                      f"{[round(r[2] / 1048576) for r in runs]} MiB, zstd levels "
+                      f"{[r[4] for r in runs]}",
                       file=sys.stderr, flush=True)
         set_limit(c.hosts, None)
     damaged = sum(1 for r in rows for x in r["runs"] if x[3])

@@ -92,9 +92,11 @@ struct vm_migrate_result {
  * should_abort() asked, -EIO for libvirt failures. */
 int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret, char **ret_error);
 
-/* The domain's XML for a migration (libvirt's migratable form, malloc'd) and whether it runs. */
+/* The domain's XML for a migration (libvirt's migratable form, malloc'd), whether it runs, and
+ * (when ret_libvirt_version is not NULL) libvirt's version as major * 1000000 + minor * 1000
+ * + micro. */
 int vm_domain_xml(const char *uri, const char *name, char **ret_xml, bool *ret_running,
-		  char **ret_error);
+		  unsigned long *ret_libvirt_version, char **ret_error);
 
 /* The stats of the last completed job of the domain (on either side): downtime and total time
  * in ms; -ENOENT when libvirt keeps none. */

@@ -315,7 +315,7 @@ static virDomainPtr lookup(const char *uri, const char *name, virConnectPtr *ret
 }
 
 int vm_domain_xml(const char *uri, const char *name, char **ret_xml, bool *ret_running,
-		  char **ret_error)
+		  unsigned long *ret_libvirt_version, char **ret_error)
 {
 	virConnectPtr c;
 	virDomainPtr d;
@@ -326,6 +326,8 @@ int vm_domain_xml(const char *uri, const char *name, char **ret_xml, bool *ret_r
 	if (!d)
 		return r;
 	*ret_running = virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING;
+	if (ret_libvirt_version && virConnectGetLibVersion(c, ret_libvirt_version) < 0)
+		*ret_libvirt_version = 0;
 	*ret_xml = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_MIGRATABLE);
 	if (!*ret_xml) {
 		*ret_error = vm_last_error("the domain's XML");
