@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +260,18 @@ char *strjoin_sep(const char *sep, const char *const *parts, size_t n)
 	}
 	*p = 0;
 	return out;
+}
+
+char *strdup_printf(const char *format, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, format);
+	if (vasprintf(&s, format, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
 }
 
 size_t strscpy(char *dst, const char *src, size_t size)

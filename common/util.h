@@ -41,6 +41,8 @@ bool string_is_safe_name(const char *s, size_t max_len);
 char *strjoin_sep(const char *sep, const char *const *parts, size_t n);
 /* Copies with truncation, always NUL-terminates. */
 size_t strscpy(char *dst, const char *src, size_t size);
+/* A formatted string (malloc'd), NULL when out of memory. */
+char *strdup_printf(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
 /* Reads a whole (small) file, NUL-terminated; caps at max_size (-EFBIG past it). */
 int read_full_file(const char *path, size_t max_size, char **ret_text, size_t *ret_size);

@@ -52,6 +52,26 @@ static int method_list(struct control_request *req, json_t *params, void *userda
 	return *ret ? CONTROL_REPLY_NOW : -ENOMEM;
 }
 
+int manager_peer_address(struct manager *m, struct control_request *req, const char *host,
+			 const char **ret_address)
+{
+	const struct cluster_host *h;
+
+	if (!m->transport)
+		return control_request_error(req, ENOTCONN, "transport-unavailable",
+					     "This host has no transport: %s.",
+					     strna(m->transport_error));
+	h = cluster_state_find_host_by_name(cluster_get_state(m->cluster), host);
+	if (!h)
+		return control_request_error(req, ENOENT, "not-found",
+					     "'%s' is not a host of this cluster.", host);
+	*ret_address = migrd_config_peer_address(&m->config, host) ?: h->address;
+	if (!*ret_address)
+		return control_request_error(req, EADDRNOTAVAIL, "not-found",
+					     "Host '%s' has no address configured.", host);
+	return 0;
+}
+
 int manager_parse_compress(json_t *v, int *level)
 {
 	if (!v)
@@ -83,7 +103,6 @@ static int method_peer_test(struct control_request *req, json_t *params, void *u
 			    json_t **ret)
 {
 	struct manager *m = userdata;
-	const struct cluster_host *h;
 	const char *host = NULL, *source = "random", *address;
 	json_t *compress = json_object_get(params, "compress");
 	struct peer_test *t;
@@ -95,18 +114,9 @@ static int method_peer_test(struct control_request *req, json_t *params, void *u
 	if (json_get_string(params, "host", &host) < 0)
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "peer-test needs 'host', the peer to measure.");
-	if (!m->transport)
-		return control_request_error(req, ENOTCONN, "transport-unavailable",
-					     "This host has no transport: %s.",
-					     strna(m->transport_error));
-	h = cluster_state_find_host_by_name(cluster_get_state(m->cluster), host);
-	if (!h)
-		return control_request_error(req, ENOENT, "not-found",
-					     "'%s' is not a host of this cluster.", host);
-	address = migrd_config_peer_address(&m->config, host) ?: h->address;
-	if (!address)
-		return control_request_error(req, EADDRNOTAVAIL, "not-found",
-					     "Host '%s' has no address configured.", host);
+	r = manager_peer_address(m, req, host, &address);
+	if (r < 0)
+		return r;
 	if (streq(host, m->config.host_name))
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "peer-test measures the link to another host.");

@@ -69,6 +69,11 @@ void manager_transport_teardown(struct manager *m);
 void manager_update_host_names(struct manager *m, const struct cluster_state *s);
 int manager_session_register(struct manager *m, struct transport_session *s);
 void manager_session_unregister(struct manager *m, struct transport_session *s);
+/* For requests that talk to another host: its address (a [peer] override, else what it
+ * registered), or the request answered with the error (transport-unavailable, not-found) and
+ * that error returned. */
+int manager_peer_address(struct manager *m, struct control_request *req, const char *host,
+			 const char **ret_address);
 /* A control API "compress" value ("auto", "off" or a zstd level -7..19) into a level
  * (COMPRESS_AUTO for auto); absent (NULL) leaves *level alone. -EINVAL otherwise. */
 int manager_parse_compress(json_t *v, int *level);

@@ -22,8 +22,9 @@
 #define LOCAL_SNDBUF  (4 << 20)
 /* Large frames: zstd finds the redundancy between pages within a frame (a 1 MiB frame at
  * level 3 compresses guest memory ~25% better than 256 KiB ones). */
-#define TUNNEL_FRAME_MAX (1024 * 1024)
-#define GATHER_MS	 1
+#define TUNNEL_FRAME_MAX   (1024 * 1024)
+#define TUNNEL_FRAME_PLAIN (128 * 1024)
+#define GATHER_MS	   1
 
 struct listener {
 	int fd;
@@ -42,6 +43,7 @@ struct conn {
 struct vm_tunnel {
 	struct transport_session *s;
 	size_t frame_size;
+	bool gather;
 	struct listener listeners[MAX_LISTENERS];
 	unsigned n_listeners;
 	int stop_fd;
@@ -79,14 +81,17 @@ static void tunnel_fail(struct vm_tunnel *t, const char *fmt, ...)
 	free(msg);
 }
 
-int vm_tunnel_new(struct transport_session *s, size_t frame_size, struct vm_tunnel **ret)
+int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather,
+		  struct vm_tunnel **ret)
 {
 	struct vm_tunnel *t = calloc(1, sizeof(*t));
 
 	if (!t)
 		return -ENOMEM;
 	t->s = s;
-	t->frame_size = frame_size ? MIN(frame_size, (size_t)TUNNEL_FRAME_MAX) : 64 * 1024;
+	t->frame_size = MIN(frame_size ?: 64 * 1024,
+			    (size_t)(gather ? TUNNEL_FRAME_MAX : TUNNEL_FRAME_PLAIN));
+	t->gather = gather;
 	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->stop_fd < 0) {
 		free(t);
@@ -154,7 +159,7 @@ static void *pump_up(void *arg)
 		while (len < t->frame_size) {
 			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
 
-			if (poll(&pfd, 1, GATHER_MS) <= 0)
+			if (poll(&pfd, 1, t->gather ? GATHER_MS : 0) <= 0)
 				break;
 			n = recv(c->fd, buf + len, t->frame_size - len, MSG_DONTWAIT);
 			if (n <= 0)

@@ -6,6 +6,7 @@
  * close travels as the end of the stream. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,9 +14,13 @@
 
 struct vm_tunnel;
 
-/* frame_size: the session's frame size (each local read is at most that). The tunnel never
- * frees s; free the tunnel before the session. */
-int vm_tunnel_new(struct transport_session *s, size_t frame_size, struct vm_tunnel **ret);
+/* frame_size: the session's frame size. With gather (for a compressed session), a frame takes
+ * what arrives without a pause, up to 1 MiB, so zstd sees more of the stream at once; without
+ * it, frames are at most 128 KiB and leave as soon as read, so little waits in buffers on a
+ * slow link (the downtime's tail crosses them). The tunnel never frees s; free the tunnel
+ * before the session. */
+int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather,
+		  struct vm_tunnel **ret);
 struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t);
 
 /* Source: listen on path (a new UNIX socket, mode 0600) for connections to carry; target

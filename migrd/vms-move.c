@@ -76,19 +76,6 @@ const char *vms_move_state(struct vm *v)
 	return v->move ? "migrating" : NULL;
 }
 
-static char *fmt(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *format, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, format);
-	if (vasprintf(&s, format, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return s;
-}
-
 static int mkdir_private(const char *dir)
 {
 	char *p = strdup(dir);
@@ -112,7 +99,7 @@ static int mkdir_private(const char *dir)
 static void remove_dir(const char *dir, const char *const *files)
 {
 	for (; *files; files++) {
-		_cleanup_free_ char *p = fmt("%s/%s", dir, *files);
+		_cleanup_free_ char *p = strdup_printf("%s/%s", dir, *files);
 		if (p)
 			(void)unlink(p);
 	}
@@ -143,10 +130,11 @@ static const char *should_abort(void *userdata)
 	int r = transport_session_error(mv->s, &msg);
 
 	if (r < 0 && !mv->abort_reason)
-		mv->abort_reason = fmt("the link to %s failed: %s", mv->peer, msg ?: strerror(-r));
+		mv->abort_reason =
+			strdup_printf("the link to %s failed: %s", mv->peer, msg ?: strerror(-r));
 	else if (!mv->abort_reason && mv->tunnel && vm_tunnel_error(mv->tunnel))
-		mv->abort_reason = fmt("carrying the migration on %s: %s", mv->own,
-				       vm_tunnel_error(mv->tunnel));
+		mv->abort_reason = strdup_printf("carrying the migration on %s: %s", mv->own,
+						 vm_tunnel_error(mv->tunnel));
 	return mv->abort_reason;
 }
 
@@ -157,8 +145,8 @@ static char *native_uri(const struct move *mv)
 	if (getnameinfo((const struct sockaddr *)&mv->addr, mv->addr_len, host, sizeof(host), NULL,
 			0, NI_NUMERICHOST) != 0)
 		return NULL;
-	return mv->addr.ss_family == AF_INET6 ? fmt("qemu+tcp://[%s]/system", host)
-					      : fmt("qemu+tcp://%s/system", host);
+	return mv->addr.ss_family == AF_INET6 ? strdup_printf("qemu+tcp://[%s]/system", host)
+					      : strdup_printf("qemu+tcp://%s/system", host);
 }
 
 /* After a failure: the VM must still run here; say so, or say loudly that it does not. */
@@ -168,11 +156,12 @@ static char *source_state_note(const struct move *mv)
 	bool running = false;
 
 	if (vm_is_running(mv->uri, mv->name, &running, &err) < 0)
-		return fmt("; its state on %s is unknown: %s", mv->own, strna(err));
-	return running ? fmt("; %s still runs on %s", mv->name, mv->own)
-		       : fmt("; %s is NOT running on %s now: check 'virsh domstate %s' on both "
-			     "hosts",
-			     mv->name, mv->own, mv->name);
+		return strdup_printf("; its state on %s is unknown: %s", mv->own, strna(err));
+	return running ? strdup_printf("; %s still runs on %s", mv->name, mv->own)
+		       : strdup_printf(
+				 "; %s is NOT running on %s now: check 'virsh domstate %s' on both "
+				 "hosts",
+				 mv->name, mv->own, mv->name);
 }
 
 static int wait_control(struct transport_session *s, usec_t timeout, const char *want, json_t **ret)
@@ -204,7 +193,7 @@ static char *diagnose(struct move *mv, const char *why)
 	    wait_control(mv->s, 5 * USEC_PER_SEC, "cancelled", &reply) != 0 ||
 	    json_get_string(reply, "diagnosis", &diag) < 0 || !diag)
 		return NULL;
-	return fmt("%s says: %s", mv->peer, diag);
+	return strdup_printf("%s says: %s", mv->peer, diag);
 }
 
 static int move_run(void *arg, json_t **ret_result, const char **ret_code, char **ret_message)
@@ -223,22 +212,23 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 	r = vm_domain_xml(mv->uri, mv->name, &xml, &running, &libvirt_version, &err);
 	if (r < 0) {
 		*ret_code = r == -ENOENT ? "not-found" : "libvirt-unavailable";
-		*ret_message = fmt("%s: %s", mv->own, strna(err));
+		*ret_message = strdup_printf("%s: %s", mv->own, strna(err));
 		return r;
 	}
 	/* Migration over UNIX sockets came in libvirt 6.8. */
 	if (!mv->native && libvirt_version && libvirt_version < 6008000) {
 		*ret_code = "unsupported";
-		*ret_message = fmt("libvirt %lu.%lu on %s cannot migrate over UNIX sockets (6.8 "
-				   "or newer can): move %s with --native",
-				   libvirt_version / 1000000, libvirt_version / 1000 % 1000,
-				   mv->own, mv->name);
+		*ret_message =
+			strdup_printf("libvirt %lu.%lu on %s cannot migrate over UNIX sockets (6.8 "
+				      "or newer can): move %s with --native",
+				      libvirt_version / 1000000, libvirt_version / 1000 % 1000,
+				      mv->own, mv->name);
 		return -EOPNOTSUPP;
 	}
 	if (!running) {
 		*ret_code = "not-running";
-		*ret_message = fmt("%s is not running on %s: only a running VM moves live",
-				   mv->name, mv->own);
+		*ret_message = strdup_printf(
+			"%s is not running on %s: only a running VM moves live", mv->name, mv->own);
 		return -ESRCH;
 	}
 
@@ -252,8 +242,8 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 	}
 	if (r < 0) {
 		*ret_code = "peer-unreachable";
-		*ret_message = fmt("cannot reach %s: %s; %s still runs on %s", mv->peer, strna(err),
-				   mv->name, mv->own);
+		*ret_message = strdup_printf("cannot reach %s: %s; %s still runs on %s", mv->peer,
+					     strna(err), mv->name, mv->own);
 		return r;
 	}
 	{
@@ -272,9 +262,9 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 			(void)json_get_string(reply, "message", &why);
 		else
 			(void)transport_session_error(mv->s, &why);
-		*ret_message = fmt("%s refused %s: %s; %s still runs on %s", mv->peer, mv->name,
-				   why ?: (r == -ETIMEDOUT ? "no answer" : strerror(-r)), mv->name,
-				   mv->own);
+		*ret_message = strdup_printf(
+			"%s refused %s: %s; %s still runs on %s", mv->peer, mv->name,
+			why ?: (r == -ETIMEDOUT ? "no answer" : strerror(-r)), mv->name, mv->own);
 		r = r == 1 ? -EPERM : r;
 		goto out;
 	}
@@ -286,18 +276,21 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 			goto out;
 		}
 	} else {
-		dir = fmt("%s/%s", mv->socket_dir, mv->name);
-		lsock = fmt("%s/libvirt.sock", dir);
-		qsock = fmt("%s/qemu.sock", dir);
-		dest_uri = fmt("qemu+unix:///system?socket=%s", lsock ?: "");
-		mig_uri = fmt("unix://%s", qsock ?: "");
+		dir = strdup_printf("%s/%s", mv->socket_dir, mv->name);
+		lsock = strdup_printf("%s/libvirt.sock", dir);
+		qsock = strdup_printf("%s/qemu.sock", dir);
+		dest_uri = strdup_printf("qemu+unix:///system?socket=%s", lsock ?: "");
+		mig_uri = strdup_printf("unix://%s", qsock ?: "");
 		if (!dir || !lsock || !qsock || !dest_uri || !mig_uri) {
 			r = -ENOMEM;
 			goto out;
 		}
 		r = mkdir_private(dir);
 		if (r >= 0)
-			r = vm_tunnel_new(mv->s, mv->m->config.frame_size, &mv->tunnel);
+			r = vm_tunnel_new(mv->s, mv->m->config.frame_size,
+					  mv->params.compress_auto ||
+						  mv->params.compress_level != 0,
+					  &mv->tunnel);
 		if (r >= 0)
 			r = vm_tunnel_listen(mv->tunnel, lsock, "libvirt");
 		if (r >= 0)
@@ -306,9 +299,10 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 			r = vm_tunnel_start(mv->tunnel);
 		if (r < 0) {
 			*ret_code = "internal";
-			*ret_message = fmt("%s: cannot set up the migration sockets in %s: %s; %s "
-					   "still runs there",
-					   mv->own, dir, strerror(-r), mv->name);
+			*ret_message = strdup_printf(
+				"%s: cannot set up the migration sockets in %s: %s; %s "
+				"still runs there",
+				mv->own, dir, strerror(-r), mv->name);
 			goto out;
 		}
 	}
@@ -342,12 +336,12 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 			log_info("VM %s: libvirt said: %s", mv->name, err);
 		diag = diagnose(mv, err);
 		note = source_state_note(mv);
-		*ret_message =
-			fmt("moving %s to %s failed: %s%s%s%s", mv->name, mv->peer,
-			    strna(mv->abort_reason && r != -ETIMEDOUT ? mv->abort_reason : err),
-			    diag ? " (" : "", diag ? diag : "", diag ? ")" : "");
+		*ret_message = strdup_printf(
+			"moving %s to %s failed: %s%s%s%s", mv->name, mv->peer,
+			strna(mv->abort_reason && r != -ETIMEDOUT ? mv->abort_reason : err),
+			diag ? " (" : "", diag ? diag : "", diag ? ")" : "");
 		if (*ret_message && note) {
-			char *full = fmt("%s%s", *ret_message, note);
+			char *full = strdup_printf("%s%s", *ret_message, note);
 			if (full) {
 				free(*ret_message);
 				*ret_message = full;
@@ -408,7 +402,8 @@ out:
 		transport_session_free(s);
 	}
 	if (r < 0 && !*ret_message)
-		*ret_message = fmt("moving %s to %s: %s", mv->name, mv->peer, strerror(-r));
+		*ret_message =
+			strdup_printf("moving %s to %s: %s", mv->name, mv->peer, strerror(-r));
 	return r;
 }
 
@@ -481,7 +476,6 @@ int method_vm_move(struct control_request *req, json_t *params, void *userdata, 
 	struct manager *m = userdata;
 	const struct migrd_config *c = &m->config;
 	const char *name = NULL, *host = NULL, *address;
-	const struct cluster_host *h;
 	int encrypt, transport, level, r;
 	unsigned def_streams;
 	uint64_t parallel = c->vm_parallel, bandwidth = c->vm_bandwidth >> 20,
@@ -520,18 +514,9 @@ int method_vm_move(struct control_request *req, json_t *params, void *userdata, 
 	if (streq(host, c->host_name))
 		return control_request_error(req, EINVAL, "invalid-params",
 					     "%s already runs on %s.", name, host);
-	if (!m->transport)
-		return control_request_error(req, ENOTCONN, "transport-unavailable",
-					     "This host has no transport: %s.",
-					     strna(m->transport_error));
-	h = cluster_state_find_host_by_name(cluster_get_state(m->cluster), host);
-	if (!h)
-		return control_request_error(req, ENOENT, "not-found",
-					     "'%s' is not a host of this cluster.", host);
-	address = migrd_config_peer_address(c, host) ?: h->address;
-	if (!address)
-		return control_request_error(req, EADDRNOTAVAIL, "not-found",
-					     "Host '%s' has no address configured.", host);
+	r = manager_peer_address(m, req, host, &address);
+	if (r < 0)
+		return r;
 	migrd_config_peer(c, host, &encrypt, &transport, &level, &def_streams);
 	enc = encrypt;
 	if (get_bool(params, "native", &native) < 0 || get_bool(params, "encrypt", &enc) < 0 ||
@@ -703,16 +688,16 @@ static char *can_run_here(const struct migrd_config *c, const char *name, const 
 	bool running = false;
 
 	if (!xml_name || !streq(xml_name, name))
-		return fmt("%s: the domain XML from %s is not domain '%s'", c->host_name, peer,
-			   name);
+		return strdup_printf("%s: the domain XML from %s is not domain '%s'", c->host_name,
+				     peer, name);
 	if (vm_is_running(c->libvirt_uri, name, &running, &err) < 0)
-		return fmt("libvirt on %s: %s", c->host_name, strna(err));
+		return strdup_printf("libvirt on %s: %s", c->host_name, strna(err));
 	if (running)
-		return fmt("%s already runs on %s", name, c->host_name);
+		return strdup_printf("%s already runs on %s", name, c->host_name);
 	free(err);
 	err = NULL;
 	if (vm_xml_check_host(xml, &err) < 0)
-		return fmt("%s cannot run %s: %s", c->host_name, name, strna(err));
+		return strdup_printf("%s cannot run %s: %s", c->host_name, name, strna(err));
 	return NULL;
 }
 
@@ -730,8 +715,8 @@ int vms_check_run(struct manager *m, struct transport_session *s)
 	if (json_get_string(q, "type", &type) < 0 || !streq(type, "check") ||
 	    json_get_string(q, "name", &name) < 0 || !workload_name_is_valid(name) ||
 	    json_get_string(q, "xml", &xml) < 0)
-		why = fmt("%s: malformed check message from %s", c->host_name,
-			  transport_session_peer(s));
+		why = strdup_printf("%s: malformed check message from %s", c->host_name,
+				    transport_session_peer(s));
 	else
 		why = can_run_here(c, name, xml, transport_session_peer(s));
 	a = json_pack("{s:s,s:b,s:s?}", "type", "checked", "ok", why == NULL, "message", why);
@@ -765,8 +750,9 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 	    json_get_string(prep, "name", &name) < 0 || !workload_name_is_valid(name) ||
 	    json_get_string(prep, "xml", &xml) < 0 ||
 	    (json_object_get(prep, "native") && json_get_bool(prep, "native", &native) < 0))
-		return refuse(s, ret_code, ret_message,
-			      fmt("%s: malformed prepare message from %s", c->host_name, peer));
+		return refuse(
+			s, ret_code, ret_message,
+			strdup_printf("%s: malformed prepare message from %s", c->host_name, peer));
 	src_record = json_object_get(prep, "record");
 	{
 		char *why = can_run_here(c, name, xml, peer);
@@ -774,14 +760,14 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 			return refuse(s, ret_code, ret_message, why);
 	}
 	if (!native) {
-		dir = fmt("%s/%s", c->vm_socket_dir, name);
+		dir = strdup_printf("%s/%s", c->vm_socket_dir, name);
 		r = dir ? mkdir_private(dir) : -ENOMEM;
 		if (r >= 0)
-			r = vm_tunnel_new(s, c->frame_size, &tunnel);
+			r = vm_tunnel_new(s, c->frame_size, false, &tunnel);
 		if (r < 0)
 			return refuse(s, ret_code, ret_message,
-				      fmt("%s: cannot prepare %s: %s", c->host_name, strna(dir),
-					  strerror(-r)));
+				      strdup_printf("%s: cannot prepare %s: %s", c->host_name,
+						    strna(dir), strerror(-r)));
 	}
 	{
 		_cleanup_json_ json_t *ready = json_pack("{s:s}", "type", "ready");
@@ -810,14 +796,15 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 				r = -EBADMSG;
 				break;
 			}
-			path = streq(target, "libvirt") ? strdup(lsock) : fmt("%s/qemu.sock", dir);
+			path = streq(target, "libvirt") ? strdup(lsock)
+							: strdup_printf("%s/qemu.sock", dir);
 			r = path ? vm_tunnel_connect(tunnel, (unsigned)stream, path, &cerr)
 				 : -ENOMEM;
 			if (r < 0) {
-				_cleanup_free_ char *why =
-					fmt("%s: %s (%s): %s", c->host_name,
-					    streq(target, "libvirt") ? "libvirtd" : "QEMU",
-					    strna(path), cerr ?: strerror(-r));
+				_cleanup_free_ char *why = strdup_printf(
+					"%s: %s (%s): %s", c->host_name,
+					streq(target, "libvirt") ? "libvirtd" : "QEMU", strna(path),
+					cerr ?: strerror(-r));
 				log_warning("VM %s: %s", name, strna(why));
 				transport_session_abort(s, EHOSTUNREACH, strna(why));
 				break;
@@ -845,9 +832,11 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 				    strna(why));
 			/* What this side saw, for the source's error message. */
 			if (vm_is_running(c->libvirt_uri, name, &here, &derr) < 0)
-				diag = fmt("libvirt on %s: %s", c->host_name, strna(derr));
+				diag = strdup_printf("libvirt on %s: %s", c->host_name,
+						     strna(derr));
 			else if (tunnel && vm_tunnel_error(tunnel))
-				diag = fmt("%s: %s", c->host_name, vm_tunnel_error(tunnel));
+				diag = strdup_printf("%s: %s", c->host_name,
+						     vm_tunnel_error(tunnel));
 			ans = json_pack("{s:s,s:s?}", "type", "cancelled", "diagnosis", diag);
 			if (ans)
 				(void)transport_session_send_control(s, ans);
@@ -964,11 +953,12 @@ json_t *vms_check_peers(struct transport_context *ctx, const struct vm_peer *pee
 		if (r >= 0)
 			r = transport_session_recv_control(s, PREPARE_TIMEOUT, &a);
 		if (r < 0)
-			verdict = fmt("unreachable: %s",
-				      err
-					      ?: (s && transport_session_error(s, &msg) < 0 && msg)
-						 ? (err ? err : msg)
-						 : strerror(-r));
+			verdict = strdup_printf(
+				"unreachable: %s",
+				err
+					?: (s && transport_session_error(s, &msg) < 0 && msg)
+					   ? (err ? err : msg)
+					   : strerror(-r));
 		else if (json_is_true(json_object_get(a, "ok")))
 			verdict = strdup("ok");
 		else

@@ -102,19 +102,6 @@ static int add_params(const struct vm_migrate_params *p, virTypedParameterPtr *p
 	return 0;
 }
 
-static char *message(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *message(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return s;
-}
-
 int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret, char **ret_error)
 {
 	struct call c = {.p = p};
@@ -233,7 +220,7 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 			else
 				snprintf(dirty, sizeof(dirty), "%.1f MiB/s dirtied",
 					 pr.dirty_rate / 1048576.0);
-			why = message(
+			why = strdup_printf(
 				"pre-copy did not converge in %" PRIu64
 				" s, even with a downtime limit of %" PRIu64
 				" ms (%s, %.1f MiB/s sent, %" PRIu64 " MiB left)%s",
@@ -250,7 +237,8 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 
 	if (c.r < 0) {
 		if (abort_reason) {
-			*ret_error = message("aborted: %s (%s)", abort_reason, strna(c.error));
+			*ret_error =
+				strdup_printf("aborted: %s (%s)", abort_reason, strna(c.error));
 			r = why ? -ETIMEDOUT : -ECANCELED;
 		} else {
 			*ret_error = c.error;

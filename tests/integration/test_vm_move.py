@@ -246,6 +246,11 @@ def test_destination_libvirtd_killed(hosts):
         assert "still runs on h1" in cp.stderr, cp.stderr
         # The destination says what it saw: its libvirtd is gone.
         assert "h2 says: libvirt on h2" in cp.stderr, cp.stderr
+        # With --json, migctl printed progress events while it ran: pre-copy under way.
+        events = [json.loads(ln) for ln in cp.stdout.splitlines() if '"event"' in ln]
+        assert events and all(e["event"] == "progress" for e in events), cp.stdout[-2000:]
+        assert any(e["phase"] == "precopy" and e["processed"] > 0 and e["total"] > 0
+                   for e in events), events[-3:]
         assert domstate(h1, "kd") == "running"
         n = len(ticks(h1, "kd"))
         h1.wait_for(lambda: len(ticks(h1, "kd")) > n, 30, "kd to go on ticking on h1")
