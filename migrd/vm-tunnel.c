@@ -20,8 +20,9 @@
 #define STOP_GRACE    (2 * USEC_PER_SEC)
 #define MAX_CONNS     TRANSPORT_MAX_STREAMS
 #define LOCAL_SNDBUF  (4 << 20)
-/* Large frames: zstd finds the redundancy between pages within a frame (a 1 MiB frame at
- * level 3 compresses guest memory ~25% better than 256 KiB ones). */
+/* Compressed sessions: large frames, so zstd finds the redundancy between pages (1 MiB at
+ * level 3 compresses guest memory ~25% better than 256 KiB). Uncompressed ones: 128 KiB
+ * frames that leave at once, so little waits in buffers when the VM stops. */
 #define TUNNEL_FRAME_MAX   (1024 * 1024)
 #define TUNNEL_FRAME_PLAIN (128 * 1024)
 #define GATHER_MS	   1
