@@ -89,11 +89,16 @@ def main():
         c.wait_for(lambda: len(vm_guest.ticks(h1, "vm1")) >= 2, 120, "vm1 to fill its memory")
         before = vm_guest.ticks(h1, "vm1")[-1]
         print(f"vm1 on h1: {before[0]} s up, {before[2]} pages verified, {before[3]} bad")
-        for argv in (["vm", "adopt", "vm1"], ["move", "vm1", "h2", "--compress", "auto"],
-                     ["list"]):
+        for argv in (["vm", "adopt", "vm1"], ["move", "vm1", "h2", "--compress", "auto"]):
             print("$ migctl " + " ".join(argv))
             print(h1.migctl(*argv, json=False, timeout=300).rstrip("\n"), flush=True)
         c.wait_for(lambda: len(vm_guest.ticks(h2, "vm1")) >= 2, 60, "vm1 to tick on h2")
+        # Other hosts' workloads reach h1 with their metrics, once a second.
+        c.wait_for(lambda: any(w["name"] == "vm1" and w["host"] == "h2"
+                               for w in h1.migctl("list")["workloads"]), 10,
+                   "h1 to list vm1 on h2")
+        print("$ migctl list")
+        print(h1.migctl("list", json=False).rstrip("\n"), flush=True)
         after = vm_guest.ticks(h2, "vm1")[-1]
         print(f"vm1 on h2: {after[0]} s up, {after[2]} pages verified, {after[3]} bad; "
               f"owner in the cluster state: {h3.migctl('status')['owners'].get('vm1')}")
