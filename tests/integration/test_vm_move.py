@@ -96,30 +96,89 @@ CASES = [
 ]
 
 
+def guest_damage(h, name):
+    """The guest's own report of a stale page after a move, or None."""
+    text = serial(h, name)
+    if "BAD" in text or any(t[3] for t in ticks(h, name)):
+        return text[-600:]
+    return None
+
+
+def native_control(hosts, moves=8):
+    """QEMU 7.2's TCG migration sometimes delivers stale pages of a guest that writes during
+    the move, with libvirt's own migration too (LIBVIRT-NOTES.md). When a carried move damaged
+    the guest, the same guest moved natively is the control: the move number at which it was
+    damaged too, or None when it never was."""
+    h1, h2 = hosts
+    with open(h1.path("lib", "libvirt", "ctl.xml"), "w") as f:
+        f.write(vm_domain_xml("ctl", GUEST, mem_mib=128, fill=64, rate=20, mix=True))
+    h1.virsh("create", "/var/lib/libvirt/ctl.xml")
+    try:
+        h1.wait_for(lambda: len(ticks(h1, "ctl")) >= 2, 60, "ctl to tick")
+        src, dst = h1, h2
+        for k in range(1, moves + 1):
+            src.virsh("migrate", "--live", "--p2p", "ctl", f"qemu+tcp://{dst.address}/system",
+                      timeout=120)
+            n = len(ticks(dst, "ctl"))
+            dst.wait_for(lambda: len(ticks(dst, "ctl")) >= n + 2, 60, "ctl to tick")
+            if guest_damage(dst, "ctl"):
+                return k
+            src, dst = dst, src
+        return None
+    finally:
+        for h in hosts:
+            h.virsh("destroy", "ctl", check=False)
+
+
+def skip_if_qemu_damaged(hosts, name):
+    """After a failed check of a writing guest: when the guest itself found stale pages and
+    the native control is damaged too, the run is inconclusive (skipped, with the evidence);
+    otherwise the caller re-raises: a failure of the carried path."""
+    evidence = [e for e in (guest_damage(h, name) for h in hosts) if e]
+    if not evidence:
+        return
+    k = native_control(hosts)
+    if k is not None:
+        pytest.skip(f"inconclusive: the guest found stale pages after a carried move, and the "
+                    f"native control was damaged too, at its move {k} (QEMU 7.2 TCG; "
+                    f"LIBVIRT-NOTES.md): {evidence[0][-200:]!r}")
+
+
 @pytest.mark.parametrize("rate", [0, 20], ids=["idle", "20MiBps"])
 def test_move_back_and_forth(hosts, rate):
     h1, h2 = hosts
     name = f"mv{rate}"
     start_vm(h1, name, mem_mib=128, fill=64, rate=rate)
     try:
-        src, dst = h1, h2
-        for label, flags in CASES:
-            r = move(src, dst, name, *flags)
-            assert r["to"] == dst.name and r["native"] is False, (label, r)
-            assert r["time_ms"] > 0 and r["wire_bytes"] > 0, (label, r)
-            if label == "plain":
-                assert r["encrypted"] is False and r["compress_level"] == 0, r
-                # Uncompressed: at least the filled memory crossed the wire.
-                assert r["wire_bytes"] >= 64 << 20, r
-            if label == "zstd":
-                # A quarter of the guest's filled pages are random, a quarter nibble
-                # text: zstd -3 gets about 1.6x on it (entropy bound ~2.6x).
-                assert r["compression_ratio"] >= 1.4, r
-            if label == "tls+zstd":
-                assert r["encrypted"] is True, r
-            src, dst = dst, src
+        try:
+            moves_back_and_forth(h1, h2, name)
+        except AssertionError:
+            if not rate:
+                raise
+            skip_if_qemu_damaged(hosts, name)
+            raise
     finally:
         remove_vm(hosts, name)
+
+
+def moves_back_and_forth(h1, h2, name):
+    """Every carried mode, h1 -> h2 -> h1 -> ..., each move checked (move())."""
+    src, dst = h1, h2
+    for label, flags in CASES:
+        r = move(src, dst, name, *flags)
+        assert r["to"] == dst.name and r["native"] is False, (label, r)
+        assert r["time_ms"] > 0 and r["wire_bytes"] > 0, (label, r)
+        if label == "plain":
+            assert r["encrypted"] is False and r["compress_level"] == 0, r
+            # Uncompressed: at least the filled memory crossed the wire.
+            assert r["wire_bytes"] >= 64 << 20, r
+        if label == "zstd":
+            # A quarter of the guest's filled pages are random, a quarter nibble
+            # text: zstd -3 gets 1.6-2x on it (entropy bound ~2.6x).
+            assert r["compression_ratio"] >= 1.4, r
+        if label == "tls+zstd":
+            assert r["encrypted"] is True, r
+        src, dst = dst, src
 
 
 def test_native_move_keeps_ownership(hosts):
@@ -311,6 +370,19 @@ def test_not_converging_switches_to_postcopy(hosts):
         r = h1.migctl("move", "pc", "h2", "--bandwidth", "8", "--converge-timeout", "5",
                       "--postcopy", "--no-auto-converge", timeout=240)
         assert r["postcopy"] is True, r
-        check_guest_moved(h1, h2, "pc", before)
+        try:
+            check_guest_moved(h1, h2, "pc", before)
+        except AssertionError:
+            skip_if_qemu_damaged(hosts, "pc")
+            raise
     finally:
         remove_vm(hosts, "pc")
+
+
+def test_migrds_exit_cleanly(hosts):
+    """Last: after all those moves, both daemons stop cleanly (under the ASan build: no leak
+    and no memory error anywhere on the move paths), and come back with their VM records."""
+    for h in hosts:
+        assert h.stop_migrd() == 0, h.log_tail(40)
+    for h in hosts:
+        h.start_migrd()
