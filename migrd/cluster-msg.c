@@ -291,29 +291,38 @@ json_t *cluster_msg_owner_to_json(const struct cluster_msg_owner *m)
 			 m->host, "from", m->from[0] ? m->from : NULL, "drop", m->drop);
 }
 
+int cluster_msg_owner_init(struct cluster_msg_owner *m, const char *name, const char *kind,
+			   const char *host, const char *from, bool drop)
+{
+	if (!workload_name_is_valid(name) || strlen(name) >= sizeof(m->name) ||
+	    !(streq(kind, "vm") || streq(kind, "container")) ||
+	    !string_is_safe_name(host, MIGRD_HOST_NAME_MAX) ||
+	    (from && !string_is_safe_name(from, MIGRD_HOST_NAME_MAX)))
+		return -EINVAL;
+	memset(m, 0, sizeof(*m));
+	m->drop = drop;
+	strscpy(m->name, name, sizeof(m->name));
+	strscpy(m->kind, kind, sizeof(m->kind));
+	strscpy(m->host, host, sizeof(m->host));
+	if (from)
+		strscpy(m->from, from, sizeof(m->from));
+	return 0;
+}
+
 int cluster_msg_owner_from_json(json_t *j, struct cluster_msg_owner *ret)
 {
-	struct cluster_msg_owner m = {0};
 	const char *name, *kind, *host, *from = NULL;
+	bool drop = false;
 	int r;
 
-	if (json_get_string(j, "name", &name) < 0 || !workload_name_is_valid(name) ||
-	    json_get_string(j, "kind", &kind) < 0 ||
-	    !(streq(kind, "vm") || streq(kind, "container")) ||
-	    json_get_string(j, "host", &host) < 0 ||
-	    !string_is_safe_name(host, MIGRD_HOST_NAME_MAX))
+	if (json_get_string(j, "name", &name) < 0 || json_get_string(j, "kind", &kind) < 0 ||
+	    json_get_string(j, "host", &host) < 0)
 		return -EBADMSG;
 	r = json_get_string(j, "from", &from);
-	if ((r < 0 && r != -ENOENT) || (from && !string_is_safe_name(from, MIGRD_HOST_NAME_MAX)))
-		return -EBADMSG;
-	r = json_get_bool(j, "drop", &m.drop);
 	if (r < 0 && r != -ENOENT)
 		return -EBADMSG;
-	strscpy(m.name, name, sizeof(m.name));
-	strscpy(m.kind, kind, sizeof(m.kind));
-	strscpy(m.host, host, sizeof(m.host));
-	if (from)
-		strscpy(m.from, from, sizeof(m.from));
-	*ret = m;
-	return 0;
+	r = json_get_bool(j, "drop", &drop);
+	if (r < 0 && r != -ENOENT)
+		return -EBADMSG;
+	return cluster_msg_owner_init(ret, name, kind, host, from, drop) < 0 ? -EBADMSG : 0;
 }

@@ -78,6 +78,9 @@ int cluster_msg_register_from_json(json_t *j, struct cluster_msg_register *ret);
 void cluster_msg_register_done(struct cluster_msg_register *m);
 
 json_t *cluster_msg_owner_to_json(const struct cluster_msg_owner *m);
+/* Checks (names, kind) and fills *m; -EINVAL when a field is not valid. */
+int cluster_msg_owner_init(struct cluster_msg_owner *m, const char *name, const char *kind,
+			   const char *host, const char *from, bool drop);
 int cluster_msg_owner_from_json(json_t *j, struct cluster_msg_owner *ret);
 
 /* The metrics as the control API shows them (with age_ms from the receive time). */

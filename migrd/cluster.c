@@ -331,10 +331,16 @@ static void deliver_register(struct cluster *c, uint32_t from, json_t *body)
 		c->register_pending = false; /* retrying cannot help */
 }
 
+static bool owner_msg_equal(const struct cluster_msg_owner *a, const struct cluster_msg_owner *b)
+{
+	return streq(a->name, b->name) && streq(a->kind, b->kind) && streq(a->host, b->host) &&
+	       streq(a->from, b->from) && a->drop == b->drop;
+}
+
 static struct owner_request *owner_sent(struct cluster *c, const struct cluster_msg_owner *m)
 {
 	for (size_t i = 0; i < c->n_owner_q; i++)
-		if (c->owner_q[i].sent && memcmp(&c->owner_q[i].m, m, sizeof(*m)) == 0)
+		if (c->owner_q[i].sent && owner_msg_equal(&c->owner_q[i].m, m))
 			return &c->owner_q[i];
 	return NULL;
 }
@@ -383,18 +389,12 @@ static void deliver_owner(struct cluster *c, uint32_t from, json_t *body)
 int cluster_request_owner(struct cluster *c, const char *name, const char *kind, const char *host,
 			  const char *from, bool drop)
 {
-	struct cluster_msg_owner m = {.drop = drop};
+	struct cluster_msg_owner m;
 
 	if (c->n_owner_q >= MAX_OWNER_REQUESTS)
 		return -EBUSY;
-	if (strlen(name) >= sizeof(m.name) || strlen(kind) >= sizeof(m.kind) ||
-	    strlen(host) >= sizeof(m.host) || (from && strlen(from) >= sizeof(m.from)))
+	if (cluster_msg_owner_init(&m, name, kind, host, from, drop) < 0)
 		return -EINVAL;
-	strscpy(m.name, name, sizeof(m.name));
-	strscpy(m.kind, kind, sizeof(m.kind));
-	strscpy(m.host, host, sizeof(m.host));
-	if (from)
-		strscpy(m.from, from, sizeof(m.from));
 	c->owner_q[c->n_owner_q++] = (struct owner_request){.m = m};
 	return 0;
 }

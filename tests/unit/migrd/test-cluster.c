@@ -125,6 +125,16 @@ static void bus_run(struct bus *b)
 	fail_msg("bus did not settle");
 }
 
+/* Nodes first..last start, see each other, have quorum, and settle. */
+static void bus_form(struct bus *b, uint32_t first, uint32_t last)
+{
+	for (uint32_t id = first; id <= last; id++)
+		node_start(b, id, NULL);
+	bus_confchg(b);
+	bus_quorum(b, true);
+	bus_run(b);
+}
+
 static void bus_free(struct bus *b)
 {
 	for (uint32_t id = 1; id <= MAX_NODES; id++)
@@ -177,11 +187,7 @@ static void test_rejoin_adopts_newest(void **state)
 	struct bus b = {0};
 	struct cluster_state saved;
 
-	for (uint32_t id = 1; id <= 3; id++)
-		node_start(&b, id, NULL);
-	bus_confchg(&b);
-	bus_quorum(&b, true);
-	bus_run(&b);
+	bus_form(&b, 1, 3);
 	assert_agree(&b, 3, 3);
 
 	/* h3 goes away with its persisted copy; the others change the state meanwhile. */
@@ -210,11 +216,7 @@ static void test_empty_joiner_does_not_win(void **state)
 {
 	struct bus b = {0};
 
-	for (uint32_t id = 2; id <= 3; id++)
-		node_start(&b, id, NULL);
-	bus_confchg(&b);
-	bus_quorum(&b, true);
-	bus_run(&b);
+	bus_form(&b, 2, 3);
 	assert_agree(&b, 2, 2);
 	node_start(&b, 1, NULL);
 	bus_confchg(&b);
@@ -231,11 +233,7 @@ static void test_registration_during_sync_is_retried(void **state)
 {
 	struct bus b = {0};
 
-	for (uint32_t id = 1; id <= 2; id++)
-		node_start(&b, id, NULL);
-	bus_confchg(&b);
-	bus_quorum(&b, true);
-	bus_run(&b);
+	bus_form(&b, 1, 2);
 	assert_agree(&b, 2, 2);
 
 	node_start(&b, 3, NULL);
@@ -290,11 +288,7 @@ static void test_hosts_view(void **state)
 				   .psi_cpu = {.available = true, .some_avg10 = 1.5}};
 	json_t *j, *hosts, *h;
 
-	for (uint32_t id = 1; id <= 3; id++)
-		node_start(&b, id, NULL);
-	bus_confchg(&b);
-	bus_quorum(&b, true);
-	bus_run(&b);
+	bus_form(&b, 1, 3);
 	json_t *wl = json_pack("[{s:s,s:s,s:s,s:i}]", "name", "web1", "kind", "container", "state",
 			       "running", "memory", 4096);
 	assert_int_equal(cluster_publish_metrics(b.nodes[2].c, &m, wl), 0);
@@ -476,11 +470,7 @@ static void test_owner_messages_ordered(void **state)
 {
 	struct bus b = {0};
 
-	for (uint32_t id = 1; id <= 3; id++)
-		node_start(&b, id, NULL);
-	bus_confchg(&b);
-	bus_quorum(&b, true);
-	bus_run(&b);
+	bus_form(&b, 1, 3);
 	assert_agree(&b, 3, 3);
 	/* Two hosts claim the same VM at once: the first in the agreed order wins on all. */
 	assert_int_equal(cluster_request_owner(b.nodes[2].c, "vm1", "vm", "h2", NULL, false), 0);
