@@ -7,6 +7,7 @@ import glob
 import json as jsonlib
 import os
 import shutil
+import socket
 import pwd
 import re
 import subprocess
@@ -267,6 +268,24 @@ class Host:
             return jsonlib.loads(cp.stdout)
         except ValueError as e:
             raise MigctlError(self.name, shown + [f"(output is not JSON: {e})"], cp) from None
+
+    def control(self, method, params=None, timeout=10):
+        """One request on the host's control socket, without migctl; returns the parsed reply
+        ({"id": 1, "ok": ...} or {"id": 1, "error": ...})."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.path(CONTROL_SOCKET.lstrip("/")))
+            req = {"id": 1, "method": method}
+            if params is not None:
+                req["params"] = params
+            s.sendall(jsonlib.dumps(req).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return jsonlib.loads(buf)
 
     # -- state --
 

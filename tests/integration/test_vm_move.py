@@ -258,9 +258,18 @@ def move_in_background(h, name, dst, *flags):
     return t, out
 
 
-def wait_progress(h, name, timeout=60):
+def move_status(h, name):
+    return h.control("vm-move-status", {"name": name}).get("ok") or {}
+
+
+def wait_progress(h, name, timeout=90):
+    """Until pre-copy has sent memory: on a slow machine the destination QEMU may take seconds
+    to start, and a fault injected before that tests the start, not the middle of the move."""
     h.wait_for(lambda: (entry(h, name) or {}).get("state") == "migrating", timeout,
                f"{name} to be migrating")
+    h.wait_for(lambda: move_status(h, name).get("phase") == "precopy"
+               and move_status(h, name).get("processed", 0) > 0, timeout,
+               f"{name}'s pre-copy to send memory")
 
 
 def comm(pid):
