@@ -14,6 +14,10 @@
 /* Per-thread compression state (not thread-safe; one per worker). */
 struct transport_sealer;
 int transport_sealer_new(struct transport_sealer **ret);
+/* A sealer for one stream of frames received in order: compressed frames continue one zstd
+ * stream (STREAMED), so repeats across frames compress too. Its frames must reach one opener,
+ * in order, with none left out. */
+int transport_sealer_new_stream(struct transport_sealer **ret);
 struct transport_sealer *transport_sealer_free(struct transport_sealer *s);
 /* Largest wire payload for raw_len bytes (for sizing out buffers). */
 size_t transport_wire_bound(size_t raw_len);

@@ -21,8 +21,13 @@ enum transport_frame_type {
 };
 
 enum {
-	TRANSPORT_FRAME_COMPRESSED = 1 << 0, /* payload is one zstd frame */
+	TRANSPORT_FRAME_COMPRESSED = 1 << 0, /* payload is one zstd frame (but see STREAMED) */
 	TRANSPORT_FRAME_ZERO = 1 << 1,	     /* raw payload is raw_len zero bytes; wire_len is 0 */
+	/* With COMPRESSED: the payload continues the stream's zstd stream, flushed to a block
+	 * boundary; it may refer to the stream's earlier streamed frames. */
+	TRANSPORT_FRAME_STREAMED = 1 << 2,
+	/* With STREAMED: the payload starts a new zstd stream (the receiver resets first). */
+	TRANSPORT_FRAME_STREAM_START = 1 << 3,
 };
 
 /* The decoded header. */

@@ -27,7 +27,9 @@ enum {
 };
 _Static_assert(CHECKED_LEN + 4 == TRANSPORT_FRAME_HEADER_SIZE, "header layout");
 
-#define KNOWN_FLAGS (TRANSPORT_FRAME_COMPRESSED | TRANSPORT_FRAME_ZERO)
+#define KNOWN_FLAGS                                                                     \
+	(TRANSPORT_FRAME_COMPRESSED | TRANSPORT_FRAME_ZERO | TRANSPORT_FRAME_STREAMED | \
+	 TRANSPORT_FRAME_STREAM_START)
 
 static void put_le16(uint8_t *p, uint16_t v)
 {
@@ -127,6 +129,10 @@ int transport_frame_header_decode(const uint8_t in[TRANSPORT_FRAME_HEADER_SIZE],
 		return reject(ret_reason, "unknown frame flags");
 	if ((f.flags & TRANSPORT_FRAME_COMPRESSED) && (f.flags & TRANSPORT_FRAME_ZERO))
 		return reject(ret_reason, "frame both compressed and zero");
+	if ((f.flags & TRANSPORT_FRAME_STREAMED) && !(f.flags & TRANSPORT_FRAME_COMPRESSED))
+		return reject(ret_reason, "streamed frame not compressed");
+	if ((f.flags & TRANSPORT_FRAME_STREAM_START) && !(f.flags & TRANSPORT_FRAME_STREAMED))
+		return reject(ret_reason, "stream start on a frame not streamed");
 
 	/* The protocol's own cap applies whatever the caller allows. */
 	if (f.raw_len > MIN(max_raw, (size_t)TRANSPORT_FRAME_MAX_RAW))

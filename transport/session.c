@@ -131,7 +131,8 @@ int session_new(struct transport_context *ctx, bool is_server, unsigned n_stream
 		st->wire_out = malloc(transport_wire_bound(frame));
 		st->wire_in = malloc(transport_wire_bound(frame));
 		if (!st->sq || !st->rq || !st->wire_out || !st->wire_in ||
-		    transport_sealer_new(&st->sealer) < 0 || transport_opener_new(&st->opener) < 0)
+		    transport_sealer_new_stream(&st->sealer) < 0 ||
+		    transport_opener_new(&st->opener) < 0)
 			goto oom;
 	}
 	*ret = s;

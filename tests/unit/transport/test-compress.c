@@ -400,6 +400,183 @@ static void test_frame_pipeline(void **state)
 	free(raw);
 }
 
+/* ---- stream sealers ---------------------------------------------------------------------- */
+
+#define ST_LEN	 (256 * 1024)
+#define F_STREAM (TRANSPORT_FRAME_COMPRESSED | TRANSPORT_FRAME_STREAMED)
+#define F_START	 (F_STREAM | TRANSPORT_FRAME_STREAM_START)
+
+/* Repeats across frames compress: the second copy of a frame costs almost nothing. */
+static void test_streamed_history(void **state)
+{
+	static const int levels[] = {-3, 1, 3, 19};
+	uint8_t *a = malloc(ST_LEN), *b = malloc(ST_LEN);
+
+	assert_non_null(a);
+	assert_non_null(b);
+	fill_text(a, ST_LEN);
+	fill_text(b, ST_LEN);
+	for (size_t l = 0; l < sizeof(levels) / sizeof(levels[0]); l++) {
+		struct transport_sealer *s, *alone;
+		struct transport_opener *o;
+		struct sealed x[4], y;
+		const uint8_t *raws[4] = {a, b, a, b};
+		/* Four frames within the smallest window these levels use (512 KiB). */
+		size_t len = levels[l] > 6 ? 32768 : 65536;
+
+		assert_int_equal(transport_sealer_new_stream(&s), 0);
+		assert_int_equal(transport_sealer_new(&alone), 0);
+		assert_int_equal(transport_opener_new(&o), 0);
+		for (int i = 0; i < 4; i++) {
+			seal(s, levels[l], raws[i], len, &x[i]);
+			assert_int_equal(x[i].f.flags, i == 0 ? F_START : F_STREAM);
+			assert_int_equal(open_frame(o, &x[i].f, x[i].wire, (void *)raws[i]), 0);
+		}
+		/* The repeats: a tiny fraction of what the same frame costs on its own. */
+		seal(alone, levels[l], a, len, &y);
+		assert_int_equal(y.f.flags, TRANSPORT_FRAME_COMPRESSED);
+		assert_true(x[2].f.wire_len * 20 < y.f.wire_len);
+		assert_true(x[3].f.wire_len * 20 < y.f.wire_len);
+		free(y.wire);
+		for (int i = 0; i < 4; i++)
+			free(x[i].wire);
+		transport_opener_free(o);
+		transport_sealer_free(alone);
+		transport_sealer_free(s);
+	}
+	free(a);
+	free(b);
+}
+
+/* What does not go into the stream, and what restarts it. */
+static void test_streamed_transitions(void **state)
+{
+	struct transport_sealer *s;
+	struct transport_opener *o;
+	uint8_t *t = malloc(ST_LEN), *z = calloc(1, ST_LEN), *r = malloc(ST_LEN);
+	struct {
+		int level;
+		const uint8_t *raw;
+		uint16_t flags;
+	} steps[] = {
+		{1, NULL, F_START},
+		{1, NULL, F_STREAM},
+		{1, z, TRANSPORT_FRAME_ZERO},		/* zeros: not streamed */
+		{0, NULL, 0},				/* off: sent raw, not streamed */
+		{3, NULL, TRANSPORT_FRAME_COMPRESSED},	/* a probe: on its own */
+		{1, NULL, F_STREAM},			/* the stream goes on */
+		{-3, NULL, TRANSPORT_FRAME_COMPRESSED}, /* a switch: first on its own, */
+		{-3, NULL, F_START},			/* then a new stream */
+		{-3, NULL, F_STREAM},
+		{-3, r, 0},	     /* incompressible: raw, and the stream is closed */
+		{-3, NULL, F_START}, /* so the next one starts a new one */
+		{-3, NULL, F_STREAM},
+	};
+
+	assert_non_null(t);
+	assert_non_null(z);
+	assert_non_null(r);
+	fill_text(t, ST_LEN);
+	fill_random(r, ST_LEN);
+	assert_int_equal(transport_sealer_new_stream(&s), 0);
+	assert_int_equal(transport_opener_new(&o), 0);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		const uint8_t *raw = steps[i].raw ? steps[i].raw : t;
+		struct sealed x;
+
+		/* Each text frame differs a little from the last. */
+		t[(i * 7919) % ST_LEN] ^= 0x5a;
+		seal(s, steps[i].level, raw, ST_LEN, &x);
+		if (x.f.flags != steps[i].flags)
+			fail_msg("step %zu: flags %#x, expected %#x", i, x.f.flags, steps[i].flags);
+		assert_int_equal(open_frame(o, &x.f, x.wire, (void *)raw), 0);
+		free(x.wire);
+	}
+	transport_opener_free(o);
+	transport_sealer_free(s);
+	free(t);
+	free(z);
+	free(r);
+}
+
+/* A streamed frame that is corrupt, cut short, or whose predecessor never arrived is refused,
+ * and so is the rest of that stream; the next STREAM_START decodes again. */
+static void test_streamed_damage(void **state)
+{
+	struct transport_sealer *s;
+	struct transport_opener *o;
+	uint8_t *a = malloc(ST_LEN), *b = malloc(ST_LEN);
+	struct sealed x[4];
+
+	assert_non_null(a);
+	assert_non_null(b);
+	fill_text(a, ST_LEN);
+	fill_text(b, ST_LEN);
+
+	/* A lost frame: the third refers to the second, which the opener never saw. */
+	assert_int_equal(transport_sealer_new_stream(&s), 0);
+	assert_int_equal(transport_opener_new(&o), 0);
+	seal(s, 1, a, ST_LEN, &x[0]);
+	seal(s, 1, b, ST_LEN, &x[1]);
+	seal(s, 1, b, ST_LEN, &x[2]);
+	assert_int_equal(open_frame(o, &x[0].f, x[0].wire, a), 0);
+	assert_int_equal(open_frame(o, &x[2].f, x[2].wire, NULL), -EBADMSG);
+	/* Refused from then on, even the frame that was lost. */
+	assert_int_equal(open_frame(o, &x[1].f, x[1].wire, NULL), -EBADMSG);
+	/* Frames on their own still decode; so does a new stream. */
+	free(x[1].wire);
+	free(x[2].wire);
+	seal(s, 3, a, ST_LEN, &x[1]);
+	seal(s, 3, b, ST_LEN, &x[2]);
+	seal(s, 3, a, ST_LEN, &x[3]);
+	assert_int_equal(x[1].f.flags, TRANSPORT_FRAME_COMPRESSED);
+	assert_int_equal(x[2].f.flags, F_START);
+	assert_int_equal(x[3].f.flags, F_STREAM);
+	for (int i = 1; i < 4; i++)
+		assert_int_equal(open_frame(o, &x[i].f, x[i].wire, i == 2 ? b : a), 0);
+	for (int i = 0; i < 4; i++)
+		free(x[i].wire);
+	transport_opener_free(o);
+	transport_sealer_free(s);
+
+	/* A flipped byte, a piece cut short, a piece that holds more than the header says. */
+	for (int kind = 0; kind < 3; kind++) {
+		struct transport_frame f;
+
+		assert_int_equal(transport_sealer_new_stream(&s), 0);
+		assert_int_equal(transport_opener_new(&o), 0);
+		seal(s, 1, a, ST_LEN, &x[0]);
+		seal(s, 1, b, ST_LEN, &x[1]);
+		assert_int_equal(open_frame(o, &x[0].f, x[0].wire, a), 0);
+		f = x[1].f;
+		if (kind == 0)
+			x[1].wire[f.wire_len / 2] ^= 0x10;
+		else if (kind == 1)
+			f.wire_len--;
+		else
+			f.raw_len--;
+		assert_int_equal(open_frame(o, &f, x[1].wire, NULL), -EBADMSG);
+		for (int i = 0; i < 2; i++)
+			free(x[i].wire);
+		transport_opener_free(o);
+		transport_sealer_free(s);
+	}
+
+	/* A streamed frame without a stream started. */
+	assert_int_equal(transport_sealer_new_stream(&s), 0);
+	assert_int_equal(transport_opener_new(&o), 0);
+	seal(s, 1, a, ST_LEN, &x[0]);
+	seal(s, 1, b, ST_LEN, &x[1]);
+	assert_int_equal(x[1].f.flags, F_STREAM);
+	assert_int_equal(open_frame(o, &x[1].f, x[1].wire, NULL), -EBADMSG);
+	for (int i = 0; i < 2; i++)
+		free(x[i].wire);
+	transport_opener_free(o);
+	transport_sealer_free(s);
+	free(a);
+	free(b);
+}
+
 /* ---- page batches ------------------------------------------------------------------------ */
 
 #define PS 4096
@@ -582,6 +759,9 @@ int main(void)
 		cmocka_unit_test(test_seal_errors),
 		cmocka_unit_test(test_corruption),
 		cmocka_unit_test(test_frame_pipeline),
+		cmocka_unit_test(test_streamed_history),
+		cmocka_unit_test(test_streamed_transitions),
+		cmocka_unit_test(test_streamed_damage),
 		cmocka_unit_test(test_pages_round_trip),
 		cmocka_unit_test(test_pages_bound),
 		cmocka_unit_test(test_pages_malformed),
