@@ -3,10 +3,13 @@
  *
  *   compress-bench [--size MiB] [--frame KiB] [--runs N]
  *
- * Two memory images: the private writable memory (heap and anonymous mappings) of a python3
+ * Three memory images: the private writable memory (heap and anonymous mappings) of a python3
  * interpreter that has built a typical object graph (dicts, strings, ints, floats, lists from
- * JSON documents; skipped, and said so, without python3), and a generated mix of JSON-ish
- * text, pointer-like 8-byte values, zero and random pages. One thread: numbers are per core. */
+ * JSON documents; skipped, and said so, without python3), a generated mix of JSON-ish text,
+ * pointer-like 8-byte values, zero and random pages, and the test guest's page mix
+ * (tests/fixtures/guest, mix=1). Each level runs twice: every frame compressed on its own,
+ * and the frames of one stream sealer (one zstd stream across frames, as transport streams
+ * send them). One thread: numbers are per core. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -111,6 +114,45 @@ static void fill_mix(uint8_t *p, size_t len)
 	}
 }
 
+/* The test guest's pages (tests/fixtures/guest/guest.c, mix=1, first generation): a quarter
+ * each random, letters, small counters, and mostly zero. */
+static uint32_t guest_hash(uint32_t page, uint32_t gen, uint32_t i)
+{
+	uint32_t x = page * 2654435761u ^ gen * 40503u ^ i * 2246822519u ^ 0x9e3779b9u;
+
+	x ^= x >> 15;
+	x *= 2654435761u;
+	x ^= x >> 13;
+	return x;
+}
+
+static void fill_guest(uint8_t *p, size_t len)
+{
+	for (size_t off = 0; off + 4096 <= len; off += 4096) {
+		uint32_t page = (uint32_t)(off / 4096), w[1024];
+
+		w[0] = 1;
+		for (uint32_t i = 1; i < 1024; i++) {
+			uint32_t x = guest_hash(page, 1, i);
+
+			switch (page & 3) {
+			case 0:
+				w[i] = x;
+				break;
+			case 1:
+				w[i] = 0x61616161u + (x & 0x0f0f0f0fu);
+				break;
+			case 2:
+				w[i] = (page * 1024u + i + 1) & 0xffffu;
+				break;
+			default:
+				w[i] = i % 64 == 0 ? x : 0;
+			}
+		}
+		memcpy(p + off, w, sizeof(w));
+	}
+}
+
 static const char PY_SCRIPT[] =
 	"import json, random, sys\n"
 	"random.seed(1)\n"
@@ -195,7 +237,7 @@ struct result {
 	double seal_mbs, open_mbs, ratio;
 };
 
-static int bench_level(int level, const uint8_t *src, size_t len, struct result *ret)
+static int bench_level(int level, bool streamed, const uint8_t *src, size_t len, struct result *ret)
 {
 	_cleanup_free_ uint8_t *wire = NULL, *back = NULL;
 	struct transport_sealer *s = NULL;
@@ -210,15 +252,26 @@ static int bench_level(int level, const uint8_t *src, size_t len, struct result 
 	back = malloc(opt_frame);
 	frames = calloc(n_frames, sizeof(*frames));
 	offsets = calloc(n_frames, sizeof(*offsets));
-	if (!wire || !back || !frames || !offsets || transport_sealer_new(&s) < 0 ||
-	    transport_opener_new(&o) < 0) {
+	if (!wire || !back || !frames || !offsets) {
 		r = -ENOMEM;
 		goto out;
 	}
 
 	for (unsigned run = 0; run < opt_runs; run++) {
-		double t0 = now_s();
+		double t0;
 		size_t w = 0;
+
+		/* Fresh each run: a stream must not see the same data twice. */
+		transport_sealer_free(s);
+		transport_opener_free(o);
+		s = NULL;
+		o = NULL;
+		if ((streamed ? transport_sealer_new_stream(&s) : transport_sealer_new(&s)) < 0 ||
+		    transport_opener_new(&o) < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+		t0 = now_s();
 
 		for (size_t i = 0; i < n_frames; i++) {
 			size_t l = MIN(opt_frame, len - i * opt_frame);
@@ -283,7 +336,8 @@ int main(int argc, char *argv[])
 		{"runs", required_argument, NULL, 'r'},
 		{},
 	};
-	_cleanup_free_ uint8_t *zeros = NULL, *rnd = NULL, *image = NULL, *mix = NULL;
+	_cleanup_free_ uint8_t *zeros = NULL, *rnd = NULL, *image = NULL, *mix = NULL,
+			       *guest = NULL;
 	size_t image_len;
 	int c;
 
@@ -312,12 +366,14 @@ int main(int argc, char *argv[])
 	rnd = malloc(opt_size);
 	image = malloc(opt_size);
 	mix = malloc(opt_size);
-	if (!zeros || !rnd || !image || !mix) {
+	guest = malloc(opt_size);
+	if (!zeros || !rnd || !image || !mix || !guest) {
 		fprintf(stderr, "compress-bench: out of memory\n");
 		return 1;
 	}
 	fill_random(rnd, opt_size);
 	fill_mix(mix, opt_size);
+	fill_guest(guest, opt_size);
 	image_len = read_python_image(image, opt_size);
 	if (image_len < opt_size / 4) {
 		printf("python3 heap: not available (no python3?), skipped\n");
@@ -331,36 +387,45 @@ int main(int argc, char *argv[])
 		const uint8_t *data;
 		size_t len;
 	} sources[] = {
-		{"zeros", zeros, opt_size},
-		{"random", rnd, opt_size},
-		{"python3 heap", image, image_len},
-		{"generated mix", mix, opt_size},
+		{"zeros", zeros, opt_size},	     {"random", rnd, opt_size},
+		{"python3 heap", image, image_len},  {"generated mix", mix, opt_size},
+		{"test guest mix", guest, opt_size},
 	};
 
 	printf("zstd stage, one thread, %zu KiB frames, medians of %u runs\n", opt_frame >> 10,
 	       opt_runs);
 	printf("memcpy baseline: %.0f MB/s\n\n", bench_memcpy(rnd, opt_size));
-	printf("| %-30s | %5s | %12s | %12s | %7s |\n", "source (MiB)", "level", "seal MB/s",
-	       "open MB/s", "ratio");
-	printf("|--------------------------------|-------|--------------|--------------|---------|"
-	       "\n");
+	printf("%-30s   %5s   %-30s   %-30s\n", "", "", "   each frame on its own",
+	       "   one zstd stream per stream");
+	printf("| %-30s | %5s | %8s | %8s | %6s | %8s | %8s | %6s |\n", "source (MiB)", "level",
+	       "seal MB/s", "open MB/s", "ratio", "seal MB/s", "open MB/s", "ratio");
+	printf("|--------------------------------|-------|----------|----------|--------|"
+	       "----------|----------|--------|\n");
 	/* A discarded pass first: the CPU clocks up and the buffers are faulted in. */
 	for (size_t i = 0; i < sizeof(sources) / sizeof(sources[0]); i++) {
 		struct result res;
 		if (sources[i].len > 0)
-			(void)bench_level(1, sources[i].data, sources[i].len, &res);
+			(void)bench_level(1, false, sources[i].data, sources[i].len, &res);
 	}
 	for (size_t i = 0; i < sizeof(sources) / sizeof(sources[0]); i++)
 		for (size_t l = 0; sources[i].len > 0 && l < sizeof(levels) / sizeof(levels[0]);
 		     l++) {
-			struct result res = {0};
-			char name[64], lv[8];
-			int r = bench_level(levels[l], sources[i].data, sources[i].len, &res);
+			struct result res[2] = {};
+			char name[64], lv[8], ratio[2][16];
 
-			if (r < 0) {
-				fprintf(stderr, "compress-bench: %s level %d: %s\n",
-					sources[i].name, levels[l], strerror(-r));
-				return 1;
+			for (int m = 0; m < 2; m++) {
+				int r = bench_level(levels[l], m == 1, sources[i].data,
+						    sources[i].len, &res[m]);
+
+				if (r < 0) {
+					fprintf(stderr, "compress-bench: %s level %d: %s\n",
+						sources[i].name, levels[l], strerror(-r));
+					return 1;
+				}
+				if (res[m].ratio > 0)
+					snprintf(ratio[m], sizeof(ratio[m]), "%.2f", res[m].ratio);
+				else
+					snprintf(ratio[m], sizeof(ratio[m]), "all 0");
 			}
 			snprintf(name, sizeof(name), "%s (%zu)", sources[i].name,
 				 sources[i].len >> 20);
@@ -368,12 +433,9 @@ int main(int argc, char *argv[])
 				snprintf(lv, sizeof(lv), "off");
 			else
 				snprintf(lv, sizeof(lv), "%d", levels[l]);
-			if (res.ratio > 0)
-				printf("| %-30s | %5s | %12.0f | %12.0f | %7.2f |\n", name, lv,
-				       res.seal_mbs, res.open_mbs, res.ratio);
-			else
-				printf("| %-30s | %5s | %12.0f | %12.0f | %7s |\n", name, lv,
-				       res.seal_mbs, res.open_mbs, "all 0");
+			printf("| %-30s | %5s | %8.0f | %8.0f | %6s | %8.0f | %8.0f | %6s |\n",
+			       name, lv, res[0].seal_mbs, res[0].open_mbs, ratio[0],
+			       res[1].seal_mbs, res[1].open_mbs, ratio[1]);
 		}
 	return 0;
 }
