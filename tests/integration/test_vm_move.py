@@ -351,6 +351,61 @@ def test_link_cut(hosts):
         remove_vm(hosts, "lc")
 
 
+def sigkill_migrd(h):
+    p = h.procs["migrd"]
+    p.kill()
+    p.wait(10)
+    assert h.stop_migrd() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("victim", ["h1", "h2"])
+def test_migrd_killed_mid_move(hosts, victim):
+    """A migrd SIGKILLed in the middle of a carried move (the source's, then the
+    destination's): libvirt's connections through it close, the migration fails and the VM
+    runs on at h1, undamaged; the migrd comes back with the VM in its care, the cluster state
+    still names h1, and the next move succeeds."""
+    h1, h2 = hosts
+    v = h1 if victim == "h1" else h2
+    start_vm(h1, "mk", mem_mib=128, fill=64, rate=20)
+    try:
+        t, out = move_in_background(h1, "mk", "h2", "--bandwidth", "4")
+        wait_progress(h1, "mk")
+        time.sleep(2)
+        sigkill_migrd(v)
+        t.join(240)
+        cp = out["cp"]
+        print(cp.stderr)
+        assert cp.returncode != 0, cp
+        if v is h2:
+            assert "still runs on h1" in cp.stderr, cp.stderr
+        else:
+            assert "migrd" in cp.stderr, cp.stderr
+        # libvirt gave up on both sides: the guest runs where it was, h2's incoming copy went.
+        h1.wait_for(lambda: domstate(h1, "mk") == "running", 60, "mk to run on h1")
+        h2.wait_for(lambda: domstate(h2, "mk") != "running", 60, "mk's copy on h2 to go")
+        v.start_migrd()
+        h1.wait_for(lambda: (entry(h1, "mk") or {}).get("state") == "running", 30,
+                    "h1 to list mk as running")
+        assert entry(h1, "mk")["host"] == "h1"
+        for h in hosts:
+            h.wait_for(lambda: h.migctl("status")["owners"].get("mk") == "h1", 30,
+                       f"{h.name}'s cluster state to name h1 as mk's owner")
+        n = len(ticks(h1, "mk"))
+        h1.wait_for(lambda: len(ticks(h1, "mk")) > n, 30, "mk to go on ticking on h1")
+        assert all(t[3] == 0 for t in ticks(h1, "mk"))
+        # Nothing was left behind that stops the next move.
+        try:
+            move(h1, h2, "mk")
+        except AssertionError:
+            skip_if_qemu_damaged(hosts, "mk")
+            raise
+    finally:
+        for h in hosts:
+            if "migrd" not in h.procs:
+                h.start_migrd()
+        remove_vm(hosts, "mk")
+
+
 def test_not_converging_aborts_cleanly(hosts):
     """20 MiB/s of dirtying over a 2 MiB/s migration: no post-copy allowed, so the downtime
     limit rises in steps and the move is aborted with the VM running on the source."""
