@@ -84,7 +84,14 @@ static void test_round_trip(void **state)
 			transport_frame_header_encode(&in[i], h);
 			assert_int_equal(decode(h, &in[i], &out, &reason), 0);
 			assert_null(reason);
-			assert_memory_equal(&out, &in[i], sizeof(out));
+			/* Field by field: the structs' padding is unspecified. */
+			assert_int_equal(out.type, in[i].type);
+			assert_int_equal(out.flags, in[i].flags);
+			assert_int_equal(out.stream, in[i].stream);
+			assert_int_equal(out.seq, in[i].seq);
+			assert_int_equal(out.raw_len, in[i].raw_len);
+			assert_int_equal(out.wire_len, in[i].wire_len);
+			assert_int_equal(out.checksum, in[i].checksum);
 		}
 	}
 }
