@@ -53,6 +53,17 @@ class ClusterError(Exception):
     pass
 
 
+def read_line(s):
+    """Bytes from a stream socket up to and including a newline (or up to EOF)."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
 class WaitTimeout(ClusterError, TimeoutError):
     pass
 
@@ -279,13 +290,7 @@ class Host:
             if params is not None:
                 req["params"] = params
             s.sendall(jsonlib.dumps(req).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return jsonlib.loads(buf)
+            return jsonlib.loads(read_line(s))
 
     # -- state --
 

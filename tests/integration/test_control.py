@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from migrd_host import read_line
+
 
 @pytest.fixture
 def host(make_cluster):
@@ -31,16 +33,6 @@ def connect(h):
     s.settimeout(10)
     s.connect(sock_path(h))
     return s
-
-
-def read_line(s):
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
 
 
 def call(s, line):
