@@ -181,19 +181,24 @@ static int wait_control(struct transport_session *s, usec_t timeout, const char 
 }
 
 /* After a failed migration: tell the destination to give up and ask what it saw (its libvirtd
- * gone, a local socket refused), so the error says which side failed. */
+ * gone, a local socket refused), so the error says which side failed. When the session itself
+ * broke (the destination's migrd gone, the link cut), that is the diagnosis. */
 static char *diagnose(struct move *mv, const char *why)
 {
 	_cleanup_json_ json_t *ab = json_pack("{s:s,s:s}", "type", "cancel", "message", strna(why)),
 			      *reply = NULL;
-	const char *diag = NULL;
+	const char *diag = NULL, *broke = NULL;
 
-	if (!ab || transport_session_error(mv->s, NULL) < 0 ||
-	    transport_session_send_control(mv->s, ab) < 0 ||
-	    wait_control(mv->s, 5 * USEC_PER_SEC, "cancelled", &reply) != 0 ||
-	    json_get_string(reply, "diagnosis", &diag) < 0 || !diag)
-		return NULL;
-	return strdup_printf("%s says: %s", mv->peer, diag);
+	if (ab && transport_session_error(mv->s, NULL) == 0 &&
+	    transport_session_send_control(mv->s, ab) >= 0 &&
+	    wait_control(mv->s, 5 * USEC_PER_SEC, "cancelled", &reply) == 0 &&
+	    json_get_string(reply, "diagnosis", &diag) >= 0 && diag)
+		return strdup_printf("%s says: %s", mv->peer, diag);
+	/* An abort for the session's failure says so already. */
+	if (!mv->abort_reason && transport_session_error(mv->s, &broke) < 0)
+		return strdup_printf("the session with %s failed: %s", mv->peer,
+				     broke ?: "no reason given");
+	return NULL;
 }
 
 static int move_run(void *arg, json_t **ret_result, const char **ret_code, char **ret_message)

@@ -378,6 +378,8 @@ def test_migrd_killed_mid_move(hosts, victim):
         assert cp.returncode != 0, cp
         if v is h2:
             assert "still runs on h1" in cp.stderr, cp.stderr
+            # Which side failed: the session with h2 broke.
+            assert "session with h2 failed" in cp.stderr, cp.stderr
         else:
             assert "migrd" in cp.stderr, cp.stderr
         # libvirt gave up on both sides: the guest runs where it was, h2's incoming copy went.
