@@ -363,13 +363,15 @@ def test_migrd_killed_mid_move(hosts, victim):
     """A migrd SIGKILLed in the middle of a carried move (the source's, then the
     destination's): libvirt's connections through it close, the migration fails and the VM
     runs on at h1, undamaged; the migrd comes back with the VM in its care, the cluster state
-    still names h1, and the next move succeeds."""
+    still names h1, and the next move succeeds. The guest only ticks (no rewrites): what is
+    tested is the kill, and QEMU 7.2's TCG can damage a writing guest on its own."""
     h1, h2 = hosts
     v = h1 if victim == "h1" else h2
-    start_vm(h1, "mk", mem_mib=128, fill=64, rate=20)
+    name = f"mk{victim}"  # each case its own guest and console log
+    start_vm(h1, name, mem_mib=128, fill=64, rate=0)
     try:
-        t, out = move_in_background(h1, "mk", "h2", "--bandwidth", "4")
-        wait_progress(h1, "mk")
+        t, out = move_in_background(h1, name, "h2", "--bandwidth", "4")
+        wait_progress(h1, name)
         time.sleep(2)
         sigkill_migrd(v)
         t.join(240)
@@ -378,34 +380,32 @@ def test_migrd_killed_mid_move(hosts, victim):
         assert cp.returncode != 0, cp
         if v is h2:
             assert "still runs on h1" in cp.stderr, cp.stderr
-            # Which side failed: the session with h2 broke.
-            assert "session with h2 failed" in cp.stderr, cp.stderr
+            # Which side failed: the session with h2 broke (seen by libvirt first, or by
+            # migrd's own check first).
+            assert ("session with h2 failed" in cp.stderr
+                    or "link to h2 failed" in cp.stderr), cp.stderr
         else:
             assert "migrd" in cp.stderr, cp.stderr
         # libvirt gave up on both sides: the guest runs where it was, h2's incoming copy went.
-        h1.wait_for(lambda: domstate(h1, "mk") == "running", 60, "mk to run on h1")
-        h2.wait_for(lambda: domstate(h2, "mk") != "running", 60, "mk's copy on h2 to go")
+        h1.wait_for(lambda: domstate(h1, name) == "running", 60, f"{name} to run on h1")
+        h2.wait_for(lambda: domstate(h2, name) != "running", 60, f"{name}'s copy on h2 to go")
         v.start_migrd()
-        h1.wait_for(lambda: (entry(h1, "mk") or {}).get("state") == "running", 30,
-                    "h1 to list mk as running")
-        assert entry(h1, "mk")["host"] == "h1"
+        h1.wait_for(lambda: (entry(h1, name) or {}).get("state") == "running", 30,
+                    f"h1 to list {name} as running")
+        assert entry(h1, name)["host"] == "h1"
         for h in hosts:
-            h.wait_for(lambda: h.migctl("status")["owners"].get("mk") == "h1", 30,
-                       f"{h.name}'s cluster state to name h1 as mk's owner")
-        n = len(ticks(h1, "mk"))
-        h1.wait_for(lambda: len(ticks(h1, "mk")) > n, 30, "mk to go on ticking on h1")
-        assert all(t[3] == 0 for t in ticks(h1, "mk"))
+            h.wait_for(lambda: h.migctl("status")["owners"].get(name) == "h1", 30,
+                       f"{h.name}'s cluster state to name h1 as {name}'s owner")
+        n = len(ticks(h1, name))
+        h1.wait_for(lambda: len(ticks(h1, name)) > n, 30, f"{name} to go on ticking on h1")
+        assert all(t[3] == 0 for t in ticks(h1, name))
         # Nothing was left behind that stops the next move.
-        try:
-            move(h1, h2, "mk")
-        except AssertionError:
-            skip_if_qemu_damaged(hosts, "mk")
-            raise
+        move(h1, h2, name)
     finally:
         for h in hosts:
             if "migrd" not in h.procs:
                 h.start_migrd()
-        remove_vm(hosts, "mk")
+        remove_vm(hosts, name)
 
 
 def test_not_converging_aborts_cleanly(hosts):
