@@ -4,7 +4,7 @@
  * A stream sealer (one per transport stream, whose frames arrive in order) keeps one zstd
  * stream open across frames: each frame's payload is the input flushed to a block boundary, so
  * it decodes at once, and later frames may refer to everything sent before them (the window:
- * 2-8 MiB at the levels used). Memory images repeat across frames far more than within one:
+ * 0.5-8 MiB at the levels used). Memory images repeat across frames far more than within one:
  * level 3 on a mixed guest image, 2.2x streamed vs 1.6x per 256 KiB frame.
  *
  * The stream restarts (STREAM_START) when the level changes, after a frame whose compressed
