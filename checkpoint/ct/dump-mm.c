@@ -18,7 +18,7 @@
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
 
-#define MEM_WINDOW (16U << 20) /* read this much, then hand it to the image writer */
+#define MEM_WINDOW (4U << 20) /* read this much, then hand it to the image writer (cache-warm) */
 
 /* PAGEMAP_SCAN (Linux 6.7), not in Debian 12's headers. */
 #define PM_PAGE_IS_FILE	   (1 << 2)

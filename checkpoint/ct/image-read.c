@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,12 +154,89 @@ static int read_meta(int dir_fd, const char *name, enum ct_image_file_kind kind,
 
 /* ---- pages files ---------------------------------------------------------------------------- */
 
+/* A share of the chunks of one pages file: [first, end). */
+struct verify_part {
+	int fd;
+	const struct ct_image_pages *p;
+	size_t first, end;
+	size_t bad; /* the first chunk that failed, or SIZE_MAX */
+	int r;	    /* 0, a read error, -EBADMSG or -ENOMEM */
+};
+
+static void *verify_part_run(void *arg)
+{
+	struct verify_part *v = arg;
+	_cleanup_free_ uint8_t *buf = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+
+	v->bad = SIZE_MAX;
+	v->r = buf ? 0 : -ENOMEM;
+	for (size_t i = v->first; buf && i < v->end; i++) {
+		const struct ct_image_chunk *c = &v->p->chunks[i];
+		int r = pread_all(v->fd, buf, c->size, CT_IMAGE_HEADER_SIZE + c->offset);
+
+		if (r >= 0 && (XXH3_64bits(buf, c->size) != c->xxh3 ||
+			       (!(c->flags & CT_IMAGE_CHUNK_RAW) &&
+				ZSTD_getFrameContentSize(buf, c->size) !=
+					(unsigned long long)c->n_pages * CT_IMAGE_PAGE_SIZE)))
+			r = -EBADMSG;
+		if (r < 0) {
+			v->bad = i;
+			v->r = r;
+			break;
+		}
+	}
+	return NULL;
+}
+
+#define VERIFY_THREADS_MAX	 4
+#define VERIFY_CHUNKS_PER_THREAD 16 /* a thread for less than 16 MiB costs more than it saves */
+
+/* The chunks are read and hashed on up to one thread per CPU (at most 4): this is all of a
+ * restore's reading before the first task exists. A failure names the lowest chunk found. */
+static int verify_chunks(int fd, const struct ct_image_pages *p, const char *name, char *err)
+{
+	struct verify_part parts[VERIFY_THREADS_MAX];
+	pthread_t th[VERIFY_THREADS_MAX];
+	bool started[VERIFY_THREADS_MAX] = {};
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = (size_t)CLAMP(cpus, 1, VERIFY_THREADS_MAX), bad = SIZE_MAX;
+	int r = 0;
+
+	n = CLAMP(p->n_chunks / VERIFY_CHUNKS_PER_THREAD, (size_t)1, n);
+	for (size_t i = 0; i < n; i++)
+		parts[i] = (struct verify_part){.fd = fd,
+						.p = p,
+						.first = p->n_chunks * i / n,
+						.end = p->n_chunks * (i + 1) / n};
+	for (size_t i = 1; i < n; i++)
+		started[i] = pthread_create(&th[i], NULL, verify_part_run, &parts[i]) == 0;
+	verify_part_run(&parts[0]);
+	for (size_t i = 1; i < n; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+		else
+			verify_part_run(&parts[i]);
+	for (size_t i = 0; i < n; i++)
+		if (parts[i].r < 0 && parts[i].bad < bad) {
+			bad = parts[i].bad;
+			r = parts[i].r;
+		}
+	if (r == -EBADMSG)
+		return image_error(err, r, "%s: checksum mismatch at chunk %zu", name, bad);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return image_error(err, r, "%s: cannot read chunk %zu: %s", name, bad,
+				   strerror(-r));
+	return 0;
+}
+
 static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 			struct ct_image_pages *ret)
 {
 	_cleanup_(ct_image_pages_done) struct ct_image_pages p = {};
 	_cleanup_close_ int fd = -EBADF;
-	_cleanup_free_ uint8_t *buf = NULL, *idx = NULL;
+	_cleanup_free_ uint8_t *idx = NULL;
 	XXH3_state_t *xxh = NULL;
 	uint8_t footer[CT_IMAGE_PAGES_FOOTER_SIZE];
 	char msg[CT_IMAGE_ERROR_MAX];
@@ -200,31 +278,13 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 
 	/* Every chunk against the index, the index against the header: a flipped byte is
 	 * named by chunk when it is in one. */
-	buf = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	r = verify_chunks(fd, &p, name, err);
+	if (r < 0)
+		return r;
 	xxh = XXH3_createState();
-	if (!buf || !xxh) {
-		XXH3_freeState(xxh);
+	if (!xxh)
 		return -ENOMEM;
-	}
 	XXH3_64bits_reset(xxh);
-	for (size_t i = 0; i < p.n_chunks; i++) {
-		const struct ct_image_chunk *c = &p.chunks[i];
-
-		r = pread_all(fd, buf, c->size, CT_IMAGE_HEADER_SIZE + c->offset);
-		if (r < 0) {
-			XXH3_freeState(xxh);
-			return image_error(err, r, "%s: cannot read chunk %zu: %s", name, i,
-					   strerror(-r));
-		}
-		if (XXH3_64bits(buf, c->size) != c->xxh3 ||
-		    (!(c->flags & CT_IMAGE_CHUNK_RAW) &&
-		     ZSTD_getFrameContentSize(buf, c->size) !=
-			     (unsigned long long)c->n_pages * CT_IMAGE_PAGE_SIZE)) {
-			XXH3_freeState(xxh);
-			return image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",
-					   name, i);
-		}
-	}
 	XXH3_64bits_update(xxh, idx, idx_len);
 	XXH3_64bits_update(xxh, footer, sizeof(footer));
 	if (XXH3_64bits_digest(xxh) != h.payload_xxh3) {

@@ -6,11 +6,13 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <linux/prctl.h>
+#include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -272,11 +274,143 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 	return r;
 }
 
+/* Anonymous private memory is filled with UFFDIO_COPY: the kernel allocates each page and
+ * copies the image's bytes into it, where a write through /proc/PID/mem first clears the new
+ * page, then copies one page at a time through a bounce buffer (UFFDIO_COPY is 1.7-2x as
+ * fast here). The userfaultfd is the task's own (made by an injected syscall, taken with
+ * pidfd_getfd, its number in the task closed at once); every VMA registered is unregistered
+ * before anything else happens to the task. Pages nobody registered (file mappings, or a
+ * kernel without userfaultfd) go through /proc/PID/mem. */
+struct uffd_fill {
+	int fd;
+	const struct ct_image_mm *mm;
+	bool *registered; /* per VMA of mm */
+};
+
+static bool anon_private(const struct ct_image_vma *v)
+{
+	return v->kind == CT_IMAGE_VMA_ANON_PRIVATE || v->kind == CT_IMAGE_VMA_HEAP ||
+	       v->kind == CT_IMAGE_VMA_STACK;
+}
+
+static void uffd_done(struct uffd_fill *u)
+{
+	if (u->fd >= 0 && u->registered)
+		for (size_t i = 0; i < u->mm->n_vmas; i++) {
+			const struct ct_image_vma *v = &u->mm->vmas[i];
+			struct uffdio_range range = {.start = v->start, .len = v->end - v->start};
+
+			if (u->registered[i] && ioctl(u->fd, UFFDIO_UNREGISTER, &range) < 0)
+				log_debug_errno(errno, "UFFDIO_UNREGISTER %#" PRIx64 ": %m",
+						v->start);
+		}
+	u->fd = safe_close(u->fd);
+	free(u->registered);
+	u->registered = NULL;
+}
+
+/* Best effort: without it every page goes through /proc/PID/mem. */
+static void uffd_setup(struct restorer *R, struct rproc *p, struct uffd_fill *u)
+{
+	struct uffdio_api api = {.api = UFFD_API};
+	_cleanup_close_ int pidfd = -EBADF;
+	long tfd = -1;
+	size_t n = 0;
+
+	*u = (struct uffd_fill){.fd = -EBADF, .mm = &p->img->mm};
+	for (size_t i = 0; i < u->mm->n_vmas; i++)
+		n += anon_private(&u->mm->vmas[i]);
+	if (n == 0)
+		return;
+	if (restore_call(R, p, p->hpid, "userfaultfd", SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0,
+			 0, 0, 0, 0, &tfd) < 0) {
+		log_debug("pid %u: no userfaultfd (%s); memory goes through /proc/PID/mem",
+			  p->img->task.pid, R->err);
+		R->err[0] = 0;
+		return;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, p->hpid, 0);
+	if (pidfd >= 0)
+		u->fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)tfd, 0);
+	if (u->fd < 0)
+		log_debug_errno(errno, "pid %u: pidfd_getfd of its userfaultfd: %m",
+				p->img->task.pid);
+	(void)restore_call(R, p, p->hpid, "close", SYS_close, tfd, 0, 0, 0, 0, 0, NULL);
+	R->err[0] = 0;
+	if (u->fd < 0)
+		return;
+	if (ioctl(u->fd, UFFDIO_API, &api) < 0) {
+		log_debug_errno(errno, "UFFDIO_API: %m");
+		u->fd = safe_close(u->fd);
+		return;
+	}
+	u->registered = calloc(u->mm->n_vmas, sizeof(bool));
+	if (!u->registered) {
+		u->fd = safe_close(u->fd);
+		return;
+	}
+	for (size_t i = 0; i < u->mm->n_vmas; i++) {
+		const struct ct_image_vma *v = &u->mm->vmas[i];
+		struct uffdio_register reg = {
+			.range = {.start = v->start, .len = v->end - v->start},
+			.mode = UFFDIO_REGISTER_MODE_MISSING};
+
+		if (!anon_private(v))
+			continue;
+		if (ioctl(u->fd, UFFDIO_REGISTER, &reg) == 0)
+			u->registered[i] = true;
+		else
+			log_debug_errno(errno,
+					"pid %u: UFFDIO_REGISTER %#" PRIx64 "-%#" PRIx64 ": %m",
+					p->img->task.pid, v->start, v->end);
+	}
+}
+
+/* The index of the VMA holding addr, or SIZE_MAX (VMAs are sorted and do not overlap). */
+static size_t vma_at(const struct ct_image_mm *mm, uint64_t addr)
+{
+	size_t lo = 0, hi = mm->n_vmas;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (mm->vmas[mid].end <= addr)
+			lo = mid + 1;
+		else if (mm->vmas[mid].start > addr)
+			hi = mid;
+		else
+			return mid;
+	}
+	return SIZE_MAX;
+}
+
+/* UFFDIO_COPY of [addr, addr + len); the bytes it could not place are left to the caller. */
+static size_t uffd_copy(int fd, uint64_t addr, const uint8_t *src, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		struct uffdio_copy c = {
+			.dst = addr + done, .src = (uintptr_t)(src + done), .len = len - done};
+
+		if (ioctl(fd, UFFDIO_COPY, &c) == 0) {
+			done += len - done;
+			break;
+		}
+		if (c.copy > 0)
+			done += (size_t)c.copy;
+		else if (errno != EAGAIN)
+			break; /* EEXIST (a page is already there) or a kernel refusal */
+	}
+	return done;
+}
+
 struct fill {
 	struct ct_mem *mem;
+	const struct uffd_fill *uffd;
 	struct ct_image *img;
 	struct ct_image_pages part; /* a slice of the runs, sharing the rest */
-	uint64_t pages;
+	uint64_t pages, copied;	    /* copied: by UFFDIO_COPY */
 	int r;
 	char err[CT_IMAGE_ERROR_MAX];
 };
@@ -284,11 +418,33 @@ struct fill {
 static int fill_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
 {
 	struct fill *f = userdata;
+	const uint8_t *src = data;
+	uint64_t end = addr + n_pages * CT_PAGE_SIZE;
 
 	if (!data)
 		return 0; /* fresh mappings read as zero already */
 	f->pages += n_pages;
-	return ct_mem_write(f->mem, addr, data, n_pages * CT_PAGE_SIZE);
+	while (addr < end) {
+		size_t i = f->uffd->fd >= 0 ? vma_at(f->uffd->mm, addr) : SIZE_MAX;
+		uint64_t stop = end;
+		size_t done = 0;
+		int r;
+
+		if (i != SIZE_MAX) {
+			stop = MIN(end, f->uffd->mm->vmas[i].end);
+			if (f->uffd->registered[i])
+				done = uffd_copy(f->uffd->fd, addr, src, stop - addr);
+			f->copied += done / CT_PAGE_SIZE;
+		}
+		if (done < stop - addr) {
+			r = ct_mem_write(f->mem, addr + done, src + done, stop - addr - done);
+			if (r < 0)
+				return r;
+		}
+		src += stop - addr;
+		addr = stop;
+	}
+	return 0;
 }
 
 static void *fill_thread(void *arg)
@@ -309,8 +465,8 @@ static unsigned writer_threads(const struct restorer *R)
 	return (unsigned)CLAMP(n, 1, 4);
 }
 
-/* Page contents through /proc/PID/mem, the runs split over threads by data pages (each
- * thread reads and verifies its own chunks). */
+/* Page contents, the runs split over threads by data pages (each thread reads and verifies
+ * its own chunks). */
 static int fill_memory(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_pages *pg = p->img->pages;
@@ -318,8 +474,9 @@ static int fill_memory(struct restorer *R, struct rproc *p)
 	struct fill parts[8];
 	pthread_t th[8];
 	bool started[8] = {};
+	struct uffd_fill uffd;
 	struct ct_mem mem;
-	uint64_t per, acc = 0;
+	uint64_t per, acc = 0, copied = 0;
 	size_t first = 0;
 	int r;
 
@@ -329,6 +486,7 @@ static int fill_memory(struct restorer *R, struct rproc *p)
 	r = ct_mem_open(p->hpid, &mem);
 	if (r < 0)
 		return restore_fail(R, r, "pid %u: cannot open its memory", p->img->task.pid);
+	uffd_setup(R, p, &uffd);
 	per = pg->n_data_pages / n + 1;
 	for (unsigned i = 0; i < n; i++) {
 		size_t last = first;
@@ -345,7 +503,7 @@ static int fill_memory(struct restorer *R, struct rproc *p)
 		}
 		if (i == n - 1)
 			last = pg->n_runs;
-		parts[i] = (struct fill){.mem = &mem, .img = R->img, .part = *pg};
+		parts[i] = (struct fill){.mem = &mem, .uffd = &uffd, .img = R->img, .part = *pg};
 		parts[i].part.runs = pg->runs + first;
 		parts[i].part.n_runs = last - first;
 		first = last;
@@ -358,14 +516,18 @@ static int fill_memory(struct restorer *R, struct rproc *p)
 			pthread_join(th[i], NULL);
 		else
 			fill_thread(&parts[i]);
+	uffd_done(&uffd);
 	ct_mem_close(&mem);
 	for (unsigned i = 0; i < n; i++) {
 		R->stats->pages += parts[i].pages;
+		copied += parts[i].copied;
 		if (parts[i].r < 0)
 			return restore_fail(R, parts[i].r, "pid %u: filling its memory failed: %s",
 					    p->img->task.pid,
 					    parts[i].err[0] ? parts[i].err : strerror(-parts[i].r));
 	}
+	log_debug("pid %u: %" PRIu64 " pages by UFFDIO_COPY, %" PRIu64 " through /proc/PID/mem",
+		  p->img->task.pid, copied, pg->n_data_pages - copied);
 	return 0;
 }
 

@@ -483,6 +483,37 @@ static void test_round_trip(void **state)
 	/* Every 7th page is zero and not stored. */
 	assert_true(stored < total * 6 / 7 + 8 && stored > total * 6 / 7 - 8);
 
+	/* Chunks are verified on threads (42 chunks here: two, one per CPU, on two CPUs): a
+	 * flipped byte in the second half is found, and of two bad chunks the first is named. */
+	{
+		const struct ct_image_pages *pg = img->procs[0].pages;
+		_cleanup_close_ int fd = open(path_in("pages-1.img"), O_RDWR | O_CLOEXEC);
+		const size_t bad_chunks[2] = {30, 12};
+		off_t at[2];
+		uint8_t b;
+
+		assert_true(fd >= 0);
+		assert_true(pg->n_chunks >= 32);
+		for (size_t k = 0; k < 2; k++) {
+			const struct ct_image_chunk *c = &pg->chunks[bad_chunks[k]];
+			_cleanup_(ct_image_freep) struct ct_image *bad = NULL;
+
+			at[k] = (off_t)(CT_IMAGE_HEADER_SIZE + c->offset + c->size / 3);
+			assert_int_equal(pread(fd, &b, 1, at[k]), 1);
+			b ^= 0x01;
+			assert_int_equal(pwrite(fd, &b, 1, at[k]), 1);
+			assert_int_equal(ct_image_open(img_dir, err, &bad), -EBADMSG);
+			assert_string_equal(err,
+					    k == 0 ? "pages-1.img: checksum mismatch at chunk 30"
+						   : "pages-1.img: checksum mismatch at chunk 12");
+		}
+		for (size_t k = 0; k < 2; k++) {
+			assert_int_equal(pread(fd, &b, 1, at[k]), 1);
+			b ^= 0x01;
+			assert_int_equal(pwrite(fd, &b, 1, at[k]), 1);
+		}
+	}
+
 	/* A flipped byte in chunk 12 is named. */
 	{
 		const struct ct_image_chunk *c = &img->procs[0].pages->chunks[12];
