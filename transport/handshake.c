@@ -163,9 +163,15 @@ static int make_adapt(struct transport_session *s, bool compress_auto, int level
 
 /* ---- client -------------------------------------------------------------------------- */
 
+static void set_sndbuf(int fd, int sndbuf)
+{
+	if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+		log_debug_errno(errno, "transport: SO_SNDBUF %d: %m", sndbuf);
+}
+
 static int connect_tls(struct transport_context *ctx, const char *peer_name,
-		       const struct sockaddr *addr, socklen_t len, struct transport_conn **ret,
-		       char **ret_error)
+		       const struct sockaddr *addr, socklen_t len, int sndbuf,
+		       struct transport_conn **ret, char **ret_error)
 {
 	usec_t t = ctx->settings.handshake_timeout;
 	char a[64];
@@ -178,6 +184,7 @@ static int connect_tls(struct transport_context *ctx, const char *peer_name,
 			*ret_error = NULL;
 		return r;
 	}
+	set_sndbuf(fd, sndbuf);
 	return transport_tls_handshake(ctx->tls, fd, false, peer_name, NULL, NULL, t, ret,
 				       ret_error);
 }
@@ -195,7 +202,7 @@ static int connect_data(struct transport_session *s, const struct sockaddr *addr
 
 	transport_hex(s->id, sizeof(s->id), id);
 	if (s->encrypt) {
-		r = connect_tls(ctx, s->peer, addr, addr_len, &c, ret_error);
+		r = connect_tls(ctx, s->peer, addr, addr_len, s->sndbuf, &c, ret_error);
 		if (r < 0)
 			return r;
 		hello = json_pack("{s:s,s:s,s:i}", "type", "data", "session", id, "stream",
@@ -217,6 +224,7 @@ static int connect_data(struct transport_session *s, const struct sockaddr *addr
 			r = transport_tcp_connect(addr, addr_len, t, &fd);
 			if (r < 0)
 				return r;
+			set_sndbuf(fd, s->sndbuf);
 			r = transport_conn_tcp_new(fd, &c);
 			if (r < 0)
 				return r;
@@ -328,6 +336,7 @@ int transport_session_connect(struct transport_context *ctx, const char *peer_na
 	strscpy(s->peer, peer_name, sizeof(s->peer));
 	strscpy(s->purpose, p->purpose ?: "", sizeof(s->purpose));
 	s->encrypt = p->encrypt;
+	s->sndbuf = p->sndbuf;
 	s->args = p->args ? json_incref(p->args) : NULL;
 	r = make_adapt(s, p->compress_auto, p->compress_level);
 	if (r < 0)
@@ -335,7 +344,7 @@ int transport_session_connect(struct transport_context *ctx, const char *peer_na
 	r = choose_rdma(s, p->kind, ret_error);
 	if (r < 0)
 		goto fail;
-	r = connect_tls(ctx, peer_name, addr, addr_len, &s->control, ret_error);
+	r = connect_tls(ctx, peer_name, addr, addr_len, 0, &s->control, ret_error);
 	if (r < 0)
 		goto fail;
 	hello = json_pack("{s:s,s:i,s:s,s:i,s:b,s:s,s:O?}", "type", "session", "version",

@@ -65,7 +65,8 @@ struct transport_session {
 	unsigned n_streams;
 	unsigned n_attached;
 	bool encrypt;
-	bool rdma; /* data streams over RDMA */
+	int sndbuf; /* the client's data streams: SO_SNDBUF, 0 = autotuned */
+	bool rdma;  /* data streams over RDMA */
 	char *note;
 	struct transport_conn *control;
 	struct stream *streams;

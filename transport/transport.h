@@ -58,6 +58,9 @@ struct transport_session_params {
 	bool compress_auto;
 	const char *purpose; /* what the session is for, e.g. "peer-test" */
 	json_t *args;	     /* purpose-specific arguments, may be NULL */
+	/* The SO_SNDBUF of the client's TCP data streams; 0: the kernel's autotuning. What the
+	 * kernel queues is what must drain once the sender has nothing more (see vms-move.c). */
+	int sndbuf;
 };
 
 struct transport_session;
