@@ -8,6 +8,7 @@ which side failed and why. TCG here (LIBVIRT-NOTES.md)."""
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -296,6 +297,62 @@ def restart_libvirtd(h):
             os.kill(p, signal.SIGKILL)
     h.procs["libvirtd"].wait(30)
     h.start_libvirt()
+
+
+def send_buffers(h, peer):
+    """The kernel's send buffer size (ss's skmem tb) of each of h's TCP connections to peer."""
+    out = h.run(["ss", "-tmnH", "state", "established", "dst", peer.address]).stdout
+    return [int(m) for m in re.findall(r"\btb(\d+)", out)]
+
+
+def test_compressed_move_bounds_send_buffers(hosts):
+    """A compressed move sends on streams with a fixed 256 KiB SO_SNDBUF (the kernel doubles
+    it), not an autotuned one: what sits in them when the guest stops must drain before it
+    runs again (vms-move.c, VM_COMPRESSED_SNDBUF)."""
+    h1, h2 = hosts
+    start_vm(h1, "sb", mem_mib=128, fill=64, rate=0)
+    try:
+        t, out = move_in_background(h1, "sb", "h2", "--compress", "auto", "--bandwidth", "8")
+        wait_progress(h1, "sb")
+        bufs = send_buffers(h1, h2)
+        print("send buffers to h2 mid-move:", bufs)
+        t.join(240)
+        assert out["cp"].returncode == 0, out["cp"].stderr
+        # libvirt's connection, QEMU's main channel and the spare stream; the session's
+        # control connection keeps its autotuned buffer.
+        assert bufs.count(2 * 256 * 1024) >= 3, bufs
+        assert domstate(h2, "sb") == "running"
+    finally:
+        remove_vm(hosts, "sb")
+
+
+def rdma_devices():
+    try:
+        return os.listdir("/sys/class/infiniband")
+    except OSError:
+        return []
+
+
+def test_rdma_move(hosts):
+    """--transport rdma: the guest's stream over RDMA where the hosts have a device; without
+    one (these machines), a refusal that says so before anything starts, the VM untouched."""
+    h1, h2 = hosts
+    start_vm(h1, "rd", rate=0)
+    try:
+        if rdma_devices():
+            move(h1, h2, "rd", "--transport", "rdma")
+            return
+        before = ticks(h1, "rd")[-1]
+        with pytest.raises(MigctlError) as e:
+            h1.migctl("move", "rd", "h2", "--transport", "rdma", timeout=120)
+        assert "RDMA" in str(e.value) and "rd still runs on h1" in str(e.value), str(e.value)
+        assert domstate(h1, "rd") == "running" and domstate(h2, "rd") != "running"
+        h1.wait_for(lambda: ticks(h1, "rd")[-1][0] > before[0], 30, "rd to tick on h1")
+        assert h1.migctl("status")["owners"]["rd"] == "h1"
+        # And with the transport left to choose, the same move goes over TCP.
+        move(h1, h2, "rd", "--transport", "auto")
+    finally:
+        remove_vm(hosts, "rd")
 
 
 def test_destination_libvirtd_killed(hosts):
