@@ -35,6 +35,10 @@ int parse_int(const char *s, int *ret);
 char *format_duration(char *buf, size_t len, usec_t u);
 char *format_bytes(char *buf, size_t len, uint64_t bytes);
 
+/* True if len bytes at p are all zero: the first word first, then 64 bytes per step, stopping
+ * at the first non-zero block (zero frames, zero pages). */
+bool memeqzero(const void *p, size_t len);
+
 /* Strips leading and trailing whitespace in place; returns the start. */
 char *strstrip(char *s);
 bool string_is_safe_name(const char *s, size_t max_len);

@@ -21,8 +21,6 @@ int transport_sealer_new_stream(struct transport_sealer **ret);
 struct transport_sealer *transport_sealer_free(struct transport_sealer *s);
 /* Largest wire payload for raw_len bytes (for sizing out buffers). */
 size_t transport_wire_bound(size_t raw_len);
-/* True if len bytes at p are all zero (fast: 8 bytes at a time, stops at the first non-zero). */
-bool transport_buffer_is_zero(const void *p, size_t len);
 /* Fills f->flags/raw_len/wire_len/checksum and writes the wire payload to out (which holds
  * transport_wire_bound(len) bytes). An all-zero payload becomes ZERO with no wire bytes;
  * compressed output that is not smaller than the input is sent raw. The time spent

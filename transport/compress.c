@@ -47,39 +47,6 @@ struct transport_opener {
 	bool stream_open; /* sdctx follows a stream started by a STREAM_START frame */
 };
 
-bool transport_buffer_is_zero(const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	uint64_t w;
-
-	/* Data that is not zero almost always shows it in its first word. */
-	if (len >= 8) {
-		memcpy(&w, b, 8);
-		if (w != 0)
-			return false;
-	}
-	/* Then 64 bytes per step (the compiler vectorizes the OR), bailing at the first non-zero
-	 * block; memcpy keeps unaligned buffers well-defined. */
-	for (; len >= 64; b += 64, len -= 64) {
-		uint64_t acc = 0;
-		for (unsigned i = 0; i < 8; i++) {
-			memcpy(&w, b + 8 * i, 8);
-			acc |= w;
-		}
-		if (acc != 0)
-			return false;
-	}
-	for (; len >= 8; b += 8, len -= 8) {
-		memcpy(&w, b, 8);
-		if (w != 0)
-			return false;
-	}
-	for (; len > 0; b++, len--)
-		if (*b != 0)
-			return false;
-	return true;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -276,7 +243,7 @@ int transport_seal_ref(struct transport_sealer *s, int level, const void *raw, s
 	if (!level_valid(level))
 		return -EINVAL;
 
-	if (len > 0 && transport_buffer_is_zero(raw, len)) {
+	if (len > 0 && memeqzero(raw, len)) {
 		flags = TRANSPORT_FRAME_ZERO;
 		wire = 0;
 	} else if (level != TRANSPORT_LEVEL_OFF && len > 1) {

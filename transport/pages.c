@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/macro.h"
+#include "common/util.h"
 #include "transport/compress-internal.h"
 
 /* The view hands out addrs pointing into the payload as host integers. */
@@ -55,7 +56,7 @@ size_t transport_pages_encode(const uint64_t *addrs, const void *const *pages, u
 	memset(bitmap, 0, BITMAP_BYTES(n_pages));
 	data = bitmap + BITMAP_BYTES(n_pages);
 	for (uint32_t i = 0; i < n_pages; i++) {
-		if (transport_buffer_is_zero(pages[i], page_size)) {
+		if (memeqzero(pages[i], page_size)) {
 			bitmap[i / 8] |= (uint8_t)(1U << (i % 8));
 			continue;
 		}

@@ -17,6 +17,7 @@
 #include "checkpoint/ct/image-tlv-internal.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 
 #define PAGES_ZSTD_LEVEL 1 /* dump speed first: the memory bandwidth is the limit to meet */
 #define PAGES_ZSTD_MAX	 19
@@ -431,13 +432,6 @@ static int flush_chunk(struct ct_image_pages_writer *p)
 	return flush_chunk_from(p, p->raw);
 }
 
-/* Stops at the first non-zero byte: most pages of a process differ from zero early on, and a
- * full scan of every page would cost as much as writing it. */
-static bool page_is_zero(const uint8_t *page)
-{
-	return page[0] == 0 && memcmp(page, page + 1, CT_IMAGE_PAGE_SIZE - 1) == 0;
-}
-
 static int add_run_page(struct ct_image_pages_writer *p, uint64_t addr, bool zero)
 {
 	struct ct_image_run *last = p->n_runs > 0 ? &p->runs[p->n_runs - 1] : NULL;
@@ -490,7 +484,7 @@ int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, co
 			size_t k = 0;
 
 			while (k < CT_IMAGE_PAGES_CHUNK_PAGES &&
-			       !page_is_zero(page + k * CT_IMAGE_PAGE_SIZE))
+			       !memeqzero(page + k * CT_IMAGE_PAGE_SIZE, CT_IMAGE_PAGE_SIZE))
 				k++;
 			if (k == CT_IMAGE_PAGES_CHUNK_PAGES) {
 				for (k = 0; k < CT_IMAGE_PAGES_CHUNK_PAGES; k++) {
@@ -507,7 +501,7 @@ int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, co
 				continue;
 			}
 		}
-		zero = page_is_zero(page);
+		zero = memeqzero(page, CT_IMAGE_PAGE_SIZE);
 
 		r = add_run_page(p, addr, zero);
 		if (r < 0)

@@ -193,11 +193,6 @@ static int read_run(const struct ct_mem *m, uint64_t addr, size_t len, uint8_t *
 	return 0;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-	return p[0] == 0 && memcmp(p, p + 1, CT_PAGE_SIZE - 1) == 0;
-}
-
 /* One piece of at most CT_MEM_CHUNK_SIZE bytes. */
 static int read_chunk(const struct ct_mem *m, uint64_t addr, size_t len, uint8_t *buf,
 		      bool skip_absent, uint8_t *flags)
@@ -232,7 +227,7 @@ static int read_chunk(const struct ct_mem *m, uint64_t addr, size_t len, uint8_t
 		i = j;
 	}
 	for (size_t i = 0; i < n_pages; i++)
-		if (!(flags[i] & CT_PAGE_ABSENT) && page_is_zero(buf + i * CT_PAGE_SIZE))
+		if (!(flags[i] & CT_PAGE_ABSENT) && memeqzero(buf + i * CT_PAGE_SIZE, CT_PAGE_SIZE))
 			flags[i] |= CT_PAGE_ZERO;
 	return 0;
 }

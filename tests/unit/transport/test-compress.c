@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <zstd.h>
 
+#include "common/util.h"
 #include "transport/compress-internal.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -191,17 +192,17 @@ static void test_is_zero(void **state)
 	/* Every length and start offset (aligned or not), with a set byte at every position. */
 	for (size_t off = 0; off < 9; off++)
 		for (size_t len = 0; len + off <= 200; len++) {
-			assert_true(transport_buffer_is_zero(buf + off, len));
+			assert_true(memeqzero(buf + off, len));
 			for (size_t j = 0; j < len; j++) {
 				buf[off + j] = 0x80;
-				assert_false(transport_buffer_is_zero(buf + off, len));
+				assert_false(memeqzero(buf + off, len));
 				buf[off + j] = 0;
 			}
 			/* Bytes just outside do not count. */
 			if (off > 0)
 				buf[off - 1] = 1;
 			buf[off + len] = 1;
-			assert_true(transport_buffer_is_zero(buf + off, len));
+			assert_true(memeqzero(buf + off, len));
 			if (off > 0)
 				buf[off - 1] = 0;
 			buf[off + len] = 0;
