@@ -1,5 +1,6 @@
 /* Local stream sockets carried over a transport session (see vm-tunnel.h). One accept thread on
  * the source; per carried connection two pump threads, one per direction. */
+#include <endian.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -29,6 +30,12 @@
 #define TUNNEL_FRAME_MAX   (256 * 1024)
 #define TUNNEL_FRAME_PLAIN (128 * 1024)
 #define GATHER_MS	   1
+/* Credits (see vm_tunnel_new): the destination reports what it handed to its local sockets,
+ * in one 12-byte record per stream (le32 stream, le64 bytes so far), every eighth of the
+ * window; its local sockets then hold little beyond the window themselves. */
+#define CREDIT_RECORD 12
+#define CREDIT_POLL   (25 * USEC_PER_MSEC) /* the source's reader notices the end */
+#define CREDIT_SNDBUF (256 * 1024)
 
 struct listener {
 	int fd;
@@ -42,6 +49,10 @@ struct conn {
 	int fd;
 	pthread_t up, down; /* local -> stream, stream -> local */
 	bool has_up, has_down;
+	/* With credits (under t->lock): the source counts what it sent and what the
+	 * destination reported written; the destination what it wrote and reported. */
+	uint64_t sent, credited;
+	uint64_t written, reported;
 };
 
 struct vm_tunnel {
@@ -63,6 +74,15 @@ struct vm_tunnel {
 	unsigned next_stream;
 	uint64_t local_in, local_out;
 	char *error;
+
+	/* Credits: 0, or the most a stream may have in flight (source) */
+	size_t window;
+	unsigned credit_stream;	 /* the session's last stream */
+	pthread_t credit_thread; /* source: reads credits; destination: sends them */
+	bool has_credit_thread;
+	bool credit_dead; /* source: no more credits will come; stop waiting for them */
+	bool credit_due;  /* destination: a stream has news for the source */
+	pthread_cond_t credit_cond;
 };
 
 static void tunnel_fail(struct vm_tunnel *t, const char *fmt, ...)
@@ -85,17 +105,25 @@ static void tunnel_fail(struct vm_tunnel *t, const char *fmt, ...)
 	free(msg);
 }
 
-int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather,
+int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather, size_t window,
 		  struct vm_tunnel **ret)
 {
-	struct vm_tunnel *t = calloc(1, sizeof(*t));
+	struct vm_tunnel *t;
+	size_t fs = MIN(frame_size ?: 64 * 1024,
+			(size_t)(gather ? TUNNEL_FRAME_MAX : TUNNEL_FRAME_PLAIN));
 
+	/* The destination reports every eighth of the window: a full frame must fit beside what
+	 * it has not reported yet, or the source could wait for a report that never comes. */
+	if (window > 0 && (window < 4 * fs || transport_session_n_streams(s) < 2))
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->s = s;
-	t->frame_size = MIN(frame_size ?: 64 * 1024,
-			    (size_t)(gather ? TUNNEL_FRAME_MAX : TUNNEL_FRAME_PLAIN));
+	t->frame_size = fs;
 	t->gather = gather;
+	t->window = window;
+	t->credit_stream = transport_session_n_streams(s) - 1;
 	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->stop_fd < 0) {
 		free(t);
@@ -104,8 +132,148 @@ int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather,
 	/* Stream 0 first: connections take streams in accept order. */
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
+	pthread_cond_init(&t->credit_cond, NULL);
 	*ret = t;
 	return 0;
+}
+
+static bool is_stopping(struct vm_tunnel *t);
+static void pump_ended(struct vm_tunnel *t);
+
+/* Number of streams that carry connections (the last one carries credits, if any). */
+static unsigned data_streams(struct vm_tunnel *t)
+{
+	return transport_session_n_streams(t->s) - (t->window > 0 ? 1 : 0);
+}
+
+/* Source: waits until len more bytes on c's stream keep it within the window. */
+static void credit_wait(struct conn *c, size_t len)
+{
+	struct vm_tunnel *t = c->t;
+
+	pthread_mutex_lock(&t->lock);
+	while (!t->stopping && !t->credit_dead && c->sent + len - c->credited > t->window)
+		pthread_cond_wait(&t->credit_cond, &t->lock);
+	c->sent += len;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Source: applies the destination's reports. A report for no stream of ours, or of more than
+ * was sent, is a broken peer: the session ends. */
+static int credit_apply(struct vm_tunnel *t, const uint8_t *p, size_t len)
+{
+	if (len == 0 || len % CREDIT_RECORD != 0)
+		return -EBADMSG;
+	pthread_mutex_lock(&t->lock);
+	for (; len > 0; p += CREDIT_RECORD, len -= CREDIT_RECORD) {
+		uint32_t stream;
+		uint64_t total;
+		struct conn *c = NULL;
+
+		memcpy(&stream, p, sizeof(stream));
+		memcpy(&total, p + 4, sizeof(total));
+		stream = le32toh(stream);
+		total = le64toh(total);
+		for (unsigned i = 0; i < t->n_conns && !c; i++)
+			if (t->conns[i]->stream == stream)
+				c = t->conns[i];
+		if (!c || total > c->sent) {
+			pthread_mutex_unlock(&t->lock);
+			return -EBADMSG;
+		}
+		c->credited = MAX(c->credited, total);
+	}
+	pthread_cond_broadcast(&t->credit_cond);
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+static void *credit_reader(void *arg)
+{
+	struct vm_tunnel *t = arg;
+
+	for (;;) {
+		struct transport_buf *b = NULL;
+		int r = transport_session_recv(t->s, t->credit_stream, CREDIT_POLL, &b);
+
+		if (r == -ETIMEDOUT) {
+			if (is_stopping(t))
+				break;
+			continue;
+		}
+		if (r < 0)
+			break; /* the session's end, or its error */
+		r = credit_apply(t, b->data, b->len);
+		transport_buf_free(b);
+		if (r < 0) {
+			tunnel_fail(t, "malformed credits from the destination");
+			transport_session_abort(t->s, EBADMSG,
+						"malformed credits in the VM tunnel");
+			break;
+		}
+	}
+	pthread_mutex_lock(&t->lock);
+	t->credit_dead = true;
+	pthread_cond_broadcast(&t->credit_cond);
+	pthread_mutex_unlock(&t->lock);
+	pump_ended(t);
+	return NULL;
+}
+
+/* Destination: sends the totals of the streams with news. Reports are cumulative, so one that
+ * waits for room in the session only grows; the pumps never wait for it. */
+static void *credit_writer(void *arg)
+{
+	struct vm_tunnel *t = arg;
+	uint8_t rec[MAX_CONNS * CREDIT_RECORD];
+
+	for (;;) {
+		size_t n = 0;
+		int r;
+
+		pthread_mutex_lock(&t->lock);
+		while (!t->stopping && !t->credit_due)
+			pthread_cond_wait(&t->credit_cond, &t->lock);
+		if (t->stopping) {
+			pthread_mutex_unlock(&t->lock);
+			break;
+		}
+		t->credit_due = false;
+		for (unsigned i = 0; i < t->n_conns; i++) {
+			struct conn *c = t->conns[i];
+			uint32_t stream = htole32(c->stream);
+			uint64_t total = htole64(c->written);
+
+			if (c->written == c->reported)
+				continue;
+			memcpy(rec + n, &stream, sizeof(stream));
+			memcpy(rec + n + 4, &total, sizeof(total));
+			n += CREDIT_RECORD;
+			c->reported = c->written;
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (n == 0)
+			continue;
+		r = transport_session_send(t->s, t->credit_stream, rec, n);
+		if (r < 0)
+			break; /* the session's error says why */
+	}
+	pump_ended(t);
+	return NULL;
+}
+
+/* The credit thread starts with the first connection: the source's reader, the destination's
+ * writer. It counts as a pump. With t->lock held. */
+static int credit_start(struct vm_tunnel *t, bool source)
+{
+	int r;
+
+	if (t->window == 0 || t->has_credit_thread)
+		return 0;
+	r = -pthread_create(&t->credit_thread, NULL, source ? credit_reader : credit_writer, t);
+	t->has_credit_thread = r == 0;
+	t->running += r == 0;
+	return r;
 }
 
 static bool is_stopping(struct vm_tunnel *t)
@@ -170,6 +338,8 @@ static void *pump_up(void *arg)
 				break; /* EOF or an error: the next read says */
 			len += (size_t)n;
 		}
+		if (t->window > 0)
+			credit_wait(c, len);
 		r = transport_session_send_borrowed(t->s, c->stream, buf, len, free, buf);
 		if (r < 0)
 			break; /* the session's error says why (buf was released) */
@@ -232,6 +402,11 @@ static void *pump_down(void *arg)
 			} else {
 				pthread_mutex_lock(&t->lock);
 				t->local_out += b->len;
+				c->written += b->len;
+				if (t->window > 0 && c->written - c->reported >= t->window / 8) {
+					t->credit_due = true;
+					pthread_cond_broadcast(&t->credit_cond);
+				}
 				pthread_mutex_unlock(&t->lock);
 			}
 		}
@@ -241,7 +416,7 @@ static void *pump_down(void *arg)
 	return NULL;
 }
 
-static int attach(struct vm_tunnel *t, unsigned stream, int fd)
+static int attach(struct vm_tunnel *t, unsigned stream, int fd, bool source)
 {
 	struct conn *c;
 	int r;
@@ -257,8 +432,16 @@ static int attach(struct vm_tunnel *t, unsigned stream, int fd)
 		return -ENOMEM;
 	}
 	*c = (struct conn){.t = t, .stream = stream, .fd = fd};
-	/* Room for a whole frame in the kernel, so a write to the local end rarely waits. */
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){LOCAL_SNDBUF}, sizeof(int));
+	/* Room for a whole frame in the kernel, so a write to the local end rarely waits; with
+	 * credits, what waits there is outside the window, so a little less. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF,
+			 &(int){t->window ? CREDIT_SNDBUF : LOCAL_SNDBUF}, sizeof(int));
+	r = credit_start(t, source);
+	if (r < 0) {
+		pthread_mutex_unlock(&t->lock);
+		free(c);
+		return r;
+	}
 	t->conns[t->n_conns++] = c;
 	t->running += 2;
 	r = -pthread_create(&c->up, NULL, pump_up, c);
@@ -343,7 +526,7 @@ static void *accept_thread(void *arg)
 			pthread_mutex_lock(&t->lock);
 			stream = t->next_stream++;
 			pthread_mutex_unlock(&t->lock);
-			if (stream >= transport_session_n_streams(t->s)) {
+			if (stream >= data_streams(t)) {
 				tunnel_fail(t, "more connections (%u) than the session has streams",
 					    stream + 1);
 				close(fd);
@@ -356,7 +539,7 @@ static void *accept_thread(void *arg)
 			r = msg ? transport_session_send_control(t->s, msg) : -ENOMEM;
 			json_decref(msg);
 			if (r >= 0)
-				r = attach(t, stream, fd);
+				r = attach(t, stream, fd, true);
 			if (r < 0) {
 				close(fd);
 				if (r != -ESHUTDOWN)
@@ -383,7 +566,7 @@ int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *path, ch
 	int fd, r;
 
 	*ret_error = NULL;
-	if (stream >= transport_session_n_streams(t->s)) {
+	if (stream >= data_streams(t)) {
 		(void)!asprintf(ret_error, "stream %u is not in the session", stream);
 		return -EINVAL;
 	}
@@ -399,7 +582,7 @@ int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *path, ch
 		close(fd);
 		return r;
 	}
-	r = attach(t, stream, fd);
+	r = attach(t, stream, fd, false);
 	if (r < 0)
 		close(fd);
 	return r;
@@ -434,6 +617,7 @@ struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t)
 		return NULL;
 	pthread_mutex_lock(&t->lock);
 	t->stopping = true;
+	pthread_cond_broadcast(&t->credit_cond);
 	pthread_mutex_unlock(&t->lock);
 	(void)!write(t->stop_fd, &one, sizeof(one));
 	if (t->accepting)
@@ -464,6 +648,8 @@ struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t)
 		close(c->fd);
 		free(c);
 	}
+	if (t->has_credit_thread)
+		pthread_join(t->credit_thread, NULL);
 	for (unsigned i = 0; i < t->n_listeners; i++) {
 		close(t->listeners[i].fd);
 		(void)unlink(t->listeners[i].path);
@@ -474,6 +660,7 @@ struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t)
 	free(t->error);
 	pthread_mutex_destroy(&t->lock);
 	pthread_cond_destroy(&t->cond);
+	pthread_cond_destroy(&t->credit_cond);
 	free(t);
 	return NULL;
 }

@@ -15,11 +15,16 @@
 struct vm_tunnel;
 
 /* frame_size: the session's frame size. With gather (for a compressed session), a frame takes
- * what arrives without a pause, up to 1 MiB, so zstd sees more of the stream at once; without
+ * what arrives without a pause, up to 256 KiB, so zstd sees more of the stream at once; without
  * it, frames are at most 128 KiB and leave as soon as read, so little waits in buffers on a
  * slow link (the downtime's tail crosses them). The tunnel never frees s; free the tunnel
  * before the session. */
-int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather,
+/* window: 0, or credits: the source sends at most window bytes on a stream beyond what the
+ * destination reports it has written to the local socket, so what QEMU takes for sent is close
+ * to what the destination QEMU has (the rest must cross when the guest stops). The session's
+ * last stream then carries the reports; both ends must agree on the window (at least four
+ * frames). */
+int vm_tunnel_new(struct transport_session *s, size_t frame_size, bool gather, size_t window,
 		  struct vm_tunnel **ret);
 struct vm_tunnel *vm_tunnel_free(struct vm_tunnel *t);
 

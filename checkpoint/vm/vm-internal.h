@@ -53,7 +53,8 @@ struct vm_progress {
 	uint64_t bps;			      /* memory transfer rate, bytes/s */
 	uint64_t dirty_rate;		      /* bytes/s */
 	uint64_t expected_downtime_ms;
-	uint64_t downtime_limit_ms; /* what migrd asked for, raised in steps */
+	uint64_t downtime_limit_ms;	 /* what migrd asked for, raised in steps */
+	uint64_t qemu_downtime_limit_ms; /* what QEMU was given (see wire_ratio), 0: not yet */
 	uint64_t elapsed_ms;
 	unsigned throttle; /* auto-converge's CPU throttle, % */
 };
@@ -74,6 +75,11 @@ struct vm_migrate_params {
 	void (*progress)(void *userdata, const struct vm_progress *p);
 	/* Returns a reason (static or owned by userdata) to abort the migration, or NULL. */
 	const char *(*should_abort)(void *userdata);
+	/* Bytes on the wire per byte of QEMU's stream so far (below 1 when compressed); NULL or
+	 * 0: 1. QEMU gets the downtime limit times this: it judges what it can send in the limit
+	 * by the rate at which the stream is taken from it, and that rate counts compressed
+	 * bytes; the scaled limit still holds when what is left at the stop does not compress. */
+	double (*wire_ratio)(void *userdata);
 	void *userdata;
 };
 

@@ -102,13 +102,42 @@ static int add_params(const struct vm_migrate_params *p, virTypedParameterPtr *p
 	return 0;
 }
 
+/* The limit QEMU gets for pr->downtime_limit_ms: scaled by the stream's wire ratio. */
+static uint64_t qemu_limit(const struct vm_migrate_params *p, const struct vm_progress *pr)
+{
+	double ratio = p->wire_ratio ? p->wire_ratio(p->userdata) : 1.0;
+
+	if (!(ratio > 0.0) || ratio > 1.0)
+		ratio = 1.0;
+	return MAX((uint64_t)((double)pr->downtime_limit_ms * ratio + 0.5), (uint64_t)1);
+}
+
+/* Gives QEMU its limit when it has none yet, when the operator's limit moved, or when the
+ * ratio has moved it by more than a tenth. */
+static void apply_limit(const struct vm_migrate_params *p, virDomainPtr dom, struct vm_progress *pr,
+			bool force)
+{
+	uint64_t want = qemu_limit(p, pr), cur = pr->qemu_downtime_limit_ms;
+
+	if (!force && cur && want * 10 >= cur * 9 && want * 10 <= cur * 11)
+		return;
+	if (virDomainMigrateSetMaxDowntime(dom, want, 0) < 0) {
+		log_debug("downtime limit not set (yet): %s", virGetLastErrorMessage());
+		return;
+	}
+	if (cur != want)
+		log_debug("VM %s: downtime limit %" PRIu64 " ms, QEMU's %" PRIu64 " ms", p->name,
+			  pr->downtime_limit_ms, want);
+	pr->qemu_downtime_limit_ms = want;
+}
+
 int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret, char **ret_error)
 {
 	struct call c = {.p = p};
 	struct vm_progress pr = {.phase = "starting", .downtime_limit_ms = p->downtime_ms};
 	pthread_t thread;
 	usec_t start = now_usec(CLOCK_MONOTONIC), next_step = 0;
-	bool limit_set = false, switched = false;
+	bool switched = false;
 	const char *abort_reason = NULL;
 	char *why = NULL;
 	int r;
@@ -168,13 +197,8 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 									     : "completing";
 			virTypedParamsFree(stats, n);
 			/* The limit applies once the job exists; set it first thing. */
-			if (!limit_set && p->downtime_ms) {
-				if (virDomainMigrateSetMaxDowntime(c.dom, p->downtime_ms, 0) < 0)
-					log_debug("downtime limit not set yet: %s",
-						  virGetLastErrorMessage());
-				else
-					limit_set = true;
-			}
+			if (p->downtime_ms && !switched)
+				apply_limit(p, c.dom, &pr, false);
 		}
 		if (p->progress)
 			p->progress(p->userdata, &pr);
@@ -203,12 +227,11 @@ int vm_migrate(const struct vm_migrate_params *p, struct vm_migrate_result *ret,
 		if (pr.downtime_limit_ms < p->downtime_max_ms) {
 			uint64_t limit = MIN(MAX(pr.downtime_limit_ms * 2, 1), p->downtime_max_ms);
 
-			if (virDomainMigrateSetMaxDowntime(c.dom, limit, 0) == 0) {
-				log_info("VM %s: not converging, downtime limit %" PRIu64
-					 " -> %" PRIu64 " ms",
-					 p->name, pr.downtime_limit_ms, limit);
-				pr.downtime_limit_ms = limit;
-			}
+			log_info("VM %s: not converging, downtime limit %" PRIu64 " -> %" PRIu64
+				 " ms",
+				 p->name, pr.downtime_limit_ms, limit);
+			pr.downtime_limit_ms = limit;
+			apply_limit(p, c.dom, &pr, true);
 			next_step = now + MAX(p->converge_s / 4, STEP_MIN_S) * USEC_PER_SEC;
 			continue;
 		}
