@@ -29,6 +29,8 @@ static const char move_help[] =
 	"after --converge-timeout, migrd switches to post-copy if --postcopy allows it, else\n"
 	"doubles the limit every quarter of that time up to --max-downtime, then aborts with\n"
 	"the VM still running here. Auto-converge (CPU throttling) is on unless disabled.\n"
+	"With compression QEMU gets the limit times the stream's compression ratio, so the\n"
+	"limit holds even if what is left when the guest stops does not compress.\n"
 	"\n"
 	"Options (defaults from [vm] and [transport]/[peer HOST] in migrd.conf):\n"
 	"  --native                 libvirt's own connections (qemu+tcp), nothing carried\n"
