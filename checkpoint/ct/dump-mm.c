@@ -18,7 +18,11 @@
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
 
-#define MEM_WINDOW (4U << 20) /* read this much, then hand it to the image writer (cache-warm) */
+#include <xxhash.h>
+
+#define MEM_WINDOW  (4U << 20) /* read this much, then hand it to the image writer (cache-warm) */
+#define CHUNK_BYTES ((size_t)CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE)
+#define WIN_CHUNKS  (MEM_WINDOW / CHUNK_BYTES)
 
 /* PAGEMAP_SCAN (Linux 6.7), not in Debian 12's headers. */
 #define PM_PAGE_IS_FILE	   (1 << 2)
@@ -238,7 +242,8 @@ int dump_mm(struct dumper *d, struct dproc *p)
  * read as zero after a restore too); in private file mappings so are pages still backed by the
  * file (the restore maps the file). */
 static int add_window(struct ct_image_pages_writer *pw, uint64_t addr, const uint8_t *buf,
-		      const uint8_t *flags, size_t n_pages, bool file, uint64_t *ret_pages)
+		      const uint8_t *flags, size_t n_pages, bool file,
+		      const struct ct_image_chunk_hashes *hashes, uint64_t *ret_pages)
 {
 	size_t i = 0;
 
@@ -253,8 +258,8 @@ static int add_window(struct ct_image_pages_writer *pw, uint64_t addr, const uin
 				!(file && (flags[j] & CT_PAGE_FILE));
 		     j++)
 			;
-		int r = ct_image_pages_writer_add(pw, addr + i * CT_PAGE_SIZE,
-						  buf + i * CT_PAGE_SIZE, j - i);
+		int r = ct_image_pages_writer_add_hashed(pw, addr + i * CT_PAGE_SIZE,
+							 buf + i * CT_PAGE_SIZE, j - i, hashes);
 		if (r < 0)
 			return r;
 		*ret_pages += j - i;
@@ -336,17 +341,44 @@ static int scan_vma(const struct ct_mem *mem, const struct ct_image_vma *v, stru
 }
 
 /* Reading and writing overlap: a reader thread fills one buffer while the caller hands the
- * other to the image writer. */
+ * other to the image writer. The writer is the slower of the two on tmpfs (every page of the
+ * image is a new page for the kernel to find), so while it is still busy with the previous
+ * window the reader checksums the whole chunks of the new one for it (uncompressed images). */
 struct pipeline {
 	const struct ct_mem *mem;
 	const struct wins *w;
 	uint8_t *buf[2], *flags[2];
+	uint64_t xxh3[2][WIN_CHUNKS];
+	bool has[2][WIN_CHUNKS];
+	bool hash; /* the reader checksums chunks */
 	int r[2];
-	size_t filled, consumed;
+	size_t filled, consumed; /* consumed: also read outside the lock (atomically) */
 	bool stop;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 };
+
+/* The reader, with window i in slot: checksums its chunks that the writer may store from the
+ * buffer (no page left out), for as long as the writer has not come to want the window. */
+static void hash_chunks(struct pipeline *pl, const struct win *w, size_t i, int slot)
+{
+	bool file = w->file && w->skip_absent;
+
+	memset(pl->has[slot], 0, sizeof(pl->has[slot]));
+	for (size_t k = 0; k < w->len / CHUNK_BYTES; k++) {
+		const uint8_t *f = pl->flags[slot] + k * CT_IMAGE_PAGES_CHUNK_PAGES;
+		bool whole = true;
+
+		if (__atomic_load_n(&pl->consumed, __ATOMIC_ACQUIRE) >= i)
+			break; /* the writer waits for this window: hand it over as it is */
+		for (size_t j = 0; j < CT_IMAGE_PAGES_CHUNK_PAGES && whole; j++)
+			whole = !(f[j] & CT_PAGE_ABSENT) && !(file && (f[j] & CT_PAGE_FILE));
+		if (!whole)
+			continue;
+		pl->xxh3[slot][k] = XXH3_64bits(pl->buf[slot] + k * CHUNK_BYTES, CHUNK_BYTES);
+		pl->has[slot][k] = true;
+	}
+}
 
 static void *pipeline_reader(void *arg)
 {
@@ -366,6 +398,10 @@ static void *pipeline_reader(void *arg)
 			memset(pl->flags[slot], 0, w->len / CT_PAGE_SIZE);
 		r = ct_mem_read(pl->mem, w->addr, w->len, pl->buf[slot], w->skip_absent,
 				pl->flags[slot]);
+		if (pl->hash && r >= 0)
+			hash_chunks(pl, w, i, slot);
+		else
+			memset(pl->has[slot], 0, sizeof(pl->has[slot]));
 		pthread_mutex_lock(&pl->lock);
 		pl->r[slot] = r;
 		pl->filled = i + 1;
@@ -378,7 +414,7 @@ static void *pipeline_reader(void *arg)
 static int dump_windows(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
 			struct ct_image_pages_writer *pw, const struct wins *w, uint64_t *pages)
 {
-	struct pipeline pl = {.mem = mem, .w = w};
+	struct pipeline pl = {.mem = mem, .w = w, .hash = ct_image_pages_writer_stores_raw(pw)};
 	pthread_t th;
 	int r = 0;
 
@@ -410,11 +446,19 @@ static int dump_windows(struct dumper *d, struct dproc *p, const struct ct_mem *
 		if (r < 0)
 			r = dump_fail(d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
 				      (int)p->pid, x->addr, strerror(-r));
-		else
+		else {
+			struct ct_image_chunk_hashes h = {
+				.base = pl.buf[slot],
+				.xxh3 = pl.xxh3[slot],
+				.has = pl.has[slot],
+				.n = WIN_CHUNKS,
+			};
+
 			r = add_window(pw, x->addr, pl.buf[slot], pl.flags[slot],
-				       x->len / CT_PAGE_SIZE, x->file && x->skip_absent, pages);
+				       x->len / CT_PAGE_SIZE, x->file && x->skip_absent, &h, pages);
+		}
 		pthread_mutex_lock(&pl.lock);
-		pl.consumed = i + 1;
+		__atomic_store_n(&pl.consumed, i + 1, __ATOMIC_RELEASE);
 		pl.stop = r < 0;
 		pthread_cond_broadcast(&pl.cond);
 		pthread_mutex_unlock(&pl.lock);

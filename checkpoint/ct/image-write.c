@@ -382,8 +382,10 @@ static int payload_write(struct ct_image_pages_writer *p, const void *data, size
 	return 0;
 }
 
-/* Stores the p->raw_pages pages at raw (p->raw, or the caller's pages) as one chunk. */
-static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_pages)
+/* Stores the p->raw_pages pages at raw (p->raw, or the caller's pages) as one chunk; *xxh3, when
+ * given, is the checksum of those pages (used if they are stored raw). */
+static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_pages,
+			    const uint64_t *xxh3)
 {
 	size_t n = 0, raw_size;
 	const uint8_t *stored;
@@ -420,7 +422,7 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 		.size = (uint32_t)n,
 		.n_pages = (uint16_t)p->raw_pages,
 		.flags = raw ? CT_IMAGE_CHUNK_RAW : 0,
-		.xxh3 = XXH3_64bits(stored, n),
+		.xxh3 = raw && xxh3 ? *xxh3 : XXH3_64bits(stored, n),
 	};
 	r = payload_write(p, stored, n, false);
 	p->raw_pages = 0;
@@ -429,7 +431,7 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 
 static int flush_chunk(struct ct_image_pages_writer *p)
 {
-	return flush_chunk_from(p, p->raw);
+	return flush_chunk_from(p, p->raw, NULL);
 }
 
 static int add_run_page(struct ct_image_pages_writer *p, uint64_t addr, bool zero)
@@ -465,8 +467,33 @@ static int add_run_page(struct ct_image_pages_writer *p, uint64_t addr, bool zer
 	return 0;
 }
 
+/* The caller's checksum of the chunk of pages at page, if it has one. */
+static const uint64_t *known_hash(const struct ct_image_chunk_hashes *h, const uint8_t *page)
+{
+	const size_t chunk = (size_t)CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE;
+	size_t off, k;
+
+	if (!h || page < h->base)
+		return NULL;
+	off = (size_t)(page - h->base);
+	k = off / chunk;
+	return off % chunk == 0 && k < h->n && h->has[k] ? &h->xxh3[k] : NULL;
+}
+
+bool ct_image_pages_writer_stores_raw(const struct ct_image_pages_writer *p)
+{
+	return p->w->level == 0;
+}
+
 int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, const void *data,
 			      size_t n_pages)
+{
+	return ct_image_pages_writer_add_hashed(p, addr, data, n_pages, NULL);
+}
+
+int ct_image_pages_writer_add_hashed(struct ct_image_pages_writer *p, uint64_t addr,
+				     const void *data, size_t n_pages,
+				     const struct ct_image_chunk_hashes *hashes)
 {
 	const uint8_t *src = data;
 	int r;
@@ -478,6 +505,14 @@ int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, co
 		const uint8_t *page = src + i * CT_IMAGE_PAGE_SIZE;
 		bool zero;
 
+		/* Where the caller has the checksum of a whole chunk, what is gathered so far
+		 * goes out as a short chunk, so that the caller's chunks are the image's. */
+		if (p->w->level == 0 && p->raw_pages > 0 &&
+		    n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES && known_hash(hashes, page)) {
+			r = flush_chunk(p);
+			if (r < 0)
+				return r;
+		}
 		/* Uncompressed, a whole chunk of non-zero pages is written from where it is. */
 		if (p->w->level == 0 && p->raw_pages == 0 &&
 		    n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES) {
@@ -493,7 +528,7 @@ int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, co
 						return r;
 					p->raw_pages++;
 				}
-				r = flush_chunk_from(p, page);
+				r = flush_chunk_from(p, page, known_hash(hashes, page));
 				if (r < 0)
 					return r;
 				i += CT_IMAGE_PAGES_CHUNK_PAGES - 1;

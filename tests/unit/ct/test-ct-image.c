@@ -224,6 +224,49 @@ static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t
 
 static int write_level = 1; /* zstd level of the pages */
 
+/* Pages without a zero one (the writer stores whole chunks of them from where they are). */
+static void gen_full_page(uint8_t *p, uint64_t addr)
+{
+	for (size_t i = 0; i < PAGE; i += 8) {
+		uint64_t v = ((addr + i) * 0x9e3779b97f4a7c15ULL) | 1;
+
+		memcpy(p + i, &v, 8);
+	}
+}
+
+/* With hashed_bad > -2, process 1's pages are hashed_lead pages of gen_full_page() at HEAP,
+ * then 4 MiB of them at HASHED_AT, added at once with the checksums of the buffer's four
+ * chunks, that of chunk hashed_bad (if any) wrong, the pages hashed_skew pages into the
+ * buffer. */
+#define HASHED_PAGES (4 * MIB_PAGES)
+#define HASHED_AT    (HEAP + 64 * PAGE)
+static int hashed_bad = -2;
+static size_t hashed_skew, hashed_lead;
+
+static void write_hashed(struct ct_image_pages_writer *p)
+{
+	static uint8_t buf[(HASHED_PAGES + 1) * PAGE];
+	uint8_t *data = buf + hashed_skew * PAGE;
+	uint64_t xxh3[4];
+	bool has[4];
+
+	for (uint64_t i = 0; i < hashed_lead; i++) {
+		gen_full_page(buf, HEAP + i * PAGE);
+		assert_int_equal(ct_image_pages_writer_add(p, HEAP + i * PAGE, buf, 1), 0);
+	}
+	for (uint64_t i = 0; i < HASHED_PAGES; i++)
+		gen_full_page(data + i * PAGE, HASHED_AT + i * PAGE);
+	for (size_t k = 0; k < 4; k++) {
+		xxh3[k] = XXH3_64bits(buf + k * MIB_PAGES * PAGE, MIB_PAGES * PAGE);
+		xxh3[k] ^= (int)k == hashed_bad;
+		has[k] = true;
+	}
+	assert_int_equal(ct_image_pages_writer_add_hashed(
+				 p, HASHED_AT, data, HASHED_PAGES,
+				 &(struct ct_image_chunk_hashes){buf, xxh3, has, 4}),
+			 0);
+}
+
 /* The whole model; big selects 64 MiB of pages, else 2 MiB + a few pages. */
 static void write_image(const char *dir, bool big)
 {
@@ -239,7 +282,10 @@ static void write_image(const char *dir, bool big)
 		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
 	}
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
-	write_range(p, 1, HEAP, big ? HOLE_MIB : 1);
+	if (hashed_bad > -2)
+		write_hashed(p);
+	else
+		write_range(p, 1, HEAP, big ? HOLE_MIB : 1);
 	if (big)
 		write_range(p, 1, HEAP + (HOLE_MIB + 4) * MIB_PAGES * PAGE,
 			    HEAP_MIB - HOLE_MIB - 4);
@@ -963,11 +1009,69 @@ static void test_uncompressed(void **state)
 	}
 }
 
+static int check_full_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
+{
+	static uint8_t want[PAGE];
+
+	assert_non_null(data);
+	for (size_t i = 0; i < n_pages; i++) {
+		gen_full_page(want, addr + i * PAGE);
+		assert_memory_equal((const uint8_t *)data + i * PAGE, want, PAGE);
+	}
+	*(uint64_t *)userdata += n_pages;
+	return 0;
+}
+
+/* Checksums the dump's reader computed: the writer stores them for whole raw chunks that start
+ * where they were computed, and only there. */
+static void check_hashed_image(size_t n_chunks)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	uint64_t n = 0;
+
+	if (ct_image_open(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	assert_int_equal(img->procs[0].pages->n_chunks, n_chunks);
+	assert_int_equal(ct_image_pages_read(img, img->procs[0].pages, err, check_full_cb, &n), 0);
+	assert_int_equal(n, HASHED_PAGES + hashed_lead);
+}
+
+static void write_hashed_image(int bad, size_t skew, size_t lead)
+{
+	rm_image(img_dir);
+	hashed_bad = bad, hashed_skew = skew, hashed_lead = lead;
+	write_image(img_dir, false);
+}
+
+static void test_given_checksums(void **state)
+{
+	write_level = 0;
+	/* A wrong one is what the image gets: restore refuses the chunk. */
+	write_hashed_image(1, 0, 0);
+	expect_refused("pages-1.img: checksum mismatch at chunk 1", -EBADMSG);
+	/* Pages gathered before them go out as a short chunk of their own, so the caller's
+	 * chunks stay the image's. */
+	write_hashed_image(1, 0, 3);
+	expect_refused("pages-1.img: checksum mismatch at chunk 2", -EBADMSG);
+	/* Pages that do not start at a chunk of the buffer: the writer hashes them itself. */
+	write_hashed_image(1, 1, 0);
+	check_hashed_image(4);
+	/* Right ones. */
+	write_hashed_image(-1, 0, 0);
+	check_hashed_image(4);
+	write_hashed_image(-1, 0, 3);
+	check_hashed_image(5);
+	hashed_bad = -2, hashed_lead = 0;
+	write_level = 1;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_uncompressed, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_given_checksums, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_flip_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_truncate_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_remove_each_file, setup_dir, teardown_dir),
