@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is needed, builds migrd twice (gcc, and clang with
-# AddressSanitizer + UndefinedBehaviorSanitizer + libFuzzer) and runs every ctest test in both.
+# AddressSanitizer + UndefinedBehaviorSanitizer + libFuzzer) and runs every ctest test in both;
+# with the gcc build, a release build (-O3) is compiled too.
 #
 #   sudo scripts/test.sh                 # everything, both builds
 #   sudo scripts/test.sh -L unit         # extra arguments go to ctest (here: unit tests only)
@@ -24,6 +25,12 @@ fi
 builds=${MIGRD_BUILDS:-gcc asan}
 jobs=$(nproc)
 start=$(date +%s)
+if [[ " $builds " == *" gcc "* ]]; then
+	# What operators build: -O3 brings warnings (-Werror) that -O2 does not.
+	echo "=== build: release (gcc -O3, build-release; compiled, not tested)"
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc >/dev/null
+	cmake --build build-release -j"$jobs"
+fi
 for b in $builds; do
 	case $b in
 	gcc)

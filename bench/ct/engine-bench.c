@@ -884,7 +884,7 @@ static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 		for (unsigned i = 0; i < arg_runs; i++)
 			for (unsigned l = 0; l < per_size; l++) {
 				struct row *row = &size_rows[l];
-				double v[N_COLS];
+				double v[N_COLS] = {0};
 				int r = run_once(workdir, row, seq++, v);
 
 				if (r < 0)

@@ -246,7 +246,7 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 {
 	struct ct_dec dd = {err, errlen}, *d = &dd;
 	_cleanup_(ct_image_inventory_done) struct ct_image_inventory inv = {};
-	uint64_t seen = 0, vdso[6];
+	uint64_t seen = 0, vdso[6] = {0};
 	size_t alloc = 0;
 	struct ct_tlv f;
 	int r;
@@ -322,9 +322,9 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 static int decode_creds(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_creds *ret)
 {
 	const uint8_t *p = f->val;
-	size_t left = f->len, n;
+	size_t left = f->len, n = 0;
 	uint64_t seen = 0;
-	uint8_t *groups;
+	uint8_t *groups = NULL;
 	struct ct_tlv g;
 	int r;
 
@@ -371,7 +371,7 @@ static int decode_creds(struct ct_dec *d, const struct ct_tlv *f, struct ct_imag
 static int decode_regset(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_regset *ret)
 {
 	const uint8_t *p = f->val;
-	size_t left = f->len, n;
+	size_t left = f->len, n = 0;
 	uint64_t seen = 0;
 	struct ct_tlv g;
 	int r;
@@ -449,7 +449,7 @@ static int decode_thread(struct ct_dec *d, const struct ct_tlv *f, struct ct_ima
 				r = decode_regset(d, &g, &ret->regsets[ret->n_regsets++]);
 			break;
 		case THREAD_ALTSTACK: {
-			uint64_t a[3];
+			uint64_t a[3] = {0};
 
 			r = ct_dec_u64s(d, &g, "thread altstack", a, 3);
 			if (r == 0) {
