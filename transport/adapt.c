@@ -25,7 +25,9 @@
  *    become faster than our estimate. After explore_after such windows the controller runs
  *    off for EXPLORE_WINDOWS windows to measure the link again (the first one only refills the
  *    socket buffers), and backs off while exploring does not change the choice, so that its
- *    cost stays small when compression is right.
+ *    cost stays small when compression is right;
+ *  - if neither (a quiet window of a few frames, most of them the survey's or a probe's, such
+ *    as a session's opening handshake), it says nothing: C stays as it was.
  * Start: off, with the first frames surveying each compressing level once. Off measures the
  * link within the first window (a slow link fills the socket buffer at once); starting
  * compressed could not tell a fast link from slow compression without a costly exploration.
@@ -317,18 +319,15 @@ static void close_window(struct transport_adapt *a, uint64_t now)
 	} else if (ran_off) {
 		a->link = LINK_UNBOUNDED;
 		a->link_bps = achieved; /* for the stats: a lower bound */
-	} else {
+	} else if (a->link == LINK_MEASURED) {
 		/* Compression or the producer set the pace; the link drains at least this. */
-		if (a->link != LINK_MEASURED) {
-			/* Nothing known of the link yet: measure it off right away. */
-			a->link_bps = achieved;
-			a->unsat_windows = a->explore_after;
-		} else {
-			a->link_bps = MAX(a->link_bps, achieved);
-			a->unsat_windows++;
-		}
-		a->link = LINK_MEASURED;
+		a->link_bps = MAX(a->link_bps, achieved);
+		a->unsat_windows++;
 	}
+	/* Else a window neither saturated nor run off: a quiet one where the first frames' survey
+	 * or a probe made up much of the few frames sent (a session's opening handshake). It only
+	 * bounds the link from below, and taking that bound for the link would make compression
+	 * look like a gain on any link: the state stays as it was. */
 
 	a->exploring = 0;
 	if (a->mode == TRANSPORT_ADAPT_AUTO) {

@@ -226,6 +226,38 @@ static void test_compressible(void **state)
 	assert_true(adaptive >= 2.2 * plain); /* the producer costs 0.33 ms a frame too */
 }
 
+/* A session that opens with a quiet handshake (a few small messages a window, that compress; the
+ * first ones are the survey's) and then carries compressible data paced by its producer, well
+ * below the link: off all along. The handshake's windows only bound the link from below (a few
+ * hundred KB/s). Taken for the link, they made every compressing level look like a gain: the
+ * controller compressed a third of the frames, at a CPU cost that slows the rest of the host. */
+static void test_quiet_start(void **state)
+{
+	struct sim s = sim_start(10e9, &TEXT);
+	struct transport_adapt *a = adapt_new(TRANSPORT_ADAPT_AUTO, 0, &s);
+	double t;
+
+	for (unsigned i = 0; i < 8; i++) {
+		int level = transport_adapt_next_level(a);
+
+		size_t wire = level ? 3000 : 9000;
+
+		transport_adapt_record_frame(a, level, 9000, wire, 40000);
+		sim_advance(&s, 60e6);
+		transport_adapt_record_write(a, wire + TRANSPORT_FRAME_HEADER_SIZE, 5000);
+	}
+	s.producer_bps = 300e6;
+	t = sim_run(a, &s, 600);
+	printf("# text, producer 300 MB/s, 10 GB/s link after a quiet start: level %d, %.0f MB/s, "
+	       "%llu of %llu frames compressed\n",
+	       current_level(a), t / 1e6, (unsigned long long)s.compressed_frames,
+	       (unsigned long long)s.frames);
+	assert_int_equal(current_level(a), 0);
+	assert_true(s.compressed_frames * 20 < s.frames); /* the survey and probes only */
+	assert_true(t > 0.9 * 300e6);
+	transport_adapt_free(a);
+}
+
 /* The level follows the data and the link as they change. */
 static void test_changing_conditions(void **state)
 {
@@ -382,6 +414,7 @@ int main(void)
 		cmocka_unit_test(test_initial),
 		cmocka_unit_test(test_random_stays_off),
 		cmocka_unit_test(test_compressible),
+		cmocka_unit_test(test_quiet_start),
 		cmocka_unit_test(test_changing_conditions),
 		cmocka_unit_test(test_probe_rate),
 		cmocka_unit_test(test_fixed),
