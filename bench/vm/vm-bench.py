@@ -5,12 +5,17 @@ and QEMU's own multifd zstd compression as one more row.
 
 Builds a 2-host test cluster (tests/integration/migrd_cluster.py) with migrd, certificates and
 a libvirtd per host, boots the test guest (tests/fixtures/guest, memory filled with a realistic
-mix) under TCG, and moves it back and forth N times per row: idle and rewriting 20 MiB/s, on
-the unlimited veth and with both hosts' links limited to 1 Gbit/s by `tc tbf`. Every move is
-checked: the guest's counter goes on and every page verifies on the destination. Per row:
-total time (the `virsh migrate` or `migctl move` call), downtime (libvirt's "Total downtime"
-on the destination), bytes on the wire (the source's eth0, both directions of every
-connection it sends on), medians and ranges, and the ratios to native.
+mix) under TCG, and moves it N times per row: idle and rewriting 20 MiB/s, on the unlimited
+veth and with both hosts' links limited to 1 Gbit/s by `tc tbf`. The moves go in rounds: in
+each, every method in turn (the order rotates) boots a fresh guest on h1 and moves it to h2
+and back, so the methods share the machine's drift and the directions. Every move is checked:
+the guest's counter goes on and every page verifies on the destination. Per row: total time
+(the `virsh migrate` or `migctl move` call), downtime (libvirt's "Total downtime" on the
+destination), libvirt's own time of the job ("Time elapsed": the total less what the caller
+does around the job), bytes on the wire (the source's eth0, both directions of every
+connection it sends on), medians and ranges, the ratios of the medians to native's and the
+median of the ratios of paired moves (move i against native's move i: same round, same
+direction).
 
     sudo bench/vm/vm-bench.py [--runs 5] [--mem 512] [--methods native,plain,...] [--json]
     sudo bench/vm/vm-bench.py --smoke        # ctest bench-smoke-vm: 128 MiB, idle, 1 move each
@@ -83,18 +88,20 @@ def set_limit(hosts, rate):
                    "burst", "256kb", "latency", "50ms"])
 
 
-def downtime_ms(h, name):
-    """libvirt's figure, from the completed job's statistics on the destination."""
+def completed_job(h, name):
+    """libvirt's figures, from the completed job's statistics on the destination: the downtime
+    and the job's own time (ms), which leaves out what the caller does around the job."""
     cp = h.virsh("domjobinfo", name, "--completed", check=False)
     m = re.search(r"Total downtime:\s+(\d+)\s*ms", cp.stdout)
-    if not m:
+    e = re.search(r"Time elapsed:\s+(\d+)\s*ms", cp.stdout)
+    if not m or not e:
         raise SystemExit(f"vm-bench: no downtime in domjobinfo on {h.name}: {cp.stdout}")
-    return int(m.group(1))
+    return int(m.group(1)), int(e.group(1))
 
 
 def move(src, dst, name, method):
     """One live migration src -> dst; returns (seconds, downtime ms, wire bytes, damaged:
-    False, True, or "lost" when the guest stopped, zstd level)."""
+    False, True, or "lost" when the guest stopped, zstd level, seconds of libvirt's job)."""
     how, flags = METHODS[method]
     level = None
     before_ticks = ticks(src, name)[-1]
@@ -107,7 +114,7 @@ def move(src, dst, name, method):
         level = src.migctl("move", name, dst.name, *flags, timeout=600)["compress_level"]
     took = time.monotonic() - t0
     wire = tx_bytes(src) - tx0
-    down = downtime_ms(dst, name)
+    down, job_ms = completed_job(dst, name)
     # The guest goes on where it was; its page checks say whether the move damaged it.
     # The counters restart on each host's log: compare with what the source said last.
     try:
@@ -119,14 +126,14 @@ def move(src, dst, name, method):
         print(f"vm-bench: {method} {src.name} -> {dst.name}: the guest stopped after the "
               f"move (state {dst.virsh('domstate', name, check=False).stdout.strip()!r})\n"
               f"{serial_tail(dst, name)}", file=sys.stderr, flush=True)
-        return took, down, wire, "lost", level
+        return took, down, wire, "lost", level, job_ms / 1000
     after = [t for t in ticks(dst, name) if t[0] > before_ticks[0]]
     damaged = any(t[3] > before_ticks[3] for t in after) or after[-1][1] < before_ticks[1]
     if damaged:
         print(f"vm-bench: {method} {src.name} -> {dst.name}: the guest found damaged pages "
               f"after the move: before {before_ticks}, after {after[-2:]}\n"
               f"{serial_tail(dst, name)}", file=sys.stderr, flush=True)
-    return took, down, wire, damaged, level
+    return took, down, wire, damaged, level, job_ms / 1000
 
 
 def start_guest(h, name, method, mem, fill, dirty):
@@ -140,6 +147,11 @@ def start_guest(h, name, method, mem, fill, dirty):
 
 def med(runs, k, scale=1.0):
     return statistics.median(x[k] * scale for x in runs)
+
+
+def paired(runs, base):
+    """The median of the ratios of move i to native's move i (same round, same direction)."""
+    return statistics.median(x[0] / b[0] for x, b in zip(runs, base))
 
 
 def main():
@@ -176,28 +188,41 @@ def main():
             ap.error(f"unknown link or load {e}")
     fill = args.mem - 64
     rows = []
+    serial = 0
     with Cluster(2, build_dir=build, libvirt=True, migrd=True, pki=True) as c:
         h1, h2 = c["h1"], c["h2"]
         for link, rate, load, dirty in cases:
             set_limit(c.hosts, rate)
+            # Rounds: every method in turn moves a fresh guest h1 -> h2 and back, the order
+            # rotating each round. So every method meets the machine in the same states
+            # (the direction of a move alone can change its time by 1.7x here), and move i of
+            # every row is paired with native's move i of the same round and direction.
+            runs = {m: [] for m in methods}
+            for rnd in range((args.runs + 1) // 2):
+                k = rnd % len(methods)
+                for method in methods[k:] + methods[:k]:
+                    n = min(2, args.runs - len(runs[method]))
+                    name, where = f"bench{serial}", (h1, h2)
+                    serial += 1
+                    start_guest(h1, name, method, args.mem, fill, dirty)
+                    for i in range(n):
+                        runs[method].append(move(where[0], where[1], name, method))
+                        where = (where[1], where[0])
+                        if runs[method][-1][3] == "lost" and i + 1 < n:
+                            for h in c.hosts:
+                                h.virsh("destroy", name, check=False)
+                            name = f"bench{serial}"
+                            serial += 1
+                            start_guest(where[0], name, method, args.mem, fill, dirty)
+                    where[0].virsh("destroy", name, check=False)
             for method in methods:
-                name = f"bench{len(rows)}"
-                start_guest(h1, name, method, args.mem, fill, dirty)
-                runs, where = [], (h1, h2)
-                for k in range(args.runs):
-                    runs.append(move(where[0], where[1], name, method))
-                    where = (where[1], where[0])
-                    if runs[-1][3] == "lost" and k + 1 < args.runs:
-                        for h in c.hosts:
-                            h.virsh("destroy", name, check=False)
-                        name = f"bench{len(rows)}-{k}"
-                        start_guest(where[0], name, method, args.mem, fill, dirty)
-                where[0].virsh("destroy", name, check=False)
-                rows.append({"link": link, "load": load, "method": method, "runs": runs})
+                rows.append({"link": link, "load": load, "method": method,
+                             "runs": runs[method]})
                 print(f"vm-bench: {link}, {load}, {method}: "
-                      f"{[round(r[0], 2) for r in runs]} s, "
-                      f"{[round(r[2] / 1048576) for r in runs]} MiB, zstd levels "
-                      f"{[r[4] for r in runs]}",
+                      f"{[round(r[0], 2) for r in runs[method]]} s, "
+                      f"libvirt's job {[round(r[5], 2) for r in runs[method]]} s, "
+                      f"{[round(r[2] / 1048576) for r in runs[method]]} MiB, zstd levels "
+                      f"{[r[4] for r in runs[method]]}",
                       file=sys.stderr, flush=True)
         set_limit(c.hosts, None)
     damaged = sum(1 for r in rows for x in r["runs"] if x[3])
@@ -216,8 +241,8 @@ def print_table(args, rows):
     print(f"VM live migration, test guest of {args.mem} MiB ({mode}, {args.mem - 64} MiB filled "
           f"with a realistic mix), {args.runs} moves per row: median (min-max); "
           f"ratios to native in the same case")
-    print(f"{'link':10} {'guest':9} {'method':10} {'total s':>16} {'downtime ms':>16} "
-          f"{'wire MiB':>16} {'time/nat':>8} {'wire/nat':>8} {'damaged':>8}")
+    print(f"{'link':10} {'guest':9} {'method':10} {'total s':>16} {'job s':>6} {'downtime ms':>16} "
+          f"{'wire MiB':>16} {'time/nat':>8} {'paired':>8} {'wire/nat':>8} {'damaged':>8}")
     for r in rows:
         base = next(b for b in rows if b["link"] == r["link"] and b["load"] == r["load"]
                     and b["method"] == "native")
@@ -227,8 +252,10 @@ def print_table(args, rows):
             cols.append(f"{statistics.median(v):7.2f} ({min(v):.1f}-{max(v):.1f})")
         damaged = sum(1 for x in r["runs"] if x[3])
         lost = sum(1 for x in r["runs"] if x[3] == "lost")
-        print(f"{r['link']:10} {r['load']:9} {r['method']:10} {cols[0]:>16} {cols[1]:>16} "
+        print(f"{r['link']:10} {r['load']:9} {r['method']:10} {cols[0]:>16} "
+              f"{med(r['runs'], 5):6.2f} {cols[1]:>16} "
               f"{cols[2]:>16} {med(r['runs'], 0) / med(base['runs'], 0):7.2f}x "
+              f"{paired(r['runs'], base['runs']):7.2f}x "
               f"{med(r['runs'], 2) / med(base['runs'], 2):7.2f}x "
               f"{damaged:>4}/{len(r['runs'])}" + (f" ({lost} stopped)" if lost else ""))
 
