@@ -49,6 +49,9 @@ int ct_cgroup_set_memory_limit(struct ct_cgroup *cg, uint64_t bytes); /* UINT64_
 /* quota_usec of CPU time per period_usec; quota UINT64_MAX: none. */
 int ct_cgroup_set_cpu_quota(struct ct_cgroup *cg, uint64_t quota_usec, uint64_t period_usec);
 int ct_cgroup_add_pid(struct ct_cgroup *cg, pid_t pid);
+/* The cgroup2 directory, O_CLOEXEC, for clone3(CLONE_INTO_CGROUP): a task born in the cgroup
+ * costs no cgroup.procs write, which waits for an RCU grace period. -EOPNOTSUPP in v1 mode. */
+int ct_cgroup_open_dir(struct ct_cgroup *cg);
 /* threads: every task (thread ids), else processes. Sorted ascending. */
 int ct_cgroup_get_pids(struct ct_cgroup *cg, bool threads, pid_t **ret_pids, size_t *ret_n);
 

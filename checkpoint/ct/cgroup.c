@@ -341,6 +341,18 @@ int ct_cgroup_add_pid(struct ct_cgroup *cg, pid_t pid)
 	return 0;
 }
 
+int ct_cgroup_open_dir(struct ct_cgroup *cg)
+{
+	int fd;
+
+	if (cg->mode != CT_CGROUP_V2)
+		return -EOPNOTSUPP; /* not an error: the caller writes cgroup.procs instead */
+	fd = open(cg->v2_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cg_error(cg, NEG_ERRNO(), "Failed to open %s: %m", cg->v2_path);
+	return fd;
+}
+
 static int cmp_pid(const void *a, const void *b)
 {
 	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;

@@ -427,7 +427,9 @@ static int find_vdso_site(struct restorer *R, struct rproc *p)
 	return restore_fail(R, -ENOENT, "no syscall instruction in the helper's [vdso]");
 }
 
-static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
+/* The helper, born in the cgroup of cgroup_fd, or else moved there. -EAGAIN: the kernel refused
+ * the birth there (nothing is left of the attempt), so the caller moves it instead. */
+static int spawn_helper(struct restorer *R, int cgroup_fd, pid_t *ret_pid, int *ret_pidfd)
 {
 	const struct ct_image_inventory *inv = &R->img->inventory;
 	int sync_pipe[2] = {-1, -1}, ready[2] = {-1, -1}, chan[2] = {-1, -1}, pidfd = -1;
@@ -450,7 +452,15 @@ static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 		     (inv->netns ? CLONE_NEWNET : 0);
 	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
 	args.exit_signal = SIGCHLD;
+	if (cgroup_fd >= 0) {
+		args.flags |= CLONE_INTO_CGROUP;
+		args.cgroup = (uint64_t)cgroup_fd;
+	}
 	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+	if (pid < 0 && cgroup_fd >= 0) {
+		r = -EAGAIN;
+		goto out;
+	}
 	if (pid < 0) {
 		r = restore_fail(R, NEG_ERRNO(), "clone3 of the new PID 1 failed: %m");
 		goto out;
@@ -459,7 +469,7 @@ static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 		helper(&ha);
 	*ret_pid = pid;
 	*ret_pidfd = pidfd;
-	r = ct_cgroup_add_pid(R->o->cg, pid);
+	r = cgroup_fd >= 0 ? 0 : ct_cgroup_add_pid(R->o->cg, pid);
 	if (r < 0) {
 		restore_fail(R, r, "cannot place the container in its cgroup: %s",
 			     ct_cgroup_last_error(R->o->cg));
@@ -469,6 +479,22 @@ static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 	close(ready[1]);
 	ready[1] = -1;
 	k = read(ready[0], buf, sizeof(buf));
+	if (k == 0 && cgroup_fd >= 0) {
+		siginfo_t si = {};
+
+		/* Gone without a word: killed at birth? Then reaped here, as if it never was. */
+		if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOWAIT) == 0 &&
+		    si.si_code == CLD_KILLED && si.si_status == SIGKILL &&
+		    waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0) {
+			log_debug("%s: PID 1 was killed at birth in its cgroup; moving it there "
+				  "instead",
+				  R->o->name);
+			*ret_pid = 0;
+			*ret_pidfd = safe_close(pidfd);
+			r = -EAGAIN;
+			goto out;
+		}
+	}
 	if (k != 1) {
 		int e = EIO;
 
@@ -487,6 +513,22 @@ out:
 	safe_close(ready[1]);
 	safe_close(chan[0]);
 	safe_close(chan[1]);
+	return r;
+}
+
+/* Born in its cgroup (clone3's CLONE_INTO_CGROUP), the helper needs no cgroup.procs write,
+ * which waits for an RCU grace period: ~10 ms, most of a small restore's fixed cost. v1
+ * hierarchies take the write; so does a refusal: a kernel before 5.7, or one (6.18) that
+ * kills a child born in a cgroup that had a cgroup.kill, as a reused container's has. */
+static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
+{
+	_cleanup_close_ int cgroup_fd = ct_cgroup_open_dir(R->o->cg);
+	int r = -EAGAIN;
+
+	if (cgroup_fd >= 0)
+		r = spawn_helper(R, cgroup_fd, ret_pid, ret_pidfd);
+	if (r == -EAGAIN)
+		r = spawn_helper(R, -EBADF, ret_pid, ret_pidfd);
 	return r;
 }
 

@@ -3,12 +3,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <linux/sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -214,6 +216,47 @@ static void test_limits(void **state)
 	assert_int_equal(ct_cgroup_remove(f->cg, TIMEOUT), 0);
 }
 
+/* A child cloned into the directory is in the cgroup from birth (the restore's PID 1 starts
+ * this way); v1 offers no such directory, without recording an error. */
+static void test_clone_into(void **state)
+{
+	struct fixture *f = *state;
+	struct clone_args args = {.flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD};
+	struct ct_cgroup_params v1 = {.mode = CT_CGROUP_V1};
+	_cleanup_(ct_cgroup_freep) struct ct_cgroup *cg1 = NULL;
+	_cleanup_free_ pid_t *pids = NULL;
+	_cleanup_close_ int fd = -EBADF;
+	char name1[80];
+	size_t n;
+	pid_t pid;
+	int st;
+
+	make_cgroup(f, CT_CGROUP_V2, 0);
+	fd = ct_cgroup_open_dir(f->cg);
+	assert_true(fd >= 0);
+	args.cgroup = (uint64_t)fd;
+	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+	assert_true(pid >= 0);
+	if (pid == 0)
+		for (;;)
+			pause();
+	f->kids[f->n_kids++] = pid;
+	assert_int_equal(ct_cgroup_get_pids(f->cg, false, &pids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(pids[0], pid);
+	assert_int_equal(ct_cgroup_kill(f->cg, TIMEOUT), 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	f->n_kids = 0;
+
+	snprintf(name1, sizeof(name1), "%s-v1", f->name);
+	v1.name = name1;
+	assert_int_equal(ct_cgroup_new(&v1, &cg1), 0);
+	assert_int_equal(ct_cgroup_open_dir(cg1), -EOPNOTSUPP);
+	assert_string_equal(ct_cgroup_last_error(cg1), "");
+	assert_int_equal(ct_cgroup_remove(cg1, TIMEOUT), 0);
+}
+
 /* Errors name the file that failed. */
 static void test_errors(void **state)
 {
@@ -235,6 +278,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_freeze_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_freeze_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_clone_into, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 	};
 
