@@ -17,6 +17,8 @@
 #include "migrd/manager-internal.h"
 
 #define ENGINE_TIMEOUT (10 * USEC_PER_SEC)
+/* On the event loop: an ended container's cgroup is empty, its removal immediate. */
+#define STALE_CGROUP_TIMEOUT (100 * USEC_PER_MSEC)
 
 struct ct_job {
 	struct manager *m;
@@ -200,6 +202,8 @@ static int restore_run(void *arg, json_t **ret_result, const char **ret_code, ch
 	int r = ct_restore(&o, &j->pid, &j->pidfd, s, err);
 
 	if (r < 0) {
+		/* The engine killed what it had restored: the fresh cgroup goes too. */
+		(void)ct_cgroup_remove(j->cg, ENGINE_TIMEOUT);
 		*ret_code = "restore-failed";
 		*ret_message = strdup(err[0] ? err : strerror(-r));
 		return r;
@@ -247,6 +251,19 @@ static void restore_done(void *userdata, int r, json_t *result, const char *code
 	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=restored"),
 			 "Container %s restored from %s: pid %d", c->name, j->dir, (int)c->pid);
 	control_request_reply(j->req, json_incref(result));
+}
+
+/* An ended container's cgroup had a cgroup.kill (a checkpoint's, or the one after PID 1 went),
+ * and the kernel kills a child born in such a cgroup: the restore would fall back to the
+ * cgroup.procs write (~10 ms). It goes, the restore makes a fresh one. */
+static void drop_stale_cgroup(struct manager *m, struct container *c)
+{
+	if (!c->cg)
+		(void)container_open_cgroup(m, c->name, c->record, &c->cg);
+	if (c->cg && ct_cgroup_remove(c->cg, STALE_CGROUP_TIMEOUT) < 0)
+		log_warning("Container %s: %s; restoring into it", c->name,
+			    ct_cgroup_last_error(c->cg));
+	c->cg = ct_cgroup_free(c->cg);
 }
 
 int method_restore(struct control_request *req, json_t *params, void *userdata, json_t **ret)
@@ -297,11 +314,17 @@ int method_restore(struct control_request *req, json_t *params, void *userdata, 
 			     .restore = true,
 			     .name = strdup(name),
 			     .dir = strdup(from)};
+	if (!created)
+		drop_stale_cgroup(m, c);
 	r = j->name && j->dir ? container_open_cgroup(m, name, c->record, &j->cg) : -ENOMEM;
+	if (r >= 0)
+		r = container_set_limits(j->cg, c->record);
 	if (r < 0) {
 		r = control_request_error(req, -r, "internal",
 					  "Cannot set up the cgroup of %s: %s.", name,
 					  j->cg ? ct_cgroup_last_error(j->cg) : strerror(-r));
+		if (j->cg)
+			(void)ct_cgroup_remove(j->cg, STALE_CGROUP_TIMEOUT);
 		ct_job_free(j);
 		if (created)
 			containers_del(m, c);
@@ -311,6 +334,7 @@ int method_restore(struct control_request *req, json_t *params, void *userdata, 
 	r = job_start(m->jobs, restore_run, j, ct_job_free, restore_done, j);
 	if (r < 0) {
 		c->busy = false;
+		(void)ct_cgroup_remove(j->cg, STALE_CGROUP_TIMEOUT);
 		ct_job_free(j);
 		if (created)
 			containers_del(m, c);

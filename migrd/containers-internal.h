@@ -36,6 +36,8 @@ char *container_log_path(struct manager *m, const char *name);
 struct container *containers_find(struct manager *m, const char *name);
 int container_open_cgroup(struct manager *m, const char *name, json_t *record,
 			  struct ct_cgroup **ret);
+/* The record's memory and cpus limits on cg (none: nothing to do). */
+int container_set_limits(struct ct_cgroup *cg, json_t *record);
 int container_watch(struct container *c);
 int containers_add(struct manager *m, struct container *c);
 void containers_del(struct manager *m, struct container *c);

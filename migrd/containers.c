@@ -96,6 +96,24 @@ int container_open_cgroup(struct manager *m, const char *name, json_t *record,
 	return ct_cgroup_new(&p, ret);
 }
 
+int container_set_limits(struct ct_cgroup *cg, json_t *record)
+{
+	json_t *cpus = json_object_get(record, "cpus");
+	uint64_t mem = 0;
+	int r;
+
+	(void)json_get_uint64(record, "memory", &mem);
+	if (mem) {
+		r = ct_cgroup_set_memory_limit(cg, mem);
+		if (r < 0)
+			return r;
+	}
+	if (json_is_number(cpus) && json_number_value(cpus) > 0)
+		return ct_cgroup_set_cpu_quota(cg, (uint64_t)(json_number_value(cpus) * 100000),
+					       100000);
+	return 0;
+}
+
 /* The process ended: record how, make sure nothing of it is left, answer a waiting stop. */
 static void on_exited(struct container *c)
 {
@@ -366,11 +384,8 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 					     strerror(-r));
 	}
 	r = container_open_cgroup(m, name, c->record, &c->cg);
-	if (r >= 0 && memory)
-		r = ct_cgroup_set_memory_limit(c->cg, memory);
-	if (r >= 0 && json_is_number(cpus))
-		r = ct_cgroup_set_cpu_quota(c->cg, (uint64_t)(json_number_value(cpus) * 100000),
-					    100000);
+	if (r >= 0)
+		r = container_set_limits(c->cg, c->record);
 	if (r < 0) {
 		r = control_request_error(req, -r, "internal",
 					  "Cannot set up the cgroup of %s: %s.", name,

@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,8 @@ int ct_container_setup_namespaces(const char *hostname, bool netns)
 	return 0;
 }
 
-/* Runs in the child, between clone3() and exec: system calls only. */
+/* Runs in the child, between clone3() and exec: system calls only. sync_fd < 0: born in the
+ * cgroup, nothing to wait for. */
 _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char **env, int sync_fd,
 			     int err_fd, int log_fd)
 {
@@ -107,9 +109,13 @@ _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char *
 	int r, nul;
 
 	/* Wait until the parent put us into the cgroup. */
-	if (read(sync_fd, &c, 1) != 1)
+	if (sync_fd >= 0 && read(sync_fd, &c, 1) != 1)
 		_exit(126);
-	close(sync_fd);
+	if (sync_fd >= 0)
+		close(sync_fd);
+	/* Alive: a child the kernel killed at birth never says this. */
+	if (write(err_fd, "x", 1) != 1)
+		_exit(126);
 	if (ct_container_setup_namespaces(spec->name, spec->netns) < 0)
 		goto fail;
 	(void)setsid();
@@ -129,30 +135,40 @@ fail:
 	_exit(127);
 }
 
-int ct_container_spawn(const struct ct_spec *spec, struct ct_cgroup *cg, int log_fd, pid_t *ret_pid,
-		       int *ret_pidfd, char **ret_error)
+_printf_(2, 3) static void set_error(char **ret_error, const char *fmt, ...)
 {
-	_cleanup_free_ char *exe = NULL;
-	_cleanup_strv_free_ char **env = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(ret_error, fmt, ap) < 0)
+		*ret_error = NULL;
+	va_end(ap);
+}
+
+/* Gone before a word: killed at birth by the kernel, which (6.18) does that to a child born in a
+ * cgroup that once had a cgroup.kill? Then reaped here, as if it never was. */
+static bool killed_at_birth(int pidfd)
+{
+	siginfo_t si = {};
+
+	return waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOWAIT) == 0 &&
+	       si.si_code == CLD_KILLED && si.si_status == SIGKILL &&
+	       waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0;
+}
+
+/* CMD as PID 1, born in the cgroup of cgroup_fd, or else moved there (cgroup_fd < 0). -EAGAIN:
+ * the kernel refused the birth there and nothing is left of the attempt. */
+static int spawn_one(const struct ct_spec *spec, const char *exe, char **env, struct ct_cgroup *cg,
+		     int cgroup_fd, int log_fd, pid_t *ret_pid, int *ret_pidfd, char **ret_error)
+{
 	int sync_pipe[2] = {-1, -1}, err_pipe[2] = {-1, -1}, pidfd = -1, child_errno = 0;
 	struct clone_args args = {0};
 	pid_t pid;
 	ssize_t k;
+	char c;
 	int r;
 
-	*ret_error = NULL;
-	if (!spec->argv || !spec->argv[0])
-		return -EINVAL;
-	env = build_env(spec->name, spec->env);
-	if (!env)
-		return -ENOMEM;
-	exe = resolve_command(spec->argv[0], env);
-	if (!exe) {
-		if (asprintf(ret_error, "command '%s' not found in PATH", spec->argv[0]) < 0)
-			*ret_error = NULL;
-		return -ENOENT;
-	}
-	if (pipe2(sync_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
+	if ((cgroup_fd < 0 && pipe2(sync_pipe, O_CLOEXEC) < 0) || pipe2(err_pipe, O_CLOEXEC) < 0) {
 		r = NEG_ERRNO();
 		goto out;
 	}
@@ -160,38 +176,58 @@ int ct_container_spawn(const struct ct_spec *spec, struct ct_cgroup *cg, int log
 		     (spec->netns ? CLONE_NEWNET : 0);
 	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
 	args.exit_signal = SIGCHLD;
+	if (cgroup_fd >= 0) {
+		args.flags |= CLONE_INTO_CGROUP;
+		args.cgroup = (uint64_t)cgroup_fd;
+	}
 	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 	if (pid < 0) {
-		r = NEG_ERRNO();
+		r = cgroup_fd >= 0 ? -EAGAIN : NEG_ERRNO();
 		goto out;
 	}
 	if (pid == 0) {
-		close(sync_pipe[1]);
+		safe_close(sync_pipe[1]);
 		close(err_pipe[0]);
 		child(spec, exe, env, sync_pipe[0], err_pipe[1], log_fd);
 	}
 	sync_pipe[0] = safe_close(sync_pipe[0]);
 	err_pipe[1] = safe_close(err_pipe[1]);
-	r = ct_cgroup_add_pid(cg, pid);
-	if (r < 0) {
-		if (asprintf(ret_error, "cannot place the container in its cgroup: %s",
-			     ct_cgroup_last_error(cg)) < 0)
-			*ret_error = NULL;
-		kill(pid, SIGKILL);
+	if (cgroup_fd < 0) {
+		r = ct_cgroup_add_pid(cg, pid);
+		if (r < 0) {
+			set_error(ret_error, "cannot place the container in its cgroup: %s",
+				  ct_cgroup_last_error(cg));
+			kill(pid, SIGKILL);
+			(void)waitpid(pid, NULL, 0);
+			goto out;
+		}
+		(void)!write(sync_pipe[1], "x", 1);
+		sync_pipe[1] = safe_close(sync_pipe[1]);
+	}
+	do
+		k = read(err_pipe[0], &c, 1);
+	while (k < 0 && errno == EINTR);
+	if (k != 1) {
+		if (cgroup_fd >= 0 && k == 0 && killed_at_birth(pidfd)) {
+			log_debug("%s: PID 1 was killed at birth in its cgroup; moving it there "
+				  "instead",
+				  spec->name);
+			r = -EAGAIN;
+			goto out;
+		}
+		r = -ECHILD;
+		set_error(ret_error, "the container's PID 1 died before it could start %s", exe);
 		(void)waitpid(pid, NULL, 0);
 		goto out;
 	}
-	(void)!write(sync_pipe[1], "x", 1);
-	sync_pipe[1] = safe_close(sync_pipe[1]);
 	/* EOF: exec succeeded (the pipe is close-on-exec); an int: why it did not. */
 	do
 		k = read(err_pipe[0], &child_errno, sizeof(child_errno));
 	while (k < 0 && errno == EINTR);
 	if (k == sizeof(child_errno)) {
 		r = -child_errno;
-		if (asprintf(ret_error, "starting %s in the container: %s", exe,
-			     strerror(child_errno)) < 0)
-			*ret_error = NULL;
+		set_error(ret_error, "starting %s in the container: %s", exe,
+			  strerror(child_errno));
 		(void)waitpid(pid, NULL, 0);
 		goto out;
 	}
@@ -204,6 +240,36 @@ out:
 	safe_close(err_pipe[0]);
 	safe_close(err_pipe[1]);
 	safe_close(pidfd);
+	return r;
+}
+
+/* Born in its cgroup (clone3's CLONE_INTO_CGROUP), PID 1 needs no cgroup.procs write, which waits
+ * for an RCU grace period (~10 ms). v1 hierarchies take the write; so does a refusal: a kernel
+ * before 5.7, or one (6.18) that kills a child born in a cgroup that had a cgroup.kill. */
+int ct_container_spawn(const struct ct_spec *spec, struct ct_cgroup *cg, int log_fd, pid_t *ret_pid,
+		       int *ret_pidfd, char **ret_error)
+{
+	_cleanup_free_ char *exe = NULL;
+	_cleanup_strv_free_ char **env = NULL;
+	_cleanup_close_ int cgroup_fd = -EBADF;
+	int r = -EAGAIN;
+
+	*ret_error = NULL;
+	if (!spec->argv || !spec->argv[0])
+		return -EINVAL;
+	env = build_env(spec->name, spec->env);
+	if (!env)
+		return -ENOMEM;
+	exe = resolve_command(spec->argv[0], env);
+	if (!exe) {
+		set_error(ret_error, "command '%s' not found in PATH", spec->argv[0]);
+		return -ENOENT;
+	}
+	cgroup_fd = ct_cgroup_open_dir(cg);
+	if (cgroup_fd >= 0)
+		r = spawn_one(spec, exe, env, cg, cgroup_fd, log_fd, ret_pid, ret_pidfd, ret_error);
+	if (r == -EAGAIN)
+		r = spawn_one(spec, exe, env, cg, -EBADF, log_fd, ret_pid, ret_pidfd, ret_error);
 	return r;
 }
 

@@ -241,6 +241,47 @@ def test_image_is_private_and_checked(host):
     assert restore(host, "priv")["pid"] > 0
 
 
+CGROUP_ROOTS = ["/sys/fs/cgroup/unified/migrd", "/sys/fs/cgroup/migrd"] + [
+    f"/sys/fs/cgroup/{c}/migrd" for c in ("freezer", "memory", "cpu,cpuacct", "cpu")]
+
+
+def cgroup_dirs(h, name):
+    """The container's cgroup directories, on whichever layout migrd chose."""
+    return [os.path.join(r, f"{h.name}.{name}") for r in CGROUP_ROOTS
+            if os.path.isdir(os.path.join(r, f"{h.name}.{name}"))]
+
+
+def memory_limit(h, name):
+    for d in cgroup_dirs(h, name):
+        for f in ("memory.max", "memory.limit_in_bytes"):
+            if os.path.exists(os.path.join(d, f)):
+                return int(open(os.path.join(d, f)).read())
+    return None
+
+
+def test_restore_on_the_same_host_keeps_the_limits(host):
+    # The restored copy gets a fresh cgroup (the killed one goes) with the limits of the run;
+    # a failed restore leaves no cgroup behind, here or under a new name.
+    host.migctl("run", "lim", "--memory", "64M", "--", "sleep", "1000")
+    assert memory_limit(host, "lim") == 64 << 20
+    checkpoint(host, "lim")
+    host.wait_for(lambda: entry(host, "lim")["state"] == "checkpointed", 10,
+                  "the checkpoint's kill")
+    victim = os.path.join(image_outside(host, "lim"), "inventory.img")
+    os.chmod(victim, 0o666)
+    for name in ("lim", "lim2"):
+        cp = host.migctl_raw("restore", name, "--from", image("lim"), timeout=60)
+        assert cp.returncode != 0 and "inventory.img" in cp.stderr, cp.stderr
+        assert cgroup_dirs(host, name) == []
+    assert entry(host, "lim")["state"] == "checkpointed" and entry(host, "lim2") is None
+    os.chmod(victim, 0o600)
+    pid = restore(host, "lim")["pid"]
+    assert memory_limit(host, "lim") == 64 << 20
+    assert f"/{host.name}.lim\n" in open(f"/proc/{pid}/cgroup").read()
+    host.migctl("rm", "lim", "--force")
+    assert cgroup_dirs(host, "lim") == []
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupt_image_refused(host, damage):
     host.migctl("run", "bad", "--", fixture("fixture-ct-counter"), "16")

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "checkpoint/ct/cgroup-internal.h"
+#include "checkpoint/ct/container-internal.h"
 #include "common/common.h"
 
 #define N_BUSY	   100
@@ -257,6 +259,67 @@ static void test_clone_into(void **state)
 	assert_int_equal(ct_cgroup_remove(cg1, TIMEOUT), 0);
 }
 
+/* Starts CMD in the cgroup and checks it is the one task there, then kills the cgroup. */
+static void spawn_in(struct fixture *f, char *const *argv)
+{
+	struct ct_spec spec = {.name = f->name, .argv = argv};
+	_cleanup_free_ pid_t *pids = NULL;
+	_cleanup_free_ char *error = NULL;
+	_cleanup_close_ int log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC), pidfd = -EBADF;
+	pid_t pid;
+	size_t n;
+	int st;
+
+	assert_true(log_fd >= 0);
+	assert_int_equal(ct_container_spawn(&spec, f->cg, log_fd, &pid, &pidfd, &error), 0);
+	f->kids[f->n_kids++] = pid;
+	assert_true(pidfd >= 0);
+	assert_int_equal(ct_cgroup_get_pids(f->cg, false, &pids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(pids[0], pid);
+	assert_int_equal(ct_cgroup_kill(f->cg, TIMEOUT), 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	f->n_kids = 0;
+}
+
+/* A container's PID 1 starts in its cgroup: a fresh one (born there), one that had a
+ * cgroup.kill (where this kernel kills a child born there: moved instead), and on v1. A command
+ * that cannot run says why and leaves nothing. */
+static void test_container_spawn(void **state)
+{
+	struct fixture *f = *state;
+	char *sleeper[] = {"sleep", "1000", NULL}, *nosuch[] = {"/nosuch", NULL},
+	     *noexec[] = {"/etc/passwd", NULL};
+	struct ct_spec spec = {.name = f->name, .argv = noexec};
+	_cleanup_close_ int log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	_cleanup_free_ char *error = NULL;
+	_cleanup_free_ pid_t *pids = NULL;
+	pid_t pid = 0;
+	int pidfd = -EBADF;
+	size_t n;
+
+	make_cgroup(f, CT_CGROUP_V2, 0);
+	spawn_in(f, sleeper);
+	spawn_in(f, sleeper);
+	assert_int_equal(ct_container_spawn(&spec, f->cg, log_fd, &pid, &pidfd, &error), -EACCES);
+	assert_non_null(strstr(error, "starting /etc/passwd in the container"));
+	assert_int_equal(pid, 0);
+	assert_int_equal(pidfd, -EBADF);
+	assert_int_equal(ct_cgroup_get_pids(f->cg, false, &pids, &n), 0);
+	assert_int_equal(n, 0);
+	free(error);
+	error = NULL;
+	spec.argv = nosuch;
+	assert_int_equal(ct_container_spawn(&spec, f->cg, log_fd, &pid, &pidfd, &error), -ENOENT);
+	assert_non_null(error);
+	assert_int_equal(ct_cgroup_remove(f->cg, TIMEOUT), 0);
+	f->cg = ct_cgroup_free(f->cg);
+
+	make_cgroup(f, CT_CGROUP_V1, 0);
+	spawn_in(f, sleeper);
+}
+
 /* Errors name the file that failed. */
 static void test_errors(void **state)
 {
@@ -279,6 +342,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_freeze_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_clone_into, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_container_spawn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 	};
 
