@@ -31,9 +31,11 @@
 #define TUNNEL_FRAME_PLAIN (128 * 1024)
 #define GATHER_MS	   1
 /* Credits (see vm_tunnel_new): the destination reports what it handed to its local sockets,
- * in one 12-byte record per stream (le32 stream, le64 bytes so far), every eighth of the
- * window; its local sockets then hold little beyond the window themselves. */
-#define CREDIT_RECORD 12
+ * in one 20-byte record per stream (le32 stream, le64 bytes so far, le64 nanoseconds its
+ * writes to the local socket took so far), every eighth of the window; its local sockets then
+ * hold little beyond the window themselves. The time tells the source's adaptive compression
+ * when the destination's QEMU, not the link, sets the pace. */
+#define CREDIT_RECORD 20
 #define CREDIT_POLL   (25 * USEC_PER_MSEC) /* the source's reader notices the end */
 #define CREDIT_SNDBUF (256 * 1024)
 
@@ -53,6 +55,7 @@ struct conn {
 	 * destination reported written; the destination what it wrote and reported. */
 	uint64_t sent, credited;
 	uint64_t written, reported;
+	uint64_t write_ns, peer_write_ns; /* destination's time in local writes; as reported */
 };
 
 struct vm_tunnel {
@@ -162,29 +165,37 @@ static void credit_wait(struct conn *c, size_t len)
  * was sent, is a broken peer: the session ends. */
 static int credit_apply(struct vm_tunnel *t, const uint8_t *p, size_t len)
 {
+	uint64_t blocked = 0;
+
 	if (len == 0 || len % CREDIT_RECORD != 0)
 		return -EBADMSG;
 	pthread_mutex_lock(&t->lock);
 	for (; len > 0; p += CREDIT_RECORD, len -= CREDIT_RECORD) {
 		uint32_t stream;
-		uint64_t total;
+		uint64_t total, ns;
 		struct conn *c = NULL;
 
 		memcpy(&stream, p, sizeof(stream));
 		memcpy(&total, p + 4, sizeof(total));
+		memcpy(&ns, p + 12, sizeof(ns));
 		stream = le32toh(stream);
 		total = le64toh(total);
+		ns = le64toh(ns);
 		for (unsigned i = 0; i < t->n_conns && !c; i++)
 			if (t->conns[i]->stream == stream)
 				c = t->conns[i];
-		if (!c || total > c->sent) {
+		if (!c || total > c->sent || ns < c->peer_write_ns) {
 			pthread_mutex_unlock(&t->lock);
 			return -EBADMSG;
 		}
 		c->credited = MAX(c->credited, total);
+		blocked += ns - c->peer_write_ns;
+		c->peer_write_ns = ns;
 	}
 	pthread_cond_broadcast(&t->credit_cond);
 	pthread_mutex_unlock(&t->lock);
+	if (blocked > 0)
+		transport_session_note_receiver_busy(t->s, blocked);
 	return 0;
 }
 
@@ -242,12 +253,13 @@ static void *credit_writer(void *arg)
 		for (unsigned i = 0; i < t->n_conns; i++) {
 			struct conn *c = t->conns[i];
 			uint32_t stream = htole32(c->stream);
-			uint64_t total = htole64(c->written);
+			uint64_t total = htole64(c->written), ns = htole64(c->write_ns);
 
 			if (c->written == c->reported)
 				continue;
 			memcpy(rec + n, &stream, sizeof(stream));
 			memcpy(rec + n + 4, &total, sizeof(total));
+			memcpy(rec + n + 12, &ns, sizeof(ns));
 			n += CREDIT_RECORD;
 			c->reported = c->written;
 		}
@@ -391,6 +403,8 @@ static void *pump_down(void *arg)
 			break;
 		}
 		if (!discard) {
+			usec_t t0 = now_usec(CLOCK_MONOTONIC);
+
 			r = write_all(c->fd, b->data, b->len);
 			if (r < 0) {
 				/* The local end closed: what the peer still sends is of no use
@@ -403,6 +417,7 @@ static void *pump_down(void *arg)
 				pthread_mutex_lock(&t->lock);
 				t->local_out += b->len;
 				c->written += b->len;
+				c->write_ns += (now_usec(CLOCK_MONOTONIC) - t0) * 1000;
 				if (t->window > 0 && c->written - c->reported >= t->window / 8) {
 					t->credit_due = true;
 					pthread_cond_broadcast(&t->credit_cond);

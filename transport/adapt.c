@@ -28,6 +28,19 @@
  *    cost stays small when compression is right;
  *  - if neither (a quiet window of a few frames, most of them the survey's or a probe's, such
  *    as a session's opening handshake), it says nothing: C stays as it was.
+ * Receiver. A receiving application that cannot keep up (a destination QEMU taking the stream
+ * slower than the link brings it) closes the link's window just as a slow link does: the writes
+ * block, yet compression cannot help, for the receiver takes raw bytes. Where the peer reports
+ * how long its application was blocked handing data on (transport_adapt_record_receiver), a
+ * window with that time >= SATURATED_BUSY of its length was paced by the receiver: it measures
+ * R, the raw bytes/s the receiver takes, and nothing of the link; any other window says R is at
+ * least its raw rate. R is measured apart for off and for compression: the receiver's pace can
+ * depend on it, on a host whose CPUs the sender's compression or the receiver's decompression
+ * take from the receiving application. The level the model likes best runs if, capped by
+ * R(comp), it beats off capped by R(off): min(T(L), R(comp)) against min(C, R(off)). So a
+ * receiver slower than the link turns compression off, while a link slower than the receiver
+ * keeps it. An R not refreshed for RECV_FORGET windows is forgotten, so compression is tried
+ * again now and then.
  * Start: off, with the first frames surveying each compressing level once. Off measures the
  * link within the first window (a slow link fills the socket buffer at once); starting
  * compressed could not tell a fast link from slow compression without a costly exploration.
@@ -54,6 +67,8 @@ static const int levels[] = {TRANSPORT_LEVEL_OFF, -3, 1, 3};
 #define WINDOW_NS      (100ULL * 1000 * 1000)
 #define SATURATED_BUSY 0.5
 #define LINK_ALPHA     0.5  /* weight of a new saturated window in the link estimate */
+#define RECV_ALPHA     0.25 /* weight of a new receiver-paced window in the receiver's */
+#define RECV_FORGET    30   /* windows after which an unrefreshed receiver estimate is dropped */
 #define EST_KEEP       0.75 /* weight of the old sums in the per-level estimates */
 #define MIN_EST_RAW    4096 /* smaller frames time too noisily to count */
 #define MIN_RATIO      1.1
@@ -90,9 +105,17 @@ struct transport_adapt {
 
 	enum link_state link;
 	double link_bps;
+	/* The raw bytes/s the receiver took while off ran ([0]) and while compression did ([1]),
+	 * see Receiver. */
+	struct {
+		double bps;
+		unsigned age; /* windows since it was measured */
+		bool known;
+	} recv[2];
 
 	bool win_open;
 	uint64_t win_start, win_bytes, win_busy_ns, win_frames, win_off_frames;
+	uint64_t win_raw, win_recv_busy_ns;
 
 	unsigned unsat_windows, explore_after;
 	unsigned exploring; /* windows left to run off: EXPLORE_WINDOWS, then down to 0 */
@@ -183,8 +206,9 @@ static double est_speed(const struct transport_adapt *a, const struct level_est 
 	return e->ns > 0 ? a->workers * e->raw * 1e9 / e->ns : INFINITY;
 }
 
-/* T(level) of the model, or -1 if the level cannot be chosen (unmeasured, or no gain). */
-static double throughput(const struct transport_adapt *a, unsigned i)
+/* T(level) of the model without the receiver, or -1 if the level cannot be chosen (unmeasured,
+ * or no gain). */
+static double model(const struct transport_adapt *a, unsigned i)
 {
 	const struct level_est *e = &a->est[i];
 	double c = a->link == LINK_MEASURED ? a->link_bps : INFINITY;
@@ -194,6 +218,15 @@ static double throughput(const struct transport_adapt *a, unsigned i)
 	if (!e->known || est_ratio(e) < MIN_RATIO)
 		return -1;
 	return MIN(c * est_ratio(e), est_speed(a, e));
+}
+
+/* And capped by the receiver's pace where it was measured. */
+static double throughput(const struct transport_adapt *a, unsigned i)
+{
+	unsigned k = levels[i] != TRANSPORT_LEVEL_OFF;
+	double t = model(a, i);
+
+	return t >= 0 && a->recv[k].known ? MIN(t, a->recv[k].bps) : t;
 }
 
 static void set_level(struct transport_adapt *a, unsigned i)
@@ -209,8 +242,8 @@ static void set_level(struct transport_adapt *a, unsigned i)
 
 static void reevaluate(struct transport_adapt *a)
 {
-	unsigned best = 0;
-	double best_t, cur_t;
+	unsigned best = 0, comp = 0;
+	double best_t, cur_t, comp_m = -1;
 
 	if (a->mode != TRANSPORT_ADAPT_AUTO)
 		return;
@@ -218,14 +251,17 @@ static void reevaluate(struct transport_adapt *a)
 	if (a->link == LINK_UNKNOWN)
 		return; /* nothing to compare with yet: stay off */
 
-	/* The cheapest level wins ties. */
-	best_t = throughput(a, 0);
-	for (unsigned i = 1; i < N_LEVELS; i++) {
-		double t = throughput(a, i);
-		if (t > best_t) {
-			best = i;
-			best_t = t;
+	/* The compressing level the model likes best (the cheapest wins ties); it runs if, capped
+	 * by the receiver, it beats off. */
+	for (unsigned i = 1; i < N_LEVELS; i++)
+		if (model(a, i) > comp_m) {
+			comp = i;
+			comp_m = model(a, i);
 		}
+	best_t = throughput(a, 0);
+	if (comp > 0 && throughput(a, comp) > best_t) {
+		best = comp;
+		best_t = throughput(a, comp);
 	}
 	cur_t = throughput(a, a->cur);
 	if (best != a->cur && (cur_t < 0 || best_t > cur_t * SWITCH_MARGIN))
@@ -277,11 +313,13 @@ void transport_adapt_record_frame(struct transport_adapt *a, int level, size_t r
 	struct level_est *e;
 	int slot;
 
-	/* Off is ratio 1 by definition; zero frames skip compression whatever the level. */
-	if (level == TRANSPORT_LEVEL_OFF || raw < MIN_EST_RAW || wire == 0)
-		return;
-
 	pthread_mutex_lock(&a->lock);
+	a->win_raw += raw;
+	/* Off is ratio 1 by definition; zero frames skip compression whatever the level. */
+	if (level == TRANSPORT_LEVEL_OFF || raw < MIN_EST_RAW || wire == 0) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
 	slot = slot_of(a, level);
 	if (slot >= 0) {
 		e = &a->est[slot];
@@ -300,6 +338,8 @@ static void close_window(struct transport_adapt *a, uint64_t now)
 	double wall = (double)(now - a->win_start);
 	double achieved = (double)a->win_bytes * 1e9 / wall;
 	double busy = (double)a->win_busy_ns / wall;
+	double raw_rate = (double)a->win_raw * 1e9 / wall;
+	bool receiver_paced = (double)a->win_recv_busy_ns / wall >= SATURATED_BUSY;
 	bool ran_off = a->win_frames > 0 ? a->win_off_frames * 4 >= a->win_frames * 3
 					 : levels[a->cur] == TRANSPORT_LEVEL_OFF;
 	bool explored = a->exploring > 0;
@@ -309,7 +349,27 @@ static void close_window(struct transport_adapt *a, uint64_t now)
 		goto next_window;
 	}
 
-	if (busy >= SATURATED_BUSY) {
+	/* The receiver's pace, off or compressed as the window ran (probes alone say nothing). */
+	for (unsigned i = 0; i < 2; i++)
+		if (a->recv[i].known && ++a->recv[i].age > RECV_FORGET)
+			a->recv[i].known = false;
+	if (ran_off || a->cur != 0) {
+		unsigned i = ran_off ? 0 : 1;
+
+		if (receiver_paced) {
+			a->recv[i].bps =
+				a->recv[i].known
+					? a->recv[i].bps + RECV_ALPHA * (raw_rate - a->recv[i].bps)
+					: raw_rate;
+			a->recv[i].known = true;
+			a->recv[i].age = 0;
+		} else if (a->recv[i].known)
+			a->recv[i].bps = MAX(a->recv[i].bps, raw_rate);
+	}
+
+	if (receiver_paced) {
+		/* Nothing to learn of the link. */
+	} else if (busy >= SATURATED_BUSY) {
 		if (a->link == LINK_MEASURED)
 			a->link_bps += LINK_ALPHA * (achieved - a->link_bps);
 		else
@@ -343,6 +403,7 @@ static void close_window(struct transport_adapt *a, uint64_t now)
 next_window:
 	a->win_start = now;
 	a->win_bytes = a->win_busy_ns = a->win_frames = a->win_off_frames = 0;
+	a->win_raw = a->win_recv_busy_ns = 0;
 }
 
 void transport_adapt_record_write(struct transport_adapt *a, size_t wire, uint64_t write_ns)
@@ -360,6 +421,13 @@ void transport_adapt_record_write(struct transport_adapt *a, size_t wire, uint64
 	a->win_busy_ns += write_ns;
 	if (now > a->win_start && now - a->win_start >= WINDOW_NS)
 		close_window(a, now);
+	pthread_mutex_unlock(&a->lock);
+}
+
+void transport_adapt_record_receiver(struct transport_adapt *a, uint64_t blocked_ns)
+{
+	pthread_mutex_lock(&a->lock);
+	a->win_recv_busy_ns += blocked_ns;
 	pthread_mutex_unlock(&a->lock);
 }
 

@@ -61,6 +61,9 @@ void transport_adapt_record_frame(struct transport_adapt *a, int level, size_t r
 /* Link drain: wire bytes written by one sender and the wall time the write took (including
  * blocking on a full socket). */
 void transport_adapt_record_write(struct transport_adapt *a, size_t wire, uint64_t write_ns);
+/* The receiving application's time blocked handing data on (summed over its streams), as the
+ * peer reports it: windows it paced measure the receiver, not the link (see adapt.c). */
+void transport_adapt_record_receiver(struct transport_adapt *a, uint64_t blocked_ns);
 /* The level in use now and the estimates behind it, for peer-test and logs. */
 struct transport_adapt_stats {
 	int level;

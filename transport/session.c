@@ -794,6 +794,12 @@ bool transport_session_encrypted(struct transport_session *s)
 	return s->encrypt;
 }
 
+void transport_session_note_receiver_busy(struct transport_session *s, uint64_t blocked_ns)
+{
+	if (s->adapt)
+		transport_adapt_record_receiver(s->adapt, blocked_ns);
+}
+
 const char *transport_session_transport(struct transport_session *s)
 {
 	return s->rdma ? "rdma" : "tcp";

@@ -94,6 +94,10 @@ bool transport_session_encrypted(struct transport_session *s);
 const char *transport_session_transport(struct transport_session *s);
 /* Why auto chose what it chose (NULL when nothing needed saying). */
 const char *transport_session_note(struct transport_session *s);
+/* Sender: the peer's application was blocked for blocked_ns handing on what this session sent
+ * (its own flow control reports it, summed over streams). Adaptive compression then tells a
+ * receiver that cannot keep up from a slow link, and compresses only for the latter. */
+void transport_session_note_receiver_busy(struct transport_session *s, uint64_t blocked_ns);
 
 /* Queues len bytes (copied) as one frame on stream (or the least busy one with
  * TRANSPORT_ANY_STREAM), blocking while the stream's queue is full. Returns the stream used,

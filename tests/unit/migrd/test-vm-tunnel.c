@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -338,7 +339,9 @@ static void test_credits_bound_the_backlog(void **state)
 	assert_true(without > 2 * (WINDOW + SLACK));
 }
 
-static void test_malformed_credits_end_the_session(void **state)
+/* The destination's reports: what is sent as credits, one message after the other. */
+static void malformed_credits(const void *first, size_t first_len, const void *then,
+			      size_t then_len)
 {
 	struct pair p;
 	struct vm_tunnel *src = NULL, *dst = NULL;
@@ -349,8 +352,9 @@ static void test_malformed_credits_end_the_session(void **state)
 	assert_int_equal(vm_tunnel_new(p.src, FRAME, true, WINDOW, &src), 0);
 	assert_int_equal(vm_tunnel_new(p.dst, FRAME, false, WINDOW, &dst), 0);
 	out = carry_one(&p, src, dst, &in);
-	/* Five bytes are no record. */
-	assert_true(transport_session_send(p.dst, N_STREAMS - 1, "bogus", 5) >= 0);
+	if (first)
+		assert_true(transport_session_send(p.dst, N_STREAMS - 1, first, first_len) >= 0);
+	assert_true(transport_session_send(p.dst, N_STREAMS - 1, then, then_len) >= 0);
 	for (int i = 0; i < 100 && !vm_tunnel_error(src); i++)
 		usleep(50 * 1000);
 	assert_non_null(vm_tunnel_error(src));
@@ -361,6 +365,32 @@ static void test_malformed_credits_end_the_session(void **state)
 	vm_tunnel_free(src);
 	vm_tunnel_free(dst);
 	pair_close(&p);
+}
+
+/* A 20-byte record: le32 stream, le64 bytes written, le64 ns spent writing. */
+static void record(uint8_t out[20], uint32_t stream, uint64_t written, uint64_t ns)
+{
+	stream = htole32(stream);
+	written = htole64(written);
+	ns = htole64(ns);
+	memcpy(out, &stream, 4);
+	memcpy(out + 4, &written, 8);
+	memcpy(out + 12, &ns, 8);
+}
+
+static void test_malformed_credits_end_the_session(void **state)
+{
+	uint8_t a[20], b[20];
+
+	/* Five bytes are no record. */
+	malformed_credits(NULL, 0, "bogus", 5);
+	/* More written than was sent. */
+	record(a, 0, 1, 0);
+	malformed_credits(NULL, 0, a, sizeof(a));
+	/* The destination's time in writes going back (the first record is well formed). */
+	record(a, 0, 0, 2000000);
+	record(b, 0, 0, 1000000);
+	malformed_credits(a, sizeof(a), b, sizeof(b));
 }
 
 static void test_closes_while_the_destination_does_not_read(void **state)
