@@ -10,11 +10,12 @@ veth and with both hosts' links limited to 1 Gbit/s by `tc tbf`. The moves go in
 each, every method in turn (the order rotates) boots a fresh guest on h1 and moves it to h2
 and back, so the methods share the machine's drift and the directions. Every move is checked:
 the guest's counter goes on and every page verifies on the destination. Per row: total time
-(the `virsh migrate` or `migctl move` call), downtime (libvirt's "Total downtime" on the
-destination), libvirt's own time of the job ("Time elapsed": the total less what the caller
-does around the job), bytes on the wire (the source's eth0, both directions of every
-connection it sends on), medians and ranges, the ratios of the medians to native's and the
-median of the ratios of paired moves (move i against native's move i: same round, same
+(the `virsh migrate` or `migctl move` call), libvirt's own time of the job ("Time elapsed":
+the total less what the caller does around the job), the CPU time both migrds used during the
+move (all threads, user and system: what carrying the stream costs), downtime (libvirt's
+"Total downtime" on the destination), bytes on the wire (the source's eth0, both directions of
+every connection it sends on), medians and ranges, the ratios of the medians to native's and
+the median of the ratios of paired moves (move i against native's move i: same round, same
 direction).
 
     sudo bench/vm/vm-bench.py [--runs 5] [--mem 512] [--methods native,plain,...] [--json]
@@ -80,6 +81,17 @@ def tx_bytes(h):
     return json.loads(out)[0]["stats64"]["tx"]["bytes"]
 
 
+def migrd_cpu(hosts):
+    """CPU seconds both migrds have used so far (every thread, user and system)."""
+    total = 0
+    for h in hosts:
+        pid = h.procs["migrd"].pid
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def set_limit(hosts, rate):
     for h in hosts:
         h.run(["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
@@ -101,11 +113,13 @@ def completed_job(h, name):
 
 def move(src, dst, name, method):
     """One live migration src -> dst; returns (seconds, downtime ms, wire bytes, damaged:
-    False, True, or "lost" when the guest stopped, zstd level, seconds of libvirt's job)."""
+    False, True, or "lost" when the guest stopped, zstd level, seconds of libvirt's job, CPU
+    seconds of both migrds)."""
     how, flags = METHODS[method]
     level = None
     before_ticks = ticks(src, name)[-1]
     tx0 = tx_bytes(src)
+    cpu0 = migrd_cpu((src, dst))
     t0 = time.monotonic()
     if how == "virsh":
         src.virsh("migrate", "--live", "--p2p", *flags, name,
@@ -113,6 +127,7 @@ def move(src, dst, name, method):
     else:
         level = src.migctl("move", name, dst.name, *flags, timeout=600)["compress_level"]
     took = time.monotonic() - t0
+    cpu = migrd_cpu((src, dst)) - cpu0
     wire = tx_bytes(src) - tx0
     down, job_ms = completed_job(dst, name)
     # The guest goes on where it was; its page checks say whether the move damaged it.
@@ -126,14 +141,14 @@ def move(src, dst, name, method):
         print(f"vm-bench: {method} {src.name} -> {dst.name}: the guest stopped after the "
               f"move (state {dst.virsh('domstate', name, check=False).stdout.strip()!r})\n"
               f"{serial_tail(dst, name)}", file=sys.stderr, flush=True)
-        return took, down, wire, "lost", level, job_ms / 1000
+        return took, down, wire, "lost", level, job_ms / 1000, cpu
     after = [t for t in ticks(dst, name) if t[0] > before_ticks[0]]
     damaged = any(t[3] > before_ticks[3] for t in after) or after[-1][1] < before_ticks[1]
     if damaged:
         print(f"vm-bench: {method} {src.name} -> {dst.name}: the guest found damaged pages "
               f"after the move: before {before_ticks}, after {after[-2:]}\n"
               f"{serial_tail(dst, name)}", file=sys.stderr, flush=True)
-    return took, down, wire, damaged, level, job_ms / 1000
+    return took, down, wire, damaged, level, job_ms / 1000, cpu
 
 
 def start_guest(h, name, method, mem, fill, dirty):
@@ -221,6 +236,7 @@ def main():
                 print(f"vm-bench: {link}, {load}, {method}: "
                       f"{[round(r[0], 2) for r in runs[method]]} s, "
                       f"libvirt's job {[round(r[5], 2) for r in runs[method]]} s, "
+                      f"migrd CPU {[round(r[6], 2) for r in runs[method]]} s, "
                       f"{[round(r[2] / 1048576) for r in runs[method]]} MiB, zstd levels "
                       f"{[r[4] for r in runs[method]]}",
                       file=sys.stderr, flush=True)
@@ -241,7 +257,8 @@ def print_table(args, rows):
     print(f"VM live migration, test guest of {args.mem} MiB ({mode}, {args.mem - 64} MiB filled "
           f"with a realistic mix), {args.runs} moves per row: median (min-max); "
           f"ratios to native in the same case")
-    print(f"{'link':10} {'guest':9} {'method':10} {'total s':>16} {'job s':>6} {'downtime ms':>16} "
+    print(f"{'link':10} {'guest':9} {'method':10} {'total s':>16} {'job s':>6} {'migrd cpu s':>11} "
+          f"{'downtime ms':>16} "
           f"{'wire MiB':>16} {'time/nat':>8} {'paired':>8} {'wire/nat':>8} {'damaged':>8}")
     for r in rows:
         base = next(b for b in rows if b["link"] == r["link"] and b["load"] == r["load"]
@@ -253,7 +270,7 @@ def print_table(args, rows):
         damaged = sum(1 for x in r["runs"] if x[3])
         lost = sum(1 for x in r["runs"] if x[3] == "lost")
         print(f"{r['link']:10} {r['load']:9} {r['method']:10} {cols[0]:>16} "
-              f"{med(r['runs'], 5):6.2f} {cols[1]:>16} "
+              f"{med(r['runs'], 5):6.2f} {med(r['runs'], 6):11.2f} {cols[1]:>16} "
               f"{cols[2]:>16} {med(r['runs'], 0) / med(base['runs'], 0):7.2f}x "
               f"{paired(r['runs'], base['runs']):7.2f}x "
               f"{med(r['runs'], 2) / med(base['runs'], 2):7.2f}x "
