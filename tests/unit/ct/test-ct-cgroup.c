@@ -218,6 +218,23 @@ static void test_limits(void **state)
 	assert_int_equal(ct_cgroup_remove(f->cg, TIMEOUT), 0);
 }
 
+/* pid is the one task of the cgroup; a cgroup.kill ends it. */
+static void alone_then_killed(struct fixture *f, pid_t pid)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n;
+	int st;
+
+	f->kids[f->n_kids++] = pid;
+	assert_int_equal(ct_cgroup_get_pids(f->cg, false, &pids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(pids[0], pid);
+	assert_int_equal(ct_cgroup_kill(f->cg, TIMEOUT), 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	f->n_kids = 0;
+}
+
 /* A child cloned into the directory is in the cgroup from birth (the restore's PID 1 starts
  * this way); v1 offers no such directory, without recording an error. */
 static void test_clone_into(void **state)
@@ -226,12 +243,9 @@ static void test_clone_into(void **state)
 	struct clone_args args = {.flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD};
 	struct ct_cgroup_params v1 = {.mode = CT_CGROUP_V1};
 	_cleanup_(ct_cgroup_freep) struct ct_cgroup *cg1 = NULL;
-	_cleanup_free_ pid_t *pids = NULL;
 	_cleanup_close_ int fd = -EBADF;
 	char name1[80];
-	size_t n;
 	pid_t pid;
-	int st;
 
 	make_cgroup(f, CT_CGROUP_V2, 0);
 	fd = ct_cgroup_open_dir(f->cg);
@@ -242,14 +256,7 @@ static void test_clone_into(void **state)
 	if (pid == 0)
 		for (;;)
 			pause();
-	f->kids[f->n_kids++] = pid;
-	assert_int_equal(ct_cgroup_get_pids(f->cg, false, &pids, &n), 0);
-	assert_int_equal(n, 1);
-	assert_int_equal(pids[0], pid);
-	assert_int_equal(ct_cgroup_kill(f->cg, TIMEOUT), 0);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-	f->n_kids = 0;
+	alone_then_killed(f, pid);
 
 	snprintf(name1, sizeof(name1), "%s-v1", f->name);
 	v1.name = name1;
@@ -263,24 +270,14 @@ static void test_clone_into(void **state)
 static void spawn_in(struct fixture *f, char *const *argv)
 {
 	struct ct_spec spec = {.name = f->name, .argv = argv};
-	_cleanup_free_ pid_t *pids = NULL;
 	_cleanup_free_ char *error = NULL;
 	_cleanup_close_ int log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC), pidfd = -EBADF;
 	pid_t pid;
-	size_t n;
-	int st;
 
 	assert_true(log_fd >= 0);
 	assert_int_equal(ct_container_spawn(&spec, f->cg, log_fd, &pid, &pidfd, &error), 0);
-	f->kids[f->n_kids++] = pid;
 	assert_true(pidfd >= 0);
-	assert_int_equal(ct_cgroup_get_pids(f->cg, false, &pids, &n), 0);
-	assert_int_equal(n, 1);
-	assert_int_equal(pids[0], pid);
-	assert_int_equal(ct_cgroup_kill(f->cg, TIMEOUT), 0);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-	f->n_kids = 0;
+	alone_then_killed(f, pid);
 }
 
 /* A container's PID 1 starts in its cgroup: a fresh one (born there), one that had a
