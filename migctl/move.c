@@ -40,7 +40,7 @@ static const char move_help[] =
 	"Options (defaults from [vm] and [transport]/[peer HOST] in migrd.conf):\n"
 	"  --native                 libvirt's own connections (qemu+tcp), nothing carried\n"
 	"  --parallel-connections N QEMU's parallel (multifd) migration with N channels\n"
-	"  --compress auto|off|N    zstd on the carried stream (auto: where the link is the limit)\n"
+	"  --compress auto|off|N    zstd on the carried stream (auto: if the link is the limit)\n"
 	"  --encrypt yes|no         TLS on the carried stream\n"
 	"  --transport tcp|rdma|auto\n"
 	"  --bandwidth MIB          cap the migration at MIB MiB/s (0: unlimited)\n"
