@@ -58,7 +58,7 @@ static const char move_help[] =
 	"Example:\n"
 	"  $ migctl move vm1 hostB --compress auto\n"
 	"  vm1 moved to hostB in 4.12 s: downtime 41 ms, 512.0MiB of memory, 131.2MiB on the\n"
-	"  wire (3.9x), TLS, zstd\n";
+	"  wire (3.9x), TLS, zstd auto\n";
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
 {
@@ -276,6 +276,9 @@ int verb_move(const struct migctl *m, int argc, char **argv)
 		uint64_t w = (uint64_t)json_integer_value(json_object_get(result, "wire_bytes"));
 		bool native = json_is_true(json_object_get(result, "native"));
 		int level = (int)json_integer_value(json_object_get(result, "compress_level"));
+		bool autoz = json_is_true(json_object_get(result, "compress_auto"));
+		/* The mode asked for; the ratio printed says what it gained. */
+		const char *zstd = autoz ? "zstd auto" : level ? "zstd" : "uncompressed";
 
 		format_bytes(data, sizeof(data), d);
 		format_bytes(wire, sizeof(wire), w);
@@ -290,7 +293,7 @@ int verb_move(const struct migctl *m, int argc, char **argv)
 				w ? (double)d / (double)w : 0.0,
 				json_is_true(json_object_get(result, "encrypted")) ? "TLS"
 										   : "plain",
-				level ? "zstd" : "uncompressed",
+				zstd,
 				json_is_true(json_object_get(result, "postcopy")) ? ", post-copy"
 										  : "");
 		fputc('\n', m->out);

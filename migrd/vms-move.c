@@ -412,8 +412,8 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 	}
 	transport_session_get_stats(mv->s, &st);
 	*ret_result = json_pack(
-		"{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:s,s:i,s:i,s:b,s:f}", "name",
-		mv->name, "from", mv->own, "to", mv->peer, "native", mv->native, "time_ms",
+		"{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:s,s:i,s:b,s:i,s:b,s:f}",
+		"name", mv->name, "from", mv->own, "to", mv->peer, "native", mv->native, "time_ms",
 		(json_int_t)res.time_ms, "downtime_ms", (json_int_t)res.downtime_ms,
 		"downtime_limit_ms", (json_int_t)res.downtime_limit_ms, "data_bytes",
 		(json_int_t)res.processed, "raw_bytes",
@@ -421,8 +421,9 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		(json_int_t)(st.wire_bytes_sent + st.wire_bytes_received), "wall_ms",
 		(json_int_t)((now_usec(CLOCK_MONOTONIC) - mv->started) / USEC_PER_MSEC), "postcopy",
 		res.postcopy, "encrypted", transport_session_encrypted(mv->s), "transport",
-		transport_session_transport(mv->s), "compress_level", st.level, "parallel",
-		(int)mv->parallel, "committed", committed, "compression_ratio",
+		transport_session_transport(mv->s), "compress_level", st.level, "compress_auto",
+		mv->params.compress_auto, "parallel", (int)mv->parallel, "committed", committed,
+		"compression_ratio",
 		st.wire_bytes_sent ? (double)st.raw_bytes_sent / (double)st.wire_bytes_sent : 1.0);
 	if (*ret_result)
 		json_object_set_new(

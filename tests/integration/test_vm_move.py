@@ -171,6 +171,7 @@ def moves_back_and_forth(h1, h2, name):
         r = move(src, dst, name, *flags)
         assert r["to"] == dst.name and r["native"] is False, (label, r)
         assert r["time_ms"] > 0 and r["wire_bytes"] > 0, (label, r)
+        assert r["compress_auto"] is (flags[1] == "auto"), (label, r)
         if label == "plain":
             assert r["encrypted"] is False and r["compress_level"] == 0, r
             # Uncompressed: at least the filled memory crossed the wire.
