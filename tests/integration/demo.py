@@ -102,6 +102,23 @@ def main():
         after = vm_guest.ticks(h2, "vm1")[-1]
         print(f"vm1 on h2: {after[0]} s up, {after[2]} pages verified, {after[3]} bad; "
               f"owner in the cluster state: {h3.migctl('status')['owners'].get('vm1')}")
+        print("On this veth the destination's QEMU, not the link, usually sets the pace, and "
+              "auto then sends the stream as is. Back to h1 with both links limited to "
+              "1 Gbit/s (tc tbf), where the link is the limit:")
+        for h in (h1, h2):
+            h.run(["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "1gbit",
+                   "burst", "256kb", "latency", "50ms"])
+        try:
+            print("$ migctl move vm1 h1 --compress auto    # on h2")
+            print(h2.migctl("move", "vm1", "h1", "--compress", "auto", json=False,
+                            timeout=300).rstrip("\n"), flush=True)
+        finally:
+            for h in (h1, h2):
+                h.run(["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+        n = len(vm_guest.ticks(h1, "vm1"))
+        c.wait_for(lambda: len(vm_guest.ticks(h1, "vm1")) >= n + 2, 60, "vm1 to tick on h1")
+        back = vm_guest.ticks(h1, "vm1")[-1]
+        print(f"vm1 on h1: {back[0]} s up, {back[2]} pages verified, {back[3]} bad")
 
         heading("Killing h3: SIGKILL to every process in its namespaces, link cut")
         t0 = time.monotonic()
