@@ -355,7 +355,9 @@ static void malformed_credits(const void *first, size_t first_len, const void *t
 	if (first)
 		assert_true(transport_session_send(p.dst, N_STREAMS - 1, first, first_len) >= 0);
 	assert_true(transport_session_send(p.dst, N_STREAMS - 1, then, then_len) >= 0);
-	for (int i = 0; i < 100 && !vm_tunnel_error(src); i++)
+	/* The tunnel records its error, then aborts the session: wait for both. */
+	for (int i = 0;
+	     i < 100 && (!vm_tunnel_error(src) || transport_session_error(p.src, NULL) == 0); i++)
 		usleep(50 * 1000);
 	assert_non_null(vm_tunnel_error(src));
 	assert_non_null(strstr(vm_tunnel_error(src), "malformed credits"));
