@@ -52,6 +52,10 @@ int ct_cgroup_add_pid(struct ct_cgroup *cg, pid_t pid);
 /* The cgroup2 directory, O_CLOEXEC, for clone3(CLONE_INTO_CGROUP): a task born in the cgroup
  * costs no cgroup.procs write, which waits for an RCU grace period. -EOPNOTSUPP in v1 mode. */
 int ct_cgroup_open_dir(struct ct_cgroup *cg);
+/* A child cloned into a cgroup (CLONE_INTO_CGROUP) that ended without a word: killed at birth by
+ * SIGKILL? This kernel (6.18) does that to a child born in a cgroup that once had a cgroup.kill.
+ * Then it is reaped, as if it never was, and the caller moves a new one in instead. */
+bool ct_cgroup_killed_at_birth(int pidfd);
 /* threads: every task (thread ids), else processes. Sorted ascending. */
 int ct_cgroup_get_pids(struct ct_cgroup *cg, bool threads, pid_t **ret_pids, size_t *ret_n);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "checkpoint/ct/cgroup-internal.h"
@@ -351,6 +352,15 @@ int ct_cgroup_open_dir(struct ct_cgroup *cg)
 	if (fd < 0)
 		return cg_error(cg, NEG_ERRNO(), "Failed to open %s: %m", cg->v2_path);
 	return fd;
+}
+
+bool ct_cgroup_killed_at_birth(int pidfd)
+{
+	siginfo_t si = {};
+
+	return waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOWAIT) == 0 &&
+	       si.si_code == CLD_KILLED && si.si_status == SIGKILL &&
+	       waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0;
 }
 
 static int cmp_pid(const void *a, const void *b)

@@ -145,17 +145,6 @@ _printf_(2, 3) static void set_error(char **ret_error, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Gone before a word: killed at birth by the kernel, which (6.18) does that to a child born in a
- * cgroup that once had a cgroup.kill? Then reaped here, as if it never was. */
-static bool killed_at_birth(int pidfd)
-{
-	siginfo_t si = {};
-
-	return waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOWAIT) == 0 &&
-	       si.si_code == CLD_KILLED && si.si_status == SIGKILL &&
-	       waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0;
-}
-
 /* CMD as PID 1, born in the cgroup of cgroup_fd, or else moved there (cgroup_fd < 0). -EAGAIN:
  * the kernel refused the birth there and nothing is left of the attempt. */
 static int spawn_one(const struct ct_spec *spec, const char *exe, char **env, struct ct_cgroup *cg,
@@ -208,7 +197,7 @@ static int spawn_one(const struct ct_spec *spec, const char *exe, char **env, st
 		k = read(err_pipe[0], &c, 1);
 	while (k < 0 && errno == EINTR);
 	if (k != 1) {
-		if (cgroup_fd >= 0 && k == 0 && killed_at_birth(pidfd)) {
+		if (cgroup_fd >= 0 && k == 0 && ct_cgroup_killed_at_birth(pidfd)) {
 			log_debug("%s: PID 1 was killed at birth in its cgroup; moving it there "
 				  "instead",
 				  spec->name);

@@ -479,21 +479,13 @@ static int spawn_helper(struct restorer *R, int cgroup_fd, pid_t *ret_pid, int *
 	close(ready[1]);
 	ready[1] = -1;
 	k = read(ready[0], buf, sizeof(buf));
-	if (k == 0 && cgroup_fd >= 0) {
-		siginfo_t si = {};
-
-		/* Gone without a word: killed at birth? Then reaped here, as if it never was. */
-		if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOWAIT) == 0 &&
-		    si.si_code == CLD_KILLED && si.si_status == SIGKILL &&
-		    waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0) {
-			log_debug("%s: PID 1 was killed at birth in its cgroup; moving it there "
-				  "instead",
-				  R->o->name);
-			*ret_pid = 0;
-			*ret_pidfd = safe_close(pidfd);
-			r = -EAGAIN;
-			goto out;
-		}
+	if (k == 0 && cgroup_fd >= 0 && ct_cgroup_killed_at_birth(pidfd)) {
+		log_debug("%s: PID 1 was killed at birth in its cgroup; moving it there instead",
+			  R->o->name);
+		*ret_pid = 0;
+		*ret_pidfd = safe_close(pidfd);
+		r = -EAGAIN;
+		goto out;
 	}
 	if (k != 1) {
 		int e = EIO;
