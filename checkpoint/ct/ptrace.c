@@ -260,9 +260,58 @@ int ct_ptrace_seize_cgroup(struct ct_cgroup *cg, usec_t timeout, struct ct_ptrac
 	return 0;
 }
 
+/* The state letter of /proc/TID/stat, or 0 when the task is gone. */
+static char task_state(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	_cleanup_close_ int fd = -EBADF;
+	ssize_t k;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	k = read(fd, buf, sizeof(buf) - 1);
+	if (k <= 0)
+		return 0;
+	buf[k] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Waits until a task let go from its ptrace stop has left it. Until then the cgroup v2 freezer
+ * still counts it as frozen; it counts itself out when it wakes (running, 'R') and in again
+ * in the freezer's trap (sleeping, 'S') or in group-stop ('T'). Reading "frozen 1" before
+ * every task was seen past 'R' may come before a task's leaving, and "frozen" drops to 0
+ * after the wait. */
+static int wait_left_trace_stop(pid_t tid, usec_t deadline)
+{
+	usec_t interval = 20;
+
+	for (unsigned i = 0;; i++) {
+		char st = task_state(tid);
+
+		if (st != 'R' && st != 't')
+			return 0;
+		if (i < WAIT_SPINS) {
+			sched_yield();
+			continue;
+		}
+		usec_t now = now_usec(CLOCK_MONOTONIC);
+		if (now >= deadline)
+			return log_debug_errno(ETIMEDOUT,
+					       "Timed out waiting for task %d to leave its ptrace "
+					       "stop (state %c)",
+					       (int)tid, st);
+		usleep((useconds_t)MIN(interval, deadline - now));
+		interval = MIN(interval * 2, (usec_t)WAIT_MAX_SLEEP);
+	}
+}
+
 int ct_ptrace_set_detach(struct ct_ptrace_set *s, struct ct_cgroup *cg, enum ct_detach_mode mode,
 			 usec_t timeout)
 {
+	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), timeout);
 	int r = 0;
 
 	if (mode == CT_DETACH_FROZEN) {
@@ -277,6 +326,9 @@ int ct_ptrace_set_detach(struct ct_ptrace_set *s, struct ct_cgroup *cg, enum ct_
 		if (k < 0 && r >= 0)
 			r = k;
 	}
+	if (mode == CT_DETACH_FROZEN && cg->mode == CT_CGROUP_V2)
+		for (size_t i = 0; i < s->n && r >= 0; i++)
+			r = wait_left_trace_stop(s->tasks[i].tid, deadline);
 	if (r >= 0 && mode == CT_DETACH_FROZEN)
 		r = ct_cgroup_freeze(cg, timeout);
 	return r;
