@@ -277,6 +277,7 @@ int verb_move(const struct migctl *m, int argc, char **argv)
 		bool native = json_is_true(json_object_get(result, "native"));
 		int level = (int)json_integer_value(json_object_get(result, "compress_level"));
 		bool autoz = json_is_true(json_object_get(result, "compress_auto"));
+		const char *check;
 		/* The mode asked for; the ratio printed says what it gained. */
 		const char *zstd = autoz ? "zstd auto" : level ? "zstd" : "uncompressed";
 
@@ -296,7 +297,19 @@ int verb_move(const struct migctl *m, int argc, char **argv)
 				zstd,
 				json_is_true(json_object_get(result, "postcopy")) ? ", post-copy"
 										  : "");
+		check = json_string_value(json_object_get(result, "stream_check"));
+		if (check && streq(check, "identical"))
+			fputs(", stream verified end to end", m->out);
 		fputc('\n', m->out);
+		if (check && streq(check, "differ"))
+			fprintf(m->err,
+				"warning: the migration stream reached %s altered; the guest there "
+				"may be damaged (migrd's journal on this host has the digests)\n",
+				argv[optind + 1]);
+		else if (check && !streq(check, "identical"))
+			fprintf(m->err,
+				"note: the migration stream could not be checked end to end (%s)\n",
+				check);
 	}
 	return MIGCTL_EXIT_OK;
 }

@@ -48,6 +48,7 @@ struct listener {
 struct conn {
 	struct vm_tunnel *t;
 	unsigned stream;
+	char target[16];
 	int fd;
 	pthread_t up, down; /* local -> stream, stream -> local */
 	bool has_up, has_down;
@@ -56,6 +57,12 @@ struct conn {
 	uint64_t sent, credited;
 	uint64_t written, reported;
 	uint64_t write_ns, peer_write_ns; /* destination's time in local writes; as reported */
+	/* The source -> destination half (under t->lock): on the source the bytes handed to the
+	 * session and whether the local end's EOF went out as the stream's end; on the
+	 * destination the digest of what was written (over .written) and whether the stream's
+	 * end came after all of it. */
+	uint64_t handed, digest;
+	bool half_ended;
 };
 
 struct vm_tunnel {
@@ -334,7 +341,12 @@ static void *pump_up(void *arg)
 		if (n <= 0) {
 			/* The other side learns it as the stream's end. */
 			free(buf);
-			(void)transport_session_end_stream(t->s, c->stream);
+			r = transport_session_end_stream(t->s, c->stream);
+			if (n == 0 && r >= 0) {
+				pthread_mutex_lock(&t->lock);
+				c->half_ended = true;
+				pthread_mutex_unlock(&t->lock);
+			}
 			break;
 		}
 		len = (size_t)n;
@@ -357,6 +369,7 @@ static void *pump_up(void *arg)
 			break; /* the session's error says why (buf was released) */
 		pthread_mutex_lock(&t->lock);
 		t->local_in += len;
+		c->handed += len;
 		pthread_mutex_unlock(&t->lock);
 	}
 	pump_ended(t);
@@ -396,6 +409,9 @@ static void *pump_down(void *arg)
 		}
 		if (r == -EPIPE) {
 			(void)shutdown(c->fd, SHUT_WR);
+			pthread_mutex_lock(&t->lock);
+			c->half_ended = !discard;
+			pthread_mutex_unlock(&t->lock);
 			break;
 		}
 		if (r < 0) {
@@ -417,6 +433,7 @@ static void *pump_down(void *arg)
 				pthread_mutex_lock(&t->lock);
 				t->local_out += b->len;
 				c->written += b->len;
+				c->digest = transport_digest_fold(c->digest, b->checksum, b->len);
 				c->write_ns += (now_usec(CLOCK_MONOTONIC) - t0) * 1000;
 				if (t->window > 0 && c->written - c->reported >= t->window / 8) {
 					t->credit_due = true;
@@ -431,7 +448,7 @@ static void *pump_down(void *arg)
 	return NULL;
 }
 
-static int attach(struct vm_tunnel *t, unsigned stream, int fd, bool source)
+static int attach(struct vm_tunnel *t, unsigned stream, int fd, const char *target, bool source)
 {
 	struct conn *c;
 	int r;
@@ -447,6 +464,7 @@ static int attach(struct vm_tunnel *t, unsigned stream, int fd, bool source)
 		return -ENOMEM;
 	}
 	*c = (struct conn){.t = t, .stream = stream, .fd = fd};
+	strscpy(c->target, target, sizeof(c->target));
 	/* Room for a whole frame in the kernel, so a write to the local end rarely waits; with
 	 * credits, what waits there is outside the window, so a little less. */
 	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF,
@@ -554,7 +572,7 @@ static void *accept_thread(void *arg)
 			r = msg ? transport_session_send_control(t->s, msg) : -ENOMEM;
 			json_decref(msg);
 			if (r >= 0)
-				r = attach(t, stream, fd, true);
+				r = attach(t, stream, fd, t->listeners[i].target, true);
 			if (r < 0) {
 				close(fd);
 				if (r != -ESHUTDOWN)
@@ -575,7 +593,8 @@ int vm_tunnel_start(struct vm_tunnel *t)
 	return r;
 }
 
-int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *path, char **ret_error)
+int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *target, const char *path,
+		      char **ret_error)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd, r;
@@ -597,7 +616,7 @@ int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *path, ch
 		close(fd);
 		return r;
 	}
-	r = attach(t, stream, fd, false);
+	r = attach(t, stream, fd, target, false);
 	if (r < 0)
 		close(fd);
 	return r;
@@ -611,6 +630,53 @@ void vm_tunnel_stats(struct vm_tunnel *t, unsigned *ret_conns, uint64_t *ret_loc
 	*ret_local_in = t->local_in;
 	*ret_local_out = t->local_out;
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* With t->lock held: the state of c's source -> destination half; false while it has not
+ * ended (on the source: or the session has not put all of it on the wire). */
+static bool half_state(struct vm_tunnel *t, struct conn *c, bool source,
+		       struct vm_tunnel_digest *ret)
+{
+	*ret = (struct vm_tunnel_digest){.stream = c->stream};
+	if (source) {
+		if (transport_session_stream_sent(t->s, c->stream, &ret->bytes, &ret->digest) < 0)
+			return false;
+		ret->complete = c->half_ended && ret->bytes == c->handed;
+	} else {
+		ret->bytes = c->written;
+		ret->digest = c->digest;
+		ret->complete = c->half_ended;
+	}
+	return ret->complete;
+}
+
+int vm_tunnel_digests(struct vm_tunnel *t, const char *target, bool source, usec_t timeout,
+		      struct vm_tunnel_digest *ret, unsigned max)
+{
+	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), timeout);
+
+	for (;;) {
+		unsigned n = 0;
+		bool all = true;
+
+		pthread_mutex_lock(&t->lock);
+		for (unsigned i = 0; i < t->n_conns; i++) {
+			struct vm_tunnel_digest d;
+
+			if (!streq(t->conns[i]->target, target))
+				continue;
+			all = half_state(t, t->conns[i], source, &d) && all;
+			if (n < max)
+				ret[n] = d;
+			n++;
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (n > max)
+			return -ENOBUFS;
+		if (all || now_usec(CLOCK_MONOTONIC) >= deadline)
+			return (int)n;
+		usleep(5 * USEC_PER_MSEC);
+	}
 }
 
 const char *vm_tunnel_error(struct vm_tunnel *t)

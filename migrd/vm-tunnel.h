@@ -35,9 +35,25 @@ int vm_tunnel_listen(struct vm_tunnel *t, const char *path, const char *target);
  * message {"type":"open","stream":N,"target":T} and then carries the data. */
 int vm_tunnel_start(struct vm_tunnel *t);
 
-/* Destination: connects stream to the UNIX socket at path and carries it. On failure
- * *ret_error says what could not be reached. */
-int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *path, char **ret_error);
+/* Destination: connects stream (opened for target) to the UNIX socket at path and carries it.
+ * On failure *ret_error says what could not be reached. */
+int vm_tunnel_connect(struct vm_tunnel *t, unsigned stream, const char *target, const char *path,
+		      char **ret_error);
+
+/* The source -> destination half of a carried connection, end to end: on the source what its
+ * session put on the wire, on the destination what was written to the local socket, in bytes
+ * and folded into a digest (transport_digest_fold()). The two ends' digests are equal when
+ * the destination's QEMU was handed, byte for byte, what the source's QEMU sent. */
+struct vm_tunnel_digest {
+	unsigned stream;
+	bool complete; /* the half ended (EOF on the source's local end) and all of it went */
+	uint64_t bytes, digest;
+};
+/* The halves of the connections carried for target (source: this is the source), in accept
+ * order, waiting up to timeout for all of them to be complete. Returns how many there are
+ * (-ENOBUFS when more than max). */
+int vm_tunnel_digests(struct vm_tunnel *t, const char *target, bool source, usec_t timeout,
+		      struct vm_tunnel_digest *ret, unsigned max);
 
 /* Connections carried so far, bytes read from and written to the local sockets. */
 void vm_tunnel_stats(struct vm_tunnel *t, unsigned *ret_conns, uint64_t *ret_local_in,

@@ -7,9 +7,10 @@
  * The session's control messages: source -> destination "prepare" {name, xml, record, native,
  * window: the tunnel's credit window, 0 for none}, answered "ready" or "refused" {message}; then
  * "open" {stream, target} per carried connection (vm-tunnel.c); at the end "commit", answered
- * "committed", or "cancel" {message}, answered "cancelled" {diagnosis: what the destination
- * saw}. ("abort" is the transport's own.) With credits, the session's last stream carries the
- * destination's reports (vm-tunnel.c). */
+ * "committed" {time_ms, downtime_ms, streams: [{stream, bytes, digest}] what the destination
+ * wrote to its QEMU, per migration connection}, or "cancel" {message}, answered "cancelled"
+ * {diagnosis: what the destination saw}. ("abort" is the transport's own.) With credits, the
+ * session's last stream carries the destination's reports (vm-tunnel.c). */
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -45,6 +46,8 @@
 #define PREPARE_TIMEOUT	     (60 * USEC_PER_SEC) /* the destination checks paths, asks libvirt */
 #define COMMIT_TIMEOUT	     (30 * USEC_PER_SEC)
 #define MAX_PARALLEL	     32
+/* The migration connections end with the migration; a moment for the last frames. */
+#define STREAM_END_TIMEOUT (2 * USEC_PER_SEC)
 
 struct move {
 	struct manager *m; /* on the loop only */
@@ -235,6 +238,75 @@ static char *diagnose(struct move *mv, const char *why)
 	return NULL;
 }
 
+/* Destination: what was written to the local QEMU per migration connection, for "committed". */
+static json_t *stream_digests_json(struct vm_tunnel *t)
+{
+	struct vm_tunnel_digest d[MAX_PARALLEL + 1];
+	int n = vm_tunnel_digests(t, "qemu", false, STREAM_END_TIMEOUT, d, ELEMENTSOF(d));
+	json_t *a = json_array();
+
+	for (int i = 0; a && i < n; i++) {
+		char hex[17];
+
+		if (!d[i].complete)
+			continue;
+		snprintf(hex, sizeof(hex), "%016" PRIx64, d[i].digest);
+		json_array_append_new(a, json_pack("{s:i,s:I,s:s}", "stream", (int)d[i].stream,
+						   "bytes", (json_int_t)d[i].bytes, "digest", hex));
+	}
+	return a;
+}
+
+/* Source: compares its migration connections with the destination's report. "identical": the
+ * destination's QEMU was handed, byte for byte, what this QEMU sent; "differ": it was not;
+ * "unverified": a connection did not end in time, or the report lacks it. */
+static const char *stream_check(struct move *mv, json_t *committed, uint64_t *ret_bytes)
+{
+	struct vm_tunnel_digest d[MAX_PARALLEL + 1];
+	json_t *theirs = json_object_get(committed, "streams");
+	int n = vm_tunnel_digests(mv->tunnel, "qemu", true, STREAM_END_TIMEOUT, d, ELEMENTSOF(d));
+	const char *verdict = n > 0 ? "identical" : "unverified";
+
+	*ret_bytes = 0;
+	for (int i = 0; i < n; i++) {
+		const char *hex = NULL;
+		uint64_t bytes = UINT64_MAX, stream;
+		char mine[17];
+		bool found = false;
+		size_t k;
+		json_t *e;
+
+		*ret_bytes += d[i].bytes;
+		snprintf(mine, sizeof(mine), "%016" PRIx64, d[i].digest);
+		json_array_foreach(theirs, k, e)
+		{
+			if (json_get_uint64(e, "stream", &stream) < 0 || stream != d[i].stream)
+				continue;
+			found = json_get_uint64(e, "bytes", &bytes) >= 0 &&
+				json_get_string(e, "digest", &hex) >= 0;
+			break;
+		}
+		if (!d[i].complete || !found) {
+			if (streq(verdict, "identical"))
+				verdict = "unverified";
+			continue;
+		}
+		if (bytes != d[i].bytes || !streq(hex, mine)) {
+			log_error("VM %s: migration connection %u reached %s altered: %" PRIu64
+				  " bytes, digest %s there; %" PRIu64 " bytes, digest %s sent. "
+				  "The guest on %s may be damaged",
+				  mv->name, d[i].stream, mv->peer, bytes, strna(hex), d[i].bytes,
+				  mine, mv->peer);
+			verdict = "differ";
+		}
+	}
+	if (streq(verdict, "unverified"))
+		log_warning("VM %s: the migration stream could not be checked end to end (a "
+			    "connection did not end in time, or %s did not report it)",
+			    mv->name, mv->peer);
+	return verdict;
+}
+
 static int move_run(void *arg, json_t **ret_result, const char **ret_code, char **ret_message)
 {
 	struct move *mv = arg;
@@ -245,6 +317,8 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 	struct transport_stats st;
 	bool running = false, committed = false;
 	unsigned long libvirt_version = 0;
+	const char *check = NULL;
+	uint64_t checked_bytes = 0;
 	const char *msg = NULL;
 	int r;
 
@@ -410,6 +484,8 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		(void)json_get_uint64(reply, "downtime_ms", &d);
 		res.downtime_ms = d;
 	}
+	if (mv->tunnel && committed)
+		check = stream_check(mv, reply, &checked_bytes);
 	transport_session_get_stats(mv->s, &st);
 	*ret_result = json_pack(
 		"{s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:s,s:i,s:b,s:i,s:b,s:f}",
@@ -429,6 +505,11 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		json_object_set_new(
 			*ret_result, "frames",
 			json_integer((json_int_t)(st.frames_sent + st.frames_received)));
+	if (*ret_result && check) {
+		json_object_set_new(*ret_result, "stream_check", json_string(check));
+		json_object_set_new(*ret_result, "stream_check_bytes",
+				    json_integer((json_int_t)checked_bytes));
+	}
 	r = *ret_result ? 0 : -ENOMEM;
 out:
 	mv->tunnel = vm_tunnel_free(mv->tunnel);
@@ -846,7 +927,7 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 			}
 			path = streq(target, "libvirt") ? strdup(lsock)
 							: strdup_printf("%s/qemu.sock", dir);
-			r = path ? vm_tunnel_connect(tunnel, (unsigned)stream, path, &cerr)
+			r = path ? vm_tunnel_connect(tunnel, (unsigned)stream, target, path, &cerr)
 				 : -ENOMEM;
 			if (r < 0) {
 				_cleanup_free_ char *why = strdup_printf(
@@ -863,8 +944,9 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 			_cleanup_json_ json_t *ok = NULL;
 
 			(void)vm_completed_job(c->libvirt_uri, name, &time_ms, &downtime_ms, &jerr);
-			ok = json_pack("{s:s,s:I,s:I}", "type", "committed", "time_ms",
-				       (json_int_t)time_ms, "downtime_ms", (json_int_t)downtime_ms);
+			ok = json_pack("{s:s,s:I,s:I,s:o?}", "type", "committed", "time_ms",
+				       (json_int_t)time_ms, "downtime_ms", (json_int_t)downtime_ms,
+				       "streams", tunnel ? stream_digests_json(tunnel) : NULL);
 			committed = true;
 			if (ok)
 				(void)transport_session_send_control(s, ok);

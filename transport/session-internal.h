@@ -45,6 +45,7 @@ struct stream {
 	uint8_t *wire_out, *wire_in;
 
 	uint64_t raw_sent, frames_sent, zero_frames, raw_received, frames_received;
+	uint64_t data_sent, sent_digest; /* data frames' bytes, transport_digest_fold() of them */
 };
 
 struct transport_context {

@@ -170,6 +170,10 @@ static int write_frame(struct stream *st, uint8_t type, const void *raw, size_t 
 		transport_adapt_record_write(s->adapt, f.wire_len + sizeof(hdr), mono_ns() - t0);
 	st->send_seq++;
 	pthread_mutex_lock(&s->lock);
+	if (type == TRANSPORT_FRAME_DATA || type == TRANSPORT_FRAME_PAGES) {
+		st->sent_digest = transport_digest_fold(st->sent_digest, f.checksum, len);
+		st->data_sent += len;
+	}
 	st->raw_sent += len;
 	st->frames_sent++;
 	if (f.flags & TRANSPORT_FRAME_ZERO)
@@ -373,6 +377,7 @@ static int read_frame(struct stream *st, struct transport_buf **ret)
 	b->stream = st->index;
 	b->type = f.type;
 	b->len = f.raw_len;
+	b->checksum = f.checksum;
 	/* An uncompressed payload goes straight into the buffer handed up: one copy less. */
 	raw_direct = !(f.flags & (TRANSPORT_FRAME_COMPRESSED | TRANSPORT_FRAME_ZERO));
 	r = transport_conn_recv_full(st->conn, raw_direct ? b->data : st->wire_in, f.wire_len,
@@ -767,6 +772,29 @@ void transport_session_get_stats(struct transport_session *s, struct transport_s
 	st.level = a.level;
 	st.link_bytes_per_sec = a.link_bytes_per_sec;
 	*ret = st;
+}
+
+uint64_t transport_digest_fold(uint64_t digest, uint64_t checksum, uint64_t len)
+{
+	uint8_t rec[16];
+
+	for (unsigned i = 0; i < 8; i++) {
+		rec[i] = (uint8_t)(checksum >> (8 * i));
+		rec[8 + i] = (uint8_t)(len >> (8 * i));
+	}
+	return XXH3_64bits_withSeed(rec, sizeof(rec), digest);
+}
+
+int transport_session_stream_sent(struct transport_session *s, uint32_t stream, uint64_t *ret_bytes,
+				  uint64_t *ret_digest)
+{
+	if (stream >= s->n_streams)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	*ret_bytes = s->streams[stream].data_sent;
+	*ret_digest = s->streams[stream].sent_digest;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
 }
 
 const char *transport_session_peer(struct transport_session *s)

@@ -115,11 +115,21 @@ int transport_session_end_stream(struct transport_session *s, uint32_t stream);
 /* Sends END on every stream and waits until all queued frames are on the wire. */
 int transport_session_finish(struct transport_session *s);
 
+/* End-to-end digests of a stream's data: every frame's checksum (XXH3-64 of its raw payload)
+ * and length folded in order, from 0. What the sender folded as it sent equals what the
+ * receiver folds over the buffers it hands on (transport_buf.checksum, .len) only when the
+ * same bytes went through in the same order. */
+uint64_t transport_digest_fold(uint64_t digest, uint64_t checksum, uint64_t len);
+/* Sender: the bytes of the data frames on the wire on stream so far, and their digest. */
+int transport_session_stream_sent(struct transport_session *s, uint32_t stream, uint64_t *ret_bytes,
+				  uint64_t *ret_digest);
+
 struct transport_buf {
 	uint32_t stream;
 	uint8_t type;
 	size_t len;
 	uint8_t *data;
+	uint64_t checksum; /* XXH3-64 of data, as the sender computed it and this side verified */
 };
 void transport_buf_free(struct transport_buf *b);
 /* The next frame of a stream, in order: 0 and a buffer; -EPIPE once the peer ended the stream

@@ -61,22 +61,36 @@ def remove_vm(hs, name):
         h.virsh("undefine", name, check=False)
 
 
-def check_guest_moved(src, dst, name, before):
-    """The guest runs on dst only, its counter and generations go on, every page checks."""
+def check_guest_moved(src, dst, name, before, qemu_damage_ok=False):
+    """The guest runs on dst only, its counter and generations go on, every page checks. With
+    qemu_damage_ok, a guest that found stale pages returns its report instead of failing."""
     assert domstate(dst, name) == "running"
     assert domstate(src, name) != "running"
     n = len(ticks(dst, name))
     dst.wait_for(lambda: len(ticks(dst, name)) >= n + 2, 60, f"{name} to tick on {dst.name}")
     after = ticks(dst, name)
     assert after[-1][0] > before[0] and after[-1][1] >= before[1], (before, after[-3:])
+    if qemu_damage_ok and guest_damage(dst, name):
+        return guest_damage(dst, name)
     assert all(t[3] == 0 for t in after), serial(dst, name)[-2000:]
     assert "BAD" not in serial(dst, name)
+    return None
 
 
-def move(src, dst, name, *flags, timeout=180):
+def move(src, dst, name, *flags, timeout=180, qemu_damage_ok=False):
+    """One move, checked. A carried move must have handed the destination's QEMU, byte for
+    byte, what the source's QEMU sent (the digests of both ends, "stream_check"). Then, and
+    with qemu_damage_ok, stale pages the guest found are QEMU's own (LIBVIRT-NOTES.md): the
+    result carries the guest's report as "qemu_damage" instead of the test failing."""
     before = ticks(src, name)[-1]
     r = src.migctl("move", name, dst.name, *flags, timeout=timeout)
-    check_guest_moved(src, dst, name, before)
+    if not r["native"]:
+        assert r.get("stream_check") == "identical", r
+        assert r["stream_check_bytes"] > 0, r
+    else:
+        assert "stream_check" not in r, r
+    r["qemu_damage"] = check_guest_moved(src, dst, name, before,
+                                         qemu_damage_ok and not r["native"])
     # Ownership: the destination's migrd has it now, the source's forgot it.
     dst.wait_for(lambda: (entry(dst, name) or {}).get("host") == dst.name, 10, "the new owner")
     assert all(w["name"] != name or w["host"] != src.name
@@ -105,84 +119,60 @@ def guest_damage(h, name):
     return None
 
 
-def native_control(hosts, moves=16):
-    """QEMU 7.2's TCG migration sometimes delivers stale pages of a guest that writes during
-    the move, with libvirt's own migration too (LIBVIRT-NOTES.md). When a carried move damaged
-    the guest, the same guest moved natively is the control: the move number at which it was
-    damaged too, or None when it never was. Native moves of a writing guest were damaged in 2
-    to 4 of 10 in bench/vm's runs; at one in five, 8 moves leave the control clean in 17% of
-    runs (and the test fails on QEMU's account), 16 moves in 3%."""
-    h1, h2 = hosts
-    with open(h1.path("lib", "libvirt", "ctl.xml"), "w") as f:
-        f.write(vm_domain_xml("ctl", GUEST, mem_mib=128, fill=64, rate=20, mix=True))
-    h1.virsh("create", "/var/lib/libvirt/ctl.xml")
-    try:
-        h1.wait_for(lambda: len(ticks(h1, "ctl")) >= 2, 60, "ctl to tick")
-        src, dst = h1, h2
-        for k in range(1, moves + 1):
-            src.virsh("migrate", "--live", "--p2p", "ctl", f"qemu+tcp://{dst.address}/system",
-                      timeout=120)
-            n = len(ticks(dst, "ctl"))
-            dst.wait_for(lambda: len(ticks(dst, "ctl")) >= n + 2, 60, "ctl to tick")
-            if guest_damage(dst, "ctl"):
-                return k
-            src, dst = dst, src
-        return None
-    finally:
-        for h in hosts:
-            h.virsh("destroy", "ctl", check=False)
-
-
-def skip_if_qemu_damaged(hosts, name):
-    """After a failed check of a writing guest: when the guest itself found stale pages and
-    the native control is damaged too, the run is inconclusive (skipped, with the evidence);
-    otherwise the caller re-raises: a failure of the carried path."""
-    evidence = [e for e in (guest_damage(h, name) for h in hosts) if e]
-    if not evidence:
-        return
-    k = native_control(hosts)
-    if k is not None:
-        pytest.skip(f"inconclusive: the guest found stale pages after a carried move, and the "
-                    f"native control was damaged too, at its move {k} (QEMU 7.2 TCG; "
-                    f"LIBVIRT-NOTES.md): {evidence[0][-200:]!r}")
-
-
 @pytest.mark.parametrize("rate", [0, 20], ids=["idle", "20MiBps"])
 def test_move_back_and_forth(hosts, rate):
     h1, h2 = hosts
     name = f"mv{rate}"
     start_vm(h1, name, mem_mib=128, fill=64, rate=rate)
     try:
-        try:
-            moves_back_and_forth(h1, h2, name)
-        except AssertionError:
-            if not rate:
-                raise
-            skip_if_qemu_damaged(hosts, name)
-            raise
+        moves_back_and_forth(hosts, name, rate)
     finally:
         remove_vm(hosts, name)
 
 
-def moves_back_and_forth(h1, h2, name):
-    """Every carried mode, h1 -> h2 -> h1 -> ..., each move checked (move())."""
-    src, dst = h1, h2
+def moves_back_and_forth(hosts, name, rate):
+    """Every carried mode, h1 -> h2 -> h1 -> ..., each move checked (move()).
+
+    QEMU 7.2's TCG migration sometimes leaves a page of a guest that writes during the move
+    stale, with libvirt's own migration too (bench/vm: native moves of a writing guest damaged
+    in 2 to 4 of 10). When the guest reports one after a carried move whose stream reached the
+    destination's QEMU intact (move()), that move says nothing of migrd: a fresh guest makes
+    the same move again, and only a second such damage leaves the case unchecked (skipped,
+    with both reports)."""
+    src, dst = hosts
     for label, flags in CASES:
-        r = move(src, dst, name, *flags)
-        assert r["to"] == dst.name and r["native"] is False, (label, r)
-        assert r["time_ms"] > 0 and r["wire_bytes"] > 0, (label, r)
-        assert r["compress_auto"] is (flags[1] == "auto"), (label, r)
-        if label == "plain":
-            assert r["encrypted"] is False and r["compress_level"] == 0, r
-            # Uncompressed: at least the filled memory crossed the wire.
-            assert r["wire_bytes"] >= 64 << 20, r
-        if label == "zstd":
-            # A quarter of the guest's filled pages are random, a quarter nibble
-            # text: zstd -3 gets 1.6-2x on it (entropy bound ~2.6x).
-            assert r["compression_ratio"] >= 1.4, r
-        if label == "tls+zstd":
-            assert r["encrypted"] is True, r
-        src, dst = dst, src
+        damage = []
+        while True:
+            r = move(src, dst, name, *flags, qemu_damage_ok=rate > 0)
+            check_result(label, flags, r)
+            src, dst = dst, src
+            if not r["qemu_damage"]:
+                break
+            damage.append(r["qemu_damage"][-200:])
+            print(f"{label}: the guest found stale pages after a move whose stream arrived "
+                  f"intact ({r['stream_check_bytes']} bytes): QEMU's; a fresh guest again")
+            if len(damage) == 2:
+                pytest.skip(f"inconclusive: in two {label} moves the guest found stale pages "
+                            f"though its migration stream reached the destination's QEMU "
+                            f"byte for byte (QEMU 7.2 TCG; LIBVIRT-NOTES.md): {damage!r}")
+            remove_vm(hosts, name)
+            start_vm(src, name, mem_mib=128, fill=64, rate=rate)
+
+
+def check_result(label, flags, r):
+    assert r["native"] is False, (label, r)
+    assert r["time_ms"] > 0 and r["wire_bytes"] > 0, (label, r)
+    assert r["compress_auto"] is (flags[1] == "auto"), (label, r)
+    if label == "plain":
+        assert r["encrypted"] is False and r["compress_level"] == 0, r
+        # Uncompressed: at least the filled memory crossed the wire.
+        assert r["wire_bytes"] >= 64 << 20, r
+    if label == "zstd":
+        # A quarter of the guest's filled pages are random, a quarter nibble
+        # text: zstd -3 gets 1.6-2x on it (entropy bound ~2.6x).
+        assert r["compression_ratio"] >= 1.4, r
+    if label == "tls+zstd":
+        assert r["encrypted"] is True, r
 
 
 def test_native_move_keeps_ownership(hosts):

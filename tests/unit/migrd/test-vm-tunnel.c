@@ -210,7 +210,7 @@ static int carry_one(struct pair *p, struct vm_tunnel *src, struct vm_tunnel *ds
 	stream = json_integer_value(json_object_get(msg, "stream"));
 	json_decref(msg);
 	assert_true(stream >= 0 && stream < N_STREAMS - 1);
-	assert_int_equal(vm_tunnel_connect(dst, (unsigned)stream, out, &err), 0);
+	assert_int_equal(vm_tunnel_connect(dst, (unsigned)stream, "qemu", out, &err), 0);
 	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(fd >= 0);
 	close(lfd);
@@ -296,6 +296,26 @@ static uint64_t read_and_check(int fd)
 	return off;
 }
 
+/* The connection's source -> destination half, end to end: the same bytes and digest on both
+ * ends, complete once the source's local end closed. */
+static void check_digests(struct vm_tunnel *src, struct vm_tunnel *dst, uint64_t total)
+{
+	struct vm_tunnel_digest a[2], b[2];
+
+	assert_int_equal(vm_tunnel_digests(src, "qemu", true, 5 * USEC_PER_SEC, a, 2), 1);
+	assert_int_equal(vm_tunnel_digests(dst, "qemu", false, 5 * USEC_PER_SEC, b, 2), 1);
+	assert_true(a[0].complete && b[0].complete);
+	assert_int_equal(a[0].stream, b[0].stream);
+	assert_true(a[0].bytes == total && b[0].bytes == total);
+	assert_true(a[0].digest == b[0].digest);
+	/* No connection was carried for libvirt. */
+	assert_int_equal(vm_tunnel_digests(src, "libvirt", true, 0, a, 2), 0);
+	/* The digest depends on the order of the frames and on their lengths. */
+	assert_true(transport_digest_fold(transport_digest_fold(0, 1, 10), 2, 10) !=
+		    transport_digest_fold(transport_digest_fold(0, 2, 10), 1, 10));
+	assert_true(transport_digest_fold(0, 1, 10) != transport_digest_fold(0, 1, 11));
+}
+
 /* How much the source's local socket takes while the destination's does not read, then
  * everything arrives whole. */
 static uint64_t held_while_stalled(size_t window)
@@ -318,6 +338,7 @@ static uint64_t held_while_stalled(size_t window)
 	pthread_join(th, NULL);
 	assert_null(vm_tunnel_error(src));
 	assert_null(vm_tunnel_error(dst));
+	check_digests(src, dst, w.total);
 	close(out);
 	vm_tunnel_free(src);
 	vm_tunnel_free(dst);
