@@ -4,7 +4,11 @@
  * Model. At level L the session moves raw bytes at about
  *	T(L) = min(C * ratio(L), W * speed(L))
  * where C is the link's wire throughput (bytes/s), W the number of threads compressing in
- * parallel, and speed(L) the raw bytes/s one of them compresses at level L. Off has ratio 1 and
+ * parallel, and speed(L) the raw bytes/s one of them compresses at level L. Each stream seals
+ * in its own thread, but a session's streams need not all be busy (a VM move carries QEMU's
+ * stream beside libvirt's few messages): W counts the streams that carried at least
+ * 1/ACTIVE_SHARE of the last window's raw bytes, at most the session's streams and the CPUs.
+ * It starts at 1. Off has ratio 1 and
  * no compression cost: T(off) = C. The controller runs the level with the largest T, switching
  * only for a gain of SWITCH_MARGIN; a level whose ratio is below MIN_RATIO is never chosen.
  *
@@ -48,12 +52,15 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zstd.h>
 
 #include "common/macro.h"
 #include "transport/compress-internal.h"
+#include "transport/transport.h"
 
 /* In order of CPU cost. Measured with bench/transport/compress-bench.c (one core, 1 MiB frames,
  * MB/s and ratio on a python3 heap / a generated memory mix): -3 1140/7.1, 535/2.8; 1 1029/10.7,
@@ -73,6 +80,7 @@ static const int levels[] = {TRANSPORT_LEVEL_OFF, -3, 1, 3};
 #define MIN_EST_RAW    4096 /* smaller frames time too noisily to count */
 #define MIN_RATIO      1.1
 #define SWITCH_MARGIN  1.05
+#define ACTIVE_SHARE   8
 #define PROBE_FIRST    32
 #define PROBE_MAX      256
 #define EXPLORE_FIRST  10 /* windows */
@@ -96,7 +104,8 @@ struct transport_adapt {
 	pthread_mutex_t lock;
 	enum transport_adapt_mode mode;
 	int fixed_level;
-	double workers;
+	double workers;	      /* W: streams busy in the last window (see Model) */
+	unsigned max_workers; /* the session's streams, at most the CPUs */
 	uint64_t (*clock_ns)(void *userdata);
 	void *clock_userdata;
 
@@ -116,6 +125,7 @@ struct transport_adapt {
 	bool win_open;
 	uint64_t win_start, win_bytes, win_busy_ns, win_frames, win_off_frames;
 	uint64_t win_raw, win_recv_busy_ns;
+	uint64_t win_stream_raw[TRANSPORT_MAX_STREAMS];
 
 	unsigned unsat_windows, explore_after;
 	unsigned exploring; /* windows left to run off: EXPLORE_WINDOWS, then down to 0 */
@@ -143,6 +153,7 @@ int transport_adapt_new(enum transport_adapt_mode mode, int fixed_level, unsigne
 			struct transport_adapt **ret)
 {
 	struct transport_adapt *a;
+	long cpus;
 
 	if (mode != TRANSPORT_ADAPT_AUTO && mode != TRANSPORT_ADAPT_FIXED)
 		return -EINVAL;
@@ -155,7 +166,11 @@ int transport_adapt_new(enum transport_adapt_mode mode, int fixed_level, unsigne
 	pthread_mutex_init(&a->lock, NULL);
 	a->mode = mode;
 	a->fixed_level = fixed_level;
-	a->workers = MAX(n_workers, 1U);
+	a->max_workers = MAX(n_workers, 1U);
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus > 0 && (unsigned long)cpus < a->max_workers)
+		a->max_workers = (unsigned)cpus;
+	a->workers = 1;
 	a->clock_ns = monotonic_ns;
 	a->cur = 0;
 	a->link = LINK_UNKNOWN;
@@ -307,14 +322,16 @@ int transport_adapt_next_level(struct transport_adapt *a)
 	return level;
 }
 
-void transport_adapt_record_frame(struct transport_adapt *a, int level, size_t raw, size_t wire,
-				  uint64_t compress_ns)
+void transport_adapt_record_frame(struct transport_adapt *a, unsigned stream, int level, size_t raw,
+				  size_t wire, uint64_t compress_ns)
 {
 	struct level_est *e;
 	int slot;
 
 	pthread_mutex_lock(&a->lock);
 	a->win_raw += raw;
+	if (stream < TRANSPORT_MAX_STREAMS)
+		a->win_stream_raw[stream] += raw;
 	/* Off is ratio 1 by definition; zero frames skip compression whatever the level. */
 	if (level == TRANSPORT_LEVEL_OFF || raw < MIN_EST_RAW || wire == 0) {
 		pthread_mutex_unlock(&a->lock);
@@ -333,6 +350,19 @@ void transport_adapt_record_frame(struct transport_adapt *a, int level, size_t r
 	pthread_mutex_unlock(&a->lock);
 }
 
+/* W from the window's shares of raw bytes; a window of a few small frames leaves it as it was. */
+static void count_workers(struct transport_adapt *a)
+{
+	unsigned active = 0;
+
+	if (a->win_raw < 4 * MIN_EST_RAW)
+		return;
+	for (unsigned i = 0; i < TRANSPORT_MAX_STREAMS; i++)
+		if (a->win_stream_raw[i] > 0 && a->win_stream_raw[i] * ACTIVE_SHARE >= a->win_raw)
+			active++;
+	a->workers = CLAMP(active, 1U, a->max_workers);
+}
+
 static void close_window(struct transport_adapt *a, uint64_t now)
 {
 	double wall = (double)(now - a->win_start);
@@ -344,6 +374,7 @@ static void close_window(struct transport_adapt *a, uint64_t now)
 					 : levels[a->cur] == TRANSPORT_LEVEL_OFF;
 	bool explored = a->exploring > 0;
 
+	count_workers(a);
 	if (a->exploring == EXPLORE_WINDOWS) {
 		a->exploring--;
 		goto next_window;
@@ -404,6 +435,7 @@ next_window:
 	a->win_start = now;
 	a->win_bytes = a->win_busy_ns = a->win_frames = a->win_off_frames = 0;
 	a->win_raw = a->win_recv_busy_ns = 0;
+	memset(a->win_stream_raw, 0, sizeof(a->win_stream_raw));
 }
 
 void transport_adapt_record_write(struct transport_adapt *a, size_t wire, uint64_t write_ns)
@@ -441,6 +473,7 @@ void transport_adapt_get_stats(struct transport_adapt *a, struct transport_adapt
 	*ret = (struct transport_adapt_stats){
 		.level = level,
 		.link_bytes_per_sec = a->link == LINK_UNKNOWN ? 0 : a->link_bps,
+		.workers = (unsigned)a->workers,
 		.ratio = level != TRANSPORT_LEVEL_OFF && slot >= 0 && a->est[slot].known
 				 ? est_ratio(&a->est[slot])
 				 : 1.0,

@@ -55,9 +55,9 @@ int transport_adapt_new(enum transport_adapt_mode mode, int fixed_level, unsigne
 struct transport_adapt *transport_adapt_free(struct transport_adapt *a);
 /* The level for the next frame (now and then a neighbouring level, to keep measuring). */
 int transport_adapt_next_level(struct transport_adapt *a);
-/* One sealed frame: its level, sizes and compression time. */
-void transport_adapt_record_frame(struct transport_adapt *a, int level, size_t raw, size_t wire,
-				  uint64_t compress_ns);
+/* One sealed frame: the stream it goes on, its level, sizes and compression time. */
+void transport_adapt_record_frame(struct transport_adapt *a, unsigned stream, int level, size_t raw,
+				  size_t wire, uint64_t compress_ns);
 /* Link drain: wire bytes written by one sender and the wall time the write took (including
  * blocking on a full socket). */
 void transport_adapt_record_write(struct transport_adapt *a, size_t wire, uint64_t write_ns);
@@ -69,6 +69,7 @@ struct transport_adapt_stats {
 	int level;
 	double link_bytes_per_sec; /* estimated wire throughput, 0 if unknown */
 	double ratio;		   /* raw/wire at the current level */
+	unsigned workers;	   /* streams compressing in parallel, as the model counts them */
 };
 void transport_adapt_get_stats(struct transport_adapt *a, struct transport_adapt_stats *ret);
 /* For tests: the clock (nanoseconds, monotonic) that delimits link measurement windows. */

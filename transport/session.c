@@ -159,7 +159,7 @@ static int write_frame(struct stream *st, uint8_t type, const void *raw, size_t 
 	if (r < 0)
 		return r;
 	if (type == TRANSPORT_FRAME_DATA || type == TRANSPORT_FRAME_PAGES)
-		transport_adapt_record_frame(s->adapt, level, len, f.wire_len, cns);
+		transport_adapt_record_frame(s->adapt, st->index, level, len, f.wire_len, cns);
 	transport_frame_header_encode(&f, hdr);
 	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)wire, f.wire_len}};
 	t0 = mono_ns();

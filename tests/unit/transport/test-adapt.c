@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -45,6 +46,7 @@ struct sim {
 	const struct data *data;
 	double raw_sent, wire_sent;
 	uint64_t frames, compressed_frames;
+	unsigned stream; /* the session's stream the frames go on */
 };
 
 static uint64_t sim_clock(void *userdata)
@@ -100,7 +102,7 @@ static void sim_frame(struct transport_adapt *a, struct sim *s)
 			wire = FRAME / ratio; /* else it goes raw */
 		s->compressed_frames++;
 	}
-	transport_adapt_record_frame(a, level, FRAME, (size_t)wire, (uint64_t)cns);
+	transport_adapt_record_frame(a, s->stream, level, FRAME, (size_t)wire, (uint64_t)cns);
 
 	/* Copying into the socket buffer at 20 GB/s, and waiting while it is full. */
 	wns = wire / 20e9 * 1e9;
@@ -261,7 +263,7 @@ static void test_quiet_start(void **state)
 
 		size_t wire = level ? 3000 : 9000;
 
-		transport_adapt_record_frame(a, level, 9000, wire, 40000);
+		transport_adapt_record_frame(a, 0, level, 9000, wire, 40000);
 		sim_advance(&s, 60e6);
 		transport_adapt_record_write(a, wire + TRANSPORT_FRAME_HEADER_SIZE, 5000);
 	}
@@ -429,17 +431,56 @@ static void test_ignored_measurements(void **state)
 	/* Zero frames (no wire bytes), tiny frames, unknown levels and off frames claiming a great
 	 * ratio change nothing. */
 	for (unsigned i = 0; i < 10; i++) {
-		transport_adapt_record_frame(a, 1, FRAME, 0, 0);
-		transport_adapt_record_frame(a, 1, 100, 1, 1);
-		transport_adapt_record_frame(a, 7, FRAME, 1000, 1000);
-		transport_adapt_record_frame(a, 0, FRAME, 1000, 0);
+		transport_adapt_record_frame(a, 0, 1, FRAME, 0, 0);
+		transport_adapt_record_frame(a, 0, 1, 100, 1, 1);
+		transport_adapt_record_frame(a, 0, 7, FRAME, 1000, 1000);
+		transport_adapt_record_frame(a, 0, 0, FRAME, 1000, 0);
 	}
 	transport_adapt_get_stats(a, &st);
 	assert_int_equal(st.level, 0);
 	/* While a real one does. */
 	for (unsigned i = 0; i < 10; i++)
-		transport_adapt_record_frame(a, 1, FRAME, FRAME / 4, 1000000);
+		transport_adapt_record_frame(a, 0, 1, FRAME, FRAME / 4, 1000000);
 	assert_int_equal(current_level(a), 1);
+	transport_adapt_free(a);
+}
+
+/* W, the streams compressing in parallel, counts those that carry the data. */
+static void test_workers(void **state)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	struct sim s = sim_start(1.5e9, &HEAP);
+	struct transport_adapt *a;
+	struct transport_adapt_stats st;
+
+	/* A session of four streams where one carries the data and the others a few small
+	 * messages (a VM move: QEMU's stream beside libvirt's): W is 1. A link faster than one
+	 * core compresses (1.03 GB/s at level 1) stays uncompressed, where W = 4 (or the CPUs)
+	 * made compression look 2-4x faster than it is. */
+	assert_int_equal(transport_adapt_new(TRANSPORT_ADAPT_AUTO, 0, 4, &a), 0);
+	transport_adapt_set_clock(a, sim_clock, &s);
+	s.a = a;
+	for (unsigned i = 0; i < 1000; i++) {
+		sim_frame(a, &s);
+		if (i % 8 == 0)
+			transport_adapt_record_frame(a, 1 + i % 3, TRANSPORT_LEVEL_OFF, 2048, 2048,
+						     0);
+		if (i == 200)
+			s.compressed_frames = 0;
+	}
+	transport_adapt_get_stats(a, &st);
+	printf("# one busy stream of four: W %u, level %d, %.1f%% of frames compressed\n",
+	       st.workers, st.level, 100.0 * (double)s.compressed_frames / 800.0);
+	assert_int_equal(st.workers, 1);
+	assert_int_equal(st.level, 0);
+	assert_true(s.compressed_frames < 800 / 20);
+	/* Four streams with a share each: W is four, or the CPUs. */
+	for (unsigned i = 0; i < 400; i++) {
+		s.stream = i % 4;
+		sim_frame(a, &s);
+	}
+	transport_adapt_get_stats(a, &st);
+	assert_int_equal(st.workers, (unsigned)MIN(4L, MAX(cpus, 1L)));
 	transport_adapt_free(a);
 }
 
@@ -456,8 +497,8 @@ static void *hammer_thread(void *arg)
 		int level = transport_adapt_next_level(h->a);
 		struct transport_adapt_stats st;
 
-		transport_adapt_record_frame(h->a, level, 65536, 65536 / (1 + (i + h->seed) % 4),
-					     20000 + i % 1000);
+		transport_adapt_record_frame(h->a, h->seed, level, 65536,
+					     65536 / (1 + (i + h->seed) % 4), 20000 + i % 1000);
 		transport_adapt_record_write(h->a, 65536, (i % 3) * 100000);
 		if (i % 100 == 0)
 			transport_adapt_get_stats(h->a, &st);
@@ -499,6 +540,7 @@ int main(void)
 		cmocka_unit_test(test_probe_rate),
 		cmocka_unit_test(test_fixed),
 		cmocka_unit_test(test_ignored_measurements),
+		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
