@@ -2,41 +2,16 @@
 fills and rewrites its memory at the asked rate, and its page checks find a corruption that
 it makes on purpose. VM migration tests rely on these checks."""
 
-import os
 import re
-import shutil
-import subprocess
-import time
-
-import pytest
 
 from migrd_host import default_build_dir
+from vm_guest import boot_qemu, guest_path
 
-GUEST = os.path.join(default_build_dir(), "tests", "fixtures", "guest", "migrd-guest.elf")
-QEMU = shutil.which("qemu-system-x86_64")
+GUEST = guest_path(default_build_dir())
 
 
 def boot(tmp_path, append, mem=128, seconds=8):
-    if not QEMU:
-        pytest.fail("qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)")
-    log = tmp_path / "serial.log"
-    p = subprocess.Popen([QEMU, "-machine", "pc,accel=tcg", "-cpu", "qemu64", "-m", str(mem),
-                          "-nographic", "-no-reboot", "-monitor", "none", "-display", "none",
-                          "-kernel", GUEST, "-append", append, "-serial", f"file:{log}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + seconds + 20
-        while time.monotonic() < deadline:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            ticks = re.findall(r"TICK (\d+) gens=(\d+) verified=(\d+) bad=(\d+)", text)
-            if len(ticks) >= seconds:
-                return text, [tuple(map(int, t)) for t in ticks]
-            assert p.poll() is None, p.stderr.read().decode()
-            time.sleep(0.2)
-        raise AssertionError(f"the guest reported too little in time:\n{text}")
-    finally:
-        p.kill()
-        p.wait()
+    return boot_qemu(tmp_path / "serial.log", GUEST, append, mem=mem, seconds=seconds)
 
 
 def test_guest_fills_rewrites_and_checks(tmp_path):

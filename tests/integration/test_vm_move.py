@@ -16,7 +16,9 @@ import time
 import pytest
 
 from migrd_host import MigctlError, default_build_dir
-from vm_guest import domain_xml as vm_domain_xml, guest_path, serial, ticks
+from vm_guest import domain_xml as vm_domain_xml, guest_path, ticks
+from vm_moves import (check_guest_moved, domstate, entry, move, moves_with_retry, remove_vm,
+                      start_domain)
 
 GUEST = guest_path(default_build_dir())
 
@@ -30,77 +32,9 @@ def hosts(request):
     return c["h1"], c["h2"]
 
 
-def entry(h, name):
-    return next((w for w in h.migctl("list")["workloads"] if w["name"] == name), None)
-
-
-def domstate(h, name):
-    cp = h.virsh("domstate", name, check=False)
-    return cp.stdout.strip() if cp.returncode == 0 else "missing"
-
-
 def start_vm(h, name, mem_mib=128, fill=32, rate=0, mix=True):
-    with open(h.path("lib", "libvirt", f"{name}.xml"), "w") as f:
-        f.write(vm_domain_xml(name, GUEST, mem_mib=mem_mib, fill=fill, rate=rate, mix=mix))
-    h.virsh("define", f"/var/lib/libvirt/{name}.xml")
-    h.virsh("start", name)
-    h.wait_for(lambda: len(ticks(h, name)) >= 2, 60, f"{name} to tick on {h.name}")
-    r = h.migctl("vm", "adopt", name)
-    # The other host was asked whether it could run it: yes.
-    assert r["peers"] == {("h2" if h.name == "h1" else "h1"): "ok"}, r
-    h.wait_for(lambda: h.migctl("status")["owners"].get(name) == h.name, 10,
-               f"the cluster state to name {h.name} as {name}'s owner")
-
-
-def remove_vm(hs, name):
-    for h in hs:
-        if entry(h, name) and entry(h, name)["host"] == h.name:
-            h.migctl("vm", "release", name)
-    for h in hs:
-        h.virsh("destroy", name, check=False)
-        h.virsh("undefine", name, check=False)
-
-
-def check_guest_moved(src, dst, name, before, qemu_damage_ok=False):
-    """The guest runs on dst only, its counter and generations go on, every page checks. With
-    qemu_damage_ok, a guest that found stale pages returns its report instead of failing."""
-    assert domstate(dst, name) == "running"
-    assert domstate(src, name) != "running"
-    n = len(ticks(dst, name))
-    dst.wait_for(lambda: len(ticks(dst, name)) >= n + 2, 60, f"{name} to tick on {dst.name}")
-    after = ticks(dst, name)
-    assert after[-1][0] > before[0] and after[-1][1] >= before[1], (before, after[-3:])
-    if qemu_damage_ok and guest_damage(dst, name):
-        return guest_damage(dst, name)
-    assert all(t[3] == 0 for t in after), serial(dst, name)[-2000:]
-    assert "BAD" not in serial(dst, name)
-    return None
-
-
-def move(src, dst, name, *flags, timeout=180, qemu_damage_ok=False):
-    """One move, checked. A carried move must have handed the destination's QEMU, byte for
-    byte, what the source's QEMU sent (the digests of both ends, "stream_check"). Then, and
-    with qemu_damage_ok, stale pages the guest found are QEMU's own (LIBVIRT-NOTES.md): the
-    result carries the guest's report as "qemu_damage" instead of the test failing."""
-    before = ticks(src, name)[-1]
-    r = src.migctl("move", name, dst.name, *flags, timeout=timeout)
-    if not r["native"]:
-        assert r.get("stream_check") == "identical", r
-        assert r["stream_check_bytes"] > 0, r
-    else:
-        assert "stream_check" not in r, r
-    r["qemu_damage"] = check_guest_moved(src, dst, name, before,
-                                         qemu_damage_ok and not r["native"])
-    # Ownership: the destination's migrd has it now, the source's forgot it.
-    dst.wait_for(lambda: (entry(dst, name) or {}).get("host") == dst.name, 10, "the new owner")
-    assert all(w["name"] != name or w["host"] != src.name
-               for w in src.migctl("list")["workloads"])
-    # And the replicated cluster state says so on both hosts (an ordered CPG message).
-    for h in (src, dst):
-        h.wait_for(lambda: h.migctl("status")["owners"].get(name) == dst.name, 10,
-                   f"{h.name}'s cluster state to name {dst.name} as {name}'s owner")
-    assert src.migctl("status")["state_hash"] == dst.migctl("status")["state_hash"]
-    return r
+    start_domain(h, name, vm_domain_xml(name, GUEST, mem_mib=mem_mib, fill=fill, rate=rate,
+                                        mix=mix))
 
 
 CASES = [
@@ -109,14 +43,6 @@ CASES = [
     ("tls+zstd", ["--compress", "auto", "--encrypt", "yes"]),
     ("parallel", ["--compress", "auto", "--parallel-connections", "2"]),
 ]
-
-
-def guest_damage(h, name):
-    """The guest's own report of a stale page after a move, or None."""
-    text = serial(h, name)
-    if "BAD" in text or any(t[3] for t in ticks(h, name)):
-        return text[-600:]
-    return None
 
 
 @pytest.mark.parametrize("rate", [0, 20], ids=["idle", "20MiBps"])
@@ -131,32 +57,16 @@ def test_move_back_and_forth(hosts, rate):
 
 
 def moves_back_and_forth(hosts, name, rate):
-    """Every carried mode, h1 -> h2 -> h1 -> ..., each move checked (move()).
-
-    QEMU 7.2's TCG migration sometimes leaves a page of a guest that writes during the move
-    stale, with libvirt's own migration too (bench/vm: native moves of a writing guest damaged
-    in 2 to 4 of 10). When the guest reports one after a carried move whose stream reached the
-    destination's QEMU intact (move()), that move says nothing of migrd: a fresh guest makes
-    the same move again, and only a second such damage leaves the case unchecked (skipped,
-    with both reports)."""
-    src, dst = hosts
-    for label, flags in CASES:
-        damage = []
-        while True:
-            r = move(src, dst, name, *flags, qemu_damage_ok=rate > 0)
-            check_result(label, flags, r)
+    """Every carried mode, h1 -> h2 -> h1 -> ..., each move checked; a writing guest damaged
+    behind an intact stream is QEMU's and gets a fresh guest (vm_moves.moves_with_retry)."""
+    if not rate:
+        src, dst = hosts
+        for label, flags in CASES:
+            check_result(label, flags, move(src, dst, name, *flags))
             src, dst = dst, src
-            if not r["qemu_damage"]:
-                break
-            damage.append(r["qemu_damage"][-200:])
-            print(f"{label}: the guest found stale pages after a move whose stream arrived "
-                  f"intact ({r['stream_check_bytes']} bytes): QEMU's; a fresh guest again")
-            if len(damage) == 2:
-                pytest.skip(f"inconclusive: in two {label} moves the guest found stale pages "
-                            f"though its migration stream reached the destination's QEMU "
-                            f"byte for byte (QEMU 7.2 TCG; LIBVIRT-NOTES.md): {damage!r}")
-            remove_vm(hosts, name)
-            start_vm(src, name, mem_mib=128, fill=64, rate=rate)
+        return
+    moves_with_retry(hosts, name, CASES, check_result,
+                     lambda h: start_vm(h, name, mem_mib=128, fill=64, rate=rate))
 
 
 def check_result(label, flags, r):
@@ -486,11 +396,12 @@ def test_not_converging_switches_to_postcopy(hosts):
         r = h1.migctl("move", "pc", "h2", "--bandwidth", "8", "--converge-timeout", "5",
                       "--postcopy", "--no-auto-converge", timeout=240)
         assert r["postcopy"] is True, r
-        try:
-            check_guest_moved(h1, h2, "pc", before)
-        except AssertionError:
-            skip_if_qemu_damaged(hosts, "pc")
-            raise
+        assert r["stream_check"] == "identical", r
+        damage = check_guest_moved(h1, h2, "pc", before, qemu_damage_ok=True)
+        if damage:
+            pytest.skip(f"inconclusive: the guest found stale pages though its migration "
+                        f"stream reached the destination's QEMU byte for byte (QEMU 7.2 TCG; "
+                        f"LIBVIRT-NOTES.md): {damage[-200:]!r}")
     finally:
         remove_vm(hosts, "pc")
 

@@ -2,10 +2,13 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+import pytest
 
 TICK_RE = re.compile(r"TICK (\d+) gens=(\d+) verified=(\d+) bad=(\d+)")
 
@@ -102,3 +105,30 @@ def serial(h, name):
 def ticks(h, name):
     """(seconds, gens, verified, bad) of every TICK line on host h."""
     return [tuple(map(int, t)) for t in TICK_RE.findall(serial(h, name))]
+
+
+def boot_qemu(log, kernel, append, initrd=None, mem=128, seconds=8, boot_timeout=20):
+    """Boots kernel under plain QEMU (TCG, no libvirt) with its COM1 in the file log until it
+    reported `seconds` TICK lines: (everything it printed, the ticks)."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        pytest.fail("qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)")
+    p = subprocess.Popen([qemu, "-machine", "pc,accel=tcg", "-cpu", "qemu64", "-m", str(mem),
+                          "-nographic", "-no-reboot", "-monitor", "none", "-display", "none",
+                          "-kernel", kernel, "-append", append, "-serial", f"file:{log}"]
+                         + (["-initrd", initrd] if initrd else []),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + seconds + boot_timeout
+        text = ""
+        while time.monotonic() < deadline:
+            text = open(log, errors="replace").read() if os.path.exists(log) else ""
+            found = [tuple(map(int, t)) for t in TICK_RE.findall(text)]
+            if len(found) >= seconds:
+                return text, found
+            assert p.poll() is None, p.stderr.read().decode()
+            time.sleep(0.2)
+        raise AssertionError(f"the guest reported too little in time:\n{text}")
+    finally:
+        p.kill()
+        p.wait()
