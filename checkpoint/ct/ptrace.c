@@ -32,13 +32,35 @@ struct ct_ptrace_set *ct_ptrace_set_free(struct ct_ptrace_set *s)
 	return NULL;
 }
 
-/* waitpid() for one traced task with a deadline: spins briefly (stops come within
- * microseconds), then sleeps growing intervals. */
+/* Waiting for a task's state to change: spins briefly (stops come within microseconds), then
+ * sleeps growing intervals. 0 to look again, -ETIMEDOUT past the deadline. */
+struct backoff {
+	unsigned spins;
+	usec_t interval;
+};
+
+static int backoff(struct backoff *b, usec_t deadline)
+{
+	usec_t now;
+
+	if (b->spins++ < WAIT_SPINS) {
+		sched_yield();
+		return 0;
+	}
+	now = now_usec(CLOCK_MONOTONIC);
+	if (now >= deadline)
+		return -ETIMEDOUT;
+	b->interval = b->interval ? MIN(b->interval * 2, (usec_t)WAIT_MAX_SLEEP) : 20;
+	usleep((useconds_t)MIN(b->interval, deadline - now));
+	return 0;
+}
+
+/* waitpid() for one traced task with a deadline. */
 static int wait_task(pid_t tid, usec_t deadline, int *ret_status)
 {
-	usec_t interval = 20;
+	struct backoff b = {0};
 
-	for (unsigned i = 0;; i++) {
+	for (;;) {
 		int st;
 		pid_t p = waitpid(tid, &st, __WALL | WNOHANG);
 
@@ -54,16 +76,9 @@ static int wait_task(pid_t tid, usec_t deadline, int *ret_status)
 			*ret_status = st;
 			return 0;
 		}
-		if (i < WAIT_SPINS) {
-			sched_yield();
-			continue;
-		}
-		usec_t now = now_usec(CLOCK_MONOTONIC);
-		if (now >= deadline)
+		if (backoff(&b, deadline) < 0)
 			return log_debug_errno(ETIMEDOUT, "Timed out waiting for task %d to stop",
 					       (int)tid);
-		usleep((useconds_t)MIN(interval, deadline - now));
-		interval = MIN(interval * 2, (usec_t)WAIT_MAX_SLEEP);
 	}
 }
 
@@ -286,25 +301,18 @@ static char task_state(pid_t tid)
  * after the wait. */
 static int wait_left_trace_stop(pid_t tid, usec_t deadline)
 {
-	usec_t interval = 20;
+	struct backoff b = {0};
 
-	for (unsigned i = 0;; i++) {
+	for (;;) {
 		char st = task_state(tid);
 
 		if (st != 'R' && st != 't')
 			return 0;
-		if (i < WAIT_SPINS) {
-			sched_yield();
-			continue;
-		}
-		usec_t now = now_usec(CLOCK_MONOTONIC);
-		if (now >= deadline)
+		if (backoff(&b, deadline) < 0)
 			return log_debug_errno(ETIMEDOUT,
 					       "Timed out waiting for task %d to leave its ptrace "
 					       "stop (state %c)",
 					       (int)tid, st);
-		usleep((useconds_t)MIN(interval, deadline - now));
-		interval = MIN(interval * 2, (usec_t)WAIT_MAX_SLEEP);
 	}
 }
 

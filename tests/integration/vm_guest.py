@@ -71,14 +71,22 @@ def accel(guest):
 def domain_xml(name, guest, mem_mib=128, fill=32, rate=10, mix=False):
     """A domain (KVM where it really works, else TCG) booting the guest with `<kernel>`; its COM1 goes to
     /var/log/libvirt/qemu/NAME-serial.log (appended to, on whichever host runs it)."""
-    return f"""<domain type='{accel(guest)}'>
+    return kernel_domain_xml(name, accel(guest), guest,
+                             f"fill={fill} rate={rate}{' mix=1' if mix else ''}", mem_mib)
+
+
+def kernel_domain_xml(name, kind, kernel, cmdline, mem_mib, initrd=None):
+    """A domain of type kind booting kernel (and initrd) with cmdline; its first serial port
+    goes to /var/log/libvirt/qemu/NAME-serial.log (appended to, on whichever host runs it)."""
+    initrd_line = f"\n    <initrd>{initrd}</initrd>" if initrd else ""
+    return f"""<domain type='{kind}'>
   <name>{name}</name>
   <memory unit='MiB'>{mem_mib}</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{guest}</kernel>
-    <cmdline>fill={fill} rate={rate}{' mix=1' if mix else ''}</cmdline>
+    <kernel>{kernel}</kernel>{initrd_line}
+    <cmdline>{cmdline}</cmdline>
   </os>
   <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
   <on_poweroff>destroy</on_poweroff>

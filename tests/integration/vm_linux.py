@@ -7,7 +7,7 @@ import glob
 import os
 import subprocess
 
-from vm_guest import accel, guest_path
+from vm_guest import accel, guest_path, kernel_domain_xml
 
 KERNEL_META = "linux-image-amd64"
 
@@ -85,29 +85,6 @@ def domain_xml(name, build_dir, mem_mib=192, fill=64, rate=10):
     """A domain booting Debian's kernel with the initramfs (KVM where it really works, else
     TCG, as vm_guest decides); its console, ttyS0, goes to
     /var/log/libvirt/qemu/NAME-serial.log as the freestanding guest's COM1 does."""
-    kern, initrd = kernel(build_dir), initramfs(build_dir)
-    kind = accel(guest_path(build_dir))
-    return f"""<domain type='{kind}'>
-  <name>{name}</name>
-  <memory unit='MiB'>{mem_mib}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kern}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 fill={fill} rate={rate} mix=1</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'>
-      <source path='/var/log/libvirt/qemu/{name}-serial.log' append='on'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
+    return kernel_domain_xml(name, accel(guest_path(build_dir)), kernel(build_dir),
+                             f"console=ttyS0 quiet panic=-1 fill={fill} rate={rate} mix=1",
+                             mem_mib, initrd=initramfs(build_dir))

@@ -41,8 +41,12 @@ def remove_vm(hs, name):
 
 def check_guest_moved(src, dst, name, before, qemu_damage_ok=False):
     """The guest runs on dst only, its counter and generations go on, every page checks. With
-    qemu_damage_ok, a guest that found stale pages returns its report instead of failing."""
-    assert domstate(dst, name) == "running"
+    qemu_damage_ok, a guest that found stale pages, or a Linux guest whose kernel panicked on
+    dst, returns its report instead of failing."""
+    state = domstate(dst, name)
+    if qemu_damage_ok and state != "running" and "Kernel panic" in serial(dst, name):
+        return f"{name} {state} on {dst.name}: {serial(dst, name)[-1500:]}"
+    assert state == "running", (f"{name} on {dst.name}: {state}", serial(dst, name)[-1500:])
     assert domstate(src, name) != "running"
     n = len(ticks(dst, name))
     dst.wait_for(lambda: len(ticks(dst, name)) >= n + 2, 60, f"{name} to tick on {dst.name}")
@@ -95,7 +99,11 @@ def moves_with_retry(hosts, name, cases, check, restart):
 
     QEMU 7.2's TCG migration sometimes leaves a page of a guest that writes during the move
     stale, with libvirt's own migration too (bench/vm: native moves of a writing guest damaged
-    in 2 to 4 of 10). When the guest reports one after a carried move whose stream reached the
+    in 2 to 4 of 10; a Linux guest's kernel then may panic). Busy threads of other processes
+    on the same CPUs make it likelier: native moves of the Linux guest (test_vm_linux.py)
+    crashed it in 0 of 16 beside three CPU-bound loops, but in 2 of 16 while a `migctl
+    peer-test` between the same hosts ran beside them; carried moves, whose own migrds do that
+    work, in 3 of 36. When the guest reports one after a carried move whose stream reached the
     destination's QEMU intact (move()), that move says nothing of migrd: restart(host) boots a
     fresh guest there and the same move is made again; only a second such damage leaves the
     case unchecked (skipped, with both reports). Returns the host the guest ends on."""
