@@ -86,5 +86,5 @@ def domain_xml(name, build_dir, mem_mib=192, fill=64, rate=10):
     TCG, as vm_guest decides); its console, ttyS0, goes to
     /var/log/libvirt/qemu/NAME-serial.log as the freestanding guest's COM1 does."""
     return kernel_domain_xml(name, accel(guest_path(build_dir)), kernel(build_dir),
-                             f"console=ttyS0 quiet panic=-1 fill={fill} rate={rate} mix=1",
+                             f"console=ttyS0 quiet panic=-1 unknown_nmi_panic fill={fill} rate={rate} mix=1",
                              mem_mib, initrd=initramfs(build_dir))
