@@ -36,6 +36,9 @@ void vms_forget(struct manager *m, const char *name);
 void vms_claim(struct manager *m, const char *name, const char *from);
 /* "migrating to HOST" while a move runs, else NULL (for the list). */
 const char *vms_move_state(struct vm *v);
+/* Why this host's libvirt (version as virConnectGetLibVersion gives it, 0 if unknown) cannot
+ * make a carried move of name, or NULL when it can (the caller frees the message). */
+char *vms_carried_refusal(const char *host, const char *name, unsigned long libvirt_version);
 
 /* The other registered hosts with an address (malloc'd array). */
 int vms_peers(struct manager *m, struct vm_peer **ret, size_t *ret_n);

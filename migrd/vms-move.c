@@ -307,6 +307,16 @@ static const char *stream_check(struct move *mv, json_t *committed, uint64_t *re
 	return verdict;
 }
 
+char *vms_carried_refusal(const char *host, const char *name, unsigned long libvirt_version)
+{
+	/* Migration over UNIX sockets came in libvirt 6.8. 0: unknown, let libvirt say. */
+	if (libvirt_version == 0 || libvirt_version >= 6008000)
+		return NULL;
+	return strdup_printf("libvirt %lu.%lu on %s cannot migrate over UNIX sockets (6.8 or "
+			     "newer can): move %s with --native",
+			     libvirt_version / 1000000, libvirt_version / 1000 % 1000, host, name);
+}
+
 static int move_run(void *arg, json_t **ret_result, const char **ret_code, char **ret_message)
 {
 	struct move *mv = arg;
@@ -328,14 +338,9 @@ static int move_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		*ret_message = strdup_printf("%s: %s", mv->own, strna(err));
 		return r;
 	}
-	/* Migration over UNIX sockets came in libvirt 6.8. */
-	if (!mv->native && libvirt_version && libvirt_version < 6008000) {
+	if (!mv->native &&
+	    (*ret_message = vms_carried_refusal(mv->own, mv->name, libvirt_version))) {
 		*ret_code = "unsupported";
-		*ret_message =
-			strdup_printf("libvirt %lu.%lu on %s cannot migrate over UNIX sockets (6.8 "
-				      "or newer can): move %s with --native",
-				      libvirt_version / 1000000, libvirt_version / 1000 % 1000,
-				      mv->own, mv->name);
 		return -EOPNOTSUPP;
 	}
 	if (!running) {

@@ -125,7 +125,15 @@ def move(src, dst, name, method):
         src.virsh("migrate", "--live", "--p2p", *flags, name,
                   f"qemu+tcp://{dst.address}/system", timeout=600)
     else:
-        level = src.migctl("move", name, dst.name, *flags, timeout=600)["compress_level"]
+        r = src.migctl("move", name, dst.name, *flags, timeout=600)
+        level = r["compress_level"]
+        # What the destination's QEMU was handed must be what the source's sent.
+        if r.get("stream_check") == "differ":
+            raise SystemExit(f"vm-bench: {method} {src.name} -> {dst.name}: the stream "
+                             f"reached the destination altered: {r}")
+        if r.get("stream_check") != "identical":
+            print(f"vm-bench: {method} {src.name} -> {dst.name}: stream not verified end to "
+                  f"end ({r.get('stream_check')})", file=sys.stderr, flush=True)
     took = time.monotonic() - t0
     cpu = migrd_cpu((src, dst)) - cpu0
     wire = tx_bytes(src) - tx0
