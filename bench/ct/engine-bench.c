@@ -1,6 +1,6 @@
 /* The container engine's dump and restore times (ct_dump, ct_restore) on fixture-ct-counter,
- * against process_vm_readv of its heap, memcpy, /proc/self/mem pwrite and a file write into the
- * image directory in the same run. */
+ * against process_vm_readv of its heap, memcpy, /proc/self/mem pwrite, UFFDIO_COPY into fresh
+ * memory and a file write into the image directory in the same run. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <linux/magic.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <sched.h>
 #include <pthread.h>
@@ -18,9 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,7 +53,7 @@ static const char *arg_dir = "/dev/shm";
 #define ENGINE_BENCH_FIXTURE NULL
 #endif
 static const char *arg_fixture = ENGINE_BENCH_FIXTURE;
-static bool arg_json, arg_smoke, arg_zstd = true, arg_huge;
+static bool arg_json, arg_smoke, arg_zstd = true, arg_huge, arg_reserve_ab;
 static const char *bench_workdir; /* the fswrite baseline writes a file here */
 
 static volatile sig_atomic_t stop_requested;
@@ -59,8 +62,10 @@ enum col {
 	COL_READV,
 	COL_MEMCPY,
 	COL_PWRITE,
+	COL_UFFD,
 	COL_FSWRITE,
 	COL_FSWRITE2,
+	COL_RESERVE_MS,
 	COL_FREEZE_MS,
 	COL_DUMP_MS,
 	COL_DUMP_GBS,
@@ -71,6 +76,7 @@ enum col {
 	COL_RESTORE_GBS,
 	COL_RESTORE_RATIO,
 	COL_RESTORE_PWRITE_RATIO,
+	COL_RESTORE_UFFD_RATIO,
 	N_COLS
 };
 
@@ -82,8 +88,10 @@ static const struct {
 	[COL_READV] = {"readv", "GB/s", "readv_gbs", 2},
 	[COL_MEMCPY] = {"memcpy", "GB/s", "memcpy_gbs", 2},
 	[COL_PWRITE] = {"pwrite", "GB/s", "pwrite_gbs", 2},
+	[COL_UFFD] = {"uffd", "GB/s", "uffd_gbs", 2},
 	[COL_FSWRITE] = {"fswrite", "GB/s", "fswrite_gbs", 2},
 	[COL_FSWRITE2] = {"fswr2nd", "GB/s", "fswrite_second_gbs", 2},
+	[COL_RESERVE_MS] = {"reserve", "ms", "reserve_ms", 1},
 	[COL_FREEZE_MS] = {"freeze", "ms", "freeze_ms", 2},
 	[COL_DUMP_MS] = {"dump", "ms", "dump_ms", 1},
 	[COL_DUMP_GBS] = {"dump", "GB/s", "dump_gbs", 2},
@@ -94,6 +102,7 @@ static const struct {
 	[COL_RESTORE_GBS] = {"restore", "GB/s", "restore_gbs", 2},
 	[COL_RESTORE_RATIO] = {"restore", "/readv", "restore_vs_readv", 2, true},
 	[COL_RESTORE_PWRITE_RATIO] = {"restore", "/pwrite", "restore_vs_pwrite", 2, true},
+	[COL_RESTORE_UFFD_RATIO] = {"restore", "/uffd", "restore_vs_uffd", 2, true},
 };
 
 struct row {
@@ -124,9 +133,13 @@ struct log_watch {
 	char fail[256];
 };
 
+/* A row's kind: 0 uncompressed, 1 zstd level 1, ROW_NO_RESERVE uncompressed with the pages
+ * files made during the dump, not allocated before the freeze (--reserve-ab). */
+#define ROW_NO_RESERVE (-1)
+
 static const char *level_name(int level)
 {
-	return level ? "zstd-1" : "none";
+	return level == ROW_NO_RESERVE ? "nores" : level ? "zstd-1" : "none";
 }
 
 static void on_stop_signal(int sig)
@@ -324,16 +337,39 @@ static int find_heap(pid_t pid, uint64_t *ret_addr, size_t *ret_len)
 }
 
 /* Copies [remote, remote + size) in 1 MiB chunks, as bench/ct/memory-bench.c does: read from pid
- * with process_vm_readv, or written with pwrite to mem_fd (/proc/PID/mem). */
+ * with process_vm_readv, written with pwrite to fd (/proc/PID/mem), or placed with UFFDIO_COPY
+ * through fd (a userfaultfd with remote registered). */
+enum copy_how { COPY_READV, COPY_PWRITE, COPY_UFFD };
+
 struct copy_job {
+	enum copy_how how;
 	pid_t pid;
-	int mem_fd; /* -EBADF: read */
+	int fd;
 	uint64_t remote;
 	uint8_t *local;
 	size_t size;
 	atomic_size_t next;
 	atomic_int error;
 };
+
+/* UFFDIO_COPY of n bytes, continued after a partial copy (EAGAIN). */
+static ssize_t uffd_copy_all(int fd, uint64_t dst, const uint8_t *src, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		struct uffdio_copy c = {
+			.dst = dst + done, .src = (uintptr_t)(src + done), .len = n - done};
+
+		if (ioctl(fd, UFFDIO_COPY, &c) == 0)
+			return (ssize_t)n;
+		if (c.copy > 0)
+			done += (size_t)c.copy;
+		else if (errno != EAGAIN)
+			return -1;
+	}
+	return (ssize_t)n;
+}
 
 static void *copy_worker(void *userdata)
 {
@@ -349,8 +385,12 @@ static void *copy_worker(void *userdata)
 		n = MIN(CHUNK, j->size - off);
 		l = (struct iovec){j->local + off, n};
 		r = (struct iovec){(void *)(uintptr_t)(j->remote + off), n};
-		k = j->mem_fd >= 0 ? pwrite(j->mem_fd, l.iov_base, n, (off_t)(j->remote + off))
-				   : process_vm_readv(j->pid, &l, 1, &r, 1, 0);
+		if (j->how == COPY_PWRITE)
+			k = pwrite(j->fd, l.iov_base, n, (off_t)(j->remote + off));
+		else if (j->how == COPY_READV)
+			k = process_vm_readv(j->pid, &l, 1, &r, 1, 0);
+		else
+			k = uffd_copy_all(j->fd, j->remote + off, l.iov_base, n);
 		if (k != (ssize_t)n) {
 			atomic_store(&j->error, k < 0 ? errno : EIO);
 			return NULL;
@@ -387,7 +427,7 @@ static int raw_pwrite(uint8_t *buf, size_t len, double *ret_s)
 	if (fd < 0)
 		return log_error_errno(errno, "Failed to open /proc/self/mem: %m");
 	for (unsigned pass = 0; pass < 2 && r >= 0; pass++) {
-		struct copy_job j = {.mem_fd = fd, .local = buf, .size = len};
+		struct copy_job j = {.how = COPY_PWRITE, .fd = fd, .local = buf, .size = len};
 		void *fresh =
 			mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
@@ -398,6 +438,44 @@ static int raw_pwrite(uint8_t *buf, size_t len, double *ret_s)
 		munmap(fresh, len);
 	}
 	return r < 0 ? log_error_errno(r, "pwrite to /proc/self/mem: %m") : 0;
+}
+
+/* UFFDIO_COPY into a fresh anonymous mapping registered with a userfaultfd: how a restore fills
+ * anonymous memory (the kernel allocates each page and copies into it, with no clearing), from
+ * a buffer already in memory. The fastest way this kernel fills fresh anonymous memory: a
+ * restore, which also reads and checks the image, cannot be faster. Second of two mappings, as
+ * raw_pwrite. */
+static int raw_uffd(uint8_t *buf, size_t len, double *ret_s)
+{
+	struct uffdio_api api = {.api = UFFD_API};
+	_cleanup_close_ int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return log_error_errno(errno, "userfaultfd: %m");
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		return log_error_errno(errno, "UFFDIO_API: %m");
+	for (unsigned pass = 0; pass < 2 && r >= 0; pass++) {
+		struct copy_job j = {.how = COPY_UFFD, .fd = fd, .local = buf, .size = len};
+		void *fresh =
+			mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct uffdio_register reg = {.range = {.start = (uintptr_t)fresh, .len = len},
+					      .mode = UFFDIO_REGISTER_MODE_MISSING};
+
+		if (fresh == MAP_FAILED)
+			return log_error_errno(errno, "Failed to map %zu bytes: %m", len);
+		if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0) {
+			r = log_error_errno(errno, "UFFDIO_REGISTER: %m");
+			munmap(fresh, len);
+			break;
+		}
+		j.remote = (uintptr_t)fresh;
+		r = copy_run(&j, ret_s);
+		if (r < 0)
+			log_error_errno(r, "UFFDIO_COPY: %m");
+		munmap(fresh, len); /* unregisters it */
+	}
+	return r;
 }
 
 /* write() of len bytes into a new file of the image directory, in 1 MiB pieces from one thread,
@@ -459,13 +537,13 @@ static int buffer_new(size_t len, uint8_t fill, struct buffer *ret)
 }
 
 /* The raw limits on the running fixture: its heap read with process_vm_readv, memcpy of as
- * many bytes, pwrite of them into a fresh mapping, and write() of them into a new file of the
- * image directory. */
+ * many bytes, pwrite and UFFDIO_COPY of them into fresh mappings, and write() of them into a new
+ * file of the image directory. */
 static int measure_baselines(pid_t pid, double ret[N_COLS])
 {
 	_cleanup_(buffer_unmap) struct buffer src = {}, dst = {};
-	struct copy_job j = {.pid = pid, .mem_fd = -EBADF};
-	double readv_s, memcpy_s, pwrite_s, fswrite_s[2] = {};
+	struct copy_job j = {.how = COPY_READV, .pid = pid, .fd = -EBADF};
+	double readv_s, memcpy_s, pwrite_s, uffd_s, fswrite_s[2] = {};
 	usec_t t0;
 	int r;
 
@@ -488,12 +566,15 @@ static int measure_baselines(pid_t pid, double ret[N_COLS])
 	memcpy_s = (double)(now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC;
 	r = raw_pwrite(dst.p, j.size, &pwrite_s);
 	if (r >= 0)
+		r = raw_uffd(dst.p, j.size, &uffd_s);
+	if (r >= 0)
 		r = raw_fswrite(dst.p, j.size, fswrite_s);
 	if (r < 0)
 		return r;
 	ret[COL_READV] = (double)j.size / readv_s / 1e9;
 	ret[COL_MEMCPY] = (double)j.size / memcpy_s / 1e9;
 	ret[COL_PWRITE] = (double)j.size / pwrite_s / 1e9;
+	ret[COL_UFFD] = (double)j.size / uffd_s / 1e9;
 	ret[COL_FSWRITE] = (double)j.size / fswrite_s[0] / 1e9;
 	ret[COL_FSWRITE2] = (double)j.size / fswrite_s[1] / 1e9;
 	return 0;
@@ -503,13 +584,15 @@ static void print_phases(const struct row *row, const struct ct_dump_stats *ds,
 			 const struct ct_restore_stats *rs)
 {
 	fprintf(stderr,
-		"  %" PRIu64 " MiB %s: dump: freeze %.2f, seize %.1f, state %.1f, memory %.1f, "
+		"  %" PRIu64 " MiB %s: dump: reserve %.1f (before the freeze), freeze %.2f, seize "
+			     "%.1f, state %.1f, memory %.1f, "
 		"release %.1f ms; restore: verify %.1f, tree %.1f, memory %.1f, state %.1f ms\n",
-		row->mib, level_name(row->level), (double)ds->freeze_usec / 1e3,
-		(double)ds->seize_usec / 1e3, (double)ds->state_usec / 1e3,
-		(double)ds->memory_usec / 1e3, (double)ds->release_usec / 1e3,
-		(double)rs->verify_usec / 1e3, (double)rs->tree_usec / 1e3,
-		(double)rs->memory_usec / 1e3, (double)rs->state_usec / 1e3);
+		row->mib, level_name(row->level), (double)ds->reserve_usec / 1e3,
+		(double)ds->freeze_usec / 1e3, (double)ds->seize_usec / 1e3,
+		(double)ds->state_usec / 1e3, (double)ds->memory_usec / 1e3,
+		(double)ds->release_usec / 1e3, (double)rs->verify_usec / 1e3,
+		(double)rs->tree_usec / 1e3, (double)rs->memory_usec / 1e3,
+		(double)rs->state_usec / 1e3);
 }
 
 static void fill_columns(const struct ct_dump_stats *ds, const struct ct_restore_stats *rs,
@@ -517,6 +600,7 @@ static void fill_columns(const struct ct_dump_stats *ds, const struct ct_restore
 {
 	double bytes = (double)(ds->pages * CT_PAGE_SIZE);
 
+	ret[COL_RESERVE_MS] = (double)ds->reserve_usec / 1e3;
 	ret[COL_FREEZE_MS] = (double)ds->freeze_usec / 1e3;
 	ret[COL_DUMP_MS] = (double)ds->frozen_usec / 1e3;
 	ret[COL_DUMP_GBS] = bytes / ((double)MAX(ds->frozen_usec, 1u) * 1e3);
@@ -527,6 +611,7 @@ static void fill_columns(const struct ct_dump_stats *ds, const struct ct_restore
 	ret[COL_RESTORE_GBS] = bytes / ((double)MAX(rs->total_usec, 1u) * 1e3);
 	ret[COL_RESTORE_RATIO] = ret[COL_RESTORE_GBS] / ret[COL_READV];
 	ret[COL_RESTORE_PWRITE_RATIO] = ret[COL_RESTORE_GBS] / ret[COL_PWRITE];
+	ret[COL_RESTORE_UFFD_RATIO] = ret[COL_RESTORE_GBS] / ret[COL_UFFD];
 }
 
 /* Spawn, baselines, dump (which kills the original), restore into a new cgroup, check the
@@ -553,7 +638,8 @@ static int dump_and_restore(const char *name, const char *img, int log_fd, const
 					   .cg = ct.cg,
 					   .root_pid = ct.pid,
 					   .dir = img,
-					   .compress_level = row->level,
+					   .compress_level = MAX(row->level, 0),
+					   .no_reserve = row->level == ROW_NO_RESERVE,
 					   .n_threads = arg_threads,
 					   .timeout = ENGINE_TIMEOUT},
 		    &ds, err);
@@ -613,11 +699,16 @@ static void print_header(const char *workdir, bool tmpfs)
 	       !tmpfs	  ? " (NOT tmpfs)"
 	       : arg_huge ? " (its own tmpfs, huge=within_size)"
 			  : " (tmpfs)");
-	printf("%u run%s per row (med, min, max); %u memory threads for the engine, readv and "
-	       "pwrite; %ld CPUs\n",
+	printf("%u run%s per row (med, min, max); %u memory threads for the engine, readv, "
+	       "pwrite and uffd; %ld CPUs\n",
 	       arg_runs, arg_runs > 1 ? "s" : "", arg_threads, sysconf(_SC_NPROCESSORS_ONLN));
+	printf("reserve = the pages files allocated while the container still runs, before the "
+	       "freeze (uncompressed only)\n");
 	printf("dump = freeze start until the image is complete; GB/s = 1e9 bytes of dumped memory "
 	       "per s\n");
+	printf("uffd = UFFDIO_COPY of the heap's size from memory into a fresh mapping, as a "
+	       "restore "
+	       "fills memory: its floor\n");
 	printf("fswrite = write() of the heap's size into a new file there, one thread (as the "
 	       "engine writes one process);\n  fswr2nd = the same into a second file, on the pages "
 	       "the first one freed\n");
@@ -776,6 +867,9 @@ static void usage(void)
 	       "4)\n"
 	       "  --fixture PATH   fixture-ct-counter (default %s)\n"
 	       "  --no-zstd        skip the zstd-1 rows\n"
+	       "  --reserve-ab     one more uncompressed row per size (\"nores\") whose pages\n"
+	       "                   files are not allocated before the freeze, as before the\n"
+	       "                   engine did that\n"
 	       "  --smoke          one run at 32 MiB, no zstd (the ctest smoke run)\n"
 	       "  --json           machine-readable output on stdout\n"
 	       "  -v               engine debug logging\n"
@@ -792,7 +886,8 @@ static int parse_argv(int argc, char *argv[])
 		ARG_HUGE,
 		ARG_THREADS,
 		ARG_FIXTURE,
-		ARG_NO_ZSTD
+		ARG_NO_ZSTD,
+		ARG_RESERVE_AB
 	};
 	static const struct option options[] = {
 		{"help", no_argument, NULL, 'h'},
@@ -803,6 +898,7 @@ static int parse_argv(int argc, char *argv[])
 		{"threads", required_argument, NULL, ARG_THREADS},
 		{"fixture", required_argument, NULL, ARG_FIXTURE},
 		{"no-zstd", no_argument, NULL, ARG_NO_ZSTD},
+		{"reserve-ab", no_argument, NULL, ARG_RESERVE_AB},
 		{"smoke", no_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{},
@@ -845,6 +941,9 @@ static int parse_argv(int argc, char *argv[])
 		case ARG_NO_ZSTD:
 			arg_zstd = false;
 			break;
+		case ARG_RESERVE_AB:
+			arg_reserve_ab = true;
+			break;
 		case 's':
 			arg_smoke = true;
 			break;
@@ -872,17 +971,23 @@ static int parse_argv(int argc, char *argv[])
 
 static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 {
-	unsigned per_size = arg_zstd ? 2 : 1, seq = 0;
+	int kinds[3], per_size = 0;
+	unsigned seq = 0;
 
+	kinds[per_size++] = 0;
+	if (arg_reserve_ab)
+		kinds[per_size++] = ROW_NO_RESERVE;
+	if (arg_zstd)
+		kinds[per_size++] = 1;
 	*n_rows = 0;
 	for (unsigned s = 0; s < arg_n_sizes; s++) {
 		struct row *size_rows = rows + *n_rows;
 
-		for (unsigned l = 0; l < per_size; l++)
-			size_rows[l] = (struct row){.mib = arg_sizes[s], .level = (int)l};
+		for (int l = 0; l < per_size; l++)
+			size_rows[l] = (struct row){.mib = arg_sizes[s], .level = kinds[l]};
 		/* Interleaved run by run, so drift on a shared machine hits both rows alike. */
 		for (unsigned i = 0; i < arg_runs; i++)
-			for (unsigned l = 0; l < per_size; l++) {
+			for (int l = 0; l < per_size; l++) {
 				struct row *row = &size_rows[l];
 				double v[N_COLS] = {0};
 				int r = run_once(workdir, row, seq++, v);
@@ -895,9 +1000,9 @@ static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 					row->v[c][row->n] = v[c];
 				row->n++;
 			}
-		*n_rows += per_size;
+		*n_rows += (unsigned)per_size;
 		if (!arg_json)
-			for (unsigned l = 0; l < per_size; l++)
+			for (int l = 0; l < per_size; l++)
 				print_row(&size_rows[l]);
 	}
 	return 0;
@@ -906,7 +1011,7 @@ static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 int main(int argc, char *argv[])
 {
 	_cleanup_(rm_rf_freep) char *workdir = NULL;
-	struct row rows[MAX_SIZES * 2];
+	struct row rows[MAX_SIZES * 3];
 	struct verdict v[N_TARGETS];
 	struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
 	struct statfs sfs;

@@ -18,6 +18,7 @@ struct ct_dump_opts {
 	const char *dir;      /* created 0700; must not exist or be empty */
 	int compress_level;   /* zstd level for pages, 0: none */
 	bool leave_running;   /* thaw afterwards instead of killing */
+	bool no_reserve;      /* do not allocate the pages files before the freeze */
 	unsigned n_threads;   /* memory readers; 0: one per CPU, at most 4 */
 	usec_t timeout;	      /* for freezing and seizing */
 };
@@ -26,12 +27,14 @@ struct ct_dump_stats {
 	unsigned n_procs, n_threads, n_fds, n_vmas;
 	uint64_t pages, zero_pages; /* private + shared memory */
 	uint64_t image_bytes;
-	usec_t freeze_usec;  /* freezer: request until frozen */
-	usec_t seize_usec;   /* ptrace seize of every task */
-	usec_t state_usec;   /* tasks, fds, layout */
-	usec_t memory_usec;  /* page contents */
-	usec_t frozen_usec;  /* freeze start until the image was complete */
-	usec_t release_usec; /* thaw or kill */
+	uint64_t reserved_bytes; /* pages files allocated before the freeze */
+	usec_t reserve_usec;	 /* that, while the container ran */
+	usec_t freeze_usec;	 /* freezer: request until frozen */
+	usec_t seize_usec;	 /* ptrace seize of every task */
+	usec_t state_usec;	 /* tasks, fds, layout */
+	usec_t memory_usec;	 /* page contents */
+	usec_t frozen_usec;	 /* freeze start until the image was complete */
+	usec_t release_usec;	 /* thaw or kill */
 };
 
 /* Checkpoints the container. Everything is collected before anything is destroyed: on any

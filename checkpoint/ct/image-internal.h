@@ -352,6 +352,17 @@ struct ct_image_pages_writer;
  * except files are copied from info. */
 int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 			struct ct_image_writer **ret);
+/* ct_image_writer_new() in two steps, so that the directory is checked and space reserved
+ * before the inventory is known (a dump does both before it freezes the container). */
+int ct_image_writer_open(const char *dir, struct ct_image_writer **ret);
+int ct_image_writer_set_inventory(struct ct_image_writer *w, const struct ct_image_inventory *info);
+/* Makes process owner's pages file now and allocates bytes of payload for it (fallocate), so
+ * that writing the pages later does not wait for the file system to find them. Only between
+ * ct_image_writer_open() and ct_image_writer_set_inventory(). The pages writer of owner takes
+ * the file and cuts what it did not use; ct_image_writer_finish() and ct_image_writer_free()
+ * remove the files nobody took. Best effort: on failure (ENOSPC, EOPNOTSUPP) nothing is left
+ * behind and the pages file is made when written, as without it. */
+int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uint64_t bytes);
 /* Removes what an unfinished image wrote (never the directory's other contents); NULL-safe. */
 struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w);
 int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_image_task *t);

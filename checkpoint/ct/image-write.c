@@ -22,11 +22,21 @@
 #define PAGES_ZSTD_LEVEL 1 /* dump speed first: the memory bandwidth is the limit to meet */
 #define PAGES_ZSTD_MAX	 19
 
+/* A pages file made and allocated ahead (ct_image_writer_reserve_pages), under its temporary
+ * name, until its pages writer takes it. */
+struct reserved {
+	uint64_t owner;
+	int fd;
+};
+
 struct ct_image_writer {
 	int dir_fd;
 	struct ct_image_inventory inv; /* files grows as files are written */
 	size_t files_alloc;
+	struct reserved *reserved;
+	size_t n_reserved;
 	int level; /* zstd; 0: pages stored raw */
+	bool has_inventory;
 	bool finished;
 };
 
@@ -46,6 +56,7 @@ struct ct_image_pages_writer {
 	struct ct_image_run *runs;
 	size_t n_runs, runs_alloc;
 	uint64_t next_addr;
+	bool reserved; /* the file was allocated ahead: its unused tail goes at the end */
 };
 
 static int write_all(int fd, const void *data, size_t size)
@@ -144,8 +155,7 @@ static bool dir_is_empty(int dir_fd)
 	return empty;
 }
 
-int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
-			struct ct_image_writer **ret)
+int ct_image_writer_open(const char *dir, struct ct_image_writer **ret)
 {
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
 	struct stat st;
@@ -166,6 +176,16 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 		return log_debug_errno(ENOTEMPTY, "%s is not an empty directory", dir);
 	if (fchmod(w->dir_fd, 0700) < 0)
 		return -errno;
+	w->level = PAGES_ZSTD_LEVEL;
+	w->finished = false;
+	*ret = TAKE_PTR(w);
+	return 0;
+}
+
+int ct_image_writer_set_inventory(struct ct_image_writer *w, const struct ct_image_inventory *info)
+{
+	if (w->finished || w->has_inventory)
+		return -ESTALE;
 	w->inv = (struct ct_image_inventory){
 		.version = CT_IMAGE_VERSION,
 		.container = strdup(info->container ?: ""),
@@ -178,19 +198,88 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
 		.hostname = info->hostname ? strdup(info->hostname) : NULL,
 		.netns = info->netns,
 	};
+	w->has_inventory = true; /* ct_image_inventory_done() frees what was copied */
 	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch ||
 	    (info->hostname && !w->inv.hostname))
 		return -ENOMEM;
-	w->level = PAGES_ZSTD_LEVEL;
-	w->finished = false;
+	return 0;
+}
+
+int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
+			struct ct_image_writer **ret)
+{
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	int r;
+
+	r = ct_image_writer_open(dir, &w);
+	if (r < 0)
+		return r;
+	r = ct_image_writer_set_inventory(w, info);
+	if (r < 0)
+		return r;
 	*ret = TAKE_PTR(w);
 	return 0;
+}
+
+static void pages_name(bool shm, uint64_t owner, char name[64], char tmp[80])
+{
+	if (shm)
+		snprintf(name, 64, "pages-shm-%" PRIu64 ".img", owner);
+	else
+		snprintf(name, 64, "pages-%" PRIu64 ".img", owner);
+	snprintf(tmp, 80, ".%s.tmp", name);
+}
+
+int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uint64_t bytes)
+{
+	char name[64], tmp[80];
+	struct reserved *a;
+	int fd, r;
+
+	if (w->finished || w->has_inventory)
+		return -ESTALE;
+	for (size_t i = 0; i < w->n_reserved; i++)
+		if (w->reserved[i].owner == owner)
+			return -EEXIST;
+	a = reallocarray(w->reserved, w->n_reserved + 1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	w->reserved = a;
+	pages_name(false, owner, name, tmp);
+	fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return log_debug_errno(errno, "Failed to create %s: %m", tmp);
+	if (fallocate(fd, 0, 0, (off_t)(CT_IMAGE_HEADER_SIZE + bytes)) < 0) {
+		r = log_debug_errno(errno, "Failed to allocate %" PRIu64 " bytes for %s: %m", bytes,
+				    tmp);
+		(void)unlinkat(w->dir_fd, tmp, 0);
+		safe_close(fd);
+		return r;
+	}
+	w->reserved[w->n_reserved++] = (struct reserved){.owner = owner, .fd = fd};
+	return 0;
+}
+
+/* The reservations no pages writer took: their processes ended before the freeze. */
+static void release_reserved(struct ct_image_writer *w)
+{
+	for (size_t i = 0; i < w->n_reserved; i++) {
+		char name[64], tmp[80];
+
+		pages_name(false, w->reserved[i].owner, name, tmp);
+		(void)unlinkat(w->dir_fd, tmp, 0);
+		safe_close(w->reserved[i].fd);
+	}
+	free(w->reserved);
+	w->reserved = NULL;
+	w->n_reserved = 0;
 }
 
 struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w)
 {
 	if (!w)
 		return NULL;
+	release_reserved(w);
 	/* An unfinished image must not look like one: remove what we wrote. */
 	if (!w->finished && w->dir_fd >= 0)
 		for (size_t i = 0; i < w->inv.n_files; i++)
@@ -296,6 +385,9 @@ int ct_image_writer_finish(struct ct_image_writer *w)
 
 	if (w->finished)
 		return -ESTALE;
+	if (!w->has_inventory)
+		return -EINVAL;
+	release_reserved(w);
 	r = ct_image_encode_inventory(&w->inv, &p, &n);
 	if (r < 0)
 		return r;
@@ -325,11 +417,7 @@ int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t ow
 		return -ENOMEM;
 	p->w = w;
 	p->fd = -EBADF;
-	if (shm)
-		snprintf(p->name, sizeof(p->name), "pages-shm-%" PRIu64 ".img", owner);
-	else
-		snprintf(p->name, sizeof(p->name), "pages-%" PRIu64 ".img", owner);
-	snprintf(p->tmp, sizeof(p->tmp), ".%s.tmp", p->name);
+	pages_name(shm, owner, p->name, p->tmp);
 	p->frame_max = ZSTD_compressBound(CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	p->raw = malloc(CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	p->frame = malloc(p->frame_max);
@@ -338,8 +426,16 @@ int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t ow
 	if (!p->raw || !p->frame || !p->xxh || !p->cctx)
 		return -ENOMEM;
 	XXH3_64bits_reset(p->xxh);
-	p->fd = openat(w->dir_fd, p->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		       0600);
+	for (size_t i = 0; !shm && i < w->n_reserved; i++)
+		if (w->reserved[i].owner == owner) {
+			p->fd = w->reserved[i].fd;
+			p->reserved = true;
+			w->reserved[i] = w->reserved[--w->n_reserved];
+			break;
+		}
+	if (p->fd < 0)
+		p->fd = openat(w->dir_fd, p->tmp,
+			       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (p->fd < 0)
 		return log_debug_errno(errno, "Failed to create %s: %m", p->tmp);
 	if (lseek(p->fd, CT_IMAGE_HEADER_SIZE, SEEK_SET) < 0)
@@ -615,6 +711,8 @@ int ct_image_pages_writer_finish(struct ct_image_pages_writer *p)
 	h.payload_len = pw->offset;
 	h.payload_xxh3 = XXH3_64bits_digest(pw->xxh);
 	ct_image_header_encode(&h, header);
+	if (pw->reserved && ftruncate(pw->fd, (off_t)(CT_IMAGE_HEADER_SIZE + pw->offset)) < 0)
+		return log_debug_errno(errno, "Failed to truncate %s: %m", pw->name);
 	if (pwrite(pw->fd, header, sizeof(header), 0) != (ssize_t)sizeof(header) ||
 	    fsync(pw->fd) < 0)
 		return log_debug_errno(errno ?: EIO, "Failed to write %s: %m", pw->name);

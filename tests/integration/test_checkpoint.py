@@ -117,6 +117,10 @@ def kill_and_restore(h, name, ids=None):
     pid0 = entry(h, name)["pid"]
     r = checkpoint(h, name)
     assert r["left_running"] is False and r["processes"] >= 1
+    # The pages files were allocated before the freeze; none is left under its temporary name
+    # (a restore refuses a file longer than its contents, so each one was cut to size).
+    assert r["reserve_ms"] > 0, r
+    assert [f for f in os.listdir(image_outside(h, name)) if f.startswith(".")] == []
     h.wait_for(lambda: entry(h, name)["state"] == "checkpointed", 10, "the checkpoint's kill")
     assert not os.path.exists(f"/proc/{pid0}") or open(f"/proc/{pid0}/stat").read().split()[2] == "Z"
     recorded = image_ids(h, name)
@@ -320,10 +324,12 @@ def refuse(h, name, argv, expect):
     assert cp.returncode != 0, cp.stdout
     assert re.search(expect, cp.stderr), cp.stderr
     assert f"{name}: pid" in cp.stderr or "cannot seize" in cp.stderr, cp.stderr
-    # It runs on, untouched, and no image is left behind.
+    # It runs on, untouched, and nothing is left behind: no image, no pages file allocated
+    # before the freeze.
     w = entry(h, name)
     assert w["state"] == "running" and w["pid"] == pid
-    assert not os.path.exists(os.path.join(image_outside(h, name), "inventory.img"))
+    d = image_outside(h, name)
+    assert not os.path.exists(d) or os.listdir(d) == [], os.listdir(d)
     return cp.stderr
 
 
@@ -340,6 +346,22 @@ def test_refusals(host):
            r"connected to outside the container is not supported")
     refuse(host, "traced", ["sh", "-c", "sleep 1000 & exec strace -o /dev/null -p $!"],
            r"cannot seize|ptrace|Operation not permitted")
+    # A directory that holds anything is refused before the container is frozen, and what was
+    # there stays.
+    name = "stale"
+    host.migctl("run", name, "--", "sleep", "1000")
+    pid = entry(host, name)["pid"]
+    d = image_outside(host, name)
+    os.makedirs(d)
+    with open(os.path.join(d, "notes"), "w") as f:
+        f.write("kept")
+    cp = host.migctl_raw("checkpoint", name, "--dir", image(name), timeout=60)
+    assert cp.returncode != 0, cp.stdout
+    assert f"cannot create the image in {image(name)}: it is not an empty directory" in cp.stderr, \
+        cp.stderr
+    w = entry(host, name)
+    assert w["state"] == "running" and w["pid"] == pid
+    assert os.listdir(d) == ["notes"]
 
 
 def test_missing_file_refused_at_restore(host):

@@ -223,6 +223,7 @@ static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t
 }
 
 static int write_level = 1; /* zstd level of the pages */
+static bool write_reserve;  /* reserve pages files first, as a dump does before its freeze */
 
 /* Pages without a zero one (the writer stores whole chunks of them from where they are). */
 static void gen_full_page(uint8_t *p, uint64_t addr)
@@ -274,7 +275,17 @@ static void write_image(const char *dir, bool big)
 	struct ct_image_pages_writer *p;
 	static uint8_t zero[4 * PAGE];
 
-	assert_int_equal(ct_image_writer_new(dir, &model.info, &w), 0);
+	if (write_reserve) {
+		assert_int_equal(ct_image_writer_open(dir, &w), 0);
+		/* More than process 1 writes, less than process 7 does, one that never writes. */
+		assert_int_equal(ct_image_writer_reserve_pages(w, 1, 80 << 20), 0);
+		assert_int_equal(ct_image_writer_reserve_pages(w, 7, 2 * PAGE), 0);
+		assert_int_equal(ct_image_writer_reserve_pages(w, 5, 1 << 20), 0);
+		assert_int_equal(ct_image_writer_reserve_pages(w, 5, 1 << 20), -EEXIST);
+		assert_int_equal(ct_image_writer_set_inventory(w, &model.info), 0);
+		assert_int_equal(ct_image_writer_reserve_pages(w, 6, 1 << 20), -ESTALE);
+	} else
+		assert_int_equal(ct_image_writer_new(dir, &model.info, &w), 0);
 	assert_int_equal(ct_image_writer_set_compression(w, write_level), 0);
 	for (size_t i = 0; i < 3; i++) {
 		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
@@ -1009,6 +1020,54 @@ static void test_uncompressed(void **state)
 	}
 }
 
+/* Pages files allocated ahead: each is cut to what was written, the one nobody wrote goes, and
+ * the image reads as one written without them. */
+static void test_reserved(void **state)
+{
+	static const char *const names[] = {"pages-1.img", "pages-7.img"};
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	struct ct_image_writer *w = NULL;
+	off_t sizes[2];
+	struct stat st;
+
+	write_level = 0;
+	write_image(img_dir, true);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(stat(path_in(names[i]), &st), 0);
+		sizes[i] = st.st_size;
+	}
+	rm_image(img_dir);
+	write_reserve = true;
+	write_image(img_dir, true);
+	write_reserve = false;
+	write_level = 1;
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(stat(path_in(names[i]), &st), 0);
+		assert_int_equal(st.st_size, sizes[i]);
+	}
+	assert_int_equal(stat(path_in(".pages-5.img.tmp"), &st), -1);
+	assert_int_equal(stat(path_in("pages-5.img"), &st), -1);
+	if (ct_image_open(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	check_pages(img, img->procs[0].pages, 1);
+	check_pages(img, &img->shm[0], SHM_ID);
+
+	/* An image given up takes its reservations with it; nothing is left in the directory. */
+	rm_image(img_dir);
+	assert_int_equal(ct_image_writer_open(img_dir, &w), 0);
+	assert_int_equal(ct_image_writer_reserve_pages(w, 3, 1 << 20), 0);
+	assert_int_equal(stat(path_in(".pages-3.img.tmp"), &st), 0);
+	assert_int_equal(st.st_size, CT_IMAGE_HEADER_SIZE + (1 << 20));
+	ct_image_writer_free(w);
+	assert_int_equal(stat(path_in(".pages-3.img.tmp"), &st), -1);
+	/* No inventory, no image. */
+	assert_int_equal(ct_image_writer_open(img_dir, &w), 0);
+	assert_int_equal(ct_image_writer_finish(w), -EINVAL);
+	ct_image_writer_free(w);
+	assert_int_equal(rmdir(img_dir), 0); /* empty */
+}
+
 static int check_full_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
 {
 	static uint8_t want[PAGE];
@@ -1071,6 +1130,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_uncompressed, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_reserved, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_given_checksums, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_flip_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_truncate_each_file, setup_dir, teardown_dir),
