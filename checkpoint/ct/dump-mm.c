@@ -342,15 +342,15 @@ static int scan_vma(const struct ct_mem *mem, const struct ct_image_vma *v, stru
 
 /* Reading and writing overlap: a reader thread fills one buffer while the caller hands the
  * other to the image writer. The writer is the slower of the two on tmpfs (every page of the
- * image is a new page for the kernel to find), so while it is still busy with the previous
- * window the reader checksums the whole chunks of the new one for it (uncompressed images). */
+ * image is a new page for the kernel to find, or zstd's work), so while it is still busy with
+ * the previous window the reader checksums the whole chunks of the new one for it: the writer
+ * takes them for the chunks it stores raw. */
 struct pipeline {
 	const struct ct_mem *mem;
 	const struct wins *w;
 	uint8_t *buf[2], *flags[2];
 	uint64_t xxh3[2][WIN_CHUNKS];
 	bool has[2][WIN_CHUNKS];
-	bool hash; /* the reader checksums chunks */
 	int r[2];
 	size_t filled, consumed; /* consumed: also read outside the lock (atomically) */
 	bool stop;
@@ -398,7 +398,7 @@ static void *pipeline_reader(void *arg)
 			memset(pl->flags[slot], 0, w->len / CT_PAGE_SIZE);
 		r = ct_mem_read(pl->mem, w->addr, w->len, pl->buf[slot], w->skip_absent,
 				pl->flags[slot]);
-		if (pl->hash && r >= 0)
+		if (r >= 0)
 			hash_chunks(pl, w, i, slot);
 		else
 			memset(pl->has[slot], 0, sizeof(pl->has[slot]));
@@ -414,7 +414,7 @@ static void *pipeline_reader(void *arg)
 static int dump_windows(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
 			struct ct_image_pages_writer *pw, const struct wins *w, uint64_t *pages)
 {
-	struct pipeline pl = {.mem = mem, .w = w, .hash = ct_image_pages_writer_stores_raw(pw)};
+	struct pipeline pl = {.mem = mem, .w = w};
 	pthread_t th;
 	int r = 0;
 

@@ -378,18 +378,16 @@ int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t ow
 int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, const void *data,
 			      size_t n_pages);
 /* Checksums of whole chunks a caller has at hand: xxh3[k] is XXH3-64 of the
- * CT_IMAGE_PAGES_CHUNK_PAGES pages at base + k chunks, when has[k]. An uncompressed chunk
- * stored from there takes it instead of hashing the pages again (the dump's reader computes
- * them while it would otherwise wait for the writer). */
+ * CT_IMAGE_PAGES_CHUNK_PAGES pages at base + k chunks, when has[k]. A chunk stored raw from
+ * there (uncompressed images, and chunks zstd did not shrink or was not tried on) takes it
+ * instead of hashing the pages again (the dump's reader computes them while it would otherwise
+ * wait for the writer). */
 struct ct_image_chunk_hashes {
 	const uint8_t *base;
 	const uint64_t *xxh3;
 	const bool *has;
 	size_t n;
 };
-/* Whether chunks are stored raw (no compression), so ct_image_pages_writer_add_hashed()'s
- * hashes can serve. */
-bool ct_image_pages_writer_stores_raw(const struct ct_image_pages_writer *p);
 /* ct_image_pages_writer_add() with hashes (may be NULL) for data that lies within
  * hashes->base. */
 int ct_image_pages_writer_add_hashed(struct ct_image_pages_writer *p, uint64_t addr,

@@ -21,6 +21,11 @@
 
 #define PAGES_ZSTD_LEVEL 1 /* dump speed first: the memory bandwidth is the limit to meet */
 #define PAGES_ZSTD_MAX	 19
+/* Memory that does not compress (random, encrypted, already compressed) costs zstd as much time
+ * as any other, for nothing: after this many chunks in a row that did not shrink, only one
+ * chunk in PAGES_PROBE_EVERY is tried until one shrinks again. */
+#define PAGES_RAW_STREAK  4
+#define PAGES_PROBE_EVERY 16
 
 /* A pages file made and allocated ahead (ct_image_writer_reserve_pages), under its temporary
  * name, until its pages writer takes it. */
@@ -56,10 +61,18 @@ struct ct_image_pages_writer {
 	struct ct_image_run *runs;
 	size_t n_runs, runs_alloc;
 	uint64_t next_addr;
-	bool reserved; /* the file was allocated ahead: its unused tail goes at the end */
+	unsigned raw_streak; /* chunks in a row that zstd did not shrink */
+	unsigned skipped;    /* chunks stored raw untried since the streak began */
+	uint64_t tried;	     /* chunks zstd was run on */
+	bool reserved;	     /* the file was allocated ahead: its unused tail goes at the end */
 };
 
-static int write_all(int fd, const void *data, size_t size)
+static void release_reserved(struct ct_image_writer *w);
+
+/* A file system that runs out of space while pages files are reserved gets their space back
+ * first: a reservation may be larger than its process's pages turn out to be (zero pages are
+ * not stored), and must never be why a dump fails. */
+static int write_all(struct ct_image_writer *w, int fd, const void *data, size_t size)
 {
 	const uint8_t *p = data;
 
@@ -69,6 +82,11 @@ static int write_all(int fd, const void *data, size_t size)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == ENOSPC && w->n_reserved > 0) {
+				log_debug("Out of space: the reserved pages files go.");
+				release_reserved(w);
+				continue;
+			}
 			return -errno;
 		}
 		p += n;
@@ -122,9 +140,9 @@ static int write_image_file(struct ct_image_writer *w, const char *name,
 	fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return log_debug_errno(errno, "Failed to create %s: %m", tmp);
-	r = write_all(fd, header, sizeof(header));
+	r = write_all(w, fd, header, sizeof(header));
 	if (r == 0)
-		r = write_all(fd, payload, size);
+		r = write_all(w, fd, payload, size);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat2(w->dir_fd, tmp, w->dir_fd, name, RENAME_NOREPLACE) < 0)
@@ -468,7 +486,7 @@ struct ct_image_pages_writer *ct_image_pages_writer_free(struct ct_image_pages_w
 static int payload_write(struct ct_image_pages_writer *p, const void *data, size_t size,
 			 bool hashed)
 {
-	int r = write_all(p->fd, data, size);
+	int r = write_all(p->w, p->fd, data, size);
 
 	if (r < 0)
 		return log_debug_errno(r, "Failed to write %s: %m", p->name);
@@ -485,7 +503,7 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 {
 	size_t n = 0, raw_size;
 	const uint8_t *stored;
-	bool raw;
+	bool raw, try;
 	int r;
 
 	if (p->raw_pages == 0)
@@ -502,14 +520,22 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 		p->chunks_alloc = na;
 	}
 	raw_size = (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE;
-	if (p->w->level > 0) {
+	try = p->w->level > 0;
+	if (try && p->raw_streak >= PAGES_RAW_STREAK)
+		try = ++p->skipped % PAGES_PROBE_EVERY == 0;
+	if (try) {
 		n = ZSTD_compressCCtx(p->cctx, p->frame, p->frame_max, raw_pages, raw_size,
 				      p->w->level);
 		if (ZSTD_isError(n))
 			return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
+		p->tried++;
+		if (n >= raw_size)
+			p->raw_streak++;
+		else
+			p->raw_streak = p->skipped = 0;
 	}
-	/* Stored raw when compression is off or does not pay. */
-	raw = p->w->level == 0 || n >= raw_size;
+	/* Stored raw when compression is off, untried or does not pay. */
+	raw = !try || n >= raw_size;
 	stored = raw ? raw_pages : p->frame;
 	if (raw)
 		n = raw_size;
@@ -576,11 +602,6 @@ static const uint64_t *known_hash(const struct ct_image_chunk_hashes *h, const u
 	return off % chunk == 0 && k < h->n && h->has[k] ? &h->xxh3[k] : NULL;
 }
 
-bool ct_image_pages_writer_stores_raw(const struct ct_image_pages_writer *p)
-{
-	return p->w->level == 0;
-}
-
 int ct_image_pages_writer_add(struct ct_image_pages_writer *p, uint64_t addr, const void *data,
 			      size_t n_pages)
 {
@@ -603,15 +624,14 @@ int ct_image_pages_writer_add_hashed(struct ct_image_pages_writer *p, uint64_t a
 
 		/* Where the caller has the checksum of a whole chunk, what is gathered so far
 		 * goes out as a short chunk, so that the caller's chunks are the image's. */
-		if (p->w->level == 0 && p->raw_pages > 0 &&
-		    n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES && known_hash(hashes, page)) {
+		if (p->raw_pages > 0 && n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES &&
+		    known_hash(hashes, page)) {
 			r = flush_chunk(p);
 			if (r < 0)
 				return r;
 		}
-		/* Uncompressed, a whole chunk of non-zero pages is written from where it is. */
-		if (p->w->level == 0 && p->raw_pages == 0 &&
-		    n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES) {
+		/* A whole chunk of non-zero pages is stored (or compressed) from where it is. */
+		if (p->raw_pages == 0 && n_pages - i >= CT_IMAGE_PAGES_CHUNK_PAGES) {
 			size_t k = 0;
 
 			while (k < CT_IMAGE_PAGES_CHUNK_PAGES &&

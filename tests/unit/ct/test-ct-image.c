@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -224,6 +226,24 @@ static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t
 
 static int write_level = 1; /* zstd level of the pages */
 static bool write_reserve;  /* reserve pages files first, as a dump does before its freeze */
+static bool write_mixed;    /* process 1's pages: 8 MiB that zstd cannot shrink, then 40 it can */
+#define MIXED_RANDOM_MIB 8
+#define MIXED_MIB	 48
+
+/* Random words for the first MIXED_RANDOM_MIB, then one word repeated over each page. */
+static void gen_mixed_page(uint8_t *p, uint64_t addr)
+{
+	uint64_t x = addr * 0x9e3779b97f4a7c15ULL | 1;
+
+	for (size_t i = 0; i < PAGE; i += 8) {
+		if (addr < HEAP + MIXED_RANDOM_MIB * MIB_PAGES * PAGE) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+		}
+		memcpy(p + i, &x, 8);
+	}
+}
 
 /* Pages without a zero one (the writer stores whole chunks of them from where they are). */
 static void gen_full_page(uint8_t *p, uint64_t addr)
@@ -293,7 +313,14 @@ static void write_image(const char *dir, bool big)
 		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
 	}
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
-	if (hashed_bad > -2)
+	if (write_mixed) {
+		static uint8_t page[PAGE];
+
+		for (uint64_t a = HEAP; a < HEAP + MIXED_MIB * MIB_PAGES * PAGE; a += PAGE) {
+			gen_mixed_page(page, a);
+			assert_int_equal(ct_image_pages_writer_add(p, a, page, 1), 0);
+		}
+	} else if (hashed_bad > -2)
 		write_hashed(p);
 	else
 		write_range(p, 1, HEAP, big ? HOLE_MIB : 1);
@@ -1068,17 +1095,109 @@ static void test_reserved(void **state)
 	assert_int_equal(rmdir(img_dir), 0); /* empty */
 }
 
-static int check_full_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
+/* A reservation larger than its process's pages turn out to be never makes a dump fail: out of
+ * space, the writer gives the reserved space back and goes on. On a tmpfs of 6 MiB of its own. */
+static void test_reserved_out_of_space(void **state)
 {
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "", fs[64], dir[80];
+	struct ct_image_writer *w = NULL;
+	struct ct_image_pages_writer *p;
+	struct stat st;
+
+	assert_int_equal(unshare(CLONE_NEWNS), 0);
+	assert_int_equal(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+	strscpy(fs, "/tmp/test-ct-image-fs-XXXXXX", sizeof(fs));
+	assert_non_null(mkdtemp(fs));
+	assert_int_equal(mount("tmpfs", fs, "tmpfs", 0, "size=6m,mode=0700"), 0);
+	snprintf(dir, sizeof(dir), "%s/img", fs);
+
+	assert_int_equal(ct_image_writer_open(dir, &w), 0);
+	/* Process 7 is thought to need 4 MiB, and will write one. */
+	assert_int_equal(ct_image_writer_reserve_pages(w, 7, 4 << 20), 0);
+	/* More than what is left: refused, nothing kept. */
+	assert_int_equal(ct_image_writer_reserve_pages(w, 9, 4 << 20), -ENOSPC);
+	snprintf(err, sizeof(err), "%s/.pages-9.img.tmp", dir);
+	assert_int_equal(stat(err, &st), -1);
+	assert_int_equal(ct_image_writer_set_inventory(w, &model.info), 0);
+	assert_int_equal(ct_image_writer_set_compression(w, 0), 0);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
+		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
+		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
+	}
+	/* Process 1 writes 3 MiB: it fits only once 7's reservation is given back. */
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
+	write_range(p, 1, HEAP, 3);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	snprintf(err, sizeof(err), "%s/.pages-7.img.tmp", dir);
+	assert_int_equal(stat(err, &st), -1);
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 7, &p), 0);
+	write_range(p, 7, ANON7, 1);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_pages_begin(w, true, SHM_ID, &p), 0);
+	write_range(p, SHM_ID, 0, 1);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_finish(w), 0);
+	ct_image_writer_free(w);
+	if (ct_image_open(dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	check_pages(img, img->procs[0].pages, 1);
+	img = ct_image_free(img);
+	assert_int_equal(umount(fs), 0);
+	assert_int_equal(rmdir(fs), 0);
+}
+
+/* Pages read back against a generator; n counts them. */
+struct gen_check {
+	void (*gen)(uint8_t *p, uint64_t addr);
+	uint64_t n;
+};
+
+static int check_gen_cb(uint64_t addr, const void *data, size_t n_pages, void *userdata)
+{
+	struct gen_check *c = userdata;
 	static uint8_t want[PAGE];
 
 	assert_non_null(data);
 	for (size_t i = 0; i < n_pages; i++) {
-		gen_full_page(want, addr + i * PAGE);
+		c->gen(want, addr + i * PAGE);
 		assert_memory_equal((const uint8_t *)data + i * PAGE, want, PAGE);
 	}
-	*(uint64_t *)userdata += n_pages;
+	c->n += n_pages;
 	return 0;
+}
+
+/* After a run of chunks zstd could not shrink, the writer stops trying every chunk, and tries
+ * again soon enough to compress what follows. */
+static void test_incompressible_streak(void **state)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	const struct ct_image_pages *p;
+	size_t raw_after = 0, k;
+	struct gen_check c = {gen_mixed_page};
+
+	write_mixed = true;
+	write_image(img_dir, false);
+	write_mixed = false;
+	if (ct_image_open(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	p = img->procs[0].pages;
+	assert_int_equal(p->n_chunks, MIXED_MIB);
+	for (k = 0; k < MIXED_RANDOM_MIB; k++)
+		assert_int_equal(p->chunks[k].flags, CT_IMAGE_CHUNK_RAW);
+	while (k < MIXED_MIB && p->chunks[k].flags == CT_IMAGE_CHUNK_RAW)
+		raw_after++, k++;
+	/* Chunks 5-8 went untried, so some compressible ones did too; one of the next 16 was
+	 * tried, and from there every chunk is. */
+	assert_true(raw_after >= 1 && raw_after < 16);
+	for (; k < MIXED_MIB; k++) {
+		assert_int_equal(p->chunks[k].flags, 0);
+		assert_true(p->chunks[k].size < MIB_PAGES * PAGE / 16);
+	}
+	assert_int_equal(ct_image_pages_read(img, p, err, check_gen_cb, &c), 0);
+	assert_int_equal(c.n, MIXED_MIB * MIB_PAGES);
 }
 
 /* Checksums the dump's reader computed: the writer stores them for whole raw chunks that start
@@ -1087,13 +1206,13 @@ static void check_hashed_image(size_t n_chunks)
 {
 	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
 	char err[CT_IMAGE_ERROR_MAX] = "";
-	uint64_t n = 0;
+	struct gen_check c = {gen_full_page};
 
 	if (ct_image_open(img_dir, err, &img) < 0)
 		fail_msg("open: %s", err);
 	assert_int_equal(img->procs[0].pages->n_chunks, n_chunks);
-	assert_int_equal(ct_image_pages_read(img, img->procs[0].pages, err, check_full_cb, &n), 0);
-	assert_int_equal(n, HASHED_PAGES + hashed_lead);
+	assert_int_equal(ct_image_pages_read(img, img->procs[0].pages, err, check_gen_cb, &c), 0);
+	assert_int_equal(c.n, HASHED_PAGES + hashed_lead);
 }
 
 static void write_hashed_image(int bad, size_t skew, size_t lead)
@@ -1131,6 +1250,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_uncompressed, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_reserved, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_incompressible_streak, setup_dir,
+						teardown_dir),
+		cmocka_unit_test(test_reserved_out_of_space),
 		cmocka_unit_test_setup_teardown(test_given_checksums, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_flip_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_truncate_each_file, setup_dir, teardown_dir),
