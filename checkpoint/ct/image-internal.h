@@ -356,7 +356,8 @@ int ct_image_writer_new(const char *dir, const struct ct_image_inventory *info,
  * before the inventory is known (a dump does both before it freezes the container). */
 int ct_image_writer_open(const char *dir, struct ct_image_writer **ret);
 int ct_image_writer_set_inventory(struct ct_image_writer *w, const struct ct_image_inventory *info);
-/* Makes process owner's pages file now and allocates bytes of payload for it (fallocate), so
+/* Makes process owner's pages file now and allocates bytes of payload for it (fallocate; on
+ * tmpfs also every page touched), so
  * that writing the pages later does not wait for the file system to find them. Only between
  * ct_image_writer_open() and ct_image_writer_set_inventory(). The pages writer of owner takes
  * the file and cuts what it did not use; ct_image_writer_finish() and ct_image_writer_free()

@@ -6,8 +6,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/magic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -248,6 +251,31 @@ static void pages_name(bool shm, uint64_t owner, char name[64], char tmp[80])
 	snprintf(tmp, 80, ".%s.tmp", name);
 }
 
+/* Space for size bytes in fd, at hand: fallocate(), and on tmpfs every page touched through a
+ * mapping (MADV_POPULATE_WRITE). fallocate() alone gives tmpfs pages that nothing touched yet:
+ * on a VM the hypervisor may still have to find the memory behind them at the first write,
+ * which is in the frozen window (seen here: 1 GiB written into a fallocated file in 0.2 s, or
+ * in 1.9 s when the VM's memory was not at hand; populated first, 0.19-0.20 s, the populate
+ * taking 0.5-0.9 s while the container still runs). */
+static int allocate(int fd, uint64_t size)
+{
+	struct statfs sfs;
+	void *m;
+	int r = 0;
+
+	if (fallocate(fd, 0, 0, (off_t)size) < 0)
+		return -errno;
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
+		return 0;
+	m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return 0; /* allocated, if not at hand */
+	if (madvise(m, size, MADV_POPULATE_WRITE) < 0)
+		r = -errno;
+	munmap(m, size);
+	return r == -EINVAL ? 0 : r; /* EINVAL: a kernel before 5.14 */
+}
+
 int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uint64_t bytes)
 {
 	char name[64], tmp[80];
@@ -264,12 +292,12 @@ int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uin
 		return -ENOMEM;
 	w->reserved = a;
 	pages_name(false, owner, name, tmp);
-	fd = openat(w->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = openat(w->dir_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return log_debug_errno(errno, "Failed to create %s: %m", tmp);
-	if (fallocate(fd, 0, 0, (off_t)(CT_IMAGE_HEADER_SIZE + bytes)) < 0) {
-		r = log_debug_errno(errno, "Failed to allocate %" PRIu64 " bytes for %s: %m", bytes,
-				    tmp);
+	r = allocate(fd, CT_IMAGE_HEADER_SIZE + bytes);
+	if (r < 0) {
+		log_debug_errno(r, "Failed to allocate %" PRIu64 " bytes for %s: %m", bytes, tmp);
 		(void)unlinkat(w->dir_fd, tmp, 0);
 		safe_close(fd);
 		return r;
