@@ -585,7 +585,7 @@ static void print_phases(const struct row *row, const struct ct_dump_stats *ds,
 {
 	fprintf(stderr,
 		"  %" PRIu64 " MiB %s: dump: reserve %.1f (before the freeze), freeze %.2f, seize "
-			     "%.1f, state %.1f, memory %.1f, "
+		"%.1f, state %.1f, memory %.1f, "
 		"release %.1f ms; restore: verify %.1f, tree %.1f, memory %.1f, state %.1f ms\n",
 		row->mib, level_name(row->level), (double)ds->reserve_usec / 1e3,
 		(double)ds->freeze_usec / 1e3, (double)ds->seize_usec / 1e3,
