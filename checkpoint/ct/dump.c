@@ -792,6 +792,7 @@ static void reserve_pages(struct dumper *d, struct ct_image_writer *w)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n = 0;
+	int r;
 
 	if (ct_cgroup_get_pids(d->o->cg, false, &pids, &n) < 0)
 		return;
@@ -804,10 +805,11 @@ static void reserve_pages(struct dumper *d, struct ct_image_writer *w)
 		bytes = anon_bytes(pids[i]);
 		if (bytes == 0)
 			continue;
-		if (ct_image_writer_reserve_pages(w, (uint64_t)st.nspid[st.n_nspid - 1], bytes) ==
-		    -ENOSPC)
+		r = ct_image_writer_reserve_pages(w, (uint64_t)st.nspid[st.n_nspid - 1], bytes);
+		if (r == -ENOSPC)
 			break;
-		d->stats->reserved_bytes += bytes;
+		if (r == 0)
+			d->stats->reserved_bytes += bytes;
 	}
 }
 
@@ -852,6 +854,16 @@ static uint64_t dir_bytes(const char *dir)
 	return total;
 }
 
+/* A failed dump leaves nothing: the image's files and reservations go, and the directory when
+ * the dump made it. Returns r. */
+static int give_up(struct ct_image_writer **w, bool made_dir, const char *dir, int r)
+{
+	*w = ct_image_writer_free(*w);
+	if (made_dir)
+		(void)rmdir(dir);
+	return r;
+}
+
 int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	    char err[CT_ENGINE_ERROR_MAX])
 {
@@ -884,7 +896,7 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	if (r < 0) {
 		dump_fail(&d, r, "cannot freeze its cgroup: %s", ct_cgroup_last_error(o->cg));
 		(void)ct_cgroup_thaw(o->cg, o->timeout);
-		return r;
+		return give_up(&w, made_dir, o->dir, r);
 	}
 	t = now_usec(CLOCK_MONOTONIC);
 	stats.freeze_usec = t - t0;
@@ -892,7 +904,7 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	if (r < 0) {
 		dump_fail(&d, r, "cannot seize its tasks: %s", strerror(-r));
 		(void)ct_cgroup_thaw(o->cg, o->timeout);
-		return r;
+		return give_up(&w, made_dir, o->dir, r);
 	}
 	stats.seize_usec = now_usec(CLOCK_MONOTONIC) - t;
 	t = now_usec(CLOCK_MONOTONIC);
@@ -940,9 +952,9 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 				      ct_cgroup_last_error(o->cg));
 	}
 	stats.release_usec = now_usec(CLOCK_MONOTONIC) - t;
-	w = ct_image_writer_free(w); /* a failed image's files go, and the reservations */
-	if (r < 0 && made_dir)
-		(void)rmdir(o->dir);
+	if (r < 0)
+		(void)give_up(&w, made_dir, o->dir, r);
+	w = ct_image_writer_free(w);
 	stats.image_bytes = dir_bytes(o->dir);
 	dumper_done(&d);
 	if (ret_stats)

@@ -306,7 +306,8 @@ int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uin
 	return 0;
 }
 
-/* The reservations no pages writer took: their processes ended before the freeze. */
+/* Removes the reservations no pages writer took: at the end, those of processes that ended
+ * before the freeze; out of space, all that are left. */
 static void release_reserved(struct ct_image_writer *w)
 {
 	for (size_t i = 0; i < w->n_reserved; i++) {
