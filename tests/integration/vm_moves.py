@@ -37,7 +37,10 @@ def remove_vm(hs, name):
     """Out of migrd's care, destroyed and undefined on every host; its serial logs go too (they
     are appended to: a guest booted again under the name would find the old one's ticks)."""
     for h in hs:
-        if entry(h, name) and entry(h, name)["host"] == h.name:
+        # One reading: another host's workloads are listed as it last published them, so a
+        # VM that just moved can be missing from one reading to the next.
+        e = entry(h, name)
+        if e and e["host"] == h.name:
             h.migctl("vm", "release", name)
     for h in hs:
         h.virsh("destroy", name, check=False)
