@@ -792,7 +792,6 @@ static void reserve_pages(struct dumper *d, struct ct_image_writer *w)
 {
 	_cleanup_free_ pid_t *pids = NULL;
 	size_t n = 0;
-	int r;
 
 	if (ct_cgroup_get_pids(d->o->cg, false, &pids, &n) < 0)
 		return;
@@ -805,11 +804,9 @@ static void reserve_pages(struct dumper *d, struct ct_image_writer *w)
 		bytes = anon_bytes(pids[i]);
 		if (bytes == 0)
 			continue;
-		r = ct_image_writer_reserve_pages(w, (uint64_t)st.nspid[st.n_nspid - 1], bytes);
-		if (r == -ENOSPC)
+		if (ct_image_writer_reserve_pages(w, (uint64_t)st.nspid[st.n_nspid - 1], bytes) ==
+		    -ENOSPC)
 			break;
-		if (r == 0)
-			d->stats->reserved_bytes += bytes;
 	}
 }
 
@@ -882,11 +879,11 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	/* The directory is checked before anything is frozen. */
 	made_dir = lstat(o->dir, &st) < 0 && errno == ENOENT;
 	r = ct_image_writer_open(o->dir, &w);
-	if (r < 0 && made_dir)
-		(void)rmdir(o->dir);
 	if (r < 0)
-		return dump_fail(&d, r, "cannot create the image in %s: %s", o->dir,
-				 r == -ENOTEMPTY ? "it is not an empty directory" : strerror(-r));
+		return give_up(
+			&w, made_dir, o->dir,
+			dump_fail(&d, r, "cannot create the image in %s: %s", o->dir,
+				  r == -ENOTEMPTY ? "it is not an empty directory" : strerror(-r)));
 	if (o->compress_level == 0 && !o->no_reserve) {
 		reserve_pages(&d, w);
 		stats.reserve_usec = now_usec(CLOCK_MONOTONIC) - t0;
@@ -954,7 +951,8 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	stats.release_usec = now_usec(CLOCK_MONOTONIC) - t;
 	if (r < 0)
 		(void)give_up(&w, made_dir, o->dir, r);
-	w = ct_image_writer_free(w);
+	else
+		w = ct_image_writer_free(w);
 	stats.image_bytes = dir_bytes(o->dir);
 	dumper_done(&d);
 	if (ret_stats)

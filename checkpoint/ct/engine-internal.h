@@ -27,14 +27,13 @@ struct ct_dump_stats {
 	unsigned n_procs, n_threads, n_fds, n_vmas;
 	uint64_t pages, zero_pages; /* private + shared memory */
 	uint64_t image_bytes;
-	uint64_t reserved_bytes; /* pages files allocated before the freeze */
-	usec_t reserve_usec;	 /* that, while the container ran */
-	usec_t freeze_usec;	 /* freezer: request until frozen */
-	usec_t seize_usec;	 /* ptrace seize of every task */
-	usec_t state_usec;	 /* tasks, fds, layout */
-	usec_t memory_usec;	 /* page contents */
-	usec_t frozen_usec;	 /* freeze start until the image was complete */
-	usec_t release_usec;	 /* thaw or kill */
+	usec_t reserve_usec; /* that, while the container ran */
+	usec_t freeze_usec;  /* freezer: request until frozen */
+	usec_t seize_usec;   /* ptrace seize of every task */
+	usec_t state_usec;   /* tasks, fds, layout */
+	usec_t memory_usec;  /* page contents */
+	usec_t frozen_usec;  /* freeze start until the image was complete */
+	usec_t release_usec; /* thaw or kill */
 };
 
 /* Checkpoints the container. Everything is collected before anything is destroyed: on any

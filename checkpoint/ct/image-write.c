@@ -66,7 +66,6 @@ struct ct_image_pages_writer {
 	uint64_t next_addr;
 	unsigned raw_streak; /* chunks in a row that zstd did not shrink */
 	unsigned skipped;    /* chunks stored raw untried since the streak began */
-	uint64_t tried;	     /* chunks zstd was run on */
 	bool reserved;	     /* the file was allocated ahead: its unused tail goes at the end */
 };
 
@@ -557,7 +556,6 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 				      p->w->level);
 		if (ZSTD_isError(n))
 			return log_debug_errno(EIO, "zstd: %s", ZSTD_getErrorName(n));
-		p->tried++;
 		if (n >= raw_size)
 			p->raw_streak++;
 		else
