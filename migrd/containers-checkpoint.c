@@ -67,13 +67,14 @@ static int dump_run(void *arg, json_t **ret_result, const char **ret_code, char 
 		return r;
 	}
 	*ret_result = json_pack(
-		"{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "name", j->name,
-		"dir", j->dir, "left_running", j->dump.leave_running, "processes", s->n_procs,
-		"threads", s->n_threads, "fds", s->n_fds, "vmas", s->n_vmas, "pages",
-		(json_int_t)s->pages, "image_bytes", (json_int_t)s->image_bytes, "reserve_ms",
-		ms(s->reserve_usec), "freeze_ms", ms(s->freeze_usec), "frozen_ms",
-		ms(s->frozen_usec), "memory_ms", ms(s->memory_usec), "state_ms",
-		ms(s->state_usec + s->seize_usec), "release_ms", ms(s->release_usec));
+		"{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "name",
+		j->name, "dir", j->dir, "left_running", j->dump.leave_running, "processes",
+		s->n_procs, "threads", s->n_threads, "fds", s->n_fds, "vmas", s->n_vmas, "pages",
+		(json_int_t)s->pages, "direct_pages", (json_int_t)s->direct_pages, "image_bytes",
+		(json_int_t)s->image_bytes, "reserve_ms", ms(s->reserve_usec), "freeze_ms",
+		ms(s->freeze_usec), "frozen_ms", ms(s->frozen_usec), "memory_ms",
+		ms(s->memory_usec), "state_ms", ms(s->state_usec + s->seize_usec), "release_ms",
+		ms(s->release_usec));
 	return *ret_result ? 0 : -ENOMEM;
 }
 

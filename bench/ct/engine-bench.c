@@ -53,7 +53,7 @@ static const char *arg_dir = "/dev/shm";
 #define ENGINE_BENCH_FIXTURE NULL
 #endif
 static const char *arg_fixture = ENGINE_BENCH_FIXTURE;
-static bool arg_json, arg_smoke, arg_zstd = true, arg_huge, arg_reserve_ab;
+static bool arg_json, arg_smoke, arg_zstd = true, arg_huge, arg_reserve_ab, arg_direct_ab;
 static const char *bench_workdir; /* the fswrite baseline writes a file here */
 
 static volatile sig_atomic_t stop_requested;
@@ -134,12 +134,18 @@ struct log_watch {
 };
 
 /* A row's kind: 0 uncompressed, 1 zstd level 1, ROW_NO_RESERVE uncompressed with the pages
- * files made during the dump, not allocated before the freeze (--reserve-ab). */
+ * files made during the dump, not allocated before the freeze (--reserve-ab), ROW_NO_DIRECT
+ * uncompressed and reserved, the pages written from a buffer with write() instead of read
+ * straight into the mapped file (--direct-ab). */
 #define ROW_NO_RESERVE (-1)
+#define ROW_NO_DIRECT  (-2)
 
 static const char *level_name(int level)
 {
-	return level == ROW_NO_RESERVE ? "nores" : level ? "zstd-1" : "none";
+	return level == ROW_NO_RESERVE	? "nores"
+	       : level == ROW_NO_DIRECT ? "write"
+	       : level			? "zstd-1"
+					: "none";
 }
 
 static void on_stop_signal(int sig)
@@ -640,6 +646,7 @@ static int dump_and_restore(const char *name, const char *img, int log_fd, const
 					   .dir = img,
 					   .compress_level = MAX(row->level, 0),
 					   .no_reserve = row->level == ROW_NO_RESERVE,
+					   .no_direct = row->level == ROW_NO_DIRECT,
 					   .n_threads = arg_threads,
 					   .timeout = ENGINE_TIMEOUT},
 		    &ds, err);
@@ -870,6 +877,9 @@ static void usage(void)
 	       "  --reserve-ab     one more uncompressed row per size (\"nores\") whose pages\n"
 	       "                   files are not allocated before the freeze, as before the\n"
 	       "                   engine did that\n"
+	       "  --direct-ab      one more uncompressed row per size (\"write\") whose pages\n"
+	       "                   go through a buffer and write() into the reserved file\n"
+	       "                   instead of being read straight into it\n"
 	       "  --smoke          one run at 32 MiB, no zstd (the ctest smoke run)\n"
 	       "  --json           machine-readable output on stdout\n"
 	       "  -v               engine debug logging\n"
@@ -887,7 +897,8 @@ static int parse_argv(int argc, char *argv[])
 		ARG_THREADS,
 		ARG_FIXTURE,
 		ARG_NO_ZSTD,
-		ARG_RESERVE_AB
+		ARG_RESERVE_AB,
+		ARG_DIRECT_AB,
 	};
 	static const struct option options[] = {
 		{"help", no_argument, NULL, 'h'},
@@ -899,6 +910,7 @@ static int parse_argv(int argc, char *argv[])
 		{"fixture", required_argument, NULL, ARG_FIXTURE},
 		{"no-zstd", no_argument, NULL, ARG_NO_ZSTD},
 		{"reserve-ab", no_argument, NULL, ARG_RESERVE_AB},
+		{"direct-ab", no_argument, NULL, ARG_DIRECT_AB},
 		{"smoke", no_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{},
@@ -944,6 +956,9 @@ static int parse_argv(int argc, char *argv[])
 		case ARG_RESERVE_AB:
 			arg_reserve_ab = true;
 			break;
+		case ARG_DIRECT_AB:
+			arg_direct_ab = true;
+			break;
 		case 's':
 			arg_smoke = true;
 			break;
@@ -971,12 +986,14 @@ static int parse_argv(int argc, char *argv[])
 
 static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 {
-	int kinds[3], per_size = 0;
+	int kinds[4], per_size = 0;
 	unsigned seq = 0;
 
 	kinds[per_size++] = 0;
 	if (arg_reserve_ab)
 		kinds[per_size++] = ROW_NO_RESERVE;
+	if (arg_direct_ab)
+		kinds[per_size++] = ROW_NO_DIRECT;
 	if (arg_zstd)
 		kinds[per_size++] = 1;
 	*n_rows = 0;
@@ -1011,7 +1028,7 @@ static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 int main(int argc, char *argv[])
 {
 	_cleanup_(rm_rf_freep) char *workdir = NULL;
-	struct row rows[MAX_SIZES * 3];
+	struct row rows[MAX_SIZES * 4];
 	struct verdict v[N_TARGETS];
 	struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
 	struct statfs sfs;

@@ -475,6 +475,206 @@ out:
 	return r;
 }
 
+/* Straight into the image: where the pages file was reserved and mapped (uncompressed, tmpfs),
+ * workers read each window with process_vm_readv into the file itself, leave out the pages that
+ * are not stored by moving the rest down, and checksum the chunks while they are in the cache:
+ * one copy of the memory instead of two (read into a buffer, then write()).
+ *
+ * The windows' places in the file depend on how many pages the earlier ones stored, which is
+ * known only once they are read. A window whose predecessors are all recorded goes where the
+ * data ends; one taken while its predecessor is still being read goes after the whole of the
+ * predecessor's room, and is moved down when recorded if the predecessor stored less. Windows
+ * are recorded in address order, under the lock, as they complete. */
+#define DIRECT_SLOTS_PER_WORKER 2
+#define WIN_PAGES		(MEM_WINDOW / CT_PAGE_SIZE)
+
+struct dslot {
+	uint64_t off;  /* payload offset the window was read to */
+	size_t stored; /* pages kept, moved down to off */
+	bool done;
+	int r;
+	uint8_t flags[WIN_PAGES], kind[WIN_PAGES];
+	uint64_t xxh3[WIN_CHUNKS];
+};
+
+struct direct {
+	struct dumper *d;
+	struct dproc *p;
+	const struct ct_mem *mem;
+	struct ct_image_pages_writer *pw;
+	const struct wins *w;
+	uint8_t *base; /* payload offset 0 */
+	struct dslot *slots;
+	size_t n_slots;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t next, recorded; /* windows taken, windows recorded */
+	uint64_t end;	       /* payload offset past the last taken window's room */
+	uint64_t pages;
+	int r;
+};
+
+/* Reads window x to base + off, keeps its stored pages (moved down, in order) and checksums
+ * them by chunk. Each 1 MiB piece is read to where the window's stored pages end so far. */
+static int direct_read(struct direct *D, const struct win *x, struct dslot *s)
+{
+	uint8_t *dst = D->base + s->off;
+	bool file = x->file && x->skip_absent;
+	size_t n_pages = x->len / CT_PAGE_SIZE, stored = 0, hashed = 0;
+
+	for (size_t i = 0; i < n_pages; i += CT_IMAGE_PAGES_CHUNK_PAGES) {
+		size_t n = MIN(n_pages - i, (size_t)CT_IMAGE_PAGES_CHUNK_PAGES);
+		uint8_t *piece = dst + stored * CT_PAGE_SIZE;
+		int r = ct_mem_read(D->mem, x->addr + i * CT_PAGE_SIZE, n * CT_PAGE_SIZE, piece,
+				    x->skip_absent, s->flags + i);
+
+		if (r < 0)
+			return r;
+		for (size_t j = 0; j < n; j++) {
+			uint8_t f = s->flags[i + j];
+
+			if ((f & CT_PAGE_ABSENT) || (file && (f & CT_PAGE_FILE)))
+				s->kind[i + j] = CT_IMAGE_PLACED_SKIP;
+			else if (f & CT_PAGE_ZERO)
+				s->kind[i + j] = CT_IMAGE_PLACED_ZERO;
+			else {
+				s->kind[i + j] = CT_IMAGE_PLACED_DATA;
+				if (dst + stored * CT_PAGE_SIZE != piece + j * CT_PAGE_SIZE)
+					memmove(dst + stored * CT_PAGE_SIZE,
+						piece + j * CT_PAGE_SIZE, CT_PAGE_SIZE);
+				stored++;
+			}
+		}
+		/* Whole chunks now, while they are in the cache; the short last one below. */
+		for (; stored - hashed >= CT_IMAGE_PAGES_CHUNK_PAGES;
+		     hashed += CT_IMAGE_PAGES_CHUNK_PAGES)
+			s->xxh3[hashed / CT_IMAGE_PAGES_CHUNK_PAGES] =
+				XXH3_64bits(dst + hashed * CT_PAGE_SIZE, CHUNK_BYTES);
+	}
+	if (stored > hashed)
+		s->xxh3[hashed / CT_IMAGE_PAGES_CHUNK_PAGES] =
+			XXH3_64bits(dst + hashed * CT_PAGE_SIZE, (stored - hashed) * CT_PAGE_SIZE);
+	s->stored = stored;
+	return 0;
+}
+
+/* Under the lock: records window i, which is complete, at the end of the data. */
+static int direct_record(struct direct *D, size_t i)
+{
+	const struct win *x = &D->w->v[i];
+	struct dslot *s = &D->slots[i % D->n_slots];
+	uint64_t at = ct_image_pages_writer_offset(D->pw);
+	size_t n_pages = x->len / CT_PAGE_SIZE;
+	int r = s->r;
+
+	if (r < 0)
+		return dump_fail(D->d, r, "pid %d: reading memory at %#" PRIx64 ": %s",
+				 (int)D->p->pid, x->addr, strerror(-r));
+	if (s->off != at)
+		memmove(D->base + at, D->base + s->off, s->stored * CT_PAGE_SIZE);
+	r = ct_image_pages_writer_add_placed(D->pw, x->addr, s->kind, n_pages, s->xxh3, WIN_CHUNKS);
+	if (r < 0)
+		return r;
+	for (size_t j = 0; j < n_pages; j++)
+		D->pages += s->kind[j] != CT_IMAGE_PLACED_SKIP;
+	return 0;
+}
+
+static void *direct_worker(void *arg)
+{
+	struct direct *D = arg;
+
+	pthread_mutex_lock(&D->lock);
+	for (;;) {
+		struct dslot *s;
+		size_t i;
+		int r;
+
+		while (D->r >= 0 && D->next < D->w->n && D->next - D->recorded >= D->n_slots)
+			pthread_cond_wait(&D->cond, &D->lock);
+		if (D->r < 0 || D->next >= D->w->n)
+			break;
+		i = D->next++;
+		s = &D->slots[i % D->n_slots];
+		s->off = i == D->recorded ? ct_image_pages_writer_offset(D->pw) : D->end;
+		s->done = false;
+		D->end = s->off + D->w->v[i].len;
+		pthread_mutex_unlock(&D->lock);
+
+		r = direct_read(D, &D->w->v[i], s);
+
+		pthread_mutex_lock(&D->lock);
+		s->r = r;
+		s->done = true;
+		while (D->r >= 0 && D->recorded < D->next &&
+		       D->slots[D->recorded % D->n_slots].done) {
+			r = direct_record(D, D->recorded);
+			if (r < 0)
+				D->r = r;
+			else
+				D->recorded++;
+		}
+		pthread_cond_broadcast(&D->cond);
+	}
+	pthread_mutex_unlock(&D->lock);
+	return NULL;
+}
+
+static unsigned memory_threads(const struct dumper *d)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (d->o->n_threads)
+		return d->o->n_threads;
+	return (unsigned)CLAMP(n, 1L, 4L);
+}
+
+/* -EOPNOTSUPP when the pages writer has no mapping: dump_windows() then. */
+static int dump_windows_direct(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
+			       struct ct_image_pages_writer *pw, const struct wins *w,
+			       uint64_t *pages)
+{
+	struct direct D = {.d = d, .p = p, .mem = mem, .pw = pw, .w = w};
+	unsigned n = memory_threads(d), started = 0;
+	_cleanup_free_ pthread_t *th = NULL;
+	uint64_t need = 0;
+	int r;
+
+	if (d->o->no_direct)
+		return -EOPNOTSUPP;
+	for (size_t i = 0; i < w->n; i++)
+		need += w->v[i].len;
+	r = ct_image_pages_writer_map(pw, need, &D.base);
+	if (r < 0) {
+		if (r != -EOPNOTSUPP)
+			log_debug_errno(r, "pid %d: pages go through write(): mapping failed: %m",
+					(int)p->pid);
+		return -EOPNOTSUPP;
+	}
+	n = (unsigned)MIN((size_t)n, MAX(w->n, (size_t)1));
+	D.n_slots = (size_t)n * DIRECT_SLOTS_PER_WORKER;
+	D.slots = calloc(D.n_slots, sizeof(*D.slots));
+	th = calloc(n, sizeof(*th));
+	if (!D.slots || !th) {
+		free(D.slots);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&D.lock, NULL);
+	pthread_cond_init(&D.cond, NULL);
+	for (; started + 1 < n; started++)
+		if (pthread_create(&th[started], NULL, direct_worker, &D) != 0)
+			break; /* the others, and this thread, do all the work */
+	direct_worker(&D);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	pthread_cond_destroy(&D.cond);
+	pthread_mutex_destroy(&D.lock);
+	free(D.slots);
+	*pages += D.pages;
+	d->stats->direct_pages += D.pages;
+	return D.r;
+}
+
 int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 {
 	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
@@ -510,8 +710,11 @@ int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 			      strerror(-r));
 	if (r >= 0)
 		r = ct_image_writer_pages_begin(w, false, (uint64_t)p->pid, &pw);
-	if (r >= 0)
-		r = dump_windows(d, p, &mem, pw, &wins, &pages);
+	if (r >= 0) {
+		r = dump_windows_direct(d, p, &mem, pw, &wins, &pages);
+		if (r == -EOPNOTSUPP)
+			r = dump_windows(d, p, &mem, pw, &wins, &pages);
+	}
 	ct_mem_close(&mem);
 	free(wins.v);
 	if (r >= 0)

@@ -19,6 +19,7 @@ struct ct_dump_opts {
 	int compress_level;   /* zstd level for pages, 0: none */
 	bool leave_running;   /* thaw afterwards instead of killing */
 	bool no_reserve;      /* do not allocate the pages files before the freeze */
+	bool no_direct;	      /* write pages through a buffer even into a reserved file (bench) */
 	unsigned n_threads;   /* memory readers; 0: one per CPU, at most 4 */
 	usec_t timeout;	      /* for freezing and seizing */
 };
@@ -26,6 +27,7 @@ struct ct_dump_opts {
 struct ct_dump_stats {
 	unsigned n_procs, n_threads, n_fds, n_vmas;
 	uint64_t pages, zero_pages; /* private + shared memory */
+	uint64_t direct_pages;	    /* of pages, read straight into the image's files */
 	uint64_t image_bytes;
 	usec_t reserve_usec; /* that, while the container ran */
 	usec_t freeze_usec;  /* freezer: request until frozen */

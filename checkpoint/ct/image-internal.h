@@ -394,6 +394,25 @@ struct ct_image_chunk_hashes {
 int ct_image_pages_writer_add_hashed(struct ct_image_pages_writer *p, uint64_t addr,
 				     const void *data, size_t n_pages,
 				     const struct ct_image_chunk_hashes *hashes);
+/* Pages placed by the caller straight into the file (an uncompressed image whose pages file
+ * was reserved on tmpfs and is mapped): saves copying them through write(). *ret points at
+ * payload offset 0; need bytes from the current offset (ct_image_pages_writer_offset) are
+ * allocated and may be written (a little more than was reserved is allocated now).
+ * -EOPNOTSUPP when the writer has no mapping (compression, no reservation, not tmpfs) or need
+ * is well past the reservation: use ct_image_pages_writer_add(). */
+int ct_image_pages_writer_map(struct ct_image_pages_writer *p, uint64_t need, uint8_t **ret);
+uint64_t ct_image_pages_writer_offset(const struct ct_image_pages_writer *p);
+enum {
+	CT_IMAGE_PLACED_SKIP, /* not in the image (never touched; file-backed) */
+	CT_IMAGE_PLACED_ZERO, /* all zero: recorded, not stored */
+	CT_IMAGE_PLACED_DATA, /* stored */
+};
+/* Records n_pages pages from addr, kind[i] for each: the DATA pages were placed, in order, at
+ * the current offset. They become chunks of CT_IMAGE_PAGES_CHUNK_PAGES (the last one short);
+ * xxh3[k] (k < n_xxh3) is the checksum of the k-th, else it is computed. */
+int ct_image_pages_writer_add_placed(struct ct_image_pages_writer *p, uint64_t addr,
+				     const uint8_t *kind, size_t n_pages, const uint64_t *xxh3,
+				     size_t n_xxh3);
 /* Flushes, writes the index and header, fsyncs, renames into place; frees p either way. */
 int ct_image_pages_writer_finish(struct ct_image_pages_writer *p);
 struct ct_image_pages_writer *ct_image_pages_writer_free(struct ct_image_pages_writer *p);

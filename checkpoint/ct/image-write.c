@@ -35,6 +35,8 @@
 struct reserved {
 	uint64_t owner;
 	int fd;
+	uint8_t *map; /* the whole file, its pages populated (tmpfs), or NULL */
+	size_t map_len;
 };
 
 struct ct_image_writer {
@@ -43,6 +45,9 @@ struct ct_image_writer {
 	size_t files_alloc;
 	struct reserved *reserved;
 	size_t n_reserved;
+	struct reserved *spent; /* mappings of finished pages files (fd unused), unmapped at
+				 * ct_image_writer_free(): not in the frozen window */
+	size_t n_spent;
 	int level; /* zstd; 0: pages stored raw */
 	bool has_inventory;
 	bool finished;
@@ -67,6 +72,8 @@ struct ct_image_pages_writer {
 	unsigned raw_streak; /* chunks in a row that zstd did not shrink */
 	unsigned skipped;    /* chunks stored raw untried since the streak began */
 	bool reserved;	     /* the file was allocated ahead: its unused tail goes at the end */
+	uint8_t *map;	     /* the reservation's mapping of the whole file, or NULL */
+	size_t map_len;
 };
 
 static void release_reserved(struct ct_image_writer *w);
@@ -256,12 +263,12 @@ static void pages_name(bool shm, uint64_t owner, char name[64], char tmp[80])
  * which is in the frozen window (seen here: 1 GiB written into a fallocated file in 0.2 s, or
  * in 1.9 s when the VM's memory was not at hand; populated first, 0.19-0.20 s, the populate
  * taking 0.5-0.9 s while the container still runs). */
-static int allocate(int fd, uint64_t size)
+static int allocate(int fd, uint64_t size, uint8_t **ret_map)
 {
 	struct statfs sfs;
 	void *m;
-	int r = 0;
 
+	*ret_map = NULL;
 	if (fallocate(fd, 0, 0, (off_t)size) < 0)
 		return -errno;
 	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC)
@@ -269,16 +276,22 @@ static int allocate(int fd, uint64_t size)
 	m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (m == MAP_FAILED)
 		return 0; /* allocated, if not at hand */
-	if (madvise(m, size, MADV_POPULATE_WRITE) < 0)
-		r = -errno;
-	munmap(m, size);
-	return r == -EINVAL ? 0 : r; /* EINVAL: a kernel before 5.14 */
+	if (madvise(m, size, MADV_POPULATE_WRITE) < 0) {
+		int r = -errno;
+
+		munmap(m, size);
+		return r == -EINVAL ? 0 : r; /* EINVAL: a kernel before 5.14 */
+	}
+	/* Kept: the dump places pages straight into it (ct_image_pages_writer_map). */
+	*ret_map = m;
+	return 0;
 }
 
 int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uint64_t bytes)
 {
 	char name[64], tmp[80];
 	struct reserved *a;
+	uint8_t *map;
 	int fd, r;
 
 	if (w->finished || w->has_inventory)
@@ -294,14 +307,15 @@ int ct_image_writer_reserve_pages(struct ct_image_writer *w, uint64_t owner, uin
 	fd = openat(w->dir_fd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return log_debug_errno(errno, "Failed to create %s: %m", tmp);
-	r = allocate(fd, CT_IMAGE_HEADER_SIZE + bytes);
+	r = allocate(fd, CT_IMAGE_HEADER_SIZE + bytes, &map);
 	if (r < 0) {
 		log_debug_errno(r, "Failed to allocate %" PRIu64 " bytes for %s: %m", bytes, tmp);
 		(void)unlinkat(w->dir_fd, tmp, 0);
 		safe_close(fd);
 		return r;
 	}
-	w->reserved[w->n_reserved++] = (struct reserved){.owner = owner, .fd = fd};
+	w->reserved[w->n_reserved++] = (struct reserved){
+		.owner = owner, .fd = fd, .map = map, .map_len = CT_IMAGE_HEADER_SIZE + bytes};
 	return 0;
 }
 
@@ -315,6 +329,8 @@ static void release_reserved(struct ct_image_writer *w)
 		pages_name(false, w->reserved[i].owner, name, tmp);
 		(void)unlinkat(w->dir_fd, tmp, 0);
 		safe_close(w->reserved[i].fd);
+		if (w->reserved[i].map)
+			munmap(w->reserved[i].map, w->reserved[i].map_len);
 	}
 	free(w->reserved);
 	w->reserved = NULL;
@@ -326,6 +342,9 @@ struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w)
 	if (!w)
 		return NULL;
 	release_reserved(w);
+	for (size_t i = 0; i < w->n_spent; i++)
+		munmap(w->spent[i].map, w->spent[i].map_len);
+	free(w->spent);
 	/* An unfinished image must not look like one: remove what we wrote. */
 	if (!w->finished && w->dir_fd >= 0)
 		for (size_t i = 0; i < w->inv.n_files; i++)
@@ -475,6 +494,8 @@ int ct_image_writer_pages_begin(struct ct_image_writer *w, bool shm, uint64_t ow
 	for (size_t i = 0; !shm && i < w->n_reserved; i++)
 		if (w->reserved[i].owner == owner) {
 			p->fd = w->reserved[i].fd;
+			p->map = w->reserved[i].map;
+			p->map_len = w->reserved[i].map_len;
 			p->reserved = true;
 			w->reserved[i] = w->reserved[--w->n_reserved];
 			break;
@@ -494,6 +515,8 @@ struct ct_image_pages_writer *ct_image_pages_writer_free(struct ct_image_pages_w
 {
 	if (!p)
 		return NULL;
+	if (p->map)
+		munmap(p->map, p->map_len);
 	if (p->fd >= 0) {
 		safe_close(p->fd);
 		(void)unlinkat(p->w->dir_fd, p->tmp, 0);
@@ -524,6 +547,23 @@ static int payload_write(struct ct_image_pages_writer *p, const void *data, size
 	return 0;
 }
 
+/* Room for one more chunk in the index. */
+static int chunks_grow(struct ct_image_pages_writer *p)
+{
+	if (p->n_chunks >= CT_IMAGE_PAGES_CHUNKS_MAX)
+		return -E2BIG;
+	if (p->n_chunks == p->chunks_alloc) {
+		size_t na = MAX(p->chunks_alloc * 2, (size_t)64);
+		struct ct_image_chunk *c = reallocarray(p->chunks, na, sizeof(*c));
+
+		if (!c)
+			return -ENOMEM;
+		p->chunks = c;
+		p->chunks_alloc = na;
+	}
+	return 0;
+}
+
 /* Stores the p->raw_pages pages at raw (p->raw, or the caller's pages) as one chunk; *xxh3, when
  * given, is the checksum of those pages (used if they are stored raw). */
 static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_pages,
@@ -536,17 +576,9 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 
 	if (p->raw_pages == 0)
 		return 0;
-	if (p->n_chunks >= CT_IMAGE_PAGES_CHUNKS_MAX)
-		return -E2BIG;
-	if (p->n_chunks == p->chunks_alloc) {
-		size_t na = MAX(p->chunks_alloc * 2, (size_t)64);
-		struct ct_image_chunk *c = reallocarray(p->chunks, na, sizeof(*c));
-
-		if (!c)
-			return -ENOMEM;
-		p->chunks = c;
-		p->chunks_alloc = na;
-	}
+	r = chunks_grow(p);
+	if (r < 0)
+		return r;
 	raw_size = (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE;
 	try = p->w->level > 0;
 	if (try && p->raw_streak >= PAGES_RAW_STREAK)
@@ -698,6 +730,111 @@ int ct_image_pages_writer_add_hashed(struct ct_image_pages_writer *p, uint64_t a
 	return 0;
 }
 
+int ct_image_pages_writer_map(struct ct_image_pages_writer *p, uint64_t need, uint8_t **ret)
+{
+	uint64_t len;
+
+	if (!p->map || p->w->level != 0 || p->raw_pages > 0)
+		return -EOPNOTSUPP;
+	if (need > CT_IMAGE_ADDR_LIMIT || p->offset > CT_IMAGE_ADDR_LIMIT - need)
+		return -EINVAL;
+	len = CT_IMAGE_HEADER_SIZE + p->offset + need;
+	if (len > SIZE_MAX)
+		return -EFBIG;
+	if (len > p->map_len) {
+		/* More pages than were reserved: the difference is allocated now, in the frozen
+		 * window, so only a little of it. Allocated first, so that no write through the
+		 * mapping can meet a full file system (that would be SIGBUS, not ENOSPC). */
+		size_t old = p->map_len;
+		void *m;
+
+		if (len - p->map_len > MAX(p->map_len / 8, (size_t)16 << 20))
+			return -EOPNOTSUPP;
+
+		if (fallocate(p->fd, 0, 0, (off_t)len) < 0)
+			return log_debug_errno(errno, "Failed to grow %s to %" PRIu64 " bytes: %m",
+					       p->name, len);
+		m = mremap(p->map, p->map_len, (size_t)len, MREMAP_MAYMOVE);
+		if (m == MAP_FAILED)
+			return log_debug_errno(errno, "Failed to map %s: %m", p->name);
+		p->map = m;
+		p->map_len = (size_t)len;
+		old &= ~(size_t)(CT_IMAGE_PAGE_SIZE - 1);
+		(void)madvise(p->map + old, p->map_len - old, MADV_POPULATE_WRITE);
+	}
+	*ret = p->map + CT_IMAGE_HEADER_SIZE;
+	return 0;
+}
+
+uint64_t ct_image_pages_writer_offset(const struct ct_image_pages_writer *p)
+{
+	return p->offset;
+}
+
+/* The p->raw_pages pages placed at the payload's end as one raw chunk. */
+static int placed_chunk(struct ct_image_pages_writer *p, const uint64_t *xxh3, size_t n_xxh3,
+			size_t k)
+{
+	size_t size = (size_t)p->raw_pages * CT_IMAGE_PAGE_SIZE;
+	const uint8_t *data = p->map + CT_IMAGE_HEADER_SIZE + p->offset;
+	int r = chunks_grow(p);
+
+	if (r < 0)
+		return r;
+	if (CT_IMAGE_HEADER_SIZE + p->offset + size > p->map_len)
+		return -ERANGE;
+	p->chunks[p->n_chunks++] = (struct ct_image_chunk){
+		.offset = p->offset,
+		.size = (uint32_t)size,
+		.n_pages = (uint16_t)p->raw_pages,
+		.flags = CT_IMAGE_CHUNK_RAW,
+		.xxh3 = xxh3 && k < n_xxh3 ? xxh3[k] : XXH3_64bits(data, size),
+	};
+	p->offset += size;
+	p->raw_pages = 0;
+	return 0;
+}
+
+int ct_image_pages_writer_add_placed(struct ct_image_pages_writer *p, uint64_t addr,
+				     const uint8_t *kind, size_t n_pages, const uint64_t *xxh3,
+				     size_t n_xxh3)
+{
+	size_t k = 0;
+	int r;
+
+	if (!p->map || p->raw_pages > 0)
+		return -EOPNOTSUPP;
+	if (addr % CT_IMAGE_PAGE_SIZE || addr < p->next_addr ||
+	    n_pages > (CT_IMAGE_ADDR_LIMIT - addr) / CT_IMAGE_PAGE_SIZE)
+		return -EINVAL;
+	for (size_t i = 0; i < n_pages; i++) {
+		uint64_t a = addr + i * CT_IMAGE_PAGE_SIZE;
+
+		if (kind[i] == CT_IMAGE_PLACED_SKIP)
+			continue;
+		r = add_run_page(p, a, kind[i] == CT_IMAGE_PLACED_ZERO);
+		if (r < 0)
+			return r;
+		if (kind[i] == CT_IMAGE_PLACED_ZERO)
+			continue;
+		if (++p->raw_pages == CT_IMAGE_PAGES_CHUNK_PAGES) {
+			r = placed_chunk(p, xxh3, n_xxh3, k++);
+			if (r < 0)
+				return r;
+		}
+	}
+	if (p->raw_pages > 0) {
+		r = placed_chunk(p, xxh3, n_xxh3, k);
+		if (r < 0)
+			return r;
+	}
+	p->next_addr = addr + n_pages * CT_IMAGE_PAGE_SIZE;
+	/* What is written with write() (more pages, the index) goes after them. */
+	if (lseek(p->fd, (off_t)(CT_IMAGE_HEADER_SIZE + p->offset), SEEK_SET) < 0)
+		return -errno;
+	return 0;
+}
+
 static int pages_write_index(struct ct_image_pages_writer *p)
 {
 	size_t nc = p->n_chunks * CT_IMAGE_CHUNK_ENTRY_SIZE,
@@ -758,6 +895,18 @@ int ct_image_pages_writer_finish(struct ct_image_pages_writer *p)
 	h.payload_len = pw->offset;
 	h.payload_xxh3 = XXH3_64bits_digest(pw->xxh);
 	ct_image_header_encode(&h, header);
+	if (pw->map) {
+		/* Unmapping a GiB takes tens of ms: later, with the writer. */
+		struct reserved *a = reallocarray(pw->w->spent, pw->w->n_spent + 1, sizeof(*a));
+
+		if (a) {
+			pw->w->spent = a;
+			a[pw->w->n_spent++] =
+				(struct reserved){.map = pw->map, .map_len = pw->map_len};
+		} else
+			munmap(pw->map, pw->map_len);
+		pw->map = NULL;
+	}
 	if (pw->reserved && ftruncate(pw->fd, (off_t)(CT_IMAGE_HEADER_SIZE + pw->offset)) < 0)
 		return log_debug_errno(errno, "Failed to truncate %s: %m", pw->name);
 	if (pwrite(pw->fd, header, sizeof(header), 0) != (ssize_t)sizeof(header) ||

@@ -1148,6 +1148,148 @@ static void test_reserved_out_of_space(void **state)
 	assert_int_equal(rmdir(fs), 0);
 }
 
+/* Pages placed straight into a reserved pages file, as a dump on tmpfs does: the generator's
+ * pages of mib MiB from addr, one page in 11 left out, zero pages recorded. Even MiBs let the
+ * writer checksum their chunk, odd ones give it (wrong for MiB bad). Returns the pages stored. */
+static uint64_t place_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t addr,
+			    uint64_t mib, uint64_t bad)
+{
+	uint8_t *base, kind[MIB_PAGES];
+	uint64_t total = 0;
+
+	assert_int_equal(ct_image_pages_writer_map(p, mib * MIB_PAGES * PAGE, &base), 0);
+	for (uint64_t m = 0; m < mib; m++) {
+		uint8_t *at = base + ct_image_pages_writer_offset(p);
+		uint64_t a0 = addr + m * MIB_PAGES * PAGE, xxh3;
+		size_t stored = 0;
+
+		for (size_t i = 0; i < MIB_PAGES; i++) {
+			uint64_t a = a0 + i * PAGE;
+
+			if ((a / PAGE) % 11 == 5) {
+				kind[i] = CT_IMAGE_PLACED_SKIP;
+				continue;
+			}
+			gen_page(at + stored * PAGE, seed, a);
+			if (memeqzero(at + stored * PAGE, PAGE)) {
+				kind[i] = CT_IMAGE_PLACED_ZERO;
+				continue;
+			}
+			kind[i] = CT_IMAGE_PLACED_DATA;
+			stored++;
+		}
+		xxh3 = XXH3_64bits(at, stored * PAGE) ^ (m == bad);
+		assert_int_equal(ct_image_pages_writer_add_placed(p, a0, kind, MIB_PAGES,
+								  m % 2 ? &xxh3 : NULL, m % 2),
+				 0);
+		total += stored;
+	}
+	return total;
+}
+
+static const struct ct_image_pages *pages_of(const struct ct_image *img, uint32_t pid)
+{
+	for (size_t i = 0; i < img->n_procs; i++)
+		if (img->procs[i].task.pid == pid)
+			return img->procs[i].pages;
+	fail_msg("no process %u in the image", pid);
+	return NULL;
+}
+
+/* One image with placed pages in dir (tmpfs): process 1 within its reservation, process 7
+ * past its small one (grown in place), the shared memory and process 9 with write(). */
+static void write_placed_image(const char *dir, uint64_t bad, uint64_t *ret_stored)
+{
+	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
+	struct ct_image_pages_writer *p;
+	static uint8_t zero[PAGE];
+	uint8_t *base;
+
+	assert_int_equal(ct_image_writer_open(dir, &w), 0);
+	assert_int_equal(ct_image_writer_reserve_pages(w, 1, 8 << 20), 0);
+	assert_int_equal(ct_image_writer_reserve_pages(w, 7, 2 * PAGE), 0);
+	assert_int_equal(ct_image_writer_set_inventory(w, &model.info), 0);
+	assert_int_equal(ct_image_writer_set_compression(w, 0), 0);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
+		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
+		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
+	}
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
+	ret_stored[0] = place_range(p, 1, HEAP, 8, bad);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 7, &p), 0);
+	ret_stored[1] = place_range(p, 7, ANON7, 2, UINT64_MAX);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	/* Not reserved: no mapping, the pages go through write(). */
+	assert_int_equal(ct_image_writer_pages_begin(w, true, SHM_ID, &p), 0);
+	assert_int_equal(ct_image_pages_writer_map(p, PAGE, &base), -EOPNOTSUPP);
+	write_range(p, SHM_ID, 0, 1);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 9, &p), 0);
+	assert_int_equal(ct_image_pages_writer_add(p, 0x600000, zero, 1), 0);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	assert_int_equal(ct_image_writer_finish(w), 0);
+}
+
+/* Pages read straight into reserved files on tmpfs (a tmpfs of its own): zero pages recorded,
+ * left-out pages absent, each file cut to its contents, the checksums the caller gave kept,
+ * and a reservation grown a little in place, but never a lot. */
+static void test_placed(void **state)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "", fs[64], dir[80], path[128];
+	struct ct_image_writer *w = NULL;
+	struct ct_image_pages_writer *p;
+	uint64_t stored[2];
+	uint8_t *base;
+	struct stat st;
+
+	assert_int_equal(unshare(CLONE_NEWNS), 0);
+	assert_int_equal(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+	strscpy(fs, "/tmp/test-ct-image-fs-XXXXXX", sizeof(fs));
+	assert_non_null(mkdtemp(fs));
+	assert_int_equal(mount("tmpfs", fs, "tmpfs", 0, "size=64m,mode=0700"), 0);
+	snprintf(dir, sizeof(dir), "%s/img", fs);
+
+	write_placed_image(dir, UINT64_MAX, stored);
+	if (ct_image_open(dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	/* 8 MiB with one page in 11 left out: the rest read back, zero pages as zero runs. */
+	assert_int_equal(check_pages(img, pages_of(img, 1), 1), 8 * MIB_PAGES - 8 * MIB_PAGES / 11);
+	assert_int_equal(pages_of(img, 1)->n_data_pages, stored[0]);
+	assert_int_equal(pages_of(img, 1)->n_chunks, 8);
+	assert_int_equal(pages_of(img, 7)->n_data_pages, stored[1]);
+	check_pages(img, pages_of(img, 7), 7);
+	check_pages(img, &img->shm[0], SHM_ID);
+	snprintf(path, sizeof(path), "%s/pages-1.img", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true((uint64_t)st.st_size < CT_IMAGE_HEADER_SIZE + (8 << 20));
+	assert_true((uint64_t)st.st_size > CT_IMAGE_HEADER_SIZE + stored[0] * PAGE);
+	img = ct_image_free(img);
+
+	/* A checksum given wrong is what the image gets: the reader refuses that chunk. */
+	rm_image(dir);
+	write_placed_image(dir, 3, stored);
+	assert_int_equal(ct_image_open(dir, err, &img), -EBADMSG);
+	assert_string_equal(err, "pages-1.img: checksum mismatch at chunk 3");
+
+	/* Far past the reservation: no mapping (growing it would be downtime); write() works. */
+	rm_image(dir);
+	assert_int_equal(ct_image_writer_open(dir, &w), 0);
+	assert_int_equal(ct_image_writer_reserve_pages(w, 1, PAGE), 0);
+	assert_int_equal(ct_image_writer_set_inventory(w, &model.info), 0);
+	assert_int_equal(ct_image_writer_set_compression(w, 0), 0);
+	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
+	assert_int_equal(ct_image_pages_writer_map(p, 32 << 20, &base), -EOPNOTSUPP);
+	write_range(p, 1, HEAP, 1);
+	assert_int_equal(ct_image_pages_writer_finish(p), 0);
+	ct_image_writer_free(w);
+
+	assert_int_equal(umount(fs), 0);
+	assert_int_equal(rmdir(fs), 0);
+}
+
 /* Pages read back against a generator; n counts them. */
 struct gen_check {
 	void (*gen)(uint8_t *p, uint64_t addr);
@@ -1253,6 +1395,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_incompressible_streak, setup_dir,
 						teardown_dir),
 		cmocka_unit_test(test_reserved_out_of_space),
+		cmocka_unit_test(test_placed),
 		cmocka_unit_test_setup_teardown(test_given_checksums, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_flip_each_file, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_truncate_each_file, setup_dir, teardown_dir),
