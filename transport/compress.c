@@ -22,6 +22,7 @@
 #include <zstd_errors.h>
 
 #include "common/cleanup.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "transport/compress-internal.h"
@@ -57,7 +58,7 @@ static uint64_t now_ns(void)
 
 static uint64_t checksum(const void *p, size_t len)
 {
-	return len > 0 ? XXH3_64bits(p, len) : XXH3_64bits("", 0);
+	return len > 0 ? hash_xxh3(p, len) : hash_xxh3("", 0);
 }
 
 int transport_sealer_new(struct transport_sealer **ret)

@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "common/common.h"
+#include "common/hash.h"
 #include "transport/session-internal.h"
 
 #define CONTROL_QUEUE	  64
@@ -387,7 +388,7 @@ static int read_frame(struct stream *st, struct transport_buf **ret)
 		return r;
 	}
 	if (raw_direct)
-		r = XXH3_64bits(b->data, f.raw_len) == f.checksum ? 0 : -EBADMSG;
+		r = hash_xxh3(b->data, f.raw_len) == f.checksum ? 0 : -EBADMSG;
 	else
 		r = transport_open(st->opener, &f, st->wire_in, b->data);
 	if (r < 0) {

@@ -32,6 +32,7 @@
 #include "checkpoint/ct/engine-internal.h"
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
+#include "common/hash.h"
 
 #define CHUNK	       (1UL << 20)
 #define MAX_RUNS       15
@@ -707,8 +708,9 @@ static void print_header(const char *workdir, bool tmpfs)
 	       : arg_huge ? " (its own tmpfs, huge=within_size)"
 			  : " (tmpfs)");
 	printf("%u run%s per row (med, min, max); %u memory threads for the engine, readv, "
-	       "pwrite and uffd; %ld CPUs\n",
-	       arg_runs, arg_runs > 1 ? "s" : "", arg_threads, sysconf(_SC_NPROCESSORS_ONLN));
+	       "pwrite and uffd; %ld CPUs; XXH3 checksums: %s\n",
+	       arg_runs, arg_runs > 1 ? "s" : "", arg_threads, sysconf(_SC_NPROCESSORS_ONLN),
+	       hash_xxh3_impl());
 	printf("reserve = the pages files allocated while the container still runs, before the "
 	       "freeze (uncompressed only)\n");
 	printf("dump = freeze start until the image is complete; GB/s = 1e9 bytes of dumped memory "

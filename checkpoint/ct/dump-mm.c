@@ -17,6 +17,7 @@
 #include "checkpoint/ct/dump-internal.h"
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
+#include "common/hash.h"
 
 #include <xxhash.h>
 
@@ -375,7 +376,7 @@ static void hash_chunks(struct pipeline *pl, const struct win *w, size_t i, int 
 			whole = !(f[j] & CT_PAGE_ABSENT) && !(file && (f[j] & CT_PAGE_FILE));
 		if (!whole)
 			continue;
-		pl->xxh3[slot][k] = XXH3_64bits(pl->buf[slot] + k * CHUNK_BYTES, CHUNK_BYTES);
+		pl->xxh3[slot][k] = hash_xxh3(pl->buf[slot] + k * CHUNK_BYTES, CHUNK_BYTES);
 		pl->has[slot][k] = true;
 	}
 }
@@ -549,11 +550,11 @@ static int direct_read(struct direct *D, const struct win *x, struct dslot *s)
 		for (; stored - hashed >= CT_IMAGE_PAGES_CHUNK_PAGES;
 		     hashed += CT_IMAGE_PAGES_CHUNK_PAGES)
 			s->xxh3[hashed / CT_IMAGE_PAGES_CHUNK_PAGES] =
-				XXH3_64bits(dst + hashed * CT_PAGE_SIZE, CHUNK_BYTES);
+				hash_xxh3(dst + hashed * CT_PAGE_SIZE, CHUNK_BYTES);
 	}
 	if (stored > hashed)
 		s->xxh3[hashed / CT_IMAGE_PAGES_CHUNK_PAGES] =
-			XXH3_64bits(dst + hashed * CT_PAGE_SIZE, (stored - hashed) * CT_PAGE_SIZE);
+			hash_xxh3(dst + hashed * CT_PAGE_SIZE, (stored - hashed) * CT_PAGE_SIZE);
 	s->stored = stored;
 	return 0;
 }

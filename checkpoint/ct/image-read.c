@@ -19,6 +19,7 @@
 #include "checkpoint/ct/image-internal.h"
 #include "checkpoint/ct/image-tlv-internal.h"
 #include "common/cleanup.h"
+#include "common/hash.h"
 #include "common/log.h"
 
 #define READ_BUF_SIZE ((size_t)1 << 20)
@@ -174,7 +175,7 @@ static void *verify_part_run(void *arg)
 		const struct ct_image_chunk *c = &v->p->chunks[i];
 		int r = pread_all(v->fd, buf, c->size, CT_IMAGE_HEADER_SIZE + c->offset);
 
-		if (r >= 0 && (XXH3_64bits(buf, c->size) != c->xxh3 ||
+		if (r >= 0 && (hash_xxh3(buf, c->size) != c->xxh3 ||
 			       (!(c->flags & CT_IMAGE_CHUNK_RAW) &&
 				ZSTD_getFrameContentSize(buf, c->size) !=
 					(unsigned long long)c->n_pages * CT_IMAGE_PAGE_SIZE)))
@@ -351,7 +352,7 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 					dctx, raw, CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE,
 					frame, c->size);
 			}
-			if (XXH3_64bits(frame, c->size) != c->xxh3 || ZSTD_isError(n) ||
+			if (hash_xxh3(frame, c->size) != c->xxh3 || ZSTD_isError(n) ||
 			    n != (size_t)c->n_pages * CT_IMAGE_PAGE_SIZE) {
 				r = image_error(err, -EBADMSG, "%s: checksum mismatch at chunk %zu",
 						p->name, chunk);

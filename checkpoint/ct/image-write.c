@@ -19,6 +19,7 @@
 #include "checkpoint/ct/image-internal.h"
 #include "checkpoint/ct/image-tlv-internal.h"
 #include "common/cleanup.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -603,7 +604,7 @@ static int flush_chunk_from(struct ct_image_pages_writer *p, const uint8_t *raw_
 		.size = (uint32_t)n,
 		.n_pages = (uint16_t)p->raw_pages,
 		.flags = raw ? CT_IMAGE_CHUNK_RAW : 0,
-		.xxh3 = raw && xxh3 ? *xxh3 : XXH3_64bits(stored, n),
+		.xxh3 = raw && xxh3 ? *xxh3 : hash_xxh3(stored, n),
 	};
 	r = payload_write(p, stored, n, false);
 	p->raw_pages = 0;
@@ -788,7 +789,7 @@ static int placed_chunk(struct ct_image_pages_writer *p, const uint64_t *xxh3, s
 		.size = (uint32_t)size,
 		.n_pages = (uint16_t)p->raw_pages,
 		.flags = CT_IMAGE_CHUNK_RAW,
-		.xxh3 = xxh3 && k < n_xxh3 ? xxh3[k] : XXH3_64bits(data, size),
+		.xxh3 = xxh3 && k < n_xxh3 ? xxh3[k] : hash_xxh3(data, size),
 	};
 	p->offset += size;
 	p->raw_pages = 0;

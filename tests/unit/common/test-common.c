@@ -9,8 +9,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <xxhash.h>
+
 #include "checkpoint/workload.h"
 #include "common/common.h"
+#include "common/hash.h"
 #include "transport/transport.h"
 
 static void test_strings(void **state)
@@ -138,12 +141,49 @@ static void test_addresses(void **state)
 			 -EHOSTUNREACH);
 }
 
+/* Every build of XXH3 the CPU runs gives libxxhash's results: all lengths up to 4 KiB and
+ * some large ones, at every alignment of the first 64 bytes. */
+static void test_hash(void **state)
+{
+	static const char *const names[] = {"libxxhash", "avx2", "avx512"};
+	const size_t big = (1U << 20) + 123, lens[] = {8191, 65536, 1U << 20, big - 64};
+	uint8_t *buf = malloc(big);
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	unsigned tried = 0;
+
+	assert_non_null(buf);
+	for (size_t i = 0; i < big; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+	for (size_t v = 0; v < ELEMENTSOF(names); v++) {
+		hash_xxh3_fn f = hash_xxh3_variant(names[v]);
+
+		if (!f) {
+			print_message("XXH3 %s: not on this CPU\n", names[v]);
+			continue;
+		}
+		tried++;
+		for (size_t len = 0; len <= 4096; len++)
+			assert_int_equal(f(buf + len % 64, len), XXH3_64bits(buf + len % 64, len));
+		for (size_t i = 0; i < ELEMENTSOF(lens); i++)
+			for (size_t a = 0; a < 64; a += 7)
+				assert_int_equal(f(buf + a, lens[i]),
+						 XXH3_64bits(buf + a, lens[i]));
+	}
+	assert_true(tried >= 1);
+	assert_non_null(hash_xxh3_variant(hash_xxh3_impl()));
+	assert_int_equal(hash_xxh3(buf, big), XXH3_64bits(buf, big));
+	assert_null(hash_xxh3_variant("sse9"));
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_strings),	  cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_files),	  cmocka_unit_test(test_json),
-		cmocka_unit_test(test_addresses),
+		cmocka_unit_test(test_addresses), cmocka_unit_test(test_hash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
