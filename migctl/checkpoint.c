@@ -25,6 +25,8 @@ static const char checkpoint_help[] =
 	"0600 in a 0700 directory, owned by root. Without --compress the space for the memory\n"
 	"is taken in DIR before the freeze (what is unused is given back), so that the\n"
 	"container stays frozen only while its memory is copied: 'frozen' is its downtime.\n"
+	"A DIR on tmpfs (/dev/shm, /run) is the fastest: the memory goes from the frozen\n"
+	"processes straight into the image's files.\n"
 	"\n"
 	"Options:\n"
 	"  --dir DIR          the image directory (created; must not exist or be empty)\n"
