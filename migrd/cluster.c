@@ -549,6 +549,21 @@ int cluster_publish_metrics(struct cluster *c, const struct health_metrics *m, j
 	return send_json(c, CLUSTER_MSG_METRICS, j);
 }
 
+static bool listed(json_t *array, const char *name)
+{
+	json_t *w;
+	size_t k;
+
+	json_array_foreach(array, k, w)
+	{
+		const char *n = json_string_value(json_object_get(w, "name"));
+
+		if (n && streq(n, name))
+			return true;
+	}
+	return false;
+}
+
 int cluster_workloads_json(struct cluster *c, json_t *array)
 {
 	for (size_t i = 0; i < c->n_live; i++) {
@@ -562,11 +577,41 @@ int cluster_workloads_json(struct cluster *c, json_t *array)
 			continue;
 		json_array_foreach(l->workloads, k, w)
 		{
-			json_t *copy = json_deep_copy(w);
+			const char *name = json_string_value(json_object_get(w, "name"));
+			const struct cluster_workload *o =
+				name ? cluster_state_find_workload(&c->state, name) : NULL;
+			json_t *copy;
+
+			/* Published before it moved: the cluster records it elsewhere now. */
+			if (o && o->host && !streq(o->host, host))
+				continue;
+			copy = json_deep_copy(w);
 			if (!copy || json_object_set_new(copy, "host", json_string(host)) < 0 ||
 			    json_array_append_new(array, copy) < 0)
 				return -ENOMEM;
 		}
+	}
+	/* Moved to an online host that has not published since (it does every second):
+	 * listed from the cluster's record, so that a workload is never missing from the list
+	 * while it moves. */
+	for (size_t i = 0; i < c->state.n_workloads; i++) {
+		const struct cluster_workload *o = &c->state.workloads[i];
+		const struct cluster_host *h = NULL;
+		struct node_live *l;
+		json_t *w;
+
+		for (size_t j = 0; o->host && j < c->state.n_hosts; j++)
+			if (streq(c->state.hosts[j].name, o->host))
+				h = &c->state.hosts[j];
+		if (!h || h->nodeid == c->local_nodeid || listed(array, o->name))
+			continue;
+		l = live_find(c, h->nodeid);
+		if (!l || !l->workloads)
+			continue;
+		w = json_pack("{s:s,s:s,s:s,s:s}", "name", o->name, "kind", o->kind ?: "unknown",
+			      "host", o->host, "state", "unreported");
+		if (!w || json_array_append_new(array, w) < 0)
+			return -ENOMEM;
 	}
 	return 0;
 }

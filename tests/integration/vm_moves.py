@@ -96,6 +96,10 @@ def move(src, dst, name, *flags, timeout=180, qemu_damage_ok=False):
     for h in (src, dst):
         h.wait_for(lambda: h.migctl("status")["owners"].get(name) == dst.name, 10,
                    f"{h.name}'s cluster state to name {dst.name} as {name}'s owner")
+        # From then on every host lists it, on dst: as dst published it, or from the record
+        # until dst next publishes (within a second).
+        e = entry(h, name)
+        assert e and e["host"] == dst.name, h.migctl("list")
     assert src.migctl("status")["state_hash"] == dst.migctl("status")["state_hash"]
     return r
 

@@ -515,6 +515,76 @@ static void test_owner_messages_ordered(void **state)
 	bus_free(&b);
 }
 
+/* The list of another host's workloads: one entry per workload, on the host the cluster
+ * state records, even between a move and the new owner's next publication. */
+static json_t *listed_on(struct bus *b, uint32_t id, const char *name)
+{
+	json_t *all = json_array(), *w, *found = NULL;
+	size_t i, n = 0;
+
+	assert_int_equal(cluster_workloads_json(b->nodes[id].c, all), 0);
+	json_array_foreach(all, i, w)
+	{
+		if (!streq(json_string_value(json_object_get(w, "name")), name))
+			continue;
+		found = json_incref(w);
+		n++;
+	}
+	assert_true(n <= 1);
+	json_decref(all);
+	return found;
+}
+
+static void publish(struct bus *b, uint32_t id, const char *vm)
+{
+	struct health_metrics m = {.mem_total = 1000, .n_cpus = 2};
+	json_t *wl = vm ? json_pack("[{s:s,s:s,s:s,s:i}]", "name", vm, "kind", "vm", "state",
+				    "running", "memory", 4096)
+			: json_array();
+
+	assert_int_equal(cluster_publish_metrics(b->nodes[id].c, &m, wl), 0);
+	json_decref(wl);
+}
+
+static void assert_listed(struct bus *b, uint32_t id, const char *host, const char *state)
+{
+	json_t *w = listed_on(b, id, "vm1");
+
+	assert_non_null(w);
+	assert_string_equal(json_string_value(json_object_get(w, "host")), host);
+	assert_string_equal(json_string_value(json_object_get(w, "state")), state);
+	json_decref(w);
+}
+
+static void test_listed_by_owner(void **state)
+{
+	struct bus b = {0};
+
+	bus_form(&b, 1, 3);
+	publish(&b, 2, "vm1");
+	publish(&b, 3, NULL);
+	assert_int_equal(cluster_request_owner(b.nodes[2].c, "vm1", "vm", "h2", NULL, false), 0);
+	bus_run(&b);
+	assert_listed(&b, 1, "h2", "running");
+	/* Moved to h3, which has not published since, and h2's last list still has it. */
+	assert_int_equal(cluster_request_owner(b.nodes[2].c, "vm1", "vm", "h3", "h2", false), 0);
+	bus_run(&b);
+	assert_listed(&b, 1, "h3", "unreported");
+	assert_listed(&b, 2, "h3", "unreported");
+	/* h3's own list does not come from the bus. */
+	assert_null(listed_on(&b, 3, "vm1"));
+	publish(&b, 3, "vm1");
+	publish(&b, 2, NULL);
+	bus_run(&b);
+	assert_listed(&b, 1, "h3", "running");
+	/* Released: no record, nothing listed in its name. */
+	assert_int_equal(cluster_request_owner(b.nodes[3].c, "vm1", "vm", "h3", NULL, true), 0);
+	publish(&b, 3, NULL);
+	bus_run(&b);
+	assert_null(listed_on(&b, 1, "vm1"));
+	bus_free(&b);
+}
+
 static void test_msg_header_checks(void **state)
 {
 	json_t *j = json_pack("{s:s}", "name", "h1"), *body;
@@ -550,6 +620,7 @@ int main(void)
 		cmocka_unit_test(test_msg_header_checks),
 		cmocka_unit_test(test_owners_state),
 		cmocka_unit_test(test_owner_messages_ordered),
+		cmocka_unit_test(test_listed_by_owner),
 	};
 	log_set_max_level(LOG_ERR);
 	return cmocka_run_group_tests(tests, NULL, NULL);
