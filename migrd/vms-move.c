@@ -1002,9 +1002,25 @@ int vms_incoming_run(struct manager *m, struct transport_session *s, json_t **re
 		*ret_result = json_pack("{s:o*,s:s}", "take", rec, "from", peer);
 		return 0;
 	}
-	if (committed)
-		log_error("VM %s: %s committed the move, but it does not run here (%s)", name, peer,
+	if (committed) {
+		/* The source let it go, and the cluster names this host its owner: a guest that
+		 * stopped here at once (it crashed as it arrived) stays in this host's care, as it
+		 * would had it stopped a moment later. */
+		json_t *rec = take_record(c->libvirt_uri, name, src_record);
+
+		if (rec) {
+			const char *state = json_string_value(json_object_get(rec, "state"));
+
+			log_warning("VM %s: %s committed the move, but it does not run here (%s): "
+				    "kept in this host's care",
+				    name, peer, strna(state));
+			*ret_result = json_pack("{s:o,s:s,s:b}", "take", rec, "from", peer,
+						"stopped", true);
+			return 0;
+		}
+		log_error("VM %s: %s committed the move, but it is not here (%s)", name, peer,
 			  strna(err));
+	}
 	*ret_result = json_object();
 	return 0;
 }
@@ -1025,8 +1041,10 @@ void vms_incoming_done(struct manager *m, json_t *result)
 		(void)json_get_string(result, "from", &from);
 		vms_claim(m, name, from);
 	}
-	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-arrived"),
-			 "VM %s arrived and runs here", name);
+	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=vm-arrived"), "VM %s arrived %s",
+			 name,
+			 json_is_true(json_object_get(result, "stopped")) ? "and stopped here"
+									  : "and runs here");
 }
 
 /* ---- can the peers run it? (vm-adopt) ------------------------------------------------------- */
