@@ -213,6 +213,18 @@ static void build_model(void)
 }
 
 /* Writes [addr, addr + mib MiB) in 1 MiB batches. */
+/* The model's records at zstd level (0: pages stored raw), into a writer that has its
+ * inventory. */
+static void add_model_records(struct ct_image_writer *w, int level)
+{
+	assert_int_equal(ct_image_writer_set_compression(w, level), 0);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
+		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
+		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
+	}
+}
+
 static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t addr, uint64_t mib)
 {
 	static uint8_t batch[MIB_PAGES * PAGE];
@@ -306,12 +318,7 @@ static void write_image(const char *dir, bool big)
 		assert_int_equal(ct_image_writer_reserve_pages(w, 6, 1 << 20), -ESTALE);
 	} else
 		assert_int_equal(ct_image_writer_new(dir, &model.info, &w), 0);
-	assert_int_equal(ct_image_writer_set_compression(w, write_level), 0);
-	for (size_t i = 0; i < 3; i++) {
-		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
-		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
-		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
-	}
+	add_model_records(w, write_level);
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
 	if (write_mixed) {
 		static uint8_t page[PAGE];
@@ -1095,6 +1102,21 @@ static void test_reserved(void **state)
 	assert_int_equal(rmdir(img_dir), 0); /* empty */
 }
 
+/* A tmpfs of size (mount options) in a mount namespace of the test's own, at fs (64 bytes);
+ * dir (80 bytes) is an image directory in it, not made yet. */
+static void mount_own_tmpfs(const char *size, char *fs, char *dir)
+{
+	char opts[64];
+
+	assert_int_equal(unshare(CLONE_NEWNS), 0);
+	assert_int_equal(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+	strscpy(fs, "/tmp/test-ct-image-fs-XXXXXX", 64);
+	assert_non_null(mkdtemp(fs));
+	snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+	assert_int_equal(mount("tmpfs", fs, "tmpfs", 0, opts), 0);
+	snprintf(dir, 80, "%s/img", fs);
+}
+
 /* A reservation larger than its process's pages turn out to be never makes a dump fail: out of
  * space, the writer gives the reserved space back and goes on. On a tmpfs of 6 MiB of its own. */
 static void test_reserved_out_of_space(void **state)
@@ -1105,12 +1127,7 @@ static void test_reserved_out_of_space(void **state)
 	struct ct_image_pages_writer *p;
 	struct stat st;
 
-	assert_int_equal(unshare(CLONE_NEWNS), 0);
-	assert_int_equal(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
-	strscpy(fs, "/tmp/test-ct-image-fs-XXXXXX", sizeof(fs));
-	assert_non_null(mkdtemp(fs));
-	assert_int_equal(mount("tmpfs", fs, "tmpfs", 0, "size=6m,mode=0700"), 0);
-	snprintf(dir, sizeof(dir), "%s/img", fs);
+	mount_own_tmpfs("6m", fs, dir);
 
 	assert_int_equal(ct_image_writer_open(dir, &w), 0);
 	/* Process 7 is thought to need 4 MiB, and will write one. */
@@ -1120,12 +1137,7 @@ static void test_reserved_out_of_space(void **state)
 	snprintf(err, sizeof(err), "%s/.pages-9.img.tmp", dir);
 	assert_int_equal(stat(err, &st), -1);
 	assert_int_equal(ct_image_writer_set_inventory(w, &model.info), 0);
-	assert_int_equal(ct_image_writer_set_compression(w, 0), 0);
-	for (size_t i = 0; i < 3; i++) {
-		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
-		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
-		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
-	}
+	add_model_records(w, 0);
 	/* Process 1 writes 3 MiB: it fits only once 7's reservation is given back. */
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
 	write_range(p, 1, HEAP, 3);
@@ -1209,12 +1221,7 @@ static void write_placed_image(const char *dir, uint64_t bad, uint64_t *ret_stor
 	assert_int_equal(ct_image_writer_reserve_pages(w, 1, 8 << 20), 0);
 	assert_int_equal(ct_image_writer_reserve_pages(w, 7, 2 * PAGE), 0);
 	assert_int_equal(ct_image_writer_set_inventory(w, &model.info), 0);
-	assert_int_equal(ct_image_writer_set_compression(w, 0), 0);
-	for (size_t i = 0; i < 3; i++) {
-		assert_int_equal(ct_image_writer_add_task(w, &model.tasks[i]), 0);
-		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
-		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
-	}
+	add_model_records(w, 0);
 	assert_int_equal(ct_image_writer_pages_begin(w, false, 1, &p), 0);
 	ret_stored[0] = place_range(p, 1, HEAP, 8, bad);
 	assert_int_equal(ct_image_pages_writer_finish(p), 0);
@@ -1245,12 +1252,7 @@ static void test_placed(void **state)
 	uint8_t *base;
 	struct stat st;
 
-	assert_int_equal(unshare(CLONE_NEWNS), 0);
-	assert_int_equal(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
-	strscpy(fs, "/tmp/test-ct-image-fs-XXXXXX", sizeof(fs));
-	assert_non_null(mkdtemp(fs));
-	assert_int_equal(mount("tmpfs", fs, "tmpfs", 0, "size=64m,mode=0700"), 0);
-	snprintf(dir, sizeof(dir), "%s/img", fs);
+	mount_own_tmpfs("64m", fs, dir);
 
 	write_placed_image(dir, UINT64_MAX, stored);
 	if (ct_image_open(dir, err, &img) < 0)
