@@ -621,22 +621,13 @@ static void *direct_worker(void *arg)
 	return NULL;
 }
 
-static unsigned memory_threads(const struct dumper *d)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	if (d->o->n_threads)
-		return d->o->n_threads;
-	return (unsigned)CLAMP(n, 1L, 4L);
-}
-
 /* -EOPNOTSUPP when the pages writer has no mapping: dump_windows() then. */
 static int dump_windows_direct(struct dumper *d, struct dproc *p, const struct ct_mem *mem,
 			       struct ct_image_pages_writer *pw, const struct wins *w,
 			       uint64_t *pages)
 {
 	struct direct D = {.d = d, .p = p, .mem = mem, .pw = pw, .w = w};
-	unsigned n = memory_threads(d), started = 0;
+	unsigned n = ct_mem_threads(d->o->n_threads), started = 0;
 	_cleanup_free_ pthread_t *th = NULL;
 	uint64_t need = 0;
 	int r;

@@ -80,5 +80,9 @@ struct ct_mem_range {
 /* Reads all ranges with up to n_threads workers, each taking 1 MiB pieces in turn; below
  * CT_MEM_PARALLEL_MIN bytes in total (or n_threads <= 1) it reads in the calling thread. */
 #define CT_MEM_PARALLEL_MIN (16U << 20)
+
+/* How many threads copy a process's memory (dump and restore): requested, or when 0 one per
+ * CPU, at most 4. */
+unsigned ct_mem_threads(unsigned requested);
 int ct_mem_read_parallel(const struct ct_mem *m, const struct ct_mem_range *ranges, size_t n,
 			 unsigned n_threads, bool skip_absent);

@@ -374,3 +374,10 @@ int ct_mem_read_parallel(const struct ct_mem *m, const struct ct_mem_range *rang
 		pthread_join(threads[i], NULL);
 	return atomic_load(&job.error);
 }
+
+unsigned ct_mem_threads(unsigned requested)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return requested ? requested : (unsigned)CLAMP(n, 1L, 4L);
+}

@@ -456,21 +456,12 @@ static void *fill_thread(void *arg)
 	return NULL;
 }
 
-static unsigned writer_threads(const struct restorer *R)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	if (R->o->n_threads)
-		return R->o->n_threads;
-	return (unsigned)CLAMP(n, 1, 4);
-}
-
 /* Page contents, the runs split over threads by data pages (each thread reads and verifies
  * its own chunks). */
 static int fill_memory(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_pages *pg = p->img->pages;
-	unsigned n = writer_threads(R);
+	unsigned n = ct_mem_threads(R->o->n_threads);
 	struct fill parts[8];
 	pthread_t th[8];
 	bool started[8] = {};
