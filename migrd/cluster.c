@@ -596,13 +596,11 @@ int cluster_workloads_json(struct cluster *c, json_t *array)
 	 * while it moves. */
 	for (size_t i = 0; i < c->state.n_workloads; i++) {
 		const struct cluster_workload *o = &c->state.workloads[i];
-		const struct cluster_host *h = NULL;
+		const struct cluster_host *h =
+			o->host ? cluster_state_find_host_by_name(&c->state, o->host) : NULL;
 		struct node_live *l;
 		json_t *w;
 
-		for (size_t j = 0; o->host && j < c->state.n_hosts; j++)
-			if (streq(c->state.hosts[j].name, o->host))
-				h = &c->state.hosts[j];
 		if (!h || h->nodeid == c->local_nodeid || listed(array, o->name))
 			continue;
 		l = live_find(c, h->nodeid);
