@@ -46,6 +46,8 @@ static const char restore_help[] =
 	"new PID namespace, the same memory, files and connections. The image is verified\n"
 	"completely (ownership, modes, every checksum) before any process is created; files\n"
 	"the image names must still exist. NAME may be the checkpointed container or a new name.\n"
+	"Uncompressed pages files are leased while they are verified and restored: a process\n"
+	"that opens one for writing meanwhile waits until the restore is over.\n"
 	"\n"
 	"Options:\n"
 	"  --from DIR   the image directory\n"

@@ -54,7 +54,8 @@ static const char *arg_dir = "/dev/shm";
 #define ENGINE_BENCH_FIXTURE NULL
 #endif
 static const char *arg_fixture = ENGINE_BENCH_FIXTURE;
-static bool arg_json, arg_smoke, arg_zstd = true, arg_huge, arg_reserve_ab, arg_direct_ab;
+static bool arg_json, arg_smoke, arg_zstd = true, arg_huge, arg_reserve_ab, arg_direct_ab,
+				 arg_map_ab;
 static const char *bench_workdir; /* the fswrite baseline writes a file here */
 
 static volatile sig_atomic_t stop_requested;
@@ -137,14 +138,17 @@ struct log_watch {
 /* A row's kind: 0 uncompressed, 1 zstd level 1, ROW_NO_RESERVE uncompressed with the pages
  * files made during the dump, not allocated before the freeze (--reserve-ab), ROW_NO_DIRECT
  * uncompressed and reserved, the pages written from a buffer with write() instead of read
- * straight into the mapped file (--direct-ab). */
+ * straight into the mapped file (--direct-ab), ROW_NO_MAP uncompressed, restored without
+ * mapping the pages files: read and checked a second time as they are copied (--map-ab). */
 #define ROW_NO_RESERVE (-1)
 #define ROW_NO_DIRECT  (-2)
+#define ROW_NO_MAP     (-3)
 
 static const char *level_name(int level)
 {
 	return level == ROW_NO_RESERVE	? "nores"
 	       : level == ROW_NO_DIRECT ? "write"
+	       : level == ROW_NO_MAP	? "reread"
 	       : level			? "zstd-1"
 					: "none";
 }
@@ -666,6 +670,7 @@ static int dump_and_restore(const char *name, const char *img, int log_fd, const
 						 .dir = img,
 						 .cg = rct.cg,
 						 .n_threads = arg_threads,
+						 .no_map = row->level == ROW_NO_MAP,
 						 .timeout = ENGINE_TIMEOUT},
 		       &rct.pid, &rct.pidfd, &rs, err);
 	if (r < 0)
@@ -882,6 +887,10 @@ static void usage(void)
 	       "  --direct-ab      one more uncompressed row per size (\"write\") whose pages\n"
 	       "                   go through a buffer and write() into the reserved file\n"
 	       "                   instead of being read straight into it\n"
+	       "  --map-ab         one more uncompressed row per size (\"reread\") restored\n"
+	       "                   without mapping its pages files: each chunk read and\n"
+	       "                   checked again as it is copied, as before the engine\n"
+	       "                   mapped them\n"
 	       "  --smoke          one run at 32 MiB, no zstd (the ctest smoke run)\n"
 	       "  --json           machine-readable output on stdout\n"
 	       "  -v               engine debug logging\n"
@@ -901,6 +910,7 @@ static int parse_argv(int argc, char *argv[])
 		ARG_NO_ZSTD,
 		ARG_RESERVE_AB,
 		ARG_DIRECT_AB,
+		ARG_MAP_AB,
 	};
 	static const struct option options[] = {
 		{"help", no_argument, NULL, 'h'},
@@ -913,6 +923,7 @@ static int parse_argv(int argc, char *argv[])
 		{"no-zstd", no_argument, NULL, ARG_NO_ZSTD},
 		{"reserve-ab", no_argument, NULL, ARG_RESERVE_AB},
 		{"direct-ab", no_argument, NULL, ARG_DIRECT_AB},
+		{"map-ab", no_argument, NULL, ARG_MAP_AB},
 		{"smoke", no_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{},
@@ -961,6 +972,9 @@ static int parse_argv(int argc, char *argv[])
 		case ARG_DIRECT_AB:
 			arg_direct_ab = true;
 			break;
+		case ARG_MAP_AB:
+			arg_map_ab = true;
+			break;
 		case 's':
 			arg_smoke = true;
 			break;
@@ -988,7 +1002,7 @@ static int parse_argv(int argc, char *argv[])
 
 static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 {
-	int kinds[4], per_size = 0;
+	int kinds[5], per_size = 0;
 	unsigned seq = 0;
 
 	kinds[per_size++] = 0;
@@ -996,6 +1010,8 @@ static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 		kinds[per_size++] = ROW_NO_RESERVE;
 	if (arg_direct_ab)
 		kinds[per_size++] = ROW_NO_DIRECT;
+	if (arg_map_ab)
+		kinds[per_size++] = ROW_NO_MAP;
 	if (arg_zstd)
 		kinds[per_size++] = 1;
 	*n_rows = 0;
@@ -1030,7 +1046,7 @@ static int run_all(const char *workdir, struct row *rows, unsigned *n_rows)
 int main(int argc, char *argv[])
 {
 	_cleanup_(rm_rf_freep) char *workdir = NULL;
-	struct row rows[MAX_SIZES * 4];
+	struct row rows[MAX_SIZES * 5];
 	struct verdict v[N_TARGETS];
 	struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
 	struct statfs sfs;

@@ -50,16 +50,18 @@ struct ct_restore_opts {
 	const char *dir;      /* the image */
 	struct ct_cgroup *cg; /* created by the caller, empty */
 	unsigned n_threads;   /* memory writers; 0: one per CPU, at most 4 */
+	bool no_map;	      /* read the pages files twice, never map them (for A/B benchmarks) */
 	usec_t timeout;
 };
 
 struct ct_restore_stats {
 	unsigned n_procs, n_threads, n_fds;
 	uint64_t pages;
-	usec_t verify_usec; /* opening and verifying the image */
-	usec_t tree_usec;   /* namespaces, processes, threads */
-	usec_t memory_usec; /* mappings and page contents */
-	usec_t state_usec;  /* files, signals, credentials, registers */
+	uint64_t mapped_pages; /* of pages: copied from a mapped image file (no second read) */
+	usec_t verify_usec;    /* opening and verifying the image */
+	usec_t tree_usec;      /* namespaces, processes, threads */
+	usec_t memory_usec;    /* mappings and page contents */
+	usec_t state_usec;     /* files, signals, credentials, registers */
 	usec_t total_usec;
 };
 

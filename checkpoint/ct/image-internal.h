@@ -291,6 +291,14 @@ struct ct_image_pages {
 	struct ct_image_run *runs; /* sorted by address, not overlapping */
 	size_t n_runs;
 	uint64_t n_data_pages, n_zero_pages, compressed_size;
+	/* Set by ct_image_open_mapped for a file of uncompressed chunks: the whole file mapped
+	 * read-only (chunk c's bytes at map + CT_IMAGE_HEADER_SIZE + c->offset), and map_fd
+	 * holding a read lease on it since before it was verified. map_fd is valid only with
+	 * map. */
+	const uint8_t *map;
+	size_t map_len;
+	int map_fd;
+	uint64_t leased_usec; /* CLOCK_MONOTONIC when the lease was taken */
 };
 
 /* ---- image.c: names, helpers, encoding ---------------------------------------------------- */
@@ -444,10 +452,26 @@ struct ct_image {
  * against the directory, every record, every page chunk. On failure err says which file and
  * what is wrong, e.g. "pages-42.img: checksum mismatch at chunk 12". */
 int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret);
+/* The same, for a restore: each pages file of uncompressed chunks is also read-leased before it
+ * is verified and left mapped (struct ct_image_pages.map), so that the restore copies its pages
+ * straight from the page cache instead of reading and checking them a second time. While the
+ * lease is held nobody can open the file for writing or truncate it: they wait until the image
+ * is freed, or until the kernel breaks the lease (/proc/sys/fs/lease-break-time, 45 s by
+ * default). A file that cannot be leased (open for writing somewhere, a file system without
+ * leases) is not mapped, and is read as ct_image_open's are. */
+int ct_image_open_mapped(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret);
+/* Whether p's mapping still shows what was verified: its lease is held, or was taken less than
+ * the kernel's lease-break time ago (a writer waiting on it has not been let in). 0, or -ESTALE
+ * with err naming the file. */
+int ct_image_pages_check_mapped(const struct ct_image_pages *p, char err[CT_IMAGE_ERROR_MAX]);
 struct ct_image *ct_image_free(struct ct_image *img);
 
 /* Calls cb for every run of p in address order: data NULL for zero pages. Chunks are verified
- * again as they are read. cb returning < 0 stops with that value. */
+ * again as they are read; those of a mapped file (ct_image_open_mapped) are not: data then
+ * points into the mapping, and the caller checks ct_image_pages_check_mapped once done. Such
+ * data is best handed to the kernel (pwrite, UFFDIO_COPY), which reports EFAULT where a read
+ * in user space would get SIGBUS, should the file be cut after a broken lease. cb returning
+ * < 0 stops with that value. */
 typedef int (*ct_image_pages_cb)(uint64_t addr, const void *data, size_t n_pages, void *userdata);
 int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 			char err[CT_IMAGE_ERROR_MAX], ct_image_pages_cb cb, void *userdata);

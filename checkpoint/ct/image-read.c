@@ -9,7 +9,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@
 #include "common/cleanup.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/util.h"
 
 #define READ_BUF_SIZE ((size_t)1 << 20)
 
@@ -232,7 +235,35 @@ static int verify_chunks(int fd, const struct ct_image_pages *p, const char *nam
 	return 0;
 }
 
-static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
+/* A read lease on fd, whose holder a would-be writer waits for. The lease's owner (us) is sent
+ * a signal when one comes: SIGURG, which is ignored unless handled, for the moment between
+ * taking the lease and giving up the ownership; with no owner, no signal is sent at all. */
+static bool lease_file(int fd, const char *name)
+{
+	if (fcntl(fd, F_SETSIG, SIGURG) < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) < 0) {
+		log_debug_errno(errno,
+				"%s: no read lease (%m): its pages will be read and checked again "
+				"as they are restored",
+				name);
+		return false;
+	}
+	if (fcntl(fd, F_SETOWN, 0) < 0) {
+		log_debug_errno(errno, "%s: F_SETOWN: %m", name);
+		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+		return false;
+	}
+	return true;
+}
+
+static bool all_raw(const struct ct_image_pages *p)
+{
+	for (size_t i = 0; i < p->n_chunks; i++)
+		if (!(p->chunks[i].flags & CT_IMAGE_CHUNK_RAW))
+			return false;
+	return true;
+}
+
+static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, bool map, char *err,
 			struct ct_image_pages *ret)
 {
 	_cleanup_(ct_image_pages_done) struct ct_image_pages p = {};
@@ -242,12 +273,18 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 	uint8_t footer[CT_IMAGE_PAGES_FOOTER_SIZE];
 	char msg[CT_IMAGE_ERROR_MAX];
 	struct ct_image_header h;
-	uint64_t size, chunks_len, idx_len;
+	uint64_t size, chunks_len, idx_len, leased_usec = 0;
+	bool leased = false;
 	int r;
 
 	fd = open_checked(dir_fd, name, err, &size);
 	if (fd < 0)
 		return fd;
+	/* Before the first byte is read: what is verified is what the restore will map. */
+	if (map) {
+		leased_usec = now_usec(CLOCK_MONOTONIC);
+		leased = lease_file(fd, name);
+	}
 	r = read_header(fd, name, CT_IMAGE_FILE_PAGES, size, err, &h);
 	if (r < 0)
 		return r;
@@ -297,9 +334,46 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, char *err,
 	p.name = strdup(name);
 	if (!p.name)
 		return -ENOMEM;
+	if (leased && all_raw(&p) && size <= SIZE_MAX) {
+		void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+
+		if (m != MAP_FAILED) {
+			p.map = m;
+			p.map_len = (size_t)size;
+			p.map_fd = TAKE_FD(fd);
+			p.leased_usec = leased_usec;
+		} else
+			log_debug_errno(errno, "%s: cannot map it (%m): it will be read", name);
+	}
 	*ret = p;
 	p = (struct ct_image_pages){};
 	return 0;
+}
+
+/* /proc/sys/fs/lease-break-time in usec; 0 when it cannot be read (then only a lease still
+ * held counts). */
+static uint64_t lease_break_usec(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/sys/fs/lease-break-time", "re");
+	unsigned long s;
+
+	if (!f || fscanf(f, "%lu", &s) != 1)
+		return 0;
+	return (uint64_t)MIN(s, 86400ul) * USEC_PER_SEC;
+}
+
+int ct_image_pages_check_mapped(const struct ct_image_pages *p, char err[CT_IMAGE_ERROR_MAX])
+{
+	if (!p->map || fcntl(p->map_fd, F_GETLEASE) == F_RDLCK)
+		return 0;
+	/* A writer is let in only when the lease-break time has passed since it came, which was
+	 * after the lease was taken. */
+	if (now_usec(CLOCK_MONOTONIC) - p->leased_usec < lease_break_usec())
+		return 0;
+	return image_error(err, -ESTALE,
+			   "%s: opened for writing during the restore: it may have changed since "
+			   "it was verified",
+			   p->name);
 }
 
 int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
@@ -313,6 +387,20 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 	uint64_t size;
 	int r = 0;
 
+	if (p->map) {
+		for (size_t i = 0; i < p->n_runs && r >= 0; i++) {
+			const struct ct_image_run *run = &p->runs[i];
+
+			r = cb(run->addr,
+			       run->flags & CT_IMAGE_RUN_ZERO
+				       ? NULL
+				       : p->map + CT_IMAGE_HEADER_SIZE +
+						 p->chunks[run->chunk].offset +
+						 (size_t)run->chunk_page * CT_IMAGE_PAGE_SIZE,
+			       run->n_pages, userdata);
+		}
+		return r < 0 ? r : 0;
+	}
 	fd = open_checked(img->dir_fd, p->name, err, &size);
 	if (fd < 0)
 		return fd;
@@ -591,7 +679,7 @@ static int load_meta(struct ct_image *img, const struct ct_image_file_entry *e,
 }
 
 static int load_pages(struct ct_image *img, const struct ct_image_file_entry *e, bool shm,
-		      uint64_t id, char *err)
+		      uint64_t id, bool map, char *err)
 {
 	_cleanup_(ct_image_pages_done) struct ct_image_pages p = {};
 	struct ct_image_process *proc = NULL;
@@ -600,7 +688,7 @@ static int load_pages(struct ct_image *img, const struct ct_image_file_entry *e,
 	if (!shm && !(proc = find_proc(img, id)))
 		return image_error(err, -EBADMSG, "%s: there is no task-%" PRIu64 ".img", e->name,
 				   id);
-	r = verify_pages(img->dir_fd, e->name, e->xxh3, err, &p);
+	r = verify_pages(img->dir_fd, e->name, e->xxh3, map, err, &p);
 	if (r < 0)
 		return r;
 	p.shm = shm;
@@ -669,7 +757,7 @@ static int check_processes(struct ct_image *img, char *err)
 	return 0;
 }
 
-static int load_files(struct ct_image *img, char *err)
+static int load_files(struct ct_image *img, bool map, char *err)
 {
 	const struct ct_image_inventory *inv = &img->inventory;
 	size_t n_tasks = 0, n_shm = 0;
@@ -720,9 +808,9 @@ static int load_files(struct ct_image *img, char *err)
 		const struct ct_image_file_entry *e = &inv->files[i];
 
 		if (parse_name(e->name, "pages-shm-", UINT64_MAX, &id))
-			r = load_pages(img, e, true, id, err);
+			r = load_pages(img, e, true, id, map, err);
 		else if (parse_name(e->name, "pages-", UINT32_MAX, &id))
-			r = load_pages(img, e, false, id, err);
+			r = load_pages(img, e, false, id, map, err);
 		else
 			r = 0;
 		if (r < 0)
@@ -731,7 +819,8 @@ static int load_files(struct ct_image *img, char *err)
 	return check_processes(img, err);
 }
 
-int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret)
+static int image_open(const char *dir, bool map, char err[CT_IMAGE_ERROR_MAX],
+		      struct ct_image **ret)
 {
 	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
 	_cleanup_strv_free_ char **names = NULL;
@@ -776,11 +865,21 @@ int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image
 	r = check_inventory_files(img->dir_fd, &img->inventory, names, n_names, err);
 	if (r < 0)
 		return r;
-	r = load_files(img, err);
+	r = load_files(img, map, err);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(img);
 	return 0;
+}
+
+int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret)
+{
+	return image_open(dir, false, err, ret);
+}
+
+int ct_image_open_mapped(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret)
+{
+	return image_open(dir, true, err, ret);
 }
 
 struct ct_image *ct_image_free(struct ct_image *img)

@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <xxhash.h>
 
 #include "checkpoint/ct/image-internal.h"
 #include "checkpoint/ct/image-tlv-internal.h"
+#include "common/cleanup.h"
 #include "common/macro.h"
 
 static const char *const file_kind_table[_CT_IMAGE_FILE_KIND_MAX] = {
@@ -465,6 +467,10 @@ void ct_image_fds_done(struct ct_image_fds *fds)
 
 void ct_image_pages_done(struct ct_image_pages *p)
 {
+	if (p->map) {
+		munmap((void *)p->map, p->map_len);
+		safe_close(p->map_fd); /* and with it the lease */
+	}
 	free(p->name);
 	free(p->chunks);
 	free(p->runs);

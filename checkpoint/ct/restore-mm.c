@@ -457,7 +457,7 @@ static void *fill_thread(void *arg)
 }
 
 /* Page contents, the runs split over threads by data pages (each thread reads and verifies
- * its own chunks). */
+ * its own chunks; from a mapped file, the kernel copies them from the page cache). */
 static int fill_memory(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_pages *pg = p->img->pages;
@@ -516,6 +516,14 @@ static int fill_memory(struct restorer *R, struct rproc *p)
 			return restore_fail(R, parts[i].r, "pid %u: filling its memory failed: %s",
 					    p->img->task.pid,
 					    parts[i].err[0] ? parts[i].err : strerror(-parts[i].r));
+	}
+	if (pg->map) {
+		char err[CT_IMAGE_ERROR_MAX];
+
+		r = ct_image_pages_check_mapped(pg, err);
+		if (r < 0)
+			return restore_fail(R, r, "pid %u: %s", p->img->task.pid, err);
+		R->stats->mapped_pages += pg->n_data_pages;
 	}
 	log_debug("pid %u: %" PRIu64 " pages by UFFDIO_COPY, %" PRIu64 " through /proc/PID/mem",
 		  p->img->task.pid, copied, pg->n_data_pages - copied);
@@ -685,10 +693,14 @@ int restore_shm_objects(struct restorer *R)
 			return restore_fail(R, NEG_ERRNO(),
 					    "shared memory %" PRIu64 ": ftruncate: %m", pg->owner);
 		r = ct_image_pages_read(R->img, pg, err, shm_cb, &f);
+		if (r >= 0)
+			r = ct_image_pages_check_mapped(pg, err);
 		if (r < 0)
 			return restore_fail(R, r, "shared memory %" PRIu64 ": %s", pg->owner,
 					    err[0] ? err : strerror(-r));
 		R->stats->pages += f.pages;
+		if (pg->map)
+			R->stats->mapped_pages += f.pages;
 		if (seals && fcntl(f.fd, F_ADD_SEALS, (int)seals) < 0)
 			return restore_fail(R, NEG_ERRNO(), "shared memory %" PRIu64 ": seals: %m",
 					    pg->owner);

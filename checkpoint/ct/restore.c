@@ -983,7 +983,8 @@ int ct_restore(const struct ct_restore_opts *o, pid_t *ret_pid, int *ret_pidfd,
 	int pidfd = -EBADF, r;
 
 	err[0] = 0;
-	r = ct_image_open(o->dir, ierr, &R.img);
+	r = o->no_map ? ct_image_open(o->dir, ierr, &R.img)
+		      : ct_image_open_mapped(o->dir, ierr, &R.img);
 	if (r < 0)
 		return restore_fail(&R, r, "image %s refused: %s", o->dir, ierr);
 	stats.verify_usec = now_usec(CLOCK_MONOTONIC) - t0;

@@ -169,13 +169,33 @@ def test_tmpfs_image_pages_read_straight_in(host, name, argv, min_pages):
     host.migctl("run", name, "--", fixture(argv[0]), *argv[1:])
     ids = ready_ids(host, name)
     assert_healthy(host, name, 0, more=3)
-    for _ in range(2):
+    for i in range(2):
         r = host.migctl("checkpoint", name, "--dir", d, timeout=120)
         assert r["reserve_ms"] > 0 and r["direct_pages"] >= min_pages, r
         assert [f for f in host.run(["ls", "-A", d]).stdout.split() if f.startswith(".")] == []
         host.wait_for(lambda: entry(host, name)["state"] == "checkpointed", 10,
                       "the checkpoint's kill")
-        r = host.migctl("restore", name, "--from", d, timeout=120)
+        # The restore copies the pages straight from the files it verified, under a read
+        # lease; the second time the files are open for writing here, so cannot be leased,
+        # and are read and checked again instead.
+        writer = None
+        if i == 1:
+            files = [f"{d}/{f}" for f in host.run(["ls", d]).stdout.split()
+                     if f.startswith("pages-")]
+            writer = host.spawn("writer", [
+                "python3", "-c", "import sys, time\n"
+                "fs = [open(f, 'r+b') for f in sys.argv[1:]]\n"
+                "print('holding', len(fs), flush=True)\ntime.sleep(300)", *files])
+            host.wait_for(lambda: f"holding {len(files)}" in open(host.path("writer.log")).read(),
+                          10, "the files held open for writing")
+        try:
+            r = host.migctl("restore", name, "--from", d, timeout=120)
+        finally:
+            if writer:
+                writer.kill()
+                writer.wait()
+        assert r["mapped_pages"] == (r["pages"] if i == 0 else 0), r
+        assert r["pages"] >= min_pages, r
         assert container_ids(r["pid"]) == ids
         assert_healthy(host, name, last_ok(host, name))
         host.run(["rm", "-rf", d])

@@ -1292,6 +1292,85 @@ static void test_placed(void **state)
 	assert_int_equal(rmdir(fs), 0);
 }
 
+/* A mapped pages file's data runs, straight from its mapping, against what was written. */
+static void check_mapped(const struct ct_image_pages *p, uint64_t seed)
+{
+	static uint8_t want[PAGE];
+	uint64_t n = 0;
+
+	assert_non_null(p->map);
+	for (size_t i = 0; i < p->n_runs; i++) {
+		const struct ct_image_run *run = &p->runs[i];
+		const uint8_t *src = p->map + CT_IMAGE_HEADER_SIZE + p->chunks[run->chunk].offset +
+				     (size_t)run->chunk_page * PAGE;
+
+		if (run->flags & CT_IMAGE_RUN_ZERO)
+			continue;
+		for (size_t j = 0; j < run->n_pages; j++) {
+			gen_page(want, seed, run->addr + j * PAGE);
+			assert_memory_equal(src + j * PAGE, want, PAGE);
+		}
+		n += run->n_pages;
+	}
+	assert_int_equal(n, p->n_data_pages);
+}
+
+/* For a restore, files of raw chunks are leased before they are verified and left mapped:
+ * nobody may write them meanwhile, and one that came too long ago makes the mapping stale. */
+static void test_mapped(void **state)
+{
+	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	struct ct_image_pages *p;
+	int fd;
+
+	write_level = 0;
+	write_image(img_dir, false);
+	write_level = 1;
+	if (ct_image_open_mapped(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	p = img->procs[0].pages;
+	if (!p->map)
+		fail_msg("pages-1.img was not mapped: no read lease on this file system?");
+	check_mapped(p, 1);
+	check_mapped(&img->shm[0], SHM_ID);
+	check_pages(img, p, 1); /* ct_image_pages_read hands out the mapping */
+	assert_int_equal(ct_image_pages_check_mapped(p, err), 0);
+	fd = open(path_in("pages-1.img"), O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* readers may */
+	assert_true(fd >= 0);
+	safe_close(fd);
+
+	/* A writer waits (here: is told to) while the lease holds, and the mapping stays good
+	 * until the kernel's lease-break time has passed. */
+	assert_int_equal(open(path_in("pages-1.img"), O_WRONLY | O_NONBLOCK | O_CLOEXEC), -1);
+	assert_int_equal(errno, EWOULDBLOCK);
+	assert_int_equal(ct_image_pages_check_mapped(p, err), 0);
+	p->leased_usec -= 3600 * USEC_PER_SEC; /* as if the restore had taken an hour */
+	assert_int_equal(ct_image_pages_check_mapped(p, err), -ESTALE);
+	assert_string_equal(err, "pages-1.img: opened for writing during the restore: it may have "
+				 "changed since it was verified");
+	img = ct_image_free(img);
+	fd = open(path_in("pages-1.img"), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	assert_true(fd >= 0);
+
+	/* A file open for writing elsewhere cannot be leased: it is read the old way. */
+	if (ct_image_open_mapped(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	assert_null(img->procs[0].pages->map);
+	assert_non_null(img->shm[0].map);
+	check_pages(img, img->procs[0].pages, 1);
+	safe_close(fd);
+	img = ct_image_free(img);
+
+	/* Compressed chunks are never mapped; nor is anything ct_image_open opens. */
+	rm_image(img_dir);
+	write_image(img_dir, false);
+	if (ct_image_open_mapped(img_dir, err, &img) < 0)
+		fail_msg("open: %s", err);
+	assert_null(img->procs[0].pages->map);
+	check_pages(img, img->procs[0].pages, 1);
+}
+
 /* Pages read back against a generator; n counts them. */
 struct gen_check {
 	void (*gen)(uint8_t *p, uint64_t addr);
@@ -1394,6 +1473,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_uncompressed, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_reserved, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_mapped, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_incompressible_streak, setup_dir,
 						teardown_dir),
 		cmocka_unit_test(test_reserved_out_of_space),
