@@ -453,8 +453,10 @@ struct ct_image {
  * what is wrong, e.g. "pages-42.img: checksum mismatch at chunk 12". */
 int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret);
 /* The same, for a restore: each pages file of uncompressed chunks is also read-leased before it
- * is verified and left mapped (struct ct_image_pages.map), so that the restore copies its pages
- * straight from the page cache instead of reading and checking them a second time. While the
+ * is read, mapped, verified where it lies in the page cache (no copy; a SIGBUS from a file cut
+ * short meanwhile is caught, common/sigbus.h) and left mapped (struct ct_image_pages.map), so
+ * that the restore copies its pages straight from the page cache instead of reading and
+ * checking them a second time. While the
  * lease is held nobody can open the file for writing or truncate it: they wait until the image
  * is freed, or until the kernel breaks the lease (/proc/sys/fs/lease-break-time, 45 s by
  * default). A file that cannot be leased (open for writing somewhere, a file system without

@@ -23,6 +23,7 @@
 #include "common/cleanup.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/sigbus.h"
 #include "common/util.h"
 
 #define READ_BUF_SIZE ((size_t)1 << 20)
@@ -161,17 +162,55 @@ static int read_meta(int dir_fd, const char *name, enum ct_image_file_kind kind,
 /* A share of the chunks of one pages file: [first, end). */
 struct verify_part {
 	int fd;
+	const uint8_t *map; /* the file, mapped (raw chunks only), or NULL: read it */
+	size_t map_len;
 	const struct ct_image_pages *p;
 	size_t first, end;
 	size_t bad; /* the first chunk that failed, or SIZE_MAX */
 	int r;	    /* 0, a read error, -EBADMSG or -ENOMEM */
 };
 
+/* Hashed where they lie in the page cache: no copy. Leased, the file cannot be cut meanwhile,
+ * unless a writer has waited out the lease-break time; then the read past its new end comes
+ * back here as -EFAULT instead of killing the process. */
+static void verify_part_mapped(struct verify_part *v)
+{
+	struct sigbus_guard g;
+	volatile size_t i = v->first;
+
+	v->bad = SIZE_MAX;
+	v->r = sigbus_guard_enter(&g, v->map, v->map_len);
+	if (v->r < 0) {
+		v->bad = i;
+		return;
+	}
+	if (sigsetjmp(g.env, 0) != 0) {
+		v->bad = i;
+		v->r = -EFAULT;
+		return;
+	}
+	for (; i < v->end; i++) {
+		const struct ct_image_chunk *c = &v->p->chunks[i];
+
+		if (hash_xxh3(v->map + CT_IMAGE_HEADER_SIZE + c->offset, c->size) != c->xxh3) {
+			v->bad = i;
+			v->r = -EBADMSG;
+			break;
+		}
+	}
+	sigbus_guard_leave(&g);
+}
+
 static void *verify_part_run(void *arg)
 {
 	struct verify_part *v = arg;
-	_cleanup_free_ uint8_t *buf = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
+	_cleanup_free_ uint8_t *buf = NULL;
 
+	if (v->map) {
+		verify_part_mapped(v);
+		return NULL;
+	}
+	buf = malloc(2 * CT_IMAGE_PAGES_CHUNK_PAGES * CT_IMAGE_PAGE_SIZE);
 	v->bad = SIZE_MAX;
 	v->r = buf ? 0 : -ENOMEM;
 	for (size_t i = v->first; buf && i < v->end; i++) {
@@ -197,7 +236,8 @@ static void *verify_part_run(void *arg)
 
 /* The chunks are read and hashed on up to one thread per CPU (at most 4): this is all of a
  * restore's reading before the first task exists. A failure names the lowest chunk found. */
-static int verify_chunks(int fd, const struct ct_image_pages *p, const char *name, char *err)
+static int verify_chunks(int fd, const uint8_t *map, size_t map_len, const struct ct_image_pages *p,
+			 const char *name, char *err)
 {
 	struct verify_part parts[VERIFY_THREADS_MAX];
 	pthread_t th[VERIFY_THREADS_MAX];
@@ -209,6 +249,8 @@ static int verify_chunks(int fd, const struct ct_image_pages *p, const char *nam
 	n = CLAMP(p->n_chunks / VERIFY_CHUNKS_PER_THREAD, (size_t)1, n);
 	for (size_t i = 0; i < n; i++)
 		parts[i] = (struct verify_part){.fd = fd,
+						.map = map,
+						.map_len = map_len,
 						.p = p,
 						.first = p->n_chunks * i / n,
 						.end = p->n_chunks * (i + 1) / n};
@@ -227,6 +269,9 @@ static int verify_chunks(int fd, const struct ct_image_pages *p, const char *nam
 		}
 	if (r == -EBADMSG)
 		return image_error(err, r, "%s: checksum mismatch at chunk %zu", name, bad);
+	if (r == -EFAULT)
+		return image_error(err, r, "%s: cut short while it was verified (chunk %zu)", name,
+				   bad);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
@@ -314,9 +359,21 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, bool map, c
 	if (r < 0)
 		return image_error(err, r, "%s: %s", name, msg);
 
+	if (leased && all_raw(&p) && size <= SIZE_MAX) {
+		void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+
+		if (m != MAP_FAILED) {
+			p.map = m;
+			p.map_len = (size_t)size;
+			p.map_fd = -EBADF; /* fd stays ours until the file is verified */
+			p.leased_usec = leased_usec;
+		} else
+			log_debug_errno(errno, "%s: cannot map it (%m): it will be read", name);
+	}
+
 	/* Every chunk against the index, the index against the header: a flipped byte is
 	 * named by chunk when it is in one. */
-	r = verify_chunks(fd, &p, name, err);
+	r = verify_chunks(fd, p.map, p.map_len, &p, name, err);
 	if (r < 0)
 		return r;
 	xxh = XXH3_createState();
@@ -334,17 +391,8 @@ static int verify_pages(int dir_fd, const char *name, uint64_t xxh3, bool map, c
 	p.name = strdup(name);
 	if (!p.name)
 		return -ENOMEM;
-	if (leased && all_raw(&p) && size <= SIZE_MAX) {
-		void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-
-		if (m != MAP_FAILED) {
-			p.map = m;
-			p.map_len = (size_t)size;
-			p.map_fd = TAKE_FD(fd);
-			p.leased_usec = leased_usec;
-		} else
-			log_debug_errno(errno, "%s: cannot map it (%m): it will be read", name);
-	}
+	if (p.map)
+		p.map_fd = TAKE_FD(fd);
 	*ret = p;
 	p = (struct ct_image_pages){};
 	return 0;

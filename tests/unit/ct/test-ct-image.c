@@ -1359,10 +1359,19 @@ static void test_mapped(void **state)
 	assert_null(img->procs[0].pages->map);
 	assert_non_null(img->shm[0].map);
 	check_pages(img, img->procs[0].pages, 1);
-	safe_close(fd);
 	img = ct_image_free(img);
 
-	/* Compressed chunks are never mapped; nor is anything ct_image_open opens. */
+	/* A flipped byte is found by the check of the mapped file too. */
+	{
+		uint8_t b = 0x5a;
+
+		assert_int_equal(pwrite(fd, &b, 1, CT_IMAGE_HEADER_SIZE + 3 * PAGE + 7), 1);
+		safe_close(fd);
+		assert_int_equal(ct_image_open_mapped(img_dir, err, &img), -EBADMSG);
+		assert_string_equal(err, "pages-1.img: checksum mismatch at chunk 0");
+	}
+
+	/* Compressed chunks are never mapped. */
 	rm_image(img_dir);
 	write_image(img_dir, false);
 	if (ct_image_open_mapped(img_dir, err, &img) < 0)
