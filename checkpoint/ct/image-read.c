@@ -171,8 +171,8 @@ struct verify_part {
 };
 
 /* Hashed where they lie in the page cache: no copy. Leased, the file cannot be cut meanwhile,
- * unless a writer has waited out the lease-break time; then the read past its new end comes
- * back here as -EFAULT instead of killing the process. */
+ * unless a writer has waited out the lease-break time; then the read past its new end (or of a
+ * page the disk failed to give) comes back here as -EFAULT instead of killing the process. */
 static void verify_part_mapped(struct verify_part *v)
 {
 	struct sigbus_guard g;
@@ -270,8 +270,10 @@ static int verify_chunks(int fd, const uint8_t *map, size_t map_len, const struc
 	if (r == -EBADMSG)
 		return image_error(err, r, "%s: checksum mismatch at chunk %zu", name, bad);
 	if (r == -EFAULT)
-		return image_error(err, r, "%s: cut short while it was verified (chunk %zu)", name,
-				   bad);
+		return image_error(err, r,
+				   "%s: chunk %zu could not be read (the file was cut short while "
+				   "it was verified, or an I/O error)",
+				   name, bad);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
