@@ -932,6 +932,34 @@ int ct_image_open_mapped(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct c
 	return image_open(dir, true, err, ret);
 }
 
+static void *free_thread(void *arg)
+{
+	ct_image_free(arg);
+	return NULL;
+}
+
+void ct_image_free_background(struct ct_image *img)
+{
+	bool mapped = false;
+	pthread_attr_t a;
+	pthread_t t;
+
+	if (!img)
+		return;
+	for (size_t i = 0; i < img->n_procs && !mapped; i++)
+		mapped = img->procs[i].pages && img->procs[i].pages->map;
+	for (size_t i = 0; i < img->n_shm && !mapped; i++)
+		mapped = img->shm[i].map;
+	if (!mapped || pthread_attr_init(&a) != 0) {
+		ct_image_free(img);
+		return;
+	}
+	if (pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) != 0 ||
+	    pthread_create(&t, &a, free_thread, img) != 0)
+		ct_image_free(img);
+	pthread_attr_destroy(&a);
+}
+
 struct ct_image *ct_image_free(struct ct_image *img)
 {
 	if (!img)

@@ -1033,7 +1033,11 @@ out:
 	restore_objs_free(&R);
 	safe_close(R.chan);
 	safe_close(R.netns_fd);
-	ct_image_free(R.img);
+	/* The container runs: its image's mappings are let go of meanwhile. */
+	if (r >= 0)
+		ct_image_free_background(R.img);
+	else
+		ct_image_free(R.img);
 	stats.total_usec = now_usec(CLOCK_MONOTONIC) - t0;
 	if (ret_stats)
 		*ret_stats = stats;
