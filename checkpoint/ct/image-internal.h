@@ -301,6 +301,12 @@ struct ct_image_pages {
 	uint64_t leased_usec; /* CLOCK_MONOTONIC when the lease was taken */
 };
 
+/* Where chunk i's stored bytes lie in a mapped pages file. */
+static inline const uint8_t *ct_image_pages_mapped_chunk(const struct ct_image_pages *p, size_t i)
+{
+	return p->map + CT_IMAGE_HEADER_SIZE + p->chunks[i].offset;
+}
+
 /* ---- image.c: names, helpers, encoding ---------------------------------------------------- */
 
 const char *ct_image_file_kind_to_string(enum ct_image_file_kind k);
@@ -456,11 +462,11 @@ int ct_image_open(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image
  * is read, mapped, verified where it lies in the page cache (no copy; a SIGBUS from a file cut
  * short meanwhile is caught, common/sigbus.h) and left mapped (struct ct_image_pages.map), so
  * that the restore copies its pages straight from the page cache instead of reading and
- * checking them a second time. While the
- * lease is held nobody can open the file for writing or truncate it: they wait until the image
- * is freed, or until the kernel breaks the lease (/proc/sys/fs/lease-break-time, 45 s by
- * default). A file that cannot be leased (open for writing somewhere, a file system without
- * leases) is not mapped, and is read as ct_image_open's are. */
+ * checking them a second time. While the lease is held nobody can open the file for writing or
+ * truncate it: they wait until the image is freed, or until the kernel breaks the lease
+ * (/proc/sys/fs/lease-break-time, 45 s by default). A file that cannot be leased (open for
+ * writing somewhere, a file system without leases) is not mapped, and is read as
+ * ct_image_open's are. */
 int ct_image_open_mapped(const char *dir, char err[CT_IMAGE_ERROR_MAX], struct ct_image **ret);
 /* Whether p's mapping still shows what was verified: its lease is held, or was taken less than
  * the kernel's lease-break time ago (a writer waiting on it has not been let in). 0, or -ESTALE

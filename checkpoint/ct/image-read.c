@@ -8,8 +8,8 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -192,7 +192,7 @@ static void verify_part_mapped(struct verify_part *v)
 	for (; i < v->end; i++) {
 		const struct ct_image_chunk *c = &v->p->chunks[i];
 
-		if (hash_xxh3(v->map + CT_IMAGE_HEADER_SIZE + c->offset, c->size) != c->xxh3) {
+		if (hash_xxh3(ct_image_pages_mapped_chunk(v->p, i), c->size) != c->xxh3) {
 			v->bad = i;
 			v->r = -EBADMSG;
 			break;
@@ -444,8 +444,7 @@ int ct_image_pages_read(struct ct_image *img, const struct ct_image_pages *p,
 			r = cb(run->addr,
 			       run->flags & CT_IMAGE_RUN_ZERO
 				       ? NULL
-				       : p->map + CT_IMAGE_HEADER_SIZE +
-						 p->chunks[run->chunk].offset +
+				       : ct_image_pages_mapped_chunk(p, run->chunk) +
 						 (size_t)run->chunk_page * CT_IMAGE_PAGE_SIZE,
 			       run->n_pages, userdata);
 		}

@@ -1015,15 +1015,21 @@ static void test_migctl_image_show(void **state)
 }
 
 /* Compression off: pages stored raw, read back the same, still checksummed per chunk. */
+/* The image of write_image with its pages stored raw (zstd level 0). */
+static void write_raw_image(void)
+{
+	write_level = 0;
+	write_image(img_dir, false);
+	write_level = 1;
+}
+
 static void test_uncompressed(void **state)
 {
 	_cleanup_(ct_image_freep) struct ct_image *img = NULL;
 	char err[CT_IMAGE_ERROR_MAX] = "";
 	const struct ct_image_pages *p;
 
-	write_level = 0;
-	write_image(img_dir, false);
-	write_level = 1;
+	write_raw_image();
 	if (ct_image_open(img_dir, err, &img) < 0)
 		fail_msg("open: %s", err);
 	p = img->procs[0].pages;
@@ -1301,8 +1307,8 @@ static void check_mapped(const struct ct_image_pages *p, uint64_t seed)
 	assert_non_null(p->map);
 	for (size_t i = 0; i < p->n_runs; i++) {
 		const struct ct_image_run *run = &p->runs[i];
-		const uint8_t *src = p->map + CT_IMAGE_HEADER_SIZE + p->chunks[run->chunk].offset +
-				     (size_t)run->chunk_page * PAGE;
+		const uint8_t *src =
+			ct_image_pages_mapped_chunk(p, run->chunk) + (size_t)run->chunk_page * PAGE;
 
 		if (run->flags & CT_IMAGE_RUN_ZERO)
 			continue;
@@ -1324,9 +1330,7 @@ static void test_mapped(void **state)
 	struct ct_image_pages *p;
 	int fd;
 
-	write_level = 0;
-	write_image(img_dir, false);
-	write_level = 1;
+	write_raw_image();
 	if (ct_image_open_mapped(img_dir, err, &img) < 0)
 		fail_msg("open: %s", err);
 	p = img->procs[0].pages;
