@@ -26,8 +26,10 @@ static const char image_help[] =
 	"sizes, the fds by type, the pages stored, zero and compressed, and the totals.\n"
 	"\n"
 	"Options:\n"
-	"  --json      print the whole decoded image as one JSON document (register sets, fd\n"
-	"              data and signal infos by size; addresses and masks as hex strings)\n"
+	"  --json      print the whole decoded image as one JSON document (every VMA with its\n"
+	"              advice: dontfork, wipeonfork, dontdump, hugepage, nohugepage, mergeable,\n"
+	"              locked, lockonfault, sealed, droppable; register sets, fd data and\n"
+	"              signal infos by size; addresses and masks as hex strings)\n"
 	"  -h, --help  show this help\n"
 	"\n"
 	"Example:\n"
@@ -177,19 +179,22 @@ static json_t *jsonify_mm(const struct ct_image_mm *mm)
 		const struct ct_image_vma *v = &mm->vmas[i];
 		const char prot[] = {v->prot & 1 ? 'r' : '-', v->prot & 2 ? 'w' : '-',
 				     v->prot & 4 ? 'x' : '-', 0};
+		char advice[128];
 
 		json_array_append_new(
-			vmas, json_pack("{s:o, s:o, s:I, s:I, s:s, s:o, s:s, s:s, s:o, s:o}",
-					"start", jhex(v->start), "end", jhex(v->end), "size",
-					(json_int_t)(v->end - v->start), "pgoff",
-					(json_int_t)v->pgoff, "prot", prot, "flags", jhex(v->flags),
-					"kind", ct_image_vma_kind_to_string(v->kind), "pages",
-					ct_image_vma_pages_to_string(v->pages), "shmid",
-					v->kind == CT_IMAGE_VMA_ANON_SHARED ||
-							v->pages == CT_IMAGE_VMA_PAGES_SHM
-						? jint(v->shmid)
-						: json_null(),
-					"path", jstr(v->path)));
+			vmas,
+			json_pack("{s:o, s:o, s:I, s:I, s:s, s:o, s:s, s:s, s:s, s:o, s:o}",
+				  "start", jhex(v->start), "end", jhex(v->end), "size",
+				  (json_int_t)(v->end - v->start), "pgoff", (json_int_t)v->pgoff,
+				  "prot", prot, "flags", jhex(v->flags), "advice",
+				  ct_image_vma_advice_to_string(v->advice, advice, sizeof(advice)),
+				  "kind", ct_image_vma_kind_to_string(v->kind), "pages",
+				  ct_image_vma_pages_to_string(v->pages), "shmid",
+				  v->kind == CT_IMAGE_VMA_ANON_SHARED ||
+						  v->pages == CT_IMAGE_VMA_PAGES_SHM
+					  ? jint(v->shmid)
+					  : json_null(),
+				  "path", jstr(v->path)));
 	}
 	return json_pack("{s:o, s:o, s:o, s:o}", "fields", fields, "auxv", auxv, "exe",
 			 jstr(mm->exe), "vmas", vmas);

@@ -114,8 +114,8 @@ int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino)
 	return 0;
 }
 
-static int vma_to_image(struct dumper *d, struct dproc *p, const struct ct_vma *v,
-			struct ct_image_vma *iv)
+static int vma_layout(struct dumper *d, struct dproc *p, const struct ct_vma *v,
+		      struct ct_image_vma *iv)
 {
 	enum ct_vma_kind k = ct_vma_classify(v);
 	const char *reason;
@@ -191,6 +191,67 @@ static int vma_to_image(struct dumper *d, struct dproc *p, const struct ct_vma *
 				 "pid %d: the mapping %s at %#" PRIx64 " is not supported",
 				 (int)p->pid, strna(v->path), v->start);
 	}
+}
+
+/* What smaps' VmFlags say beyond the maps line: the advice a restore puts back, and the
+ * states it cannot reproduce, refused by name. */
+static int vma_advice(struct dumper *d, struct dproc *p, const struct ct_vma *v,
+		      struct ct_image_vma *iv)
+{
+	static const struct {
+		uint32_t vmf, adv;
+	} kept[] = {
+		{CT_VMF_DONTCOPY, CT_IMAGE_ADV_DONTFORK},
+		{CT_VMF_WIPEONFORK, CT_IMAGE_ADV_WIPEONFORK},
+		{CT_VMF_DONTDUMP, CT_IMAGE_ADV_DONTDUMP},
+		{CT_VMF_HUGEPAGE, CT_IMAGE_ADV_HUGEPAGE},
+		{CT_VMF_NOHUGEPAGE, CT_IMAGE_ADV_NOHUGEPAGE},
+		{CT_VMF_MERGEABLE, CT_IMAGE_ADV_MERGEABLE},
+		{CT_VMF_LOCKED, CT_IMAGE_ADV_LOCKED},
+		{CT_VMF_LOCKONFAULT, CT_IMAGE_ADV_LOCKONFAULT},
+		{CT_VMF_SEALED, CT_IMAGE_ADV_SEALED},
+		{CT_VMF_DROPPABLE, CT_IMAGE_ADV_DROPPABLE},
+	};
+
+	if (v->vmflags & CT_VMF_UFFD)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d: the mapping at %#" PRIx64
+				 " is registered with a userfaultfd, which is not supported",
+				 (int)p->pid, v->start);
+	if (v->vmflags & CT_VMF_SHADOW_STACK)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d: the mapping at %#" PRIx64
+				 " is a shadow stack, which is not supported",
+				 (int)p->pid, v->start);
+	for (size_t i = 0; i < ELEMENTSOF(kept); i++)
+		if (v->vmflags & kept[i].vmf)
+			iv->advice |= kept[i].adv;
+	if (v->vmflags & CT_VMF_GROWSDOWN)
+		iv->flags |= MAP_GROWSDOWN;
+	if (v->vmflags & CT_VMF_NORESERVE)
+		iv->flags |= MAP_NORESERVE;
+	if (iv->advice & CT_IMAGE_ADV_DROPPABLE) {
+		if (iv->kind != CT_IMAGE_VMA_ANON_PRIVATE)
+			return dump_fail(d, -EOPNOTSUPP,
+					 "pid %d: the droppable mapping at %#" PRIx64
+					 " is not anonymous private memory",
+					 (int)p->pid, v->start);
+		/* What MAP_DROPPABLE itself sets. */
+		iv->advice &= ~(uint32_t)(CT_IMAGE_ADV_WIPEONFORK | CT_IMAGE_ADV_DONTDUMP);
+		iv->flags &= ~(uint32_t)MAP_NORESERVE;
+	}
+	return 0;
+}
+
+static int vma_to_image(struct dumper *d, struct dproc *p, const struct ct_vma *v,
+			struct ct_image_vma *iv)
+{
+	int r = vma_layout(d, p, v, iv);
+
+	if (r < 0 || iv->kind == CT_IMAGE_VMA_VDSO || iv->kind == CT_IMAGE_VMA_VVAR ||
+	    iv->kind == CT_IMAGE_VMA_VVAR_VCLOCK)
+		return r;
+	return vma_advice(d, p, v, iv);
 }
 
 int dump_mm(struct dumper *d, struct dproc *p)

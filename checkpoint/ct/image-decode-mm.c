@@ -20,6 +20,14 @@ static int check_vma(struct ct_dec *d, const struct ct_image_vma *v, size_t i)
 	if (v->kind >= _CT_IMAGE_VMA_KIND_MAX || v->pages >= _CT_IMAGE_VMA_PAGES_MAX ||
 	    (v->prot & ~7U))
 		return ct_dec_fail(d, "vma %zu: unknown kind, pages or protection", i);
+	if ((v->flags & ~CT_IMAGE_VMA_MAP_FLAGS) || (v->advice & ~(uint32_t)_CT_IMAGE_ADV_ALL))
+		return ct_dec_fail(d, "vma %zu: unknown mapping flags %#x or advice %#x", i,
+				   v->flags & ~CT_IMAGE_VMA_MAP_FLAGS,
+				   v->advice & ~(uint32_t)_CT_IMAGE_ADV_ALL);
+	if ((v->advice & CT_IMAGE_ADV_LOCKONFAULT) && !(v->advice & CT_IMAGE_ADV_LOCKED))
+		return ct_dec_fail(d, "vma %zu: locked on fault but not locked", i);
+	if ((v->advice & CT_IMAGE_ADV_DROPPABLE) && v->kind != CT_IMAGE_VMA_ANON_PRIVATE)
+		return ct_dec_fail(d, "vma %zu: droppable but not anonymous private memory", i);
 	if ((v->kind == CT_IMAGE_VMA_FILE_PRIVATE || v->kind == CT_IMAGE_VMA_FILE_SHARED) &&
 	    !v->path)
 		return ct_dec_fail(d, "vma %zu: a file mapping without a path", i);
@@ -64,6 +72,9 @@ static int decode_vma(struct ct_dec *d, const struct ct_tlv *f, size_t i, struct
 			break;
 		case VMA_PATH:
 			r = ct_dec_path(d, &g, "vma", &ret->path);
+			break;
+		case VMA_ADVICE:
+			r = ct_dec_u32(d, &g, "vma", &ret->advice);
 			break;
 		default:
 			r = ct_dec_fail(d, "vma: unknown field %u", g.tag);

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/mman.h>
 
 #define CT_IMAGE_VERSION     1
 #define CT_IMAGE_HEADER_SIZE 40
@@ -199,14 +200,38 @@ enum ct_image_vma_pages {
 	_CT_IMAGE_VMA_PAGES_MAX,
 };
 
+/* What madvise(), mlock() and mseal() set on a VMA, and MAP_DROPPABLE: put back after it is
+ * mapped (the locks and the seal once its memory is filled). */
+enum {
+	CT_IMAGE_ADV_DONTFORK = 1U << 0,    /* MADV_DONTFORK */
+	CT_IMAGE_ADV_WIPEONFORK = 1U << 1,  /* MADV_WIPEONFORK */
+	CT_IMAGE_ADV_DONTDUMP = 1U << 2,    /* MADV_DONTDUMP */
+	CT_IMAGE_ADV_HUGEPAGE = 1U << 3,    /* MADV_HUGEPAGE */
+	CT_IMAGE_ADV_NOHUGEPAGE = 1U << 4,  /* MADV_NOHUGEPAGE */
+	CT_IMAGE_ADV_MERGEABLE = 1U << 5,   /* MADV_MERGEABLE */
+	CT_IMAGE_ADV_LOCKED = 1U << 6,	    /* mlock() */
+	CT_IMAGE_ADV_LOCKONFAULT = 1U << 7, /* mlock2(MLOCK_ONFAULT); with LOCKED */
+	CT_IMAGE_ADV_SEALED = 1U << 8,	    /* mseal() */
+	CT_IMAGE_ADV_DROPPABLE = 1U << 9,   /* mapped MAP_DROPPABLE (anonymous only) */
+	_CT_IMAGE_ADV_ALL = (1U << 10) - 1,
+};
+
+/* Names of the CT_IMAGE_ADV_* bits in adv, comma-separated, into buf ("" for none). */
+const char *ct_image_vma_advice_to_string(uint32_t adv, char *buf, size_t size);
+
+/* The MAP_* flags an image may carry. */
+#define CT_IMAGE_VMA_MAP_FLAGS \
+	((uint32_t)(MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN | MAP_NORESERVE))
+
 struct ct_image_vma {
 	uint64_t start, end, pgoff;
-	uint32_t prot;	/* PROT_* */
-	uint32_t flags; /* MAP_* */
-	uint32_t kind;	/* enum ct_image_vma_kind */
-	uint32_t pages; /* enum ct_image_vma_pages */
-	uint64_t shmid; /* CT_IMAGE_VMA_ANON_SHARED / CT_IMAGE_VMA_PAGES_SHM */
-	char *path;	/* file mappings: absolute, as seen inside the container */
+	uint32_t prot;	 /* PROT_* */
+	uint32_t flags;	 /* MAP_*, within CT_IMAGE_VMA_MAP_FLAGS */
+	uint32_t kind;	 /* enum ct_image_vma_kind */
+	uint32_t pages;	 /* enum ct_image_vma_pages */
+	uint64_t shmid;	 /* CT_IMAGE_VMA_ANON_SHARED / CT_IMAGE_VMA_PAGES_SHM */
+	char *path;	 /* file mappings: absolute, as seen inside the container */
+	uint32_t advice; /* CT_IMAGE_ADV_* */
 };
 
 #define CT_IMAGE_MM_FIELDS                                                      \

@@ -80,6 +80,7 @@ enum { /* mm-PID.img */
        VMA_PAGES,
        VMA_SHMID,
        VMA_PATH,
+       VMA_ADVICE, /* u32 CT_IMAGE_ADV_*; absent when 0 */
 };
 
 enum { /* fds-PID.img */

@@ -45,6 +45,29 @@ static const char *const vma_pages_table[_CT_IMAGE_VMA_PAGES_MAX] = {
 };
 DEFINE_STRING_TABLE_LOOKUP(ct_image_vma_pages, enum ct_image_vma_pages, vma_pages_table)
 
+const char *ct_image_vma_advice_to_string(uint32_t adv, char *buf, size_t size)
+{
+	static const char *const names[] = {
+		"dontfork",  "wipeonfork", "dontdump",	  "hugepage", "nohugepage",
+		"mergeable", "locked",	   "lockonfault", "sealed",   "droppable",
+	};
+	size_t at = 0;
+
+	_Static_assert(ELEMENTSOF(names) == 10, "a name for each CT_IMAGE_ADV_* bit");
+	if (size == 0)
+		return buf;
+	buf[0] = 0;
+	for (size_t i = 0; i < ELEMENTSOF(names); i++)
+		if (adv & (1U << i)) {
+			int n = snprintf(buf + at, size - at, "%s%s", at ? "," : "", names[i]);
+
+			if (n < 0 || (size_t)n >= size - at)
+				break;
+			at += (size_t)n;
+		}
+	return buf;
+}
+
 static const char *const fd_type_table[_CT_IMAGE_FD_TYPE_MAX] = {
 	[CT_IMAGE_FD_REG] = "file",	     [CT_IMAGE_FD_DIR] = "dir",
 	[CT_IMAGE_FD_PIPE] = "pipe",	     [CT_IMAGE_FD_FIFO] = "fifo",
@@ -382,6 +405,8 @@ int ct_image_encode_mm(const struct ct_image_mm *mm, uint8_t **ret, size_t *ret_
 		if (v->kind == CT_IMAGE_VMA_ANON_SHARED || v->pages == CT_IMAGE_VMA_PAGES_SHM)
 			put_u64(&b, VMA_SHMID, v->shmid);
 		put_str(&b, VMA_PATH, v->path);
+		if (v->advice)
+			put_u32(&b, VMA_ADVICE, v->advice);
 		nest_end(&b, at);
 	}
 	return buf_finish(&b, ret, ret_size);

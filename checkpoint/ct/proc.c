@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,62 @@ int ct_proc_parse_maps_line(const char *line, size_t line_len, struct ct_vma *re
 	return 0;
 }
 
+/* "Key:\tvalue": returns the value cursor when line starts with key + ':'. */
+static bool line_key(const struct cursor *line, const char *key, struct cursor *ret_value)
+{
+	struct cursor c = *line;
+
+	if (!consume(&c, key) || !consume(&c, ":"))
+		return false;
+	skip_blanks(&c);
+	*ret_value = c;
+	return true;
+}
+
+int ct_proc_parse_vmflags(const char *text, size_t len, uint32_t *ret)
+{
+	static const struct {
+		char name[3];
+		uint32_t flag;
+	} known[] = {
+		{"gd", CT_VMF_GROWSDOWN},    {"nr", CT_VMF_NORESERVE}, {"dc", CT_VMF_DONTCOPY},
+		{"wf", CT_VMF_WIPEONFORK},   {"dd", CT_VMF_DONTDUMP},  {"hg", CT_VMF_HUGEPAGE},
+		{"nh", CT_VMF_NOHUGEPAGE},   {"mg", CT_VMF_MERGEABLE}, {"lo", CT_VMF_LOCKED},
+		{"lf", CT_VMF_LOCKONFAULT},  {"sl", CT_VMF_SEALED},    {"dp", CT_VMF_DROPPABLE},
+		{"um", CT_VMF_UFFD},	     {"uw", CT_VMF_UFFD},      {"ui", CT_VMF_UFFD},
+		{"ss", CT_VMF_SHADOW_STACK},
+	};
+	struct cursor c = {text, text + len};
+	uint32_t flags = 0;
+
+	if (!text && len > 0)
+		return -EINVAL;
+	for (;;) {
+		const char *w;
+
+		skip_blanks(&c);
+		if (c.p >= c.e)
+			break;
+		w = c.p;
+		while (c.p < c.e && *c.p != ' ' && *c.p != '\t')
+			c.p++;
+		/* Every mnemonic is two lower-case letters: anything else is not this line. */
+		if (c.p - w != 2 || w[0] < 'a' || w[0] > 'z' || w[1] < 'a' || w[1] > 'z')
+			return -EBADMSG;
+		for (size_t i = 0; i < ELEMENTSOF(known); i++)
+			if (w[0] == known[i].name[0] && w[1] == known[i].name[1])
+				flags |= known[i].flag;
+	}
+	*ret = flags;
+	return 0;
+}
+
+/* An smaps "Key: value" line (keys start upper-case; a VMA line starts with a hex digit). */
+static bool smaps_key_line(const struct cursor *line)
+{
+	return line->p < line->e && *line->p >= 'A' && *line->p <= 'Z';
+}
+
 int ct_proc_parse_maps(const char *text, size_t len, struct ct_vma_list *ret)
 {
 	struct cursor t = {text, text + len}, line;
@@ -196,6 +253,20 @@ int ct_proc_parse_maps(const char *text, size_t len, struct ct_vma_list *ret)
 
 		if (line.p == line.e)
 			continue; /* a trailing empty line */
+		if (smaps_key_line(&line)) {
+			struct cursor value;
+
+			if (!line_key(&line, "VmFlags", &value))
+				continue;
+			if (l.n == 0 || l.vmas[l.n - 1].have_vmflags)
+				return -EBADMSG;
+			r = ct_proc_parse_vmflags(value.p, (size_t)(value.e - value.p),
+						  &l.vmas[l.n - 1].vmflags);
+			if (r < 0)
+				return r;
+			l.vmas[l.n - 1].have_vmflags = true;
+			continue;
+		}
 		if (l.n >= CT_PROC_MAX_VMAS)
 			return -E2BIG;
 		r = ct_proc_parse_maps_line(line.p, (size_t)(line.e - line.p), &v);
@@ -220,18 +291,6 @@ int ct_proc_parse_maps(const char *text, size_t len, struct ct_vma_list *ret)
 	*ret = l;
 	l = (struct ct_vma_list){};
 	return 0;
-}
-
-/* "Key:\tvalue": returns the value cursor when line starts with key + ':'. */
-static bool line_key(const struct cursor *line, const char *key, struct cursor *ret_value)
-{
-	struct cursor c = *line;
-
-	if (!consume(&c, key) || !consume(&c, ":"))
-		return false;
-	skip_blanks(&c);
-	*ret_value = c;
-	return true;
 }
 
 static int parse_status_ids(struct cursor *c, uint32_t ids[4])
@@ -601,14 +660,21 @@ int ct_proc_read_maps(pid_t pid, struct ct_vma_list *ret)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t size;
-	int r = read_proc_file(pid, "maps", PROC_MAPS_MAX_SIZE, &text, &size);
+	int r = read_proc_file(pid, "smaps", PROC_MAPS_MAX_SIZE, &text, &size);
 
 	if (r < 0)
 		return r;
 	r = ct_proc_parse_maps(text, size, ret);
 	if (r < 0)
-		return log_debug_errno(r, "pid %d: failed to parse /proc/%d/maps: %m", (int)pid,
+		return log_debug_errno(r, "pid %d: failed to parse /proc/%d/smaps: %m", (int)pid,
 				       (int)pid);
+	for (size_t i = 0; i < ret->n; i++)
+		if (!ret->vmas[i].have_vmflags) {
+			ct_vma_list_done(ret);
+			return log_debug_errno(
+				-EBADMSG, "pid %d: /proc/%d/smaps has no VmFlags for %#" PRIx64,
+				(int)pid, (int)pid, ret->vmas[i].start);
+		}
 	return 0;
 }
 

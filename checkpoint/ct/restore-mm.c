@@ -190,6 +190,77 @@ static int open_in_task(struct restorer *R, struct rproc *p, const char *path, i
 	return 0;
 }
 
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08 /* Linux 6.11 */
+#endif
+#ifndef SYS_mseal
+#define SYS_mseal 462 /* Linux 6.10, the same number on every architecture */
+#endif
+
+/* The madvise() state of a VMA just mapped. Transparent huge pages and KSM are optional in a
+ * kernel: where this one lacks them the hint is dropped with a warning, as nothing a program
+ * computes depends on it. */
+static int advise_vma(struct restorer *R, struct rproc *p, const struct ct_image_vma *v)
+{
+	static const struct {
+		uint32_t adv;
+		int madv;
+		const char *what;
+		bool optional;
+	} advice[] = {
+		{CT_IMAGE_ADV_DONTFORK, MADV_DONTFORK, "madvise(MADV_DONTFORK)", false},
+		{CT_IMAGE_ADV_WIPEONFORK, MADV_WIPEONFORK, "madvise(MADV_WIPEONFORK)", false},
+		{CT_IMAGE_ADV_DONTDUMP, MADV_DONTDUMP, "madvise(MADV_DONTDUMP)", false},
+		{CT_IMAGE_ADV_HUGEPAGE, MADV_HUGEPAGE, "madvise(MADV_HUGEPAGE)", true},
+		{CT_IMAGE_ADV_NOHUGEPAGE, MADV_NOHUGEPAGE, "madvise(MADV_NOHUGEPAGE)", true},
+		{CT_IMAGE_ADV_MERGEABLE, MADV_MERGEABLE, "madvise(MADV_MERGEABLE)", true},
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(advice); i++) {
+		int r;
+
+		if (!(v->advice & advice[i].adv))
+			continue;
+		r = restore_call(R, p, p->hpid, advice[i].what, SYS_madvise, (long)v->start,
+				 (long)(v->end - v->start), advice[i].madv, 0, 0, 0, NULL);
+		if (r == -EINVAL && advice[i].optional) {
+			log_warning("%s: pid %u: %s of %#" PRIx64 "-%#" PRIx64
+				    " is not supported by this kernel; restored without it",
+				    R->o->name, p->img->task.pid, advice[i].what, v->start, v->end);
+			R->err[0] = 0;
+		} else if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Locks and seals, once the memory is in place: mlock() would fault in pages the fill is to
+ * provide, and a sealed VMA can no longer be changed. */
+static int lock_and_seal(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_mm *mm = &p->img->mm;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < mm->n_vmas; i++) {
+		const struct ct_image_vma *v = &mm->vmas[i];
+
+		if (v->advice & CT_IMAGE_ADV_LOCKED)
+			r = restore_call(R, p, p->hpid, "mlock2", SYS_mlock2, (long)v->start,
+					 (long)(v->end - v->start),
+					 v->advice & CT_IMAGE_ADV_LOCKONFAULT ? MLOCK_ONFAULT : 0,
+					 0, 0, 0, NULL);
+	}
+	for (size_t i = 0; r >= 0 && i < mm->n_vmas; i++) {
+		const struct ct_image_vma *v = &mm->vmas[i];
+
+		if (v->advice & CT_IMAGE_ADV_SEALED)
+			r = restore_call(R, p, p->hpid, "mseal (Linux 6.10 or later)", SYS_mseal,
+					 (long)v->start, (long)(v->end - v->start), 0, 0, 0, 0,
+					 NULL);
+	}
+	return r;
+}
+
 static int map_vmas(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_mm *mm = &p->img->mm;
@@ -210,11 +281,12 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 		case CT_IMAGE_VMA_ANON_PRIVATE:
 		case CT_IMAGE_VMA_HEAP:
 		case CT_IMAGE_VMA_STACK:
-			r = restore_call(R, p, p->hpid, "mmap", SYS_mmap, (long)v->start, len,
-					 v->prot,
-					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED |
-						 (v->flags & MAP_GROWSDOWN),
-					 -1, 0, NULL);
+			r = restore_call(
+				R, p, p->hpid, "mmap", SYS_mmap, (long)v->start, len, v->prot,
+				(v->advice & CT_IMAGE_ADV_DROPPABLE ? MAP_DROPPABLE : MAP_PRIVATE) |
+					MAP_ANONYMOUS | MAP_FIXED |
+					(v->flags & (MAP_GROWSDOWN | MAP_NORESERVE)),
+				-1, 0, NULL);
 			break;
 		case CT_IMAGE_VMA_FILE_PRIVATE:
 		case CT_IMAGE_VMA_FILE_SHARED: {
@@ -236,7 +308,7 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 				R, p, p->hpid, "mmap of a file", SYS_mmap, (long)v->start, len,
 				v->prot,
 				(v->kind == CT_IMAGE_VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE) |
-					MAP_FIXED,
+					MAP_FIXED | (v->flags & MAP_NORESERVE),
 				fd, (long)(v->pgoff * CT_PAGE_SIZE), NULL);
 			break;
 		}
@@ -265,6 +337,8 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 			r = restore_fail(R, -EINVAL, "pid %u: unknown mapping kind %u",
 					 p->img->task.pid, v->kind);
 		}
+		if (r >= 0 && v->advice)
+			r = advise_vma(R, p, v);
 		if (r < 0)
 			restore_fail(R, r, "pid %u: mapping %#" PRIx64 "-%#" PRIx64 " failed",
 				     p->img->task.pid, v->start, v->end);
@@ -592,6 +666,8 @@ int restore_mm(struct restorer *R, struct rproc *p)
 			return r;
 	}
 	r = set_mm_map(R, p);
+	if (r >= 0)
+		r = lock_and_seal(R, p);
 	if (r >= 0)
 		p->mm_done = true;
 	return r;

@@ -1,5 +1,5 @@
-/* libFuzzer target: every /proc parser of the container engine (maps, status, stat, fdinfo,
- * task names) on the same bytes, with the invariants their callers rely on. */
+/* libFuzzer target: every /proc parser of the container engine (maps and smaps, status, stat,
+ * fdinfo, task names) on the same bytes, with the invariants their callers rely on. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (v->path && strlen(v->path) > CT_PROC_MAX_LINE)
 				abort();
 			if (!ct_vma_kind_to_string(ct_vma_classify(v)))
+				abort();
+			if (!v->have_vmflags && v->vmflags != 0)
 				abort();
 		}
 		ct_vma_list_done(&maps);

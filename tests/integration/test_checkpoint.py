@@ -4,6 +4,7 @@ pids checked after every restore; refusals and damaged images. Real processes, r
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -199,6 +200,38 @@ def test_tmpfs_image_pages_read_straight_in(host, name, argv, min_pages):
         assert container_ids(r["pid"]) == ids
         assert_healthy(host, name, last_ok(host, name))
         host.run(["rm", "-rf", d])
+    host.migctl("stop", name, "--timeout", "2")
+
+
+def test_vma_advice_kept(host):
+    """madvise, mlock and mseal state, MAP_NORESERVE, MAP_GROWSDOWN and MAP_DROPPABLE come
+    back with the memory: the fixture checks its own smaps, locked size, resident pages and
+    seal, and forks on demand to check DONTFORK and WIPEONFORK."""
+    name = "vmflags"
+    host.migctl("run", name, "--", fixture("fixture-ct-vmflags"))
+    ids = ready_ids(host, name)
+    assert_healthy(host, name, 0, more=3)
+    checkpoint(host, name, "--leave-running")
+    assert_healthy(host, name, last_ok(host, name), more=12)
+    host.run(["rm", "-rf", image(name)])
+    kill_and_restore(host, name, ids)
+
+    vmas = [v for p in host.migctl("image", "show", image(name))["processes"]
+            for v in p["mm"]["vmas"]]
+    advice = {v["advice"] for v in vmas}
+    for want in ("dontfork", "wipeonfork", "dontdump", "hugepage", "nohugepage", "mergeable",
+                 "locked", "locked,lockonfault", "sealed", "droppable"):
+        assert want in advice, (want, advice)
+    flags = [int(v["flags"], 16) for v in vmas]
+    assert any(f & 0x4000 for f in flags), "no MAP_NORESERVE mapping in the image"
+    assert sum(1 for f in flags if f & 0x100) >= 2, "no MAP_GROWSDOWN mapping beside the stack"
+
+    # The fixture's full check runs every second: two of them after the restore.
+    assert_healthy(host, name, last_ok(host, name), more=21)
+    os.kill(entry(host, name)["pid"], signal.SIGUSR1)
+    host.wait_for(lambda: re.search(r"forks=1$", logs(host, name), re.M), 10,
+                  "the fork check after the restore")
+    assert_healthy(host, name, last_ok(host, name), more=12)
     host.migctl("stop", name, "--timeout", "2")
 
 

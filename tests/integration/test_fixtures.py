@@ -194,6 +194,7 @@ CASES = [
      r"alrm=(\d+) ptimer=(\d+) batches=(\d+) rt=(\d+) usr1=(\d+)$"),
     ("fixture-ct-shm", [], 2, 2, r"parent=(\d+) child=(\d+) gens=(\d+),(\d+)$"),
     ("fixture-ct-fds", ["@tmp"], 1, 1, r"offset=\d+ size=(\d+) eventfd=(\d+) timerfd=(\d+)"),
+    ("fixture-ct-vmflags", [], 1, 1, r"ticks=(\d+) checks=(\d+) forks=\d+$"),
 ]
 
 

@@ -133,8 +133,10 @@ static struct ct_image_vma vmas1[] = {
 static struct ct_image_vma vmas7[] = {
 	{0x500000000, 0x500000000 + SHM_MIB *MIB_PAGES *PAGE, 0, 3, 1, CT_IMAGE_VMA_ANON_SHARED,
 	 CT_IMAGE_VMA_PAGES_SHM, SHM_ID, NULL},
-	{ANON7, ANON7 + ANON7_MIB *MIB_PAGES *PAGE, 0, 3, 0x22, CT_IMAGE_VMA_ANON_PRIVATE,
-	 CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL},
+	{ANON7, ANON7 + ANON7_MIB *MIB_PAGES *PAGE, 0, 3, 0x22 | MAP_NORESERVE,
+	 CT_IMAGE_VMA_ANON_PRIVATE, CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL,
+	 CT_IMAGE_ADV_DONTFORK | CT_IMAGE_ADV_HUGEPAGE | CT_IMAGE_ADV_LOCKED |
+		 CT_IMAGE_ADV_LOCKONFAULT},
 };
 static struct ct_image_vma vmas9[] = {
 	{0x600000, 0x610000, 0, 3, 0x22, CT_IMAGE_VMA_STACK, CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL},
@@ -434,6 +436,7 @@ static void assert_mm_equal(const struct ct_image_mm *a, const struct ct_image_m
 		assert_int_equal(x->pages, y->pages);
 		assert_int_equal(x->shmid, y->shmid);
 		assert_str_equal(x->path, y->path);
+		assert_int_equal(x->advice, y->advice);
 	}
 }
 
@@ -891,7 +894,7 @@ static void test_refused_records(void **state)
 {
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
 	struct ct_image_task t = model.tasks[0];
-	struct ct_image_mm mm = model.mms[0];
+	struct ct_image_mm mm = model.mms[0], out;
 	struct ct_image_vma vma = vmas1[0];
 	struct ct_image_fds fds = model.fds[0];
 	struct ct_image_fd fd = fds1[1];
@@ -913,6 +916,33 @@ static void test_refused_records(void **state)
 	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
 	vma.path = NULL; /* a file mapping needs its path */
 	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
+
+	/* Mapping flags and advice this version does not know, or that do not go together. */
+	vma = vmas7[1];
+	vma.advice = 1U << 20;
+	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
+	assert_int_equal(ct_image_encode_mm(&mm, &p, &n), 0);
+	assert_int_equal(ct_image_decode_mm(p, n, err, sizeof(err), &out), -EBADMSG);
+	assert_string_equal(err, "vma 0: unknown mapping flags 0 or advice 0x100000");
+	free(p);
+	vma.advice = 0;
+	vma.flags |= MAP_POPULATE;
+	assert_int_equal(ct_image_encode_mm(&mm, &p, &n), 0);
+	assert_int_equal(ct_image_decode_mm(p, n, err, sizeof(err), &out), -EBADMSG);
+	assert_string_equal(err, "vma 0: unknown mapping flags 0x8000 or advice 0");
+	free(p);
+	vma.flags = vmas7[1].flags;
+	vma.advice = CT_IMAGE_ADV_LOCKONFAULT;
+	assert_int_equal(ct_image_encode_mm(&mm, &p, &n), 0);
+	assert_int_equal(ct_image_decode_mm(p, n, err, sizeof(err), &out), -EBADMSG);
+	assert_string_equal(err, "vma 0: locked on fault but not locked");
+	free(p);
+	vma = vmas1[1]; /* the heap */
+	vma.advice = CT_IMAGE_ADV_DROPPABLE;
+	assert_int_equal(ct_image_encode_mm(&mm, &p, &n), 0);
+	assert_int_equal(ct_image_decode_mm(p, n, err, sizeof(err), &out), -EBADMSG);
+	assert_string_equal(err, "vma 0: droppable but not anonymous private memory");
+	free(p);
 
 	fd.path = (char *)"/var/log/../../../etc/shadow";
 	fds.fds = &fd;

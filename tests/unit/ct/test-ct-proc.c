@@ -138,6 +138,52 @@ static void test_maps_malformed(void **state)
 	assert_int_equal(l.n, 0);
 }
 
+/* smaps: key lines are skipped, VmFlags lands on the VMA above it. */
+static void test_smaps_vmflags(void **state)
+{
+	static const char smaps[] =
+		"7f0000000000-7f0000400000 rw-p 00000000 00:00 0 \n"
+		"Size:               4096 kB\nRss:                   0 kB\nTHPeligible:    1\n"
+		"VmFlags: rd wr mr mw me nr dc wf dd hg mg lo lf sl \n"
+		"7f0000400000-7f0000800000 rw-p 00000000 00:00 0 \n"
+		"Size:               4096 kB\nProtectionKey:         0\n"
+		"VmFlags: rd wr mr mw me ac nh gd dp um\n"
+		"7ffff7fc0000-7ffff7fc4000 r--p 00000000 00:00 0                  [vvar]\n"
+		"VmFlags: rd mr pf io de dd ss uw ui zz\n";
+	static const char *const bad[] = {
+		"VmFlags: rd wr\n",					       /* before any VMA */
+		"1000-2000 rw-p 00000000 00:00 0\nVmFlags: rd\nVmFlags: rd\n", /* twice */
+		"1000-2000 rw-p 00000000 00:00 0\nVmFlags: rd Wr\n",	       /* not a mnemonic */
+		"1000-2000 rw-p 00000000 00:00 0\nVmFlags: rdx\n",
+	};
+	struct ct_vma_list l = {};
+	uint32_t f;
+
+	assert_int_equal(ct_proc_parse_maps(smaps, strlen(smaps), &l), 0);
+	assert_int_equal(l.n, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_true(l.vmas[i].have_vmflags);
+	assert_int_equal(l.vmas[0].vmflags, CT_VMF_NORESERVE | CT_VMF_DONTCOPY | CT_VMF_WIPEONFORK |
+						    CT_VMF_DONTDUMP | CT_VMF_HUGEPAGE |
+						    CT_VMF_MERGEABLE | CT_VMF_LOCKED |
+						    CT_VMF_LOCKONFAULT | CT_VMF_SEALED);
+	assert_int_equal(l.vmas[1].vmflags,
+			 CT_VMF_NOHUGEPAGE | CT_VMF_GROWSDOWN | CT_VMF_DROPPABLE | CT_VMF_UFFD);
+	assert_int_equal(l.vmas[2].vmflags, CT_VMF_DONTDUMP | CT_VMF_SHADOW_STACK | CT_VMF_UFFD);
+	assert_string_equal(l.vmas[2].path, "[vvar]");
+	ct_vma_list_done(&l);
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		assert_int_equal(ct_proc_parse_maps(bad[i], strlen(bad[i]), &l), -EBADMSG);
+		assert_null(l.vmas);
+	}
+	/* Plain maps text has no VmFlags. */
+	assert_int_equal(ct_proc_parse_maps("1000-2000 rw-p 00000000 00:00 0", 31, &l), 0);
+	assert_false(l.vmas[0].have_vmflags);
+	ct_vma_list_done(&l);
+	assert_int_equal(ct_proc_parse_vmflags("", 0, &f), 0);
+	assert_int_equal(f, 0);
+}
+
 static const char status_sample[] = "Name:\tcat\nUmask:\t0022\nState:\tR (running)\n"
 				    "Tgid:\t25635\nNgid:\t0\nPid:\t25635\nPPid:\t25590\n"
 				    "TracerPid:\t0\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\n"
@@ -325,7 +371,9 @@ static void test_live_self(void **state)
 	struct ct_proc_status s;
 	struct ct_proc_stat st;
 	struct ct_fdinfo f = {};
-	bool found_file = false, found_vdso = false, found_vvar = false, found_vclock = false;
+	bool found_file = false, found_vdso = false, found_vvar = false, found_vclock = false,
+	     found_adv = false;
+	uint8_t *adv;
 	pthread_t thread;
 	pid_t *tids = NULL;
 	size_t n_tids;
@@ -341,9 +389,23 @@ static void test_live_self(void **state)
 	assert_true(p != MAP_FAILED);
 	assert_int_equal(unlink(path), 0);
 
+	adv = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	assert_true(adv != MAP_FAILED);
+	assert_int_equal(madvise(adv, 4096, MADV_DONTFORK), 0);
+	assert_int_equal(madvise(adv + 8192, 4096, MADV_WIPEONFORK), 0);
+
 	assert_int_equal(ct_proc_read_maps(getpid(), &l), 0);
 	for (size_t i = 0; i < l.n; i++) {
 		const struct ct_vma *v = &l.vmas[i];
+
+		assert_true(v->have_vmflags);
+		if (v->start == (uintptr_t)adv) {
+			assert_int_equal(v->vmflags, CT_VMF_NORESERVE | CT_VMF_DONTCOPY);
+			assert_int_equal(v[1].vmflags, CT_VMF_NORESERVE);
+			assert_int_equal(v[2].vmflags, CT_VMF_NORESERVE | CT_VMF_WIPEONFORK);
+			found_adv = true;
+		}
 		if (v->start == (uintptr_t)p) {
 			assert_non_null(v->path);
 			assert_string_equal(v->path, path);
@@ -354,7 +416,8 @@ static void test_live_self(void **state)
 		found_vvar |= ct_vma_classify(v) == CT_VMA_VVAR;
 		found_vclock |= ct_vma_classify(v) == CT_VMA_VVAR_VCLOCK;
 	}
-	assert_true(found_file && found_vdso && found_vvar);
+	assert_true(found_file && found_vdso && found_vvar && found_adv);
+	assert_int_equal(munmap(adv, 3 * 4096), 0);
 	if (!found_vclock)
 		print_message("note: no [vvar_vclock] on this kernel\n");
 	ct_vma_list_done(&l);
@@ -422,10 +485,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_maps_sample),    cmocka_unit_test(test_maps_tricky),
-		cmocka_unit_test(test_maps_malformed), cmocka_unit_test(test_status),
-		cmocka_unit_test(test_stat),	       cmocka_unit_test(test_fdinfo),
-		cmocka_unit_test(test_pid_name),       cmocka_unit_test(test_live_self),
-		cmocka_unit_test(test_live_dead),
+		cmocka_unit_test(test_maps_malformed), cmocka_unit_test(test_smaps_vmflags),
+		cmocka_unit_test(test_status),	       cmocka_unit_test(test_stat),
+		cmocka_unit_test(test_fdinfo),	       cmocka_unit_test(test_pid_name),
+		cmocka_unit_test(test_live_self),      cmocka_unit_test(test_live_dead),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
