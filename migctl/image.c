@@ -115,6 +115,21 @@ static void jsonify_task_extra(const struct ct_image_task *t, json_t *o)
 					   "wait_status", (json_int_t)(uint32_t)t->zombies[i]));
 	json_object_set_new(o, "umask", json_integer(t->umask));
 	json_object_set_new(o, "personality", jhex(t->personality));
+	json_object_set_new(o, "no_new_privs", json_boolean(t->no_new_privs));
+	{
+		static const char *const modes[] = {"disabled", "strict", "filter"};
+		json_t *filters = json_array();
+
+		for (size_t i = 0; filters && i < t->n_seccomp_filters; i++)
+			json_array_append_new(filters,
+					      json_pack("{s:I, s:b}", "instructions",
+							(json_int_t)t->seccomp_filters[i].n_insns,
+							"log", t->seccomp_filters[i].flags != 0));
+		json_object_set_new(o, "seccomp",
+				    json_pack("{s:s, s:o}", "mode",
+					      t->seccomp_mode < 3 ? modes[t->seccomp_mode] : "?",
+					      "filters", filters ? filters : json_null()));
+	}
 	json_object_set_new(o, "itimers", itimers ?: json_null());
 	json_object_set_new(o, "posix_timers", timers ?: json_null());
 	json_object_set_new(o, "exited_children", zombies ?: json_null());

@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -117,31 +119,39 @@ static int status_field(const char *text, const char *key, const char **ret)
 	return -ENOENT;
 }
 
-static int dump_creds(struct dumper *d, struct dproc *p, const struct ct_proc_status *st)
+/* Credentials, umask, no_new_privs and seccomp mode of task htid of process hpid, from its status
+ * (what: "pid N" or "task N", for errors). */
+static int read_creds(struct dumper *d, const char *what, pid_t hpid, pid_t htid,
+		      const struct ct_proc_status *st, struct ct_image_task *t)
 {
 	static const char *const capkeys[5] = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"};
 	_cleanup_free_ char *text = NULL;
-	char path[64];
+	char path[96];
 	const char *v;
 	int r;
 
 	for (int i = 0; i < 4; i++) {
-		p->task.creds.uids[i] = st->uid[i];
-		p->task.creds.gids[i] = st->gid[i];
+		t->creds.uids[i] = st->uid[i];
+		t->creds.gids[i] = st->gid[i];
 	}
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->hpid);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)hpid, (int)htid);
 	r = read_small(path, &text);
 	if (r < 0)
-		return dump_fail(d, r, "pid %d: cannot read %s: %s", (int)p->pid, path,
-				 strerror(-r));
+		return dump_fail(d, r, "%s: cannot read %s: %s", what, path, strerror(-r));
 	for (int i = 0; i < 5; i++) {
 		if (status_field(text, capkeys[i], &v) < 0 ||
-		    sscanf(v, "%" SCNx64, &p->task.creds.caps[i]) != 1)
-			return dump_fail(d, -EBADMSG, "pid %d: no %s in %s", (int)p->pid,
-					 capkeys[i], path);
+		    sscanf(v, "%" SCNx64, &t->creds.caps[i]) != 1)
+			return dump_fail(d, -EBADMSG, "%s: no %s in %s", what, capkeys[i], path);
 	}
 	if (status_field(text, "Umask", &v) == 0)
-		p->task.umask = (uint32_t)strtoul(v, NULL, 8) & 0777;
+		t->umask = (uint32_t)strtoul(v, NULL, 8) & 0777;
+	if (status_field(text, "NoNewPrivs", &v) == 0)
+		t->no_new_privs = strtoul(v, NULL, 10) != 0;
+	if (status_field(text, "Seccomp", &v) == 0)
+		t->seccomp_mode = (uint32_t)strtoul(v, NULL, 10);
+	if (t->seccomp_mode > SECCOMP_MODE_FILTER)
+		return dump_fail(d, -EOPNOTSUPP, "%s: unknown seccomp mode %u", what,
+				 t->seccomp_mode);
 	if (status_field(text, "Groups", &v) == 0) {
 		for (;;) {
 			char *end;
@@ -150,15 +160,142 @@ static int dump_creds(struct dumper *d, struct dproc *p, const struct ct_proc_st
 
 			if (end == v)
 				break;
-			n = reallocarray(p->task.creds.groups, p->task.creds.n_groups + 1,
-					 sizeof(*n));
+			n = reallocarray(t->creds.groups, t->creds.n_groups + 1, sizeof(*n));
 			if (!n)
 				return -ENOMEM;
-			p->task.creds.groups = n;
-			n[p->task.creds.n_groups++] = (uint32_t)g;
+			t->creds.groups = n;
+			n[t->creds.n_groups++] = (uint32_t)g;
 			v = end;
 		}
 	}
+	return 0;
+}
+
+static int dump_creds(struct dumper *d, struct dproc *p, const struct ct_proc_status *st)
+{
+	char what[32];
+
+	snprintf(what, sizeof(what), "pid %d", (int)p->pid);
+	return read_creds(d, what, p->hpid, p->hpid, st, &p->task);
+}
+
+static void seccomp_filters_free(struct ct_image_seccomp_filter *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(f[i].insns);
+	free(f);
+}
+
+/* The seccomp filters of a stopped task, oldest first: PTRACE_SECCOMP_GET_FILTER's index 0 is
+ * the first filter installed (get_nth_filter() in kernel/seccomp.c). A
+ * filter that hands system calls to a supervisor (SECCOMP_RET_USER_NOTIF) is refused: the
+ * supervisor holds the other end, and the restored copy would get ENOSYS instead. */
+static int read_seccomp_filters(struct dumper *d, const char *what, pid_t htid,
+				struct ct_image_seccomp_filter **ret, size_t *ret_n)
+{
+	struct ct_image_seccomp_filter *f = NULL;
+	size_t n = 0;
+	int r = 0;
+
+	for (;;) {
+		struct __ptrace_seccomp_metadata md = {.filter_off = n};
+		struct ct_image_seccomp_filter *nf;
+		long k = ptrace(PTRACE_SECCOMP_GET_FILTER, htid, (void *)n, NULL);
+
+		if (k < 0 && errno == ENOENT)
+			break;
+		if (k <= 0 || k > CT_IMAGE_SECCOMP_INSNS_MAX || n >= CT_IMAGE_SECCOMP_FILTERS_MAX) {
+			r = dump_fail(d, k < 0 ? NEG_ERRNO() : -E2BIG,
+				      "%s: its seccomp filter %zu cannot be read: %s", what, n,
+				      k < 0 ? strerror(errno) : "too large");
+			goto fail;
+		}
+		nf = reallocarray(f, n + 1, sizeof(*f));
+		if (!nf) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		f = nf;
+		f[n] = (struct ct_image_seccomp_filter){0, (uint32_t)k, calloc((size_t)k, 8)};
+		n++;
+		if (!f[n - 1].insns) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		if (ptrace(PTRACE_SECCOMP_GET_FILTER, htid, (void *)(n - 1), f[n - 1].insns) != k ||
+		    ptrace(PTRACE_SECCOMP_GET_METADATA, htid, (void *)sizeof(md), &md) < 0) {
+			r = dump_fail(d, NEG_ERRNO(),
+				      "%s: its seccomp filter %zu cannot be read: %m", what, n - 1);
+			goto fail;
+		}
+		f[n - 1].flags = (uint32_t)(md.flags & SECCOMP_FILTER_FLAG_LOG);
+		for (long i = 0; i < k; i++) {
+			const struct sock_filter *insn =
+				(const struct sock_filter *)f[n - 1].insns + i;
+
+			if (BPF_CLASS(insn->code) == BPF_RET && BPF_RVAL(insn->code) == BPF_K &&
+			    (insn->k & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_USER_NOTIF) {
+				r = dump_fail(d, -EOPNOTSUPP,
+					      "%s: its seccomp filter %zu hands system calls to a "
+					      "supervisor (SECCOMP_RET_USER_NOTIF), which is not "
+					      "supported",
+					      what, n - 1);
+				goto fail;
+			}
+		}
+	}
+	*ret = f;
+	*ret_n = n;
+	return 0;
+fail:
+	seccomp_filters_free(f, n);
+	return r;
+}
+
+static bool seccomp_filters_equal(const struct ct_image_seccomp_filter *a, size_t na,
+				  const struct ct_image_seccomp_filter *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (a[i].flags != b[i].flags || a[i].n_insns != b[i].n_insns ||
+		    memcmp(a[i].insns, b[i].insns, (size_t)a[i].n_insns * 8) != 0)
+			return false;
+	return true;
+}
+
+/* The restore gives every thread its process's credentials, no_new_privs and seccomp state:
+ * a thread that changed its own with a raw system call is refused. */
+static int check_thread_creds(struct dumper *d, struct dproc *p, pid_t htid, uint32_t tid,
+			      const struct ct_proc_status *st)
+{
+	struct ct_image_task t = {};
+	const struct ct_image_creds *a = &p->task.creds, *b = &t.creds;
+	char what[32];
+	bool same;
+	int r;
+
+	snprintf(what, sizeof(what), "task %u", tid);
+	r = read_creds(d, what, p->hpid, htid, st, &t);
+	if (r >= 0 && t.seccomp_mode == SECCOMP_MODE_FILTER)
+		r = read_seccomp_filters(d, what, htid, &t.seccomp_filters, &t.n_seccomp_filters);
+	if (r < 0) {
+		ct_image_task_done(&t);
+		return r;
+	}
+	same = memcmp(a->uids, b->uids, sizeof(a->uids)) == 0 &&
+	       memcmp(a->gids, b->gids, sizeof(a->gids)) == 0 &&
+	       memcmp(a->caps, b->caps, sizeof(a->caps)) == 0 && a->n_groups == b->n_groups &&
+	       (a->n_groups == 0 || memcmp(a->groups, b->groups, 4 * a->n_groups) == 0) &&
+	       p->task.no_new_privs == t.no_new_privs && p->task.seccomp_mode == t.seccomp_mode &&
+	       seccomp_filters_equal(p->task.seccomp_filters, p->task.n_seccomp_filters,
+				     t.seccomp_filters, t.n_seccomp_filters);
+	ct_image_task_done(&t);
+	if (!same)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "task %u: its credentials, no_new_privs or seccomp filters differ "
+				 "from its process's, which is not supported",
+				 tid);
 	return 0;
 }
 
@@ -218,6 +355,11 @@ static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task 
 	if (r < 0)
 		return dump_fail(d, r, "task %u: cannot read its status", th->tid);
 	th->sigpending = st.sigpnd;
+	if (t->tid != p->hpid) {
+		r = check_thread_creds(d, p, t->tid, th->tid, &st);
+		if (r < 0)
+			return r;
+	}
 	r = peek_siginfo(d, t->tid, false, &th->siginfo, &th->n_siginfo);
 	if (r < 0)
 		return r;
@@ -517,6 +659,13 @@ static int dump_process(struct dumper *d, struct dproc *p)
 				 (int)p->pid);
 	strscpy(p->task.comm, sst.comm, sizeof(p->task.comm));
 	r = dump_creds(d, p, &st);
+	if (r >= 0 && p->task.seccomp_mode == SECCOMP_MODE_FILTER) {
+		char what[32];
+
+		snprintf(what, sizeof(what), "pid %d", (int)p->pid);
+		r = read_seccomp_filters(d, what, p->hpid, &p->task.seccomp_filters,
+					 &p->task.n_seccomp_filters);
+	}
 	if (r < 0)
 		return r;
 	snprintf(path, sizeof(path), "/proc/%d/personality", (int)p->hpid);

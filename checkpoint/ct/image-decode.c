@@ -475,7 +475,7 @@ static int decode_thread(struct ct_dec *d, const struct ct_tlv *f, struct ct_ima
 }
 
 static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_task *t,
-			     size_t *threads_alloc)
+			     size_t *threads_alloc, size_t *filters_alloc)
 {
 	uint64_t v[4 * CT_IMAGE_SIGNALS];
 	int r;
@@ -573,6 +573,41 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 		if (r == 0 && t->umask > 0777)
 			return ct_dec_fail(d, "task: umask %o out of range", t->umask);
 		return r;
+	case TASK_NO_NEW_PRIVS:
+		r = ct_dec_u32(d, f, "task", &t->no_new_privs);
+		if (r == 0 && t->no_new_privs > 1)
+			return ct_dec_fail(d, "task: no_new_privs is %u", t->no_new_privs);
+		return r;
+	case TASK_SECCOMP:
+		r = ct_dec_u32(d, f, "task", &t->seccomp_mode);
+		if (r == 0 && t->seccomp_mode > 2)
+			return ct_dec_fail(d, "task: unknown seccomp mode %u", t->seccomp_mode);
+		return r;
+	case TASK_SECCOMP_FILTER: {
+		struct ct_image_seccomp_filter *sf;
+		uint8_t *raw = NULL;
+		size_t n = 0;
+
+		r = ct_dec_grow(d, (void **)&t->seccomp_filters, filters_alloc,
+				t->n_seccomp_filters, sizeof(*t->seccomp_filters),
+				CT_IMAGE_SECCOMP_FILTERS_MAX, "task seccomp filters");
+		if (r < 0)
+			return r;
+		r = ct_dec_blob(d, f, 8 * (CT_IMAGE_SECCOMP_INSNS_MAX + 1), 8,
+				"task seccomp filter", &raw, &n);
+		if (r < 0)
+			return r;
+		if (n < 2 || (get_le32(raw) & ~2U) || get_le32(raw + 4)) {
+			free(raw);
+			return ct_dec_fail(d, "task: seccomp filter %zu is malformed",
+					   t->n_seccomp_filters);
+		}
+		sf = &t->seccomp_filters[t->n_seccomp_filters++];
+		*sf = (struct ct_image_seccomp_filter){get_le32(raw), (uint32_t)(n - 1), NULL};
+		memmove(raw, raw + 8, (n - 1) * 8);
+		sf->insns = raw;
+		return 0;
+	}
 	case TASK_THREAD:
 		r = ct_dec_grow(d, (void **)&t->threads, threads_alloc, t->n_threads,
 				sizeof(*t->threads), CT_IMAGE_THREADS_MAX, "task threads");
@@ -590,15 +625,16 @@ int ct_image_decode_task(const uint8_t *buf, size_t size, char *err, size_t errl
 {
 	struct ct_dec dd = {err, errlen}, *d = &dd;
 	_cleanup_(ct_image_task_done) struct ct_image_task t = {};
-	size_t alloc = 0;
+	size_t alloc = 0, filters_alloc = 0;
 	uint64_t seen = 0;
 	struct ct_tlv f;
 	int r;
 
 	while ((r = ct_dec_next(d, &buf, &size, "task", &f)) > 0) {
-		if (f.tag != TASK_THREAD && (r = ct_dec_once(d, &seen, &f, "task")) < 0)
+		if (f.tag != TASK_THREAD && f.tag != TASK_SECCOMP_FILTER &&
+		    (r = ct_dec_once(d, &seen, &f, "task")) < 0)
 			return r;
-		r = decode_task_field(d, &f, &t, &alloc);
+		r = decode_task_field(d, &f, &t, &alloc, &filters_alloc);
 		if (r < 0)
 			return r;
 	}
@@ -615,6 +651,9 @@ int ct_image_decode_task(const uint8_t *buf, size_t size, char *err, size_t errl
 		return r;
 	if (t.pid == 0)
 		return ct_dec_fail(d, "task: pid 0");
+	if ((t.seccomp_mode == 2) != (t.n_seccomp_filters > 0))
+		return ct_dec_fail(d, "task: seccomp mode %u with %zu filters", t.seccomp_mode,
+				   t.n_seccomp_filters);
 	if (t.n_threads == 0 || t.threads[0].tid != t.pid)
 		return ct_dec_fail(d, "task: the first thread must be the leader (tid %u)", t.pid);
 	/* Ascending after the leader: unique without a quadratic check. */

@@ -42,29 +42,31 @@
 #define CT_IMAGE_PAGE_SIZE   4096U
 
 /* Limits: the reader never allocates or loops past these, whatever a file says. */
-#define CT_IMAGE_META_MAX	   ((uint64_t)64 << 20) /* a metadata file's payload */
-#define CT_IMAGE_FILES_MAX	   (4 * 32768 + 4096)
-#define CT_IMAGE_STRING_MAX	   4096 /* paths: PATH_MAX */
-#define CT_IMAGE_NAME_MAX	   255
-#define CT_IMAGE_THREADS_MAX	   32768
-#define CT_IMAGE_ZOMBIES_MAX	   32768
-#define CT_IMAGE_TIMERS_MAX	   65536
-#define CT_IMAGE_GROUPS_MAX	   65536
-#define CT_IMAGE_SIGINFO_MAX	   1024
-#define CT_IMAGE_SIGINFO_SIZE	   128
-#define CT_IMAGE_REGSETS_MAX	   16
-#define CT_IMAGE_REGSET_MAX	   (64 * 1024)
-#define CT_IMAGE_RLIMITS	   16
-#define CT_IMAGE_SIGNALS	   64
-#define CT_IMAGE_AUXV_MAX	   1024 /* u64 words */
-#define CT_IMAGE_VMAS_MAX	   (1 << 20)
-#define CT_IMAGE_FDS_MAX	   (1 << 20)
-#define CT_IMAGE_FD_DATA_MAX	   (4 << 20)
-#define CT_IMAGE_PAGES_CHUNK_PAGES 256 /* 1 MiB of raw pages per zstd frame */
-#define CT_IMAGE_PAGES_CHUNKS_MAX  (1 << 22)
-#define CT_IMAGE_PAGES_RUNS_MAX	   (1 << 24)
-#define CT_IMAGE_ADDR_LIMIT	   ((uint64_t)1 << 57) /* 5-level paging user space */
-#define CT_IMAGE_PAGES_FOOTER_SIZE 24
+#define CT_IMAGE_META_MAX	     ((uint64_t)64 << 20) /* a metadata file's payload */
+#define CT_IMAGE_FILES_MAX	     (4 * 32768 + 4096)
+#define CT_IMAGE_STRING_MAX	     4096 /* paths: PATH_MAX */
+#define CT_IMAGE_NAME_MAX	     255
+#define CT_IMAGE_THREADS_MAX	     32768
+#define CT_IMAGE_ZOMBIES_MAX	     32768
+#define CT_IMAGE_TIMERS_MAX	     65536
+#define CT_IMAGE_SECCOMP_FILTERS_MAX 512  /* each costs the kernel's path limit 4 + length */
+#define CT_IMAGE_SECCOMP_INSNS_MAX   4096 /* BPF_MAXINSNS */
+#define CT_IMAGE_GROUPS_MAX	     65536
+#define CT_IMAGE_SIGINFO_MAX	     1024
+#define CT_IMAGE_SIGINFO_SIZE	     128
+#define CT_IMAGE_REGSETS_MAX	     16
+#define CT_IMAGE_REGSET_MAX	     (64 * 1024)
+#define CT_IMAGE_RLIMITS	     16
+#define CT_IMAGE_SIGNALS	     64
+#define CT_IMAGE_AUXV_MAX	     1024 /* u64 words */
+#define CT_IMAGE_VMAS_MAX	     (1 << 20)
+#define CT_IMAGE_FDS_MAX	     (1 << 20)
+#define CT_IMAGE_FD_DATA_MAX	     (4 << 20)
+#define CT_IMAGE_PAGES_CHUNK_PAGES   256 /* 1 MiB of raw pages per zstd frame */
+#define CT_IMAGE_PAGES_CHUNKS_MAX    (1 << 22)
+#define CT_IMAGE_PAGES_RUNS_MAX	     (1 << 24)
+#define CT_IMAGE_ADDR_LIMIT	     ((uint64_t)1 << 57) /* 5-level paging user space */
+#define CT_IMAGE_PAGES_FOOTER_SIZE   24
 
 enum ct_image_file_kind {
 	CT_IMAGE_FILE_INVENTORY,
@@ -158,6 +160,13 @@ struct ct_image_timer {
 };
 
 /* A process (thread group); threads[0] is the leader, tid == pid. */
+/* One seccomp filter as the kernel holds it (classic BPF, struct sock_filter, 8 bytes each). */
+struct ct_image_seccomp_filter {
+	uint32_t flags; /* SECCOMP_FILTER_FLAG_LOG or 0 */
+	uint32_t n_insns;
+	uint8_t *insns; /* n_insns * 8 */
+};
+
 struct ct_image_task {
 	uint32_t pid, ppid, pgid, sid;
 	char comm[16];
@@ -177,6 +186,10 @@ struct ct_image_task {
 	size_t n_timers;
 	struct ct_image_thread *threads;
 	size_t n_threads;
+	uint32_t no_new_privs; /* 0 or 1, every thread alike */
+	uint32_t seccomp_mode; /* SECCOMP_MODE_DISABLED, _STRICT or _FILTER, every thread alike */
+	struct ct_image_seccomp_filter *seccomp_filters; /* oldest first; FILTER mode only */
+	size_t n_seccomp_filters;
 };
 
 enum ct_image_vma_kind {

@@ -40,13 +40,16 @@ enum { /* task-PID.img */
        TASK_SHARED_SIGINFO, /* n x 128 */
        TASK_CWD,
        TASK_ROOT,
-       TASK_THREAD,	 /* nested THREAD_* */
-       TASK_ITIMERS,	 /* 3 x (u64 interval_us, u64 value_us): real, virtual, prof */
-       TASK_PERSONALITY, /* u32 */
-       TASK_UMASK,	 /* u32 */
-       TASK_ZOMBIES,	 /* n x u64: pid << 32 | wait status, children not yet reaped */
-       TASK_TIMERS,	 /* n x 8 u64: POSIX timers, see struct ct_image_timer */
-       CRED_UIDS = 1,	 /* 4 x u32 */
+       TASK_THREAD,	    /* nested THREAD_* */
+       TASK_ITIMERS,	    /* 3 x (u64 interval_us, u64 value_us): real, virtual, prof */
+       TASK_PERSONALITY,    /* u32 */
+       TASK_UMASK,	    /* u32 */
+       TASK_ZOMBIES,	    /* n x u64: pid << 32 | wait status, children not yet reaped */
+       TASK_TIMERS,	    /* n x 8 u64: POSIX timers, see struct ct_image_timer */
+       TASK_NO_NEW_PRIVS,   /* u32, absent when 0 */
+       TASK_SECCOMP,	    /* u32 mode, absent when 0 */
+       TASK_SECCOMP_FILTER, /* u32 flags, u32 0, n x 8 bytes of BPF; repeated, oldest first */
+       CRED_UIDS = 1,	    /* 4 x u32 */
        CRED_GIDS,
        CRED_GROUPS, /* n x u32 */
        CRED_CAPS,   /* 5 x u64 */

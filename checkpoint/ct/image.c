@@ -378,6 +378,26 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 		put_u64s(&b, TASK_ZOMBIES, t->zombies, t->n_zombies);
 	if (t->n_timers > 0)
 		put_u64s(&b, TASK_TIMERS, (const uint64_t *)t->timers, t->n_timers * 8);
+	if (t->no_new_privs)
+		put_u32(&b, TASK_NO_NEW_PRIVS, t->no_new_privs);
+	if (t->seccomp_mode)
+		put_u32(&b, TASK_SECCOMP, t->seccomp_mode);
+	for (size_t i = 0; i < t->n_seccomp_filters; i++) {
+		const struct ct_image_seccomp_filter *sf = &t->seccomp_filters[i];
+		size_t len = (size_t)sf->n_insns * 8;
+		uint8_t *blob = malloc(8 + len);
+
+		if (!blob) {
+			b.error = -ENOMEM;
+			break;
+		}
+		put_le32(blob, sf->flags);
+		put_le32(blob + 4, 0);
+		if (len)
+			memcpy(blob + 8, sf->insns, len);
+		put_tlv(&b, TASK_SECCOMP_FILTER, blob, 8 + len);
+		free(blob);
+	}
 	for (size_t i = 0; i < t->n_threads; i++)
 		put_thread(&b, &t->threads[i]);
 	return buf_finish(&b, ret, ret_size);
@@ -467,6 +487,9 @@ void ct_image_task_done(struct ct_image_task *t)
 		free(th->regsets);
 	}
 	free(t->threads);
+	for (size_t i = 0; i < t->n_seccomp_filters; i++)
+		free(t->seccomp_filters[i].insns);
+	free(t->seccomp_filters);
 	*t = (struct ct_image_task){};
 }
 

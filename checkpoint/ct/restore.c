@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <net/if.h>
 #include <sched.h>
@@ -746,6 +747,52 @@ static int restore_posix_timers(struct restorer *R, struct rproc *p)
 	return r;
 }
 
+/* Installing a filter needs no_new_privs or CAP_SYS_ADMIN. The filters go in once nothing else
+ * is left to do in the task but queue its signals and unmap the scratch area, as they may
+ * refuse the system calls a restore makes; a process with neither has them installed before
+ * its credentials are set, while it still has the capability. */
+static bool seccomp_early(const struct ct_image_task *t)
+{
+	return t->seccomp_mode == SECCOMP_MODE_FILTER && !t->no_new_privs &&
+	       !(t->creds.caps[2] & (UINT64_C(1) << CAP_SYS_ADMIN));
+}
+
+/* Oldest first, from the main thread; with SECCOMP_FILTER_FLAG_TSYNC every thread shares them,
+ * as threads of one process do when they inherited them (a later TSYNC of the program's own
+ * needs that). */
+static int restore_seccomp_filters(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_task *t = &p->img->task;
+	unsigned long s = p->scratch;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < t->n_seccomp_filters; i++) {
+		const struct ct_image_seccomp_filter *sf = &t->seccomp_filters[i];
+		uint64_t prog[2] = {sf->n_insns, s + 16};
+		long res = 0;
+
+		if (16 + (size_t)sf->n_insns * 8 > RESTORE_SCRATCH_SIZE)
+			return restore_fail(R, -E2BIG, "pid %u: seccomp filter %zu is too large",
+					    t->pid, i);
+		r = restore_poke(R, p, s, prog, sizeof(prog));
+		if (r >= 0)
+			r = restore_poke(R, p, s + 16, sf->insns, (size_t)sf->n_insns * 8);
+		if (r >= 0)
+			r = restore_call(R, p, p->hpid, "seccomp(SECCOMP_SET_MODE_FILTER)",
+					 SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+					 sf->flags |
+						 (t->n_threads > 1 ? SECCOMP_FILTER_FLAG_TSYNC : 0),
+					 (long)s, 0, 0, 0, &res);
+		if (r >= 0 && res != 0)
+			r = restore_fail(
+				R, -EBUSY,
+				"pid %u: seccomp filter %zu could not be shared with thread "
+				"%ld",
+				t->pid, i, res);
+	}
+	return r;
+}
+
 static int restore_task_state(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_task *t = &p->img->task;
@@ -803,8 +850,13 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 	}
 	for (size_t i = 0; r >= 0 && i < t->n_threads; i++)
 		r = restore_thread(R, p, i);
+	if (r >= 0 && seccomp_early(t))
+		r = restore_seccomp_filters(R, p);
 	for (size_t i = 0; r >= 0 && i < t->n_threads; i++)
 		r = restore_creds(R, p, p->htids[i]);
+	for (size_t i = 0; r >= 0 && t->no_new_privs && i < t->n_threads; i++)
+		r = restore_call(R, p, p->htids[i], "prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl,
+				 PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0, NULL);
 	return r;
 }
 
@@ -817,9 +869,16 @@ static int restore_registers(struct restorer *R, struct rproc *p)
 	r = restore_call(R, p, p->hpid, "close", SYS_close, R->chan_fd, 0, 0, 0, 0, 0, NULL);
 	if (r >= 0)
 		r = restore_signals(R, p);
+	if (r >= 0 && !seccomp_early(t))
+		r = restore_seccomp_filters(R, p);
 	if (r >= 0)
 		r = restore_call(R, p, p->hpid, "munmap", SYS_munmap, (long)p->scratch,
 				 RESTORE_SCRATCH_SIZE, 0, 0, 0, 0, NULL);
+	/* Strict mode allows read, write, exit and sigreturn only: nothing may follow it. */
+	for (size_t i = 0; r >= 0 && t->seccomp_mode == SECCOMP_MODE_STRICT && i < t->n_threads;
+	     i++)
+		r = restore_call(R, p, p->htids[i], "prctl(PR_SET_SECCOMP)", SYS_prctl,
+				 PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0, 0, NULL);
 	for (size_t i = 0; r >= 0 && i < t->n_threads; i++) {
 		const struct ct_image_thread *th = &t->threads[i];
 		pid_t h = p->htids[i];

@@ -285,6 +285,34 @@ def test_every_thread_gets_its_credentials_back(host):
     host.migctl("rm", name, "--force")
 
 
+def test_seccomp_and_no_new_privs_kept(host):
+    """A sandboxed process keeps its sandbox: no_new_privs and its seccomp filters, shared by
+    its threads (a TSYNC filter added after the restore must reach both)."""
+    name = "seccomp"
+    host.migctl("run", name, "--", fixture("fixture-ct-seccomp"))
+    ids = ready_ids(host, name)
+    assert_healthy(host, name, 0, more=3)
+    checkpoint(host, name, "--leave-running")
+    assert_healthy(host, name, last_ok(host, name), more=12)
+    shown = host.migctl("image", "show", image(name))["processes"][0]
+    assert shown["no_new_privs"] is True
+    assert shown["seccomp"] == {"mode": "filter", "filters": [
+        {"instructions": 4, "log": True}, {"instructions": 4, "log": False}]}, shown["seccomp"]
+    host.run(["rm", "-rf", image(name)])
+
+    kill_and_restore(host, name, ids)
+    pid = entry(host, name)["pid"]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        status = open(f"/proc/{pid}/task/{task}/status").read()
+        assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status, status
+    assert_healthy(host, name, last_ok(host, name), more=12)
+    os.kill(pid, signal.SIGUSR1)
+    host.wait_for(lambda: re.search(r"tsync=1$", logs(host, name), re.M), 10,
+                  "a filter for every thread after the restore")
+    assert_healthy(host, name, last_ok(host, name), more=12)
+    host.migctl("stop", name, "--timeout", "2")
+
+
 def test_avx_threads_leave_running_then_restore(host):
     if not open("/proc/cpuinfo").read().count(" avx "):
         pytest.skip("this CPU has no AVX")

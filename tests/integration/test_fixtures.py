@@ -195,6 +195,7 @@ CASES = [
     ("fixture-ct-shm", [], 2, 2, r"parent=(\d+) child=(\d+) gens=(\d+),(\d+)$"),
     ("fixture-ct-fds", ["@tmp"], 1, 1, r"offset=\d+ size=(\d+) eventfd=(\d+) timerfd=(\d+)"),
     ("fixture-ct-vmflags", [], 1, 1, r"ticks=(\d+) checks=(\d+) forks=\d+$"),
+    ("fixture-ct-seccomp", [], 1, 2, r"ticks=(\d+) checks=(\d+) tsync=\d+$"),
 ]
 
 

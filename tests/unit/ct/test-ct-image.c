@@ -87,6 +87,10 @@ static uint32_t groups[] = {0, 10, 100};
 static uint64_t zombies[2] = {(uint64_t)40 << 32 | (7 << 8), (uint64_t)41 << 32 | 15};
 static struct ct_image_timer timers[1] = {{3, 1, 36, 4242, 0, 0, 30000000, 12345678}};
 
+static uint8_t bpf_allow[8] = {0x06, 0, 0, 0, 0, 0, 0xff, 0x7f}; /* BPF_RET|BPF_K ALLOW */
+static uint8_t bpf_two[16] = {0x20, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f};
+static struct ct_image_seccomp_filter filters[2] = {{2, 1, bpf_allow}, {0, 2, bpf_two}};
+
 static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
 		      struct ct_image_thread *threads, size_t n_threads)
 {
@@ -117,6 +121,10 @@ static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
 		t->n_zombies = 2;
 		t->timers = timers;
 		t->n_timers = 1;
+		t->no_new_privs = 1;
+		t->seccomp_mode = 2;
+		t->seccomp_filters = filters;
+		t->n_seccomp_filters = 2;
 	}
 }
 
@@ -383,6 +391,15 @@ static void assert_task_equal(const struct ct_image_task *a, const struct ct_ima
 	assert_memory_equal(a->itimers, b->itimers, sizeof(a->itimers));
 	assert_int_equal(a->personality, b->personality);
 	assert_int_equal(a->umask, b->umask);
+	assert_int_equal(a->no_new_privs, b->no_new_privs);
+	assert_int_equal(a->seccomp_mode, b->seccomp_mode);
+	assert_int_equal(a->n_seccomp_filters, b->n_seccomp_filters);
+	for (size_t i = 0; i < a->n_seccomp_filters; i++) {
+		assert_int_equal(a->seccomp_filters[i].flags, b->seccomp_filters[i].flags);
+		assert_int_equal(a->seccomp_filters[i].n_insns, b->seccomp_filters[i].n_insns);
+		assert_memory_equal(a->seccomp_filters[i].insns, b->seccomp_filters[i].insns,
+				    8 * (size_t)a->seccomp_filters[i].n_insns);
+	}
 	assert_int_equal(a->n_zombies, b->n_zombies);
 	if (a->n_zombies)
 		assert_memory_equal(a->zombies, b->zombies, 8 * a->n_zombies);
@@ -893,7 +910,7 @@ static void test_path_check(void **state)
 static void test_refused_records(void **state)
 {
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
-	struct ct_image_task t = model.tasks[0];
+	struct ct_image_task t = model.tasks[0], t2;
 	struct ct_image_mm mm = model.mms[0], out;
 	struct ct_image_vma vma = vmas1[0];
 	struct ct_image_fds fds = model.fds[0];
@@ -916,6 +933,27 @@ static void test_refused_records(void **state)
 	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
 	vma.path = NULL; /* a file mapping needs its path */
 	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
+
+	/* Seccomp filters without filter mode, and the other way round. */
+	t = model.tasks[0];
+	t.seccomp_mode = 0;
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t2), -EBADMSG);
+	assert_string_equal(err, "task: seccomp mode 0 with 2 filters");
+	free(p);
+	t.seccomp_mode = 2;
+	t.n_seccomp_filters = 0;
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t2), -EBADMSG);
+	assert_string_equal(err, "task: seccomp mode 2 with 0 filters");
+	free(p);
+	t.n_seccomp_filters = 2;
+	filters[0].flags = 1; /* SECCOMP_FILTER_FLAG_TSYNC is not a filter's own flag */
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	filters[0].flags = 2;
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t2), -EBADMSG);
+	assert_string_equal(err, "task: seccomp filter 0 is malformed");
+	free(p);
 
 	/* Mapping flags and advice this version does not know, or that do not go together. */
 	vma = vmas7[1];
