@@ -292,10 +292,11 @@ static int check_thread_creds(struct dumper *d, struct dproc *p, pid_t htid, uin
 				     t.seccomp_filters, t.n_seccomp_filters);
 	ct_image_task_done(&t);
 	if (!same)
-		return dump_fail(d, -EOPNOTSUPP,
-				 "task %u: its credentials, no_new_privs or seccomp filters differ "
-				 "from its process's, which is not supported",
-				 tid);
+		return dump_fail(
+			d, -EOPNOTSUPP,
+			"pid %d thread %u: its credentials, no_new_privs or seccomp filters "
+			"differ from its process's, which is not supported",
+			(int)p->pid, tid);
 	return 0;
 }
 

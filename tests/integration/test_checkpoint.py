@@ -506,6 +506,13 @@ def test_refusals(host):
            r"connected to outside the container is not supported")
     refuse(host, "traced", ["sh", "-c", "sleep 1000 & exec strace -o /dev/null -p $!"],
            r"cannot seize|ptrace|Operation not permitted")
+    # One thread alone changed its uid with the raw system call (libc would change them all).
+    refuse(host, "onethread", ["python3", "-c", "import ctypes, threading, time; "
+                               "threading.Thread(target=lambda: (ctypes.CDLL(None).syscall("
+                               "117, 1000, 1000, 1000), time.sleep(1000))).start(); "
+                               "time.sleep(1000)"],
+           r"pid 1 thread \d+: its credentials, no_new_privs or seccomp filters differ from its "
+           r"process's, which is not supported")
     # A directory that holds anything is refused before the container is frozen, and what was
     # there stays.
     name = "stale"
