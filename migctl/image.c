@@ -82,6 +82,22 @@ static json_t *jsonify_threads(const struct ct_image_task *t)
 				      "length", (json_int_t)th->rseq_len, "signature",
 				      jhex(th->rseq_sig), "regsets", regsets)) < 0)
 			return json_decref(a), NULL;
+		if (th->have_sched) {
+			unsigned cpus = 0;
+
+			for (size_t j = 0; j < th->affinity_len; j++)
+				cpus += (unsigned)__builtin_popcount(th->affinity[j]);
+			json_object_set_new(json_array_get(a, i), "sched",
+					    json_pack("{s:I, s:I, s:I, s:b, s:o, s:I, s:I, s:I}",
+						      "policy", (json_int_t)th->sched_policy,
+						      "priority", (json_int_t)th->sched_priority,
+						      "nice", (json_int_t)th->nice, "reset_on_fork",
+						      th->sched_flags != 0, "ioprio",
+						      jhex(th->ioprio), "timerslack_ns",
+						      (json_int_t)th->timerslack_ns, "pdeathsig",
+						      (json_int_t)th->pdeathsig, "cpus",
+						      (json_int_t)cpus));
+		}
 	}
 	return a;
 }
@@ -115,6 +131,11 @@ static void jsonify_task_extra(const struct ct_image_task *t, json_t *o)
 					   "wait_status", (json_int_t)(uint32_t)t->zombies[i]));
 	json_object_set_new(o, "umask", json_integer(t->umask));
 	json_object_set_new(o, "personality", jhex(t->personality));
+	if (t->have_attrs) {
+		json_object_set_new(o, "oom_score_adj", json_integer(t->oom_score_adj));
+		json_object_set_new(o, "dumpable", json_integer(t->dumpable));
+		json_object_set_new(o, "child_subreaper", json_boolean(t->subreaper));
+	}
 	json_object_set_new(o, "no_new_privs", json_boolean(t->no_new_privs));
 	{
 		static const char *const modes[] = {"disabled", "strict", "filter"};

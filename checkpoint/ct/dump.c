@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/filter.h>
+#include <linux/ioprio.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sched.h>
@@ -329,6 +330,87 @@ static int peek_siginfo(struct dumper *d, pid_t tid, bool shared, uint8_t **ret,
 	return 0;
 }
 
+/* oom_score_adj (/proc), dumpable and child subreaper (asked in the task). */
+static int dump_task_attrs(struct dumper *d, struct dproc *p)
+{
+	_cleanup_free_ char *adj = NULL;
+	char path[64];
+	int32_t reaper = 0;
+	long res;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)p->hpid);
+	r = read_small(path, &adj);
+	if (r < 0)
+		return dump_fail(d, r, "pid %d: cannot read %s: %s", (int)p->pid, path,
+				 strerror(-r));
+	p->task.oom_score_adj = (int32_t)strtol(adj, NULL, 10);
+	r = inject_ok(d, p->threads[0], "prctl(PR_GET_DUMPABLE)", SYS_prctl, PR_GET_DUMPABLE, 0, 0,
+		      0, &res);
+	if (r < 0)
+		return r;
+	p->task.dumpable = (uint32_t)res;
+	r = inject_ok(d, p->threads[0], "prctl(PR_GET_CHILD_SUBREAPER)", SYS_prctl,
+		      PR_GET_CHILD_SUBREAPER, (long)p->scratch, 0, 0, NULL);
+	if (r >= 0 && (r = scratch_read(p, 0, &reaper, sizeof(reaper))) < 0)
+		return dump_fail(d, r, "pid %d: cannot read its subreaper flag", (int)p->pid);
+	if (r < 0)
+		return r;
+	p->task.subreaper = reaper != 0;
+	p->task.have_attrs = true;
+	return 0;
+}
+
+/* Scheduling policy, nice, CPU affinity, I/O priority (read from here), timer slack and parent
+ * death signal (asked in the thread: only it can). */
+static int dump_thread_sched(struct dumper *d, struct dproc *p, struct ct_ptrace_task *t,
+			     struct ct_image_thread *th)
+{
+	struct ct_sched_attr attr = {.size = sizeof(attr)};
+	uint8_t mask[CT_IMAGE_AFFINITY_MAX];
+	long n, res;
+	int32_t sig = 0;
+	int r;
+
+	if (syscall(SYS_sched_getattr, t->tid, &attr, sizeof(attr), 0) < 0)
+		return dump_fail(d, NEG_ERRNO(), "task %u: sched_getattr failed: %m", th->tid);
+	if (attr.sched_policy == CT_SCHED_DEADLINE)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d thread %u: SCHED_DEADLINE scheduling is not supported",
+				 (int)p->pid, th->tid);
+	n = syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, t->tid);
+	if (n < 0)
+		return dump_fail(d, NEG_ERRNO(), "task %u: ioprio_get failed: %m", th->tid);
+	th->ioprio = (uint32_t)n;
+	n = syscall(SYS_sched_getaffinity, t->tid, sizeof(mask), mask);
+	if (n <= 0 || n % 8)
+		return dump_fail(d, n < 0 ? NEG_ERRNO() : -EBADMSG,
+				 "task %u: sched_getaffinity failed: %m", th->tid);
+	th->affinity = malloc((size_t)n);
+	if (!th->affinity)
+		return -ENOMEM;
+	memcpy(th->affinity, mask, (size_t)n);
+	th->affinity_len = (size_t)n;
+	r = inject_ok(d, t, "prctl(PR_GET_TIMERSLACK)", SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0,
+		      &res);
+	if (r < 0)
+		return r;
+	th->timerslack_ns = (uint64_t)res;
+	r = inject_ok(d, t, "prctl(PR_GET_PDEATHSIG)", SYS_prctl, PR_GET_PDEATHSIG,
+		      (long)p->scratch, 0, 0, NULL);
+	if (r >= 0 && (r = scratch_read(p, 0, &sig, sizeof(sig))) < 0)
+		return dump_fail(d, r, "task %u: cannot read its parent death signal", th->tid);
+	if (r < 0)
+		return r;
+	th->pdeathsig = (uint32_t)sig;
+	th->sched_policy = attr.sched_policy;
+	th->sched_flags = attr.sched_flags & CT_SCHED_FLAG_RESET_ON_FORK;
+	th->sched_priority = attr.sched_priority;
+	th->nice = attr.sched_nice;
+	th->have_sched = true;
+	return 0;
+}
+
 static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task *t,
 		       struct ct_image_thread *th)
 {
@@ -390,6 +472,9 @@ static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task 
 	th->altstack_sp = stack[0];
 	th->altstack_flags = (uint32_t)stack[1] & ~(uint32_t)SS_ONSTACK;
 	th->altstack_size = stack[2];
+	r = dump_thread_sched(d, p, t, th);
+	if (r < 0)
+		return r;
 
 	r = ct_ptrace_get_regs(t->tid, &regs);
 	if (r >= 0)
@@ -691,6 +776,9 @@ static int dump_process(struct dumper *d, struct dproc *p)
 	if (r < 0)
 		return r;
 	p->task.creds.securebits = (uint32_t)res;
+	r = dump_task_attrs(d, p);
+	if (r < 0)
+		return r;
 	/* Asked by the task itself: another process's limits need matching ids or
 	 * CAP_SYS_RESOURCE, which a host may withhold even from root. */
 	for (int i = 0; r >= 0 && i < CT_IMAGE_RLIMITS; i++) {

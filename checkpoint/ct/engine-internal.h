@@ -11,6 +11,20 @@
 
 #define CT_ENGINE_ERROR_MAX 1024
 
+/* struct sched_attr of sched_getattr(2)/sched_setattr(2), which <linux/sched/types.h> declares
+ * in a way that clashes with <sched.h>. */
+struct ct_sched_attr {
+	uint32_t size;
+	uint32_t sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime, sched_deadline, sched_period;
+};
+
+#define CT_SCHED_DEADLINE	    6
+#define CT_SCHED_FLAG_RESET_ON_FORK 0x01
+
 struct ct_dump_opts {
 	const char *name;     /* the container, for messages and the inventory */
 	struct ct_cgroup *cg; /* every task of the container is in it */

@@ -394,6 +394,16 @@ static int decode_regset(struct ct_dec *d, const struct ct_tlv *f, struct ct_ima
 	return ct_dec_require(d, seen, TAG_BIT(REGSET_TYPE) | TAG_BIT(REGSET_DATA), "regset");
 }
 
+static int dec_u32s(struct ct_dec *d, const struct ct_tlv *f, const char *what, uint32_t *ret,
+		    size_t n)
+{
+	if (f->len != 4 * n)
+		return ct_dec_fail(d, "%s is %u bytes, expected %zu", what, f->len, 4 * n);
+	for (size_t i = 0; i < n; i++)
+		ret[i] = get_le32(f->val + 4 * i);
+	return 0;
+}
+
 static int decode_thread(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_thread *ret)
 {
 	const uint8_t *p = f->val;
@@ -447,6 +457,35 @@ static int decode_thread(struct ct_dec *d, const struct ct_tlv *f, struct ct_ima
 					"thread regsets");
 			if (r == 0)
 				r = decode_regset(d, &g, &ret->regsets[ret->n_regsets++]);
+			break;
+		case THREAD_SCHED: {
+			uint32_t v[6];
+
+			r = dec_u32s(d, &g, "thread sched", v, 6);
+			if (r == 0 &&
+			    (v[0] > 7 || v[0] == 4 || v[0] == 6 || v[1] > 1 || v[2] > 99 ||
+			     (int32_t)v[3] < -20 || (int32_t)v[3] > 19 || v[5] > 64))
+				r = ct_dec_fail(d, "thread: scheduling attributes out of range");
+			if (r == 0) {
+				ret->have_sched = true;
+				ret->sched_policy = v[0];
+				ret->sched_flags = v[1];
+				ret->sched_priority = v[2];
+				ret->nice = (int32_t)v[3];
+				ret->ioprio = v[4];
+				ret->pdeathsig = v[5];
+			}
+			break;
+		}
+		case THREAD_TIMERSLACK:
+			r = ct_dec_u64(d, &g, "thread", &ret->timerslack_ns);
+			break;
+		case THREAD_AFFINITY:
+			r = ct_dec_blob(d, &g, CT_IMAGE_AFFINITY_MAX, 8, "thread affinity",
+					&ret->affinity, &ret->affinity_len);
+			if (r == 0 && ret->affinity_len == 0)
+				r = ct_dec_fail(d, "thread: empty affinity");
+			ret->affinity_len *= 8;
 			break;
 		case THREAD_ALTSTACK: {
 			uint64_t a[3] = {0};
@@ -573,6 +612,21 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 		if (r == 0 && t->umask > 0777)
 			return ct_dec_fail(d, "task: umask %o out of range", t->umask);
 		return r;
+	case TASK_ATTRS: {
+		uint32_t a[3];
+
+		r = dec_u32s(d, f, "task attributes", a, 3);
+		if (r == 0 &&
+		    ((int32_t)a[0] < -1000 || (int32_t)a[0] > 1000 || a[1] > 2 || a[2] > 1))
+			return ct_dec_fail(d, "task: attributes out of range");
+		if (r == 0) {
+			t->have_attrs = true;
+			t->oom_score_adj = (int32_t)a[0];
+			t->dumpable = a[1];
+			t->subreaper = a[2];
+		}
+		return r;
+	}
 	case TASK_NO_NEW_PRIVS:
 		r = ct_dec_u32(d, f, "task", &t->no_new_privs);
 		if (r == 0 && t->no_new_privs > 1)

@@ -51,6 +51,7 @@
 #define CT_IMAGE_TIMERS_MAX	     65536
 #define CT_IMAGE_SECCOMP_FILTERS_MAX 512  /* each costs the kernel's path limit 4 + length */
 #define CT_IMAGE_SECCOMP_INSNS_MAX   4096 /* BPF_MAXINSNS */
+#define CT_IMAGE_AFFINITY_MAX	     1024 /* bytes of CPU mask: 8192 CPUs */
 #define CT_IMAGE_GROUPS_MAX	     65536
 #define CT_IMAGE_SIGINFO_MAX	     1024
 #define CT_IMAGE_SIGINFO_SIZE	     128
@@ -149,6 +150,17 @@ struct ct_image_thread {
 	struct ct_image_regset *regsets;
 	size_t n_regsets;
 	uint64_t altstack_sp, altstack_size, altstack_flags; /* sigaltstack */
+	/* Scheduling and the rest of a thread's own attributes; older images have none. */
+	bool have_sched;
+	uint32_t sched_policy;	 /* SCHED_OTHER, _FIFO, _RR, _BATCH, _IDLE */
+	uint32_t sched_flags;	 /* SCHED_FLAG_RESET_ON_FORK */
+	uint32_t sched_priority; /* FIFO and RR */
+	int32_t nice;
+	uint32_t ioprio;
+	uint32_t pdeathsig;
+	uint64_t timerslack_ns;
+	uint8_t *affinity; /* CPU mask, affinity_len bytes (a multiple of 8); NULL: not recorded */
+	size_t affinity_len;
 };
 
 /* A POSIX timer (timer_create), as 8 u64 in the record. */
@@ -186,6 +198,10 @@ struct ct_image_task {
 	size_t n_timers;
 	struct ct_image_thread *threads;
 	size_t n_threads;
+	bool have_attrs; /* the three below were recorded (older images have none) */
+	int32_t oom_score_adj;
+	uint32_t dumpable;     /* PR_GET_DUMPABLE */
+	uint32_t subreaper;    /* PR_GET_CHILD_SUBREAPER */
 	uint32_t no_new_privs; /* 0 or 1, every thread alike */
 	uint32_t seccomp_mode; /* SECCOMP_MODE_DISABLED, _STRICT or _FILTER, every thread alike */
 	struct ct_image_seccomp_filter *seccomp_filters; /* oldest first; FILTER mode only */

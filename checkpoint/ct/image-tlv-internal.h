@@ -49,6 +49,7 @@ enum { /* task-PID.img */
        TASK_NO_NEW_PRIVS,   /* u32, absent when 0 */
        TASK_SECCOMP,	    /* u32 mode, absent when 0 */
        TASK_SECCOMP_FILTER, /* u32 flags, u32 0, n x 8 bytes of BPF; repeated, oldest first */
+       TASK_ATTRS,	    /* 3 x u32: oom_score_adj (signed), dumpable, subreaper */
        CRED_UIDS = 1,	    /* 4 x u32 */
        CRED_GIDS,
        CRED_GROUPS, /* n x u32 */
@@ -61,9 +62,12 @@ enum { /* task-PID.img */
        THREAD_SIGINFO, /* n x 128 */
        THREAD_ROBUST,  /* u64 head, u64 len */
        THREAD_TID_ADDRESS,
-       THREAD_RSEQ,	/* u64 addr, u32 len, u32 sig */
-       THREAD_REGSET,	/* nested REGSET_* */
-       THREAD_ALTSTACK, /* u64 sp, u64 size, u64 flags */
+       THREAD_RSEQ,	  /* u64 addr, u32 len, u32 sig */
+       THREAD_REGSET,	  /* nested REGSET_* */
+       THREAD_ALTSTACK,	  /* u64 sp, u64 size, u64 flags */
+       THREAD_SCHED,	  /* 6 x u32: policy, flags, priority, nice (signed), ioprio, pdeathsig */
+       THREAD_TIMERSLACK, /* u64 ns */
+       THREAD_AFFINITY,	  /* CPU mask, a multiple of 8 bytes */
        REGSET_TYPE = 1,
        REGSET_DATA,
 };

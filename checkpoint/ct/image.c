@@ -328,6 +328,15 @@ static void put_thread(struct buf *b, const struct ct_image_thread *th)
 	}
 	put_u64s(b, THREAD_ALTSTACK,
 		 (const uint64_t[]){th->altstack_sp, th->altstack_size, th->altstack_flags}, 3);
+	if (th->have_sched) {
+		put_u32s(b, THREAD_SCHED,
+			 (const uint32_t[]){th->sched_policy, th->sched_flags, th->sched_priority,
+					    (uint32_t)th->nice, th->ioprio, th->pdeathsig},
+			 6);
+		put_u64(b, THREAD_TIMERSLACK, th->timerslack_ns);
+	}
+	if (th->affinity_len > 0)
+		put_tlv(b, THREAD_AFFINITY, th->affinity, th->affinity_len);
 	nest_end(b, at);
 }
 
@@ -378,6 +387,10 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 		put_u64s(&b, TASK_ZOMBIES, t->zombies, t->n_zombies);
 	if (t->n_timers > 0)
 		put_u64s(&b, TASK_TIMERS, (const uint64_t *)t->timers, t->n_timers * 8);
+	if (t->have_attrs)
+		put_u32s(&b, TASK_ATTRS,
+			 (const uint32_t[]){(uint32_t)t->oom_score_adj, t->dumpable, t->subreaper},
+			 3);
 	if (t->no_new_privs)
 		put_u32(&b, TASK_NO_NEW_PRIVS, t->no_new_privs);
 	if (t->seccomp_mode)
@@ -482,6 +495,7 @@ void ct_image_task_done(struct ct_image_task *t)
 		struct ct_image_thread *th = &t->threads[i];
 
 		free(th->siginfo);
+		free(th->affinity);
 		for (size_t j = 0; j < th->n_regsets; j++)
 			free(th->regsets[j].data);
 		free(th->regsets);

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/ioprio.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
@@ -793,6 +794,80 @@ static int restore_seccomp_filters(struct restorer *R, struct rproc *p)
 	return r;
 }
 
+static int restore_task_attrs(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_task *t = &p->img->task;
+	char path[64], adj[16];
+	int r = 0, n, fd;
+
+	if (!t->have_attrs)
+		return 0;
+	/* 2 (SUID_DUMP_ROOT) comes from the fs.suid_dumpable sysctl, not from prctl. */
+	if (t->dumpable <= 1)
+		r = restore_call(R, p, p->hpid, "prctl(PR_SET_DUMPABLE)", SYS_prctl,
+				 PR_SET_DUMPABLE, t->dumpable, 0, 0, 0, 0, NULL);
+	if (r >= 0 && t->subreaper)
+		r = restore_call(R, p, p->hpid, "prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl,
+				 PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0, NULL);
+	if (r < 0)
+		return r;
+	/* Below what it inherited needs CAP_SYS_RESOURCE, which a host may withhold from root:
+	 * then the process runs on with the value it has, and the log says so. */
+	snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)p->hpid);
+	n = snprintf(adj, sizeof(adj), "%d", t->oom_score_adj);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, adj, (size_t)n) != n)
+		log_warning("%s: pid %u: cannot set its oom_score_adj back to %d: %m", R->o->name,
+			    t->pid, t->oom_score_adj);
+	safe_close(fd);
+	return 0;
+}
+
+/* Policy, nice, affinity and I/O priority are set from here; timer slack and the parent death
+ * signal only by the thread itself. A CPU mask with no CPU of this host, or one outside the
+ * container's cpuset, leaves the thread free to run anywhere (logged). */
+static int restore_thread_sched(struct restorer *R, struct rproc *p, size_t i)
+{
+	const struct ct_image_thread *th = &p->img->task.threads[i];
+	struct ct_sched_attr attr = {
+		.size = sizeof(attr),
+		.sched_policy = th->sched_policy,
+		.sched_flags = th->sched_flags,
+		.sched_nice = th->nice,
+		.sched_priority = th->sched_priority,
+	};
+	pid_t h = p->htids[i];
+	int r;
+
+	if (!th->have_sched)
+		return 0;
+	if (syscall(SYS_sched_setattr, h, &attr, 0) < 0)
+		return restore_fail(R, NEG_ERRNO(),
+				    "pid %u thread %u: cannot set its scheduling (policy %u, "
+				    "priority %u, nice %d): %m",
+				    p->img->task.pid, th->tid, th->sched_policy, th->sched_priority,
+				    th->nice);
+	/* sched_setattr() takes the nice value for SCHED_OTHER and SCHED_BATCH only; a thread
+	 * under another policy keeps one too, for when it goes back. */
+	if (setpriority(PRIO_PROCESS, (id_t)h, th->nice) < 0)
+		return restore_fail(R, NEG_ERRNO(), "pid %u thread %u: cannot set its nice %d: %m",
+				    p->img->task.pid, th->tid, th->nice);
+	if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, h, th->ioprio) < 0)
+		log_warning("%s: thread %u: cannot set its I/O priority %#x: %m", R->o->name,
+			    th->tid, th->ioprio);
+	if (th->affinity_len > 0 &&
+	    syscall(SYS_sched_setaffinity, h, th->affinity_len, th->affinity) < 0)
+		log_warning("%s: thread %u: cannot set its CPU affinity (%m); it may run on any "
+			    "CPU",
+			    R->o->name, th->tid);
+	r = restore_call(R, p, h, "prctl(PR_SET_TIMERSLACK)", SYS_prctl, PR_SET_TIMERSLACK,
+			 (long)th->timerslack_ns, 0, 0, 0, 0, NULL);
+	if (r >= 0 && th->pdeathsig)
+		r = restore_call(R, p, h, "prctl(PR_SET_PDEATHSIG)", SYS_prctl, PR_SET_PDEATHSIG,
+				 th->pdeathsig, 0, 0, 0, 0, NULL);
+	return r;
+}
+
 static int restore_task_state(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_task *t = &p->img->task;
@@ -857,6 +932,11 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 	for (size_t i = 0; r >= 0 && t->no_new_privs && i < t->n_threads; i++)
 		r = restore_call(R, p, p->htids[i], "prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl,
 				 PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0, NULL);
+	/* After the credentials: changing them resets dumpable and the parent death signal. */
+	if (r >= 0)
+		r = restore_task_attrs(R, p);
+	for (size_t i = 0; r >= 0 && i < t->n_threads; i++)
+		r = restore_thread_sched(R, p, i);
 	return r;
 }
 

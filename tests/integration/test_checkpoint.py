@@ -285,6 +285,78 @@ def test_every_thread_gets_its_credentials_back(host):
     host.migctl("rm", name, "--force")
 
 
+ATTRS_PROGRAM = r"""
+import ctypes, os, signal, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+last_cpu = max(os.sched_getaffinity(0))
+
+def prctl_int(op):
+    v = ctypes.c_int(-1)
+    assert libc.prctl(op, ctypes.byref(v), 0, 0, 0) == 0
+    return v.value
+
+def setup(nice, policy, cpu, pdeathsig, slack, ioprio):
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+    os.sched_setscheduler(0, policy, os.sched_param(0))
+    os.sched_setaffinity(0, {cpu})
+    assert libc.prctl(1, pdeathsig, 0, 0, 0) == 0      # PR_SET_PDEATHSIG
+    assert libc.prctl(29, slack, 0, 0, 0) == 0         # PR_SET_TIMERSLACK
+    assert libc.syscall(251, 1, 0, ioprio) == 0        # ioprio_set(IOPRIO_WHO_PROCESS, self)
+
+def state():
+    return (f"nice={os.getpriority(os.PRIO_PROCESS, 0)} policy={os.sched_getscheduler(0)} "
+            f"cpus={sorted(os.sched_getaffinity(0))} pdeathsig={prctl_int(2)} "
+            f"slack={libc.prctl(30, 0, 0, 0, 0)} ioprio={libc.syscall(252, 1, 0)}")
+
+states = {}
+def second():
+    setup(3, os.SCHED_IDLE, last_cpu, signal.SIGURG, 654321, (2 << 13) | 3)
+    while True:
+        states["second"] = state()
+        time.sleep(0.1)
+
+setup(7, os.SCHED_BATCH, 0, signal.SIGWINCH, 123456, (2 << 13) | 5)
+assert libc.prctl(4, 0, 0, 0, 0) == 0                  # PR_SET_DUMPABLE 0
+assert libc.prctl(36, 1, 0, 0, 0) == 0                 # PR_SET_CHILD_SUBREAPER
+with open("/proc/self/oom_score_adj", "w") as f:
+    f.write("345")
+threading.Thread(target=second, daemon=True).start()
+while True:
+    time.sleep(0.1)
+    if "second" in states:
+        print(f"STATE main: {state()} dumpable={libc.prctl(3, 0, 0, 0, 0)} "
+              f"subreaper={prctl_int(37)} oom={open('/proc/self/oom_score_adj').read().strip()}"
+              f" | second: {states['second']}", flush=True)
+"""
+
+
+def last_state(h, name):
+    lines = [l for l in logs(h, name).splitlines() if l.startswith("STATE ")]
+    return lines[-1] if lines else None
+
+
+def test_scheduling_and_process_attributes_kept(host):
+    """Per thread: nice, policy, CPU affinity, I/O priority, timer slack, parent death
+    signal; per process: dumpable, child subreaper, oom_score_adj. The program reports them
+    itself, before the checkpoint and after the restore."""
+    name = "attrs"
+    host.migctl("run", name, "--", "python3", "-c", ATTRS_PROGRAM)
+    host.wait_for(lambda: last_state(host, name), 30, "the program to report")
+    before = last_state(host, name)
+    assert "nice=7 policy=3 cpus=[0] pdeathsig=28 slack=123456 ioprio=16389 dumpable=0 " \
+        "subreaper=1 oom=345 | second: nice=3 policy=5" in before, before
+    kill_and_restore(host, name)
+    shown = host.migctl("image", "show", image(name))["processes"][0]
+    assert (shown["oom_score_adj"], shown["dumpable"], shown["child_subreaper"]) == (345, 0, True)
+    assert [t["sched"]["nice"] for t in shown["threads"]] == [7, 3], shown["threads"]
+    n = len(logs(host, name).splitlines())
+    host.wait_for(lambda: len(logs(host, name).splitlines()) > n + 2, 30, "reports after it")
+    text = logs(host, name)
+    assert "Traceback" not in text, text[-2000:]
+    assert last_state(host, name) == before
+    host.migctl("rm", name, "--force")
+
+
 def test_seccomp_and_no_new_privs_kept(host):
     """A sandboxed process keeps its sandbox: no_new_privs and its seccomp filters, shared by
     its threads (a TSYNC filter added after the restore must reach both)."""

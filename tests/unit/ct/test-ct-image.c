@@ -55,6 +55,8 @@ static void gen_page(uint8_t *p, uint64_t seed, uint64_t addr)
 	}
 }
 
+static uint8_t affinity[16] = {0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80};
+
 static void fill_thread(struct ct_image_thread *th, uint32_t tid, struct ct_image_regset *regs)
 {
 	static uint8_t gp[216], xstate[2696];
@@ -77,7 +79,17 @@ static void fill_thread(struct ct_image_thread *th, uint32_t tid, struct ct_imag
 				       .n_regsets = 2,
 				       .altstack_sp = 0x7f00004000 + tid,
 				       .altstack_size = 65536,
-				       .altstack_flags = 4 /* SS_AUTODISARM */};
+				       .altstack_flags = 4 /* SS_AUTODISARM */,
+				       .have_sched = true,
+				       .sched_policy = tid == 1 ? 3 : 1, /* BATCH, FIFO */
+				       .sched_flags = 1,
+				       .sched_priority = tid == 1 ? 0 : 10,
+				       .nice = tid == 1 ? -5 : 7,
+				       .ioprio = (2 << 13) | 4,
+				       .pdeathsig = 15,
+				       .timerslack_ns = 123456,
+				       .affinity = affinity,
+				       .affinity_len = sizeof(affinity)};
 	snprintf(th->comm, sizeof(th->comm), "worker-%u", tid);
 }
 
@@ -121,6 +133,10 @@ static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
 		t->n_zombies = 2;
 		t->timers = timers;
 		t->n_timers = 1;
+		t->have_attrs = true;
+		t->oom_score_adj = -500;
+		t->dumpable = 0;
+		t->subreaper = 1;
 		t->no_new_privs = 1;
 		t->seccomp_mode = 2;
 		t->seccomp_filters = filters;
@@ -391,6 +407,10 @@ static void assert_task_equal(const struct ct_image_task *a, const struct ct_ima
 	assert_memory_equal(a->itimers, b->itimers, sizeof(a->itimers));
 	assert_int_equal(a->personality, b->personality);
 	assert_int_equal(a->umask, b->umask);
+	assert_int_equal(a->have_attrs, b->have_attrs);
+	assert_int_equal(a->oom_score_adj, b->oom_score_adj);
+	assert_int_equal(a->dumpable, b->dumpable);
+	assert_int_equal(a->subreaper, b->subreaper);
 	assert_int_equal(a->no_new_privs, b->no_new_privs);
 	assert_int_equal(a->seccomp_mode, b->seccomp_mode);
 	assert_int_equal(a->n_seccomp_filters, b->n_seccomp_filters);
@@ -421,6 +441,16 @@ static void assert_task_equal(const struct ct_image_task *a, const struct ct_ima
 		assert_int_equal(x->altstack_sp, y->altstack_sp);
 		assert_int_equal(x->altstack_size, y->altstack_size);
 		assert_int_equal(x->altstack_flags, y->altstack_flags);
+		assert_int_equal(x->have_sched, y->have_sched);
+		assert_int_equal(x->sched_policy, y->sched_policy);
+		assert_int_equal(x->sched_flags, y->sched_flags);
+		assert_int_equal(x->sched_priority, y->sched_priority);
+		assert_int_equal(x->nice, y->nice);
+		assert_int_equal(x->ioprio, y->ioprio);
+		assert_int_equal(x->pdeathsig, y->pdeathsig);
+		assert_int_equal(x->timerslack_ns, y->timerslack_ns);
+		assert_int_equal(x->affinity_len, y->affinity_len);
+		assert_memory_equal(x->affinity, y->affinity, x->affinity_len);
 		assert_int_equal(x->rseq_len, y->rseq_len);
 		assert_int_equal(x->rseq_sig, y->rseq_sig);
 		assert_int_equal(x->n_regsets, y->n_regsets);
@@ -911,6 +941,7 @@ static void test_refused_records(void **state)
 {
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
 	struct ct_image_task t = model.tasks[0], t2;
+	struct ct_image_thread th;
 	struct ct_image_mm mm = model.mms[0], out;
 	struct ct_image_vma vma = vmas1[0];
 	struct ct_image_fds fds = model.fds[0];
@@ -933,6 +964,28 @@ static void test_refused_records(void **state)
 	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
 	vma.path = NULL; /* a file mapping needs its path */
 	assert_int_equal(ct_image_writer_add_mm(w, &mm), -EBADMSG);
+
+	/* Scheduling and process attributes out of range. */
+	t = model.tasks[0];
+	t.oom_score_adj = -1001;
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t2), -EBADMSG);
+	assert_string_equal(err, "task: attributes out of range");
+	free(p);
+	t = model.tasks[0];
+	th = t.threads[0];
+	t.threads = &th;
+	t.n_threads = 1;
+	th.nice = 20;
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t2), -EBADMSG);
+	assert_string_equal(err, "thread: scheduling attributes out of range");
+	free(p);
+	th.nice = 0;
+	th.sched_policy = 6; /* SCHED_DEADLINE */
+	assert_int_equal(ct_image_encode_task(&t, &p, &n), 0);
+	assert_int_equal(ct_image_decode_task(p, n, err, sizeof(err), &t2), -EBADMSG);
+	free(p);
 
 	/* Seccomp filters without filter mode, and the other way round. */
 	t = model.tasks[0];
