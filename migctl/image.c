@@ -135,6 +135,8 @@ static void jsonify_task_extra(const struct ct_image_task *t, json_t *o)
 		json_object_set_new(o, "oom_score_adj", json_integer(t->oom_score_adj));
 		json_object_set_new(o, "dumpable", json_integer(t->dumpable));
 		json_object_set_new(o, "child_subreaper", json_boolean(t->subreaper));
+		json_object_set_new(o, "thp_disable", json_integer(t->thp_disable));
+		json_object_set_new(o, "mdwe", json_integer(t->mdwe));
 	}
 	json_object_set_new(o, "no_new_privs", json_boolean(t->no_new_privs));
 	{

@@ -330,7 +330,8 @@ static int peek_siginfo(struct dumper *d, pid_t tid, bool shared, uint8_t **ret,
 	return 0;
 }
 
-/* oom_score_adj (/proc), dumpable and child subreaper (asked in the task). */
+/* oom_score_adj (/proc); dumpable, child subreaper, THP disabled and memory-deny-write-execute
+ * (asked in the task). */
 static int dump_task_attrs(struct dumper *d, struct dproc *p)
 {
 	_cleanup_free_ char *adj = NULL;
@@ -357,6 +358,16 @@ static int dump_task_attrs(struct dumper *d, struct dproc *p)
 	if (r < 0)
 		return r;
 	p->task.subreaper = reaper != 0;
+	r = inject_ok(d, p->threads[0], "prctl(PR_GET_THP_DISABLE)", SYS_prctl, PR_GET_THP_DISABLE,
+		      0, 0, 0, &res);
+	if (r < 0)
+		return r;
+	p->task.thp_disable = (uint32_t)res & 3;
+	/* Before Linux 6.3 there is no memory-deny-write-execute: EINVAL, none in force. */
+	r = dump_inject(d, p->threads[0], SYS_prctl, CT_PR_GET_MDWE, 0, 0, 0, &res);
+	if (r < 0)
+		return r;
+	p->task.mdwe = res > 0 ? (uint32_t)res & 3 : 0;
 	p->task.have_attrs = true;
 	return 0;
 }

@@ -22,6 +22,9 @@ struct ct_sched_attr {
 	uint64_t sched_runtime, sched_deadline, sched_period;
 };
 
+#define CT_PR_SET_MDWE 65 /* Linux 6.3 */
+#define CT_PR_GET_MDWE 66
+
 #define CT_SCHED_DEADLINE	    6
 #define CT_SCHED_FLAG_RESET_ON_FORK 0x01
 

@@ -613,17 +613,19 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 			return ct_dec_fail(d, "task: umask %o out of range", t->umask);
 		return r;
 	case TASK_ATTRS: {
-		uint32_t a[3];
+		uint32_t a[5];
 
-		r = dec_u32s(d, f, "task attributes", a, 3);
-		if (r == 0 &&
-		    ((int32_t)a[0] < -1000 || (int32_t)a[0] > 1000 || a[1] > 2 || a[2] > 1))
+		r = dec_u32s(d, f, "task attributes", a, 5);
+		if (r == 0 && ((int32_t)a[0] < -1000 || (int32_t)a[0] > 1000 || a[1] > 2 ||
+			       a[2] > 1 || a[3] > 3 || a[4] > 3))
 			return ct_dec_fail(d, "task: attributes out of range");
 		if (r == 0) {
 			t->have_attrs = true;
 			t->oom_score_adj = (int32_t)a[0];
 			t->dumpable = a[1];
 			t->subreaper = a[2];
+			t->thp_disable = a[3];
+			t->mdwe = a[4];
 		}
 		return r;
 	}

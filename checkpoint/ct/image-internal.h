@@ -198,10 +198,12 @@ struct ct_image_task {
 	size_t n_timers;
 	struct ct_image_thread *threads;
 	size_t n_threads;
-	bool have_attrs; /* the three below were recorded (older images have none) */
+	bool have_attrs; /* the five below were recorded (older images have none) */
 	int32_t oom_score_adj;
 	uint32_t dumpable;     /* PR_GET_DUMPABLE */
 	uint32_t subreaper;    /* PR_GET_CHILD_SUBREAPER */
+	uint32_t thp_disable;  /* PR_GET_THP_DISABLE: bit 0 disabled, bit 1 except where advised */
+	uint32_t mdwe;	       /* PR_GET_MDWE: memory-deny-write-execute flags */
 	uint32_t no_new_privs; /* 0 or 1, every thread alike */
 	uint32_t seccomp_mode; /* SECCOMP_MODE_DISABLED, _STRICT or _FILTER, every thread alike */
 	struct ct_image_seccomp_filter *seccomp_filters; /* oldest first; FILTER mode only */

@@ -49,8 +49,8 @@ enum { /* task-PID.img */
        TASK_NO_NEW_PRIVS,   /* u32, absent when 0 */
        TASK_SECCOMP,	    /* u32 mode, absent when 0 */
        TASK_SECCOMP_FILTER, /* u32 flags, u32 0, n x 8 bytes of BPF; repeated, oldest first */
-       TASK_ATTRS,	    /* 3 x u32: oom_score_adj (signed), dumpable, subreaper */
-       CRED_UIDS = 1,	    /* 4 x u32 */
+       TASK_ATTRS,    /* 5 x u32: oom_score_adj (signed), dumpable, subreaper, thp_disable, mdwe */
+       CRED_UIDS = 1, /* 4 x u32 */
        CRED_GIDS,
        CRED_GROUPS, /* n x u32 */
        CRED_CAPS,   /* 5 x u64 */

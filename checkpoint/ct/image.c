@@ -389,8 +389,9 @@ int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *r
 		put_u64s(&b, TASK_TIMERS, (const uint64_t *)t->timers, t->n_timers * 8);
 	if (t->have_attrs)
 		put_u32s(&b, TASK_ATTRS,
-			 (const uint32_t[]){(uint32_t)t->oom_score_adj, t->dumpable, t->subreaper},
-			 3);
+			 (const uint32_t[]){(uint32_t)t->oom_score_adj, t->dumpable, t->subreaper,
+					    t->thp_disable, t->mdwe},
+			 5);
 	if (t->no_new_privs)
 		put_u32(&b, TASK_NO_NEW_PRIVS, t->no_new_privs);
 	if (t->seccomp_mode)

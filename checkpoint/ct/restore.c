@@ -809,6 +809,13 @@ static int restore_task_attrs(struct restorer *R, struct rproc *p)
 	if (r >= 0 && t->subreaper)
 		r = restore_call(R, p, p->hpid, "prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl,
 				 PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0, NULL);
+	if (r >= 0 && (t->thp_disable & 1))
+		r = restore_call(R, p, p->hpid, "prctl(PR_SET_THP_DISABLE)", SYS_prctl,
+				 PR_SET_THP_DISABLE, 1, t->thp_disable & ~1U, 0, 0, 0, NULL);
+	/* Memory-deny-write-execute cannot be taken back; every mapping is in place by now. */
+	if (r >= 0 && t->mdwe)
+		r = restore_call(R, p, p->hpid, "prctl(PR_SET_MDWE) (Linux 6.3 or later)",
+				 SYS_prctl, CT_PR_SET_MDWE, t->mdwe, 0, 0, 0, 0, NULL);
 	if (r < 0)
 		return r;
 	/* Below what it inherited needs CAP_SYS_RESOURCE, which a host may withhold from root:

@@ -318,6 +318,8 @@ def second():
 setup(7, os.SCHED_BATCH, 0, signal.SIGWINCH, 123456, (2 << 13) | 5)
 assert libc.prctl(4, 0, 0, 0, 0) == 0                  # PR_SET_DUMPABLE 0
 assert libc.prctl(36, 1, 0, 0, 0) == 0                 # PR_SET_CHILD_SUBREAPER
+assert libc.prctl(41, 1, 0, 0, 0) == 0                 # PR_SET_THP_DISABLE
+assert libc.prctl(65, 1, 0, 0, 0) == 0                 # PR_SET_MDWE, refuse exec gain
 with open("/proc/self/oom_score_adj", "w") as f:
     f.write("345")
 threading.Thread(target=second, daemon=True).start()
@@ -325,7 +327,9 @@ while True:
     time.sleep(0.1)
     if "second" in states:
         print(f"STATE main: {state()} dumpable={libc.prctl(3, 0, 0, 0, 0)} "
-              f"subreaper={prctl_int(37)} oom={open('/proc/self/oom_score_adj').read().strip()}"
+              f"subreaper={prctl_int(37)} thp={libc.prctl(42, 0, 0, 0, 0)} "
+              f"mdwe={libc.prctl(66, 0, 0, 0, 0)} "
+              f"oom={open('/proc/self/oom_score_adj').read().strip()}"
               f" | second: {states['second']}", flush=True)
 """
 
@@ -337,17 +341,19 @@ def last_state(h, name):
 
 def test_scheduling_and_process_attributes_kept(host):
     """Per thread: nice, policy, CPU affinity, I/O priority, timer slack, parent death
-    signal; per process: dumpable, child subreaper, oom_score_adj. The program reports them
+    signal; per process: dumpable, child subreaper, THP disabled, memory-deny-write-execute,
+    oom_score_adj. The program reports them
     itself, before the checkpoint and after the restore."""
     name = "attrs"
     host.migctl("run", name, "--", "python3", "-c", ATTRS_PROGRAM)
     host.wait_for(lambda: last_state(host, name), 30, "the program to report")
     before = last_state(host, name)
     assert "nice=7 policy=3 cpus=[0] pdeathsig=28 slack=123456 ioprio=16389 dumpable=0 " \
-        "subreaper=1 oom=345 | second: nice=3 policy=5" in before, before
+        "subreaper=1 thp=1 mdwe=1 oom=345 | second: nice=3 policy=5" in before, before
     kill_and_restore(host, name)
     shown = host.migctl("image", "show", image(name))["processes"][0]
-    assert (shown["oom_score_adj"], shown["dumpable"], shown["child_subreaper"]) == (345, 0, True)
+    assert (shown["oom_score_adj"], shown["dumpable"], shown["child_subreaper"],
+            shown["thp_disable"], shown["mdwe"]) == (345, 0, True, 1, 1), shown
     assert [t["sched"]["nice"] for t in shown["threads"]] == [7, 3], shown["threads"]
     n = len(logs(host, name).splitlines())
     host.wait_for(lambda: len(logs(host, name).splitlines()) > n + 2, 30, "reports after it")

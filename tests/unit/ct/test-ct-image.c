@@ -137,6 +137,8 @@ static void fill_task(struct ct_image_task *t, uint32_t pid, uint32_t ppid,
 		t->oom_score_adj = -500;
 		t->dumpable = 0;
 		t->subreaper = 1;
+		t->thp_disable = 3;
+		t->mdwe = 1;
 		t->no_new_privs = 1;
 		t->seccomp_mode = 2;
 		t->seccomp_filters = filters;
@@ -411,6 +413,8 @@ static void assert_task_equal(const struct ct_image_task *a, const struct ct_ima
 	assert_int_equal(a->oom_score_adj, b->oom_score_adj);
 	assert_int_equal(a->dumpable, b->dumpable);
 	assert_int_equal(a->subreaper, b->subreaper);
+	assert_int_equal(a->thp_disable, b->thp_disable);
+	assert_int_equal(a->mdwe, b->mdwe);
 	assert_int_equal(a->no_new_privs, b->no_new_privs);
 	assert_int_equal(a->seccomp_mode, b->seccomp_mode);
 	assert_int_equal(a->n_seccomp_filters, b->n_seccomp_filters);
