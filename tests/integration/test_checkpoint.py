@@ -203,16 +203,23 @@ def test_tmpfs_image_pages_read_straight_in(host, name, argv, min_pages):
     host.migctl("stop", name, "--timeout", "2")
 
 
+def run_and_checkpoint_running(h, name, *argv):
+    """Runs a fixture, checkpoints it with --leave-running, and checks that it went on
+    unharmed; returns the ids it reported."""
+    h.migctl("run", name, "--", *argv)
+    ids = ready_ids(h, name)
+    assert_healthy(h, name, 0, more=3)
+    checkpoint(h, name, "--leave-running")
+    assert_healthy(h, name, last_ok(h, name), more=12)
+    return ids
+
+
 def test_vma_advice_kept(host):
     """madvise, mlock and mseal state, MAP_NORESERVE, MAP_GROWSDOWN and MAP_DROPPABLE come
     back with the memory: the fixture checks its own smaps, locked size, resident pages and
     seal, and forks on demand to check DONTFORK and WIPEONFORK."""
     name = "vmflags"
-    host.migctl("run", name, "--", fixture("fixture-ct-vmflags"))
-    ids = ready_ids(host, name)
-    assert_healthy(host, name, 0, more=3)
-    checkpoint(host, name, "--leave-running")
-    assert_healthy(host, name, last_ok(host, name), more=12)
+    ids = run_and_checkpoint_running(host, name, fixture("fixture-ct-vmflags"))
     host.run(["rm", "-rf", image(name)])
     kill_and_restore(host, name, ids)
 
@@ -367,11 +374,7 @@ def test_seccomp_and_no_new_privs_kept(host):
     """A sandboxed process keeps its sandbox: no_new_privs and its seccomp filters, shared by
     its threads (a TSYNC filter added after the restore must reach both)."""
     name = "seccomp"
-    host.migctl("run", name, "--", fixture("fixture-ct-seccomp"))
-    ids = ready_ids(host, name)
-    assert_healthy(host, name, 0, more=3)
-    checkpoint(host, name, "--leave-running")
-    assert_healthy(host, name, last_ok(host, name), more=12)
+    ids = run_and_checkpoint_running(host, name, fixture("fixture-ct-seccomp"))
     shown = host.migctl("image", "show", image(name))["processes"][0]
     assert shown["no_new_privs"] is True
     assert shown["seccomp"] == {"mode": "filter", "filters": [
