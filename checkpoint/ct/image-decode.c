@@ -459,7 +459,7 @@ static int decode_thread(struct ct_dec *d, const struct ct_tlv *f, struct ct_ima
 				r = decode_regset(d, &g, &ret->regsets[ret->n_regsets++]);
 			break;
 		case THREAD_SCHED: {
-			uint32_t v[6];
+			uint32_t v[6] = {0};
 
 			r = dec_u32s(d, &g, "thread sched", v, 6);
 			if (r == 0 &&
@@ -613,7 +613,7 @@ static int decode_task_field(struct ct_dec *d, const struct ct_tlv *f, struct ct
 			return ct_dec_fail(d, "task: umask %o out of range", t->umask);
 		return r;
 	case TASK_ATTRS: {
-		uint32_t a[5];
+		uint32_t a[5] = {0};
 
 		r = dec_u32s(d, f, "task attributes", a, 5);
 		if (r == 0 && ((int32_t)a[0] < -1000 || (int32_t)a[0] > 1000 || a[1] > 2 ||
