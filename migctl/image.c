@@ -207,7 +207,8 @@ static json_t *jsonify_mm(const struct ct_image_mm *mm)
 	static const char *const names[CT_IMAGE_MM_FIELDS] = {
 		"start_code",  "end_code",  "start_data", "end_data",  "start_brk", "brk",
 		"start_stack", "arg_start", "arg_end",	  "env_start", "env_end"};
-	json_t *fields = json_object(), *auxv = json_array(), *vmas = json_array();
+	json_t *fields = json_object(), *auxv = json_array(), *vmas = json_array(),
+	       *guards = json_array();
 
 	for (size_t i = 0; fields && i < CT_IMAGE_MM_FIELDS; i++)
 		json_object_set_new(fields, names[i], jhex(mm->fields[i]));
@@ -234,8 +235,11 @@ static json_t *jsonify_mm(const struct ct_image_mm *mm)
 					  : json_null(),
 				  "path", jstr(v->path)));
 	}
-	return json_pack("{s:o, s:o, s:o, s:o}", "fields", fields, "auxv", auxv, "exe",
-			 jstr(mm->exe), "vmas", vmas);
+	for (size_t i = 0; guards && i < mm->n_guards; i++)
+		json_array_append_new(guards, json_pack("[o, o]", jhex(mm->guards[2 * i]),
+							jhex(mm->guards[2 * i + 1])));
+	return json_pack("{s:o, s:o, s:o, s:o, s:o}", "fields", fields, "auxv", auxv, "exe",
+			 jstr(mm->exe), "vmas", vmas, "guards", guards ? guards : json_null());
 }
 
 static json_t *jsonify_fds(const struct ct_image_fds *fds)

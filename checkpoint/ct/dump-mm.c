@@ -30,6 +30,7 @@
 #define PM_PAGE_IS_PRESENT (1 << 3)
 #define PM_PAGE_IS_SWAPPED (1 << 4)
 #define PM_PAGE_IS_PFNZERO (1 << 5)
+#define PM_PAGE_IS_GUARD   (1 << 8) /* Linux 6.14 */
 struct pm_page_region {
 	uint64_t start, end, categories;
 };
@@ -360,31 +361,73 @@ static int wins_add(struct wins *w, uint64_t a, uint64_t end, bool file, bool sk
 	return 0;
 }
 
+/* Guard regions (MADV_GUARD_INSTALL) found by the scan, merged, in address order. */
+struct guards {
+	uint64_t *v; /* pairs */
+	size_t n, alloc;
+	bool unknown; /* this kernel's PAGEMAP_SCAN does not report them (before 6.14) */
+};
+
+static int guards_add(struct guards *g, uint64_t start, uint64_t end)
+{
+	if (g->n > 0 && g->v[2 * g->n - 1] == start) {
+		g->v[2 * g->n - 1] = end;
+		return 0;
+	}
+	if (g->n == g->alloc) {
+		size_t na = g->alloc ? 2 * g->alloc : 16;
+		uint64_t *nv = reallocarray(g->v, na, 2 * sizeof(uint64_t));
+
+		if (!nv)
+			return -ENOMEM;
+		g->v = nv;
+		g->alloc = na;
+	}
+	g->v[2 * g->n] = start;
+	g->v[2 * g->n + 1] = end;
+	g->n++;
+	return 0;
+}
+
 /* The populated parts of a VMA through PAGEMAP_SCAN: a sparse terabyte reservation costs a
- * page-table walk, not a pagemap read per page. -ENOTTY where the kernel lacks it. */
-static int scan_vma(const struct ct_mem *mem, const struct ct_image_vma *v, struct wins *out)
+ * page-table walk, not a pagemap read per page. The same walk finds its guard regions.
+ * -ENOTTY where the kernel lacks it. */
+static int scan_vma(const struct ct_mem *mem, const struct ct_image_vma *v, struct wins *out,
+		    struct guards *guards)
 {
 	struct pm_page_region vec[SCAN_VEC];
 	bool file = v->kind == CT_IMAGE_VMA_FILE_PRIVATE;
 	uint64_t cur = v->start;
 
 	while (cur < v->end) {
+		uint64_t guard = guards->unknown ? 0 : PM_PAGE_IS_GUARD;
 		struct pm_scan_arg arg = {
 			.size = sizeof(arg),
 			.start = cur,
 			.end = v->end,
 			.vec = (uint64_t)(uintptr_t)vec,
 			.vec_len = SCAN_VEC,
-			.category_anyof_mask = PM_PAGE_IS_PRESENT | PM_PAGE_IS_SWAPPED,
+			.category_anyof_mask = PM_PAGE_IS_PRESENT | PM_PAGE_IS_SWAPPED | guard,
 			.return_mask = PM_PAGE_IS_PRESENT | PM_PAGE_IS_SWAPPED | PM_PAGE_IS_FILE |
-				       PM_PAGE_IS_PFNZERO,
+				       PM_PAGE_IS_PFNZERO | guard,
 		};
 		long n = ioctl(mem->pagemap_fd, PM_PAGEMAP_SCAN, &arg);
 
+		if (n < 0 && errno == EINVAL && guard) {
+			guards->unknown = true;
+			continue;
+		}
 		if (n < 0)
 			return errno == ENOTTY || errno == EINVAL ? -ENOTTY : NEG_ERRNO();
 		for (long i = 0; i < n; i++) {
 			int r;
+
+			if (vec[i].categories & PM_PAGE_IS_GUARD) {
+				r = guards_add(guards, vec[i].start, vec[i].end);
+				if (r < 0)
+					return r;
+				continue;
+			}
 
 			/* The shared zero page reads as zeros: a restore gets them for free. */
 			if ((vec[i].categories & PM_PAGE_IS_PFNZERO) ||
@@ -732,6 +775,7 @@ int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 {
 	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
 	struct wins wins = {};
+	struct guards guards = {};
 	struct ct_mem mem;
 	uint64_t pages = 0;
 	bool any = false, scan = true;
@@ -751,7 +795,7 @@ int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 		if (v->pages != CT_IMAGE_VMA_PAGES_PRIVATE)
 			continue;
 		if (scan) {
-			r = scan_vma(&mem, v, &wins);
+			r = scan_vma(&mem, v, &wins, &guards);
 			if (r != -ENOTTY)
 				continue;
 			scan = false; /* an older kernel: pagemap, page by page */
@@ -770,6 +814,8 @@ int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 	}
 	ct_mem_close(&mem);
 	free(wins.v);
+	p->mm.guards = guards.v;
+	p->mm.n_guards = guards.n;
 	if (r >= 0)
 		r = ct_image_pages_writer_finish(TAKE_PTR(pw));
 	d->stats->pages += pages;

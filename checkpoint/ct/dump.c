@@ -1001,16 +1001,19 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 	for (size_t i = 0; r >= 0 && i < d->n_procs; i++) {
 		r = ct_image_writer_add_task(w, &d->procs[i].task);
 		if (r >= 0)
-			r = ct_image_writer_add_mm(w, &d->procs[i].mm);
-		if (r >= 0)
 			r = ct_image_writer_add_fds(w, &d->procs[i].fds);
 	}
 	if (r < 0)
 		return dump_fail(d, r, "writing the image failed: %s", strerror(-r));
 	d->stats->state_usec += now_usec(CLOCK_MONOTONIC) - t0;
 	t0 = now_usec(CLOCK_MONOTONIC);
-	for (size_t i = 0; r >= 0 && i < d->n_procs; i++)
+	/* The layout goes in after the memory: the walk that finds the pages finds the guard
+	 * regions too. */
+	for (size_t i = 0; r >= 0 && i < d->n_procs; i++) {
 		r = dump_memory(d, w, &d->procs[i]);
+		if (r >= 0)
+			r = ct_image_writer_add_mm(w, &d->procs[i].mm);
+	}
 	if (r >= 0)
 		r = dump_shm_contents(d, w);
 	if (r >= 0)

@@ -97,6 +97,31 @@ static int decode_vma(struct ct_dec *d, const struct ct_tlv *f, size_t i, struct
 	return check_vma(d, ret, i);
 }
 
+/* Guard regions: page-aligned, sorted, each inside one VMA of private memory. */
+static int check_guards(struct ct_dec *d, const struct ct_image_mm *mm)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < mm->n_guards; i++) {
+		uint64_t s = mm->guards[2 * i], e = mm->guards[2 * i + 1];
+
+		if (s >= e || s % CT_IMAGE_PAGE_SIZE || e % CT_IMAGE_PAGE_SIZE ||
+		    (i > 0 && s < mm->guards[2 * i - 1]))
+			return ct_dec_fail(
+				d, "guard %zu: bad or unsorted range %#" PRIx64 "-%#" PRIx64, i, s,
+				e);
+		while (j < mm->n_vmas && mm->vmas[j].end <= s)
+			j++;
+		if (j == mm->n_vmas || mm->vmas[j].start > s || mm->vmas[j].end < e ||
+		    mm->vmas[j].pages != CT_IMAGE_VMA_PAGES_PRIVATE)
+			return ct_dec_fail(d,
+					   "guard %zu: %#" PRIx64 "-%#" PRIx64
+					   " is not inside one mapping of private memory",
+					   i, s, e);
+	}
+	return 0;
+}
+
 int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen,
 		       struct ct_image_mm *ret)
 {
@@ -142,6 +167,16 @@ int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen
 				r = ct_dec_fail(d, "vma %zu: overlaps or is out of order",
 						mm.n_vmas - 1);
 			break;
+		case MM_GUARDS:
+			r = ct_dec_blob(d, &f, (size_t)CT_IMAGE_GUARDS_MAX * 16, 16, "mm guards",
+					&auxv, &n);
+			if (r < 0)
+				break;
+			mm.guards = (uint64_t *)(void *)auxv;
+			mm.n_guards = n;
+			for (size_t i = 0; i < 2 * n; i++)
+				mm.guards[i] = get_le64(auxv + 8 * i);
+			break;
 		default:
 			r = ct_dec_fail(d, "mm: unknown field %u", f.tag);
 		}
@@ -151,6 +186,9 @@ int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen
 	if (r < 0)
 		return r;
 	r = ct_dec_require(d, seen, TAG_BIT(MM_PID) | TAG_BIT(MM_FIELDS) | TAG_BIT(MM_AUXV), "mm");
+	if (r < 0)
+		return r;
+	r = check_guards(d, &mm);
 	if (r < 0)
 		return r;
 	*ret = mm;

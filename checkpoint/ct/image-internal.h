@@ -51,6 +51,7 @@
 #define CT_IMAGE_TIMERS_MAX	     65536
 #define CT_IMAGE_SECCOMP_FILTERS_MAX 512  /* each costs the kernel's path limit 4 + length */
 #define CT_IMAGE_SECCOMP_INSNS_MAX   4096 /* BPF_MAXINSNS */
+#define CT_IMAGE_GUARDS_MAX	     (1U << 20)
 #define CT_IMAGE_AFFINITY_MAX	     1024 /* bytes of CPU mask: 8192 CPUs */
 #define CT_IMAGE_GROUPS_MAX	     65536
 #define CT_IMAGE_SIGINFO_MAX	     1024
@@ -277,6 +278,8 @@ struct ct_image_mm {
 	char *exe;
 	struct ct_image_vma *vmas; /* sorted, not overlapping */
 	size_t n_vmas;
+	uint64_t *guards; /* n_guards pairs [start, end): MADV_GUARD_INSTALL ranges, sorted */
+	size_t n_guards;
 };
 
 enum ct_image_fd_type {

@@ -77,7 +77,8 @@ enum { /* mm-PID.img */
        MM_FIELDS, /* CT_IMAGE_MM_FIELDS x u64 */
        MM_AUXV,	  /* n x u64 */
        MM_EXE,
-       MM_VMA, /* nested VMA_* */
+       MM_VMA,	  /* nested VMA_* */
+       MM_GUARDS, /* n x (u64 start, u64 end): guard regions, sorted */
        VMA_START = 1,
        VMA_END,
        VMA_PGOFF,

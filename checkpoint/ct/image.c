@@ -443,6 +443,8 @@ int ct_image_encode_mm(const struct ct_image_mm *mm, uint8_t **ret, size_t *ret_
 			put_u32(&b, VMA_ADVICE, v->advice);
 		nest_end(&b, at);
 	}
+	if (mm->n_guards > 0)
+		put_u64s(&b, MM_GUARDS, mm->guards, 2 * mm->n_guards);
 	return buf_finish(&b, ret, ret_size);
 }
 
@@ -510,6 +512,7 @@ void ct_image_task_done(struct ct_image_task *t)
 
 void ct_image_mm_done(struct ct_image_mm *mm)
 {
+	free(mm->guards);
 	free(mm->auxv);
 	free(mm->exe);
 	for (size_t i = 0; i < mm->n_vmas; i++)

@@ -642,6 +642,24 @@ static int set_mm_map(struct restorer *R, struct rproc *p)
 	return r;
 }
 
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13 */
+#endif
+
+/* Guard regions once the memory is in place (installing one drops any page there). */
+static int install_guards(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_mm *mm = &p->img->mm;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < mm->n_guards; i++)
+		r = restore_call(R, p, p->hpid, "madvise(MADV_GUARD_INSTALL) (Linux 6.13 or later)",
+				 SYS_madvise, (long)mm->guards[2 * i],
+				 (long)(mm->guards[2 * i + 1] - mm->guards[2 * i]),
+				 MADV_GUARD_INSTALL, 0, 0, 0, NULL);
+	return r;
+}
+
 int restore_mm(struct restorer *R, struct rproc *p)
 {
 	long addr;
@@ -665,6 +683,9 @@ int restore_mm(struct restorer *R, struct rproc *p)
 		if (r < 0)
 			return r;
 	}
+	r = install_guards(R, p);
+	if (r < 0)
+		return r;
 	r = set_mm_map(R, p);
 	if (r >= 0)
 		r = lock_and_seal(R, p);

@@ -215,9 +215,9 @@ def run_and_checkpoint_running(h, name, *argv):
 
 
 def test_vma_advice_kept(host):
-    """madvise, mlock and mseal state, MAP_NORESERVE, MAP_GROWSDOWN and MAP_DROPPABLE come
-    back with the memory: the fixture checks its own smaps, locked size, resident pages and
-    seal, and forks on demand to check DONTFORK and WIPEONFORK."""
+    """madvise, mlock and mseal state, MAP_NORESERVE, MAP_GROWSDOWN, MAP_DROPPABLE and guard
+    pages come back with the memory: the fixture checks its own smaps, locked size, resident
+    pages, seal and guard pages, and forks on demand to check DONTFORK and WIPEONFORK."""
     name = "vmflags"
     ids = run_and_checkpoint_running(host, name, fixture("fixture-ct-vmflags"))
     host.run(["rm", "-rf", image(name)])
@@ -232,6 +232,9 @@ def test_vma_advice_kept(host):
     flags = [int(v["flags"], 16) for v in vmas]
     assert any(f & 0x4000 for f in flags), "no MAP_NORESERVE mapping in the image"
     assert sum(1 for f in flags if f & 0x100) >= 2, "no MAP_GROWSDOWN mapping beside the stack"
+    guards = [g for p in host.migctl("image", "show", image(name))["processes"]
+              for g in p["mm"]["guards"]]
+    assert [(int(e, 16) - int(s, 16)) // 4096 for s, e in guards] == [2, 1], guards
 
     # The fixture's full check runs every second: two of them after the restore.
     assert_healthy(host, name, last_ok(host, name), more=21)

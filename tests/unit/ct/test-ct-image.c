@@ -164,6 +164,7 @@ static struct ct_image_vma vmas7[] = {
 	 CT_IMAGE_ADV_DONTFORK | CT_IMAGE_ADV_HUGEPAGE | CT_IMAGE_ADV_LOCKED |
 		 CT_IMAGE_ADV_LOCKONFAULT},
 };
+static uint64_t guards7[4] = {ANON7 + PAGE, ANON7 + 3 * PAGE, ANON7 + 9 * PAGE, ANON7 + 10 * PAGE};
 static struct ct_image_vma vmas9[] = {
 	{0x600000, 0x610000, 0, 3, 0x22, CT_IMAGE_VMA_STACK, CT_IMAGE_VMA_PAGES_PRIVATE, 0, NULL},
 };
@@ -232,6 +233,8 @@ static void build_model(void)
 	m->mms[0].n_vmas = ELEMENTSOF(vmas1);
 	m->mms[1].vmas = vmas7;
 	m->mms[1].n_vmas = ELEMENTSOF(vmas7);
+	m->mms[1].guards = guards7;
+	m->mms[1].n_guards = 2;
 	m->mms[2].vmas = vmas9;
 	m->mms[2].n_vmas = ELEMENTSOF(vmas9);
 	m->fds[0].fds = fds1;
@@ -489,6 +492,9 @@ static void assert_mm_equal(const struct ct_image_mm *a, const struct ct_image_m
 		assert_str_equal(x->path, y->path);
 		assert_int_equal(x->advice, y->advice);
 	}
+	assert_int_equal(a->n_guards, b->n_guards);
+	if (a->n_guards)
+		assert_memory_equal(a->guards, b->guards, 16 * a->n_guards);
 }
 
 static void assert_fds_equal(const struct ct_image_fds *a, const struct ct_image_fds *b)
@@ -1032,6 +1038,16 @@ static void test_refused_records(void **state)
 	assert_int_equal(ct_image_decode_mm(p, n, err, sizeof(err), &out), -EBADMSG);
 	assert_string_equal(err, "vma 0: locked on fault but not locked");
 	free(p);
+	/* A guard region outside private memory. */
+	vma = vmas7[0]; /* shared */
+	mm.guards = guards7;
+	mm.n_guards = 1;
+	assert_int_equal(ct_image_encode_mm(&mm, &p, &n), 0);
+	assert_int_equal(ct_image_decode_mm(p, n, err, sizeof(err), &out), -EBADMSG);
+	assert_string_equal(err, "guard 0: 0x7f0000001000-0x7f0000003000 is not inside one mapping "
+				 "of private memory");
+	free(p);
+	mm.n_guards = 0;
 	vma = vmas1[1]; /* the heap */
 	vma.advice = CT_IMAGE_ADV_DROPPABLE;
 	assert_int_equal(ct_image_encode_mm(&mm, &p, &n), 0);
