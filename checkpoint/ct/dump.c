@@ -790,16 +790,22 @@ static int dump_process(struct dumper *d, struct dproc *p)
 	r = dump_task_attrs(d, p);
 	if (r < 0)
 		return r;
-	/* Asked by the task itself: another process's limits need matching ids or
-	 * CAP_SYS_RESOURCE, which a host may withhold even from root. */
+	/* Another process's limits need matching ids or CAP_SYS_RESOURCE, which a host may
+	 * withhold even from root: then the task is asked itself (slower, a call each). */
 	for (int i = 0; r >= 0 && i < CT_IMAGE_RLIMITS; i++) {
 		uint64_t rl[2] = {};
 
-		r = inject_ok(d, p->threads[0], "prlimit64", SYS_prlimit64, 0, i, 0,
-			      (long)p->scratch, NULL);
-		if (r >= 0 && (r = scratch_read(p, 0, rl, sizeof(rl))) < 0)
-			r = dump_fail(d, r, "pid %d: cannot read its resource limits: %s",
-				      (int)p->pid, strerror(-r));
+		if (prlimit(p->hpid, i, NULL, (struct rlimit *)rl) < 0) {
+			if (errno != EPERM)
+				r = dump_fail(d, NEG_ERRNO(), "pid %d: prlimit failed: %m",
+					      (int)p->pid);
+			if (r >= 0)
+				r = inject_ok(d, p->threads[0], "prlimit64", SYS_prlimit64, 0, i, 0,
+					      (long)p->scratch, NULL);
+			if (r >= 0 && (r = scratch_read(p, 0, rl, sizeof(rl))) < 0)
+				r = dump_fail(d, r, "pid %d: cannot read its resource limits: %s",
+					      (int)p->pid, strerror(-r));
+		}
 		p->task.rlimits[i] = (struct ct_image_rlimit){rl[0], rl[1]};
 	}
 	if (r < 0)
