@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <linux/openat2.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
@@ -19,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -28,7 +30,8 @@
 #include "checkpoint/ct/net-internal.h"
 #include "common/common.h"
 
-#define FD_NAME_MAX 512
+#define FD_NAME_MAX  512
+#define MQUEUE_MAGIC 0x19800202 /* ipc/mqueue.c; not in linux/magic.h */
 
 struct fdctx {
 	struct dumper *d;
@@ -236,10 +239,83 @@ static bool chr_supported(dev_t rdev)
 				    minor(rdev) == 8 || minor(rdev) == 9);
 }
 
+/* The root of the container's mount namespace: its init's root, and from there up as many
+ * levels as that root lies below the namespace's (an init that chrooted). */
+static int container_root(struct dumper *d)
+{
+	const struct dproc *init = &d->procs[0];
+	char path[64];
+	int fd;
+
+	if (d->root_fd >= 0)
+		return d->root_fd;
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)init->hpid);
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return NEG_ERRNO();
+	for (const char *s = init->task.root; s && *s; s++)
+		if (*s == '/' && s[1] && s[1] != '/') {
+			int up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+			safe_close(fd);
+			if (up < 0)
+				return NEG_ERRNO();
+			fd = up;
+		}
+	d->root_fd = fd;
+	return fd;
+}
+
+/* Whether c->link, opened again by path as the restore will, is the file the fd holds. The
+ * restored container sees migrd's mounts (its mount namespace is a copy of migrd's) with a /proc
+ * of its own: so a path is looked up in migrd's namespace, and one under /proc in the
+ * container's. It leads elsewhere, or nowhere, for a file on a mount the container made or that
+ * migrd's namespace has since covered, and for file systems whose files have names but no place
+ * in the tree. */
+static int check_reopens(struct fdctx *c)
+{
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	_cleanup_close_ int fd = -EBADF;
+	struct stat st;
+
+	if (streq(c->link, "/proc") || startswith(c->link, "/proc/")) {
+		int root = container_root(c->d);
+
+		if (root < 0)
+			return fd_fail(c, root, "opening the container's root");
+		fd = (int)syscall(SYS_openat2, root, c->link, &how, sizeof(how));
+	} else
+		fd = open(c->link, O_PATH | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return dump_fail(c->d, -EOPNOTSUPP,
+				 "pid %d fd %d: %s cannot be opened again by its path (%m), "
+				 "which is not supported",
+				 (int)c->p->pid, c->fd, c->link);
+	if (st.st_dev != c->st.st_dev || st.st_ino != c->st.st_ino)
+		return dump_fail(
+			c->d, -EOPNOTSUPP,
+			"pid %d fd %d: its path %s leads to another file where the restore "
+			"would open it (on a mount that covers it, or without the mount it is "
+			"on), which is not supported",
+			(int)c->p->pid, c->fd, c->link);
+	return 0;
+}
+
 static int dump_path_fd(struct fdctx *c)
 {
 	const char *reason;
 	size_t n = strlen(c->link);
+	struct statfs sfs;
+	int r;
+
+	/* A message queue has a name (/NAME on its namespace's mqueue file system) but no path. */
+	if (fstatfs(c->ours, &sfs) == 0 && sfs.f_type == MQUEUE_MAGIC) {
+		char what[FD_NAME_MAX + 32];
+
+		snprintf(what, sizeof(what), "the POSIX message queue %s", c->link);
+		return refuse(c, what);
+	}
 
 	if (n > 10 && streq(c->link + n - 10, " (deleted)")) {
 		if (startswith(c->link, "/memfd:")) {
@@ -255,8 +331,8 @@ static int dump_path_fd(struct fdctx *c)
 			if (!c->rec->path)
 				return -ENOMEM;
 			c->rec->pos = (uint64_t)lseek(c->ours, 0, SEEK_CUR);
-			int r = dump_register_shm(c->d, c->p, fcntl(c->ours, F_DUPFD_CLOEXEC, 3),
-						  c->st.st_ino);
+			r = dump_register_shm(c->d, c->p, fcntl(c->ours, F_DUPFD_CLOEXEC, 3),
+					      c->st.st_ino);
 			if (r < 0)
 				return r;
 			return fdblob_take(&b, &c->rec->data, &c->rec->data_size);
@@ -281,10 +357,16 @@ static int dump_path_fd(struct fdctx *c)
 		}
 		c->rec->type = CT_IMAGE_FD_CHR;
 	} else if (S_ISFIFO(c->st.st_mode)) {
+		r = check_reopens(c);
+		if (r < 0)
+			return r;
 		c->rec->path = strdup(c->link);
 		return c->rec->path ? dump_pipe(c, CT_IMAGE_FD_FIFO) : -ENOMEM;
 	} else
 		return refuse(c, "this kind of file");
+	r = check_reopens(c);
+	if (r < 0)
+		return r;
 	c->rec->path = strdup(c->link);
 	if (!c->rec->path)
 		return -ENOMEM;

@@ -58,6 +58,7 @@ struct dumper {
 	size_t n_shms;
 	uint64_t net_ino; /* migrd's network namespace */
 	int diag_fd;	  /* NETLINK_SOCK_DIAG in the container's network namespace, or -1 */
+	int root_fd;	  /* the root of the container's mount namespace (O_PATH), or -1 */
 	struct ct_dump_stats *stats;
 };
 
@@ -74,6 +75,10 @@ int dump_mm(struct dumper *d, struct dproc *p);
 int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino);
 int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p);
 int dump_shm_contents(struct dumper *d, struct ct_image_writer *w);
+
+/* dump-ns.c: refuses what the container's namespaces hold and a restore would lose: System V
+ * objects and POSIX message queues in its IPC namespace, mounts of its own. */
+int dump_ns_check(struct dumper *d);
 
 /* dump-fds.c */
 int dump_fds(struct dumper *d, struct dproc *p);

@@ -1079,6 +1079,7 @@ static void dumper_done(struct dumper *d)
 {
 	dump_files_release(d, false);
 	safe_close(d->diag_fd);
+	safe_close(d->root_fd);
 	for (size_t i = 0; i < d->n_shms; i++)
 		safe_close(d->shms[i].fd);
 	free(d->shms);
@@ -1130,8 +1131,12 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	    char err[CT_ENGINE_ERROR_MAX])
 {
 	struct ct_dump_stats stats = {};
-	struct dumper d = {
-		.o = o, .err = err, .stats = &stats, .next_file_id = 1, .diag_fd = -EBADF};
+	struct dumper d = {.o = o,
+			   .err = err,
+			   .stats = &stats,
+			   .next_file_id = 1,
+			   .diag_fd = -EBADF,
+			   .root_fd = -EBADF};
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
 	usec_t t0 = now_usec(CLOCK_MONOTONIC), t;
 	struct stat st;
@@ -1171,6 +1176,8 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	stats.seize_usec = now_usec(CLOCK_MONOTONIC) - t;
 	t = now_usec(CLOCK_MONOTONIC);
 	r = build_procs(&d);
+	if (r >= 0)
+		r = dump_ns_check(&d);
 	for (size_t i = 0; r >= 0 && i < d.n_procs; i++)
 		r = dump_process(&d, &d.procs[i]);
 	if (r >= 0)

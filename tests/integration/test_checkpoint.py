@@ -560,14 +560,20 @@ def test_corrupt_image_refused(host, damage):
             pass
 
 
-def refuse(h, name, argv, expect):
+def refuse(h, name, argv, expect, ready=None, who="pid"):
+    """Runs argv, checkpoints it (after its log shows ready, or a second), and checks that the
+    checkpoint is refused with expect, names the container (and by default a pid), and leaves
+    the container running and nothing behind."""
     h.migctl("run", name, "--", *argv)
-    time.sleep(1.0)
+    if ready:
+        h.wait_for(lambda: ready in logs(h, name), 20, f"{name} to report {ready}")
+    else:
+        time.sleep(1.0)
     pid = entry(h, name)["pid"]
     cp = h.migctl_raw("checkpoint", name, "--dir", image(name), timeout=60)
     assert cp.returncode != 0, cp.stdout
     assert re.search(expect, cp.stderr), cp.stderr
-    assert f"{name}: pid" in cp.stderr or "cannot seize" in cp.stderr, cp.stderr
+    assert f"{name}: {who}" in cp.stderr or "cannot seize" in cp.stderr, cp.stderr
     # It runs on, untouched, and nothing is left behind: no image, no pages file allocated
     # before the freeze, not even the directory the checkpoint made.
     w = entry(h, name)
@@ -613,6 +619,82 @@ def test_refusals(host):
     w = entry(host, name)
     assert w["state"] == "running" and w["pid"] == pid
     assert os.listdir(d) == ["notes"]
+
+
+IPC_PROGRAM = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+what = sys.argv[1]
+if what == "sem":
+    ok = libc.semget(0x5e3, 2, 0o1600) >= 0
+elif what == "shm":
+    ok = libc.shmget(0x5e4, 65536, 0o1600) >= 0
+elif what == "msg":
+    ok = libc.msgget(0x5e5, 0o1600) >= 0
+else:
+    fd = libc.mq_open(b"/jobs", os.O_CREAT | os.O_RDWR, 0o600, None)
+    ok = fd >= 0
+    if what == "mq":
+        os.close(fd)  # the queue stays, in the namespace alone
+    else:
+        libc.mq_unlink(b"/jobs")  # the fd alone holds it
+print("ready" if ok else f"failed: errno {ctypes.get_errno()}", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_namespace_contents_refused(host):
+    """What lives in the container's IPC and mount namespaces and in no process (a restore
+    starts from new ones) is refused by name, not lost: System V objects, POSIX message
+    queues, mounts the container made."""
+    for what, expect in [
+            ("sem", r"its IPC namespace holds a System V semaphore set \(key 0x5e3, id \d+\), "
+                    r"which is not supported"),
+            ("shm", r"its IPC namespace holds System V shared memory \(key 0x5e4, id \d+\)"),
+            ("msg", r"its IPC namespace holds a System V message queue \(key 0x5e5, id \d+\)"),
+            ("mq", r"its IPC namespace holds the POSIX message queue /jobs, which is not "
+                   r"supported")]:
+        refuse(host, f"ipc-{what}", ["python3", "-c", IPC_PROGRAM, what], expect,
+               ready="ready", who="its IPC namespace")
+    # Unlinked, the queue is only in the fd, which had been taken for a file named /jobs.
+    refuse(host, "ipc-mqfd", ["python3", "-c", IPC_PROGRAM, "mqfd"],
+           r"pid 1 fd \d+: the POSIX message queue /jobs \(deleted\) is not supported",
+           ready="ready")
+    refuse(host, "ownmount", ["sh", "-c", "mkdir -p /run/ownmount && "
+                              "mount -t tmpfs scratch /run/ownmount && "
+                              "echo data > /run/ownmount/f && echo ready && exec sleep 1000"],
+           r"its mount namespace has a mount that migrd's has not \(tmpfs scratch on "
+           r"/run/ownmount\), which a restore would lose: not supported",
+           ready="ready", who="its mount namespace")
+
+
+def test_fd_path_must_lead_back(host):
+    """A file is restored by opening its path again, in a copy of migrd's mount namespace: a
+    path that now leads to another file there is refused instead of opening that one."""
+    host.run("mkdir -p /run/covered && echo original > /run/covered/f")
+    name = "covered"
+    host.migctl("run", name, "--", "sh", "-c", "exec 7</run/covered/f; echo ready; "
+                "exec sleep 1000")
+    host.wait_for(lambda: "ready" in logs(host, name), 20, "the container")
+    # The host covers the directory; the container, whose mounts are its own copy, does not
+    # see it and still holds the original.
+    host.run("mount -t tmpfs cover /run/covered && echo other > /run/covered/f")
+    try:
+        pid = entry(host, name)["pid"]
+        cp = host.migctl_raw("checkpoint", name, "--dir", image(name), timeout=60)
+        assert cp.returncode != 0, cp.stdout
+        assert (f"{name}: pid 1 fd 7: its path /run/covered/f leads to another file where the "
+                "restore would open it") in cp.stderr, cp.stderr
+        w = entry(host, name)
+        assert w["state"] == "running" and w["pid"] == pid
+    finally:
+        host.run("umount /run/covered")
+    # Uncovered, the same file is found again, and the container moves as before.
+    r = kill_and_restore(host, name)
+    assert r["processes"] == 1
+    out = host.run(["sh", "-c", f"cat /proc/{entry(host, name)['pid']}/fdinfo/7 >/dev/null && "
+                    f"cat /proc/{entry(host, name)['pid']}/fd/7"]).stdout
+    assert out == "original\n", out
 
 
 def test_missing_file_refused_at_restore(host):
