@@ -248,13 +248,26 @@ static json_t *jsonify_fds(const struct ct_image_fds *fds)
 
 	for (size_t i = 0; a && i < fds->n_fds; i++) {
 		const struct ct_image_fd *f = &fds->fds[i];
+		json_t *locks = json_array();
 
-		json_array_append_new(a, json_pack("{s:I, s:s, s:o, s:b, s:o, s:o, s:I}", "fd",
-						   (json_int_t)f->fd, "type",
-						   ct_image_fd_type_to_string(f->type), "flags",
-						   jhex(f->flags), "cloexec", f->fd_flags & 1,
-						   "pos", jint(f->pos), "path", jstr(f->path),
-						   "data_size", (json_int_t)f->data_size));
+		for (size_t j = 0; locks && j < f->n_locks; j++) {
+			const struct ct_image_lock *l = &f->locks[j];
+
+			json_array_append_new(
+				locks,
+				json_pack("{s:s, s:b, s:o, s:o}", "kind",
+					  l->kind == CT_IMAGE_LOCK_FLOCK   ? "flock"
+					  : l->kind == CT_IMAGE_LOCK_POSIX ? "posix"
+									   : "ofd",
+					  "write", l->write, "start", jint(l->start), "end",
+					  l->end == UINT64_MAX ? json_null() : jint(l->end)));
+		}
+		json_array_append_new(
+			a, json_pack("{s:I, s:s, s:o, s:b, s:o, s:o, s:I, s:o}", "fd",
+				     (json_int_t)f->fd, "type", ct_image_fd_type_to_string(f->type),
+				     "flags", jhex(f->flags), "cloexec", f->fd_flags & 1, "pos",
+				     jint(f->pos), "path", jstr(f->path), "data_size",
+				     (json_int_t)f->data_size, "locks", locks));
 	}
 	return a;
 }

@@ -484,6 +484,72 @@ static int list_fds(struct dumper *d, struct dproc *p, int **ret, size_t *ret_n)
 	return 0;
 }
 
+/* Whether a record before rec shares its open file description: in any process (every_process)
+ * or in rec's own. Only asked for fds that hold locks. */
+static bool description_seen(struct dumper *d, const struct dproc *p, const struct ct_image_fd *rec,
+			     bool every_process)
+{
+	for (size_t i = 0; i < d->n_procs; i++) {
+		const struct dproc *q = &d->procs[i];
+
+		if (q != p && !every_process)
+			continue;
+		for (size_t j = 0; j < q->fds.n_fds && &q->fds.fds[j] != rec; j++)
+			if (q->fds.fds[j].file_id == rec->file_id)
+				return true;
+	}
+	return false;
+}
+
+/* The file locks held through c's fd (fdinfo's "lock:" lines). A process's POSIX locks show on
+ * each of its fds that share the description, flock and OFD locks on every fd of the description
+ * in any process: each is recorded on the first such fd. Leases and anything else a restore
+ * could not take back are refused. */
+static int dump_locks(struct fdctx *c, const char *info)
+{
+	_cleanup_free_ struct ct_proc_lock *locks = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!strstr(info, "\nlock:"))
+		return 0;
+	r = ct_proc_parse_locks(info, strlen(info), &locks, &n);
+	if (r < 0)
+		return fd_fail(c, r, "reading its locks");
+	for (size_t i = 0; i < n; i++) {
+		const struct ct_proc_lock *l = &locks[i];
+		struct ct_image_lock *nl;
+		uint32_t kind;
+
+		switch (l->kind) {
+		case CT_PROC_LOCK_FLOCK:
+			kind = CT_IMAGE_LOCK_FLOCK;
+			break;
+		case CT_PROC_LOCK_POSIX:
+			kind = CT_IMAGE_LOCK_POSIX;
+			break;
+		case CT_PROC_LOCK_OFD:
+			kind = CT_IMAGE_LOCK_OFD;
+			break;
+		default:
+			return dump_fail(c->d, -EOPNOTSUPP,
+					 "pid %d fd %d: its lock \"%s\" on %s is not supported",
+					 (int)c->p->pid, c->fd, l->name, c->link);
+		}
+		if (l->start > INT64_MAX || (l->end != UINT64_MAX && l->end > INT64_MAX))
+			return fd_fail(c, -EBADMSG, "reading its locks");
+		if (description_seen(c->d, c->p, c->rec, kind != CT_IMAGE_LOCK_POSIX))
+			continue;
+		nl = reallocarray(c->rec->locks, c->rec->n_locks + 1, sizeof(*nl));
+		if (!nl)
+			return -ENOMEM;
+		c->rec->locks = nl;
+		nl[c->rec->n_locks++] = (struct ct_image_lock){
+			.kind = kind, .write = l->write, .start = l->start, .end = l->end};
+	}
+	return 0;
+}
+
 int dump_fds(struct dumper *d, struct dproc *p)
 {
 	_cleanup_free_ int *fds = NULL;
@@ -515,6 +581,9 @@ int dump_fds(struct dumper *d, struct dproc *p)
 
 			c.rec->fd_flags = (fl & O_CLOEXEC) ? FD_CLOEXEC : 0;
 			c.rec->flags = (uint32_t)(fl & ~(unsigned long)O_CLOEXEC);
+			r = dump_locks(&c, info);
+			if (r < 0)
+				return r;
 		}
 	}
 	return 0;

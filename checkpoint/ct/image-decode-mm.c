@@ -198,6 +198,41 @@ int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen
 
 /* ---- fds ------------------------------------------------------------------------------------ */
 
+static int decode_locks(struct ct_dec *d, const struct ct_tlv *g, struct ct_image_fd *ret)
+{
+	uint8_t *raw = NULL;
+	size_t n = 0;
+	int r;
+
+	r = ct_dec_blob(d, g, (size_t)CT_IMAGE_LOCKS_MAX * 24, 24, "fd locks", &raw, &n);
+	if (r < 0)
+		return r;
+	ret->locks = calloc(MAX(n, 1u), sizeof(*ret->locks));
+	if (!ret->locks) {
+		free(raw);
+		return -ENOMEM;
+	}
+	ret->n_locks = n;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t kw = get_le64(raw + 24 * i);
+		struct ct_image_lock *l = &ret->locks[i];
+
+		*l = (struct ct_image_lock){.kind = (uint32_t)(kw >> 32),
+					    .write = (uint32_t)kw,
+					    .start = get_le64(raw + 24 * i + 8),
+					    .end = get_le64(raw + 24 * i + 16)};
+		if (l->kind == 0 || l->kind >= _CT_IMAGE_LOCK_KIND_MAX || l->write > 1 ||
+		    l->start > l->end || l->start > INT64_MAX ||
+		    (l->end != UINT64_MAX && l->end > INT64_MAX) ||
+		    (l->kind == CT_IMAGE_LOCK_FLOCK && (l->start != 0 || l->end != UINT64_MAX))) {
+			free(raw);
+			return ct_dec_fail(d, "fd: lock %zu is invalid", i);
+		}
+	}
+	free(raw);
+	return 0;
+}
+
 static int decode_fd(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_fd *ret)
 {
 	const uint8_t *p = f->val;
@@ -237,6 +272,9 @@ static int decode_fd(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_f
 			break;
 		case FD_OBJECT:
 			r = ct_dec_u64(d, &g, "fd", &ret->object);
+			break;
+		case FD_LOCKS:
+			r = decode_locks(d, &g, ret);
 			break;
 		default:
 			r = ct_dec_fail(d, "fd: unknown field %u", g.tag);

@@ -300,6 +300,24 @@ enum ct_image_fd_type {
 	_CT_IMAGE_FD_TYPE_MAX,
 };
 
+enum ct_image_lock_kind {
+	CT_IMAGE_LOCK_FLOCK = 1, /* flock(): the open file description's, the whole file */
+	CT_IMAGE_LOCK_POSIX,	 /* fcntl(F_SETLK): the process's */
+	CT_IMAGE_LOCK_OFD,	 /* fcntl(F_OFD_SETLK): the open file description's */
+	_CT_IMAGE_LOCK_KIND_MAX,
+};
+
+#define CT_IMAGE_LOCKS_MAX 4096 /* per fd */
+
+/* A file lock, recorded once: on the first fd of its open file description (flock, OFD), or
+ * of its process and description (POSIX). */
+struct ct_image_lock {
+	uint32_t kind;	/* enum ct_image_lock_kind */
+	uint32_t write; /* 1: exclusive, 0: shared */
+	uint64_t start; /* byte range, inclusive */
+	uint64_t end;	/* UINT64_MAX: to the end of the file, however long it grows */
+};
+
 struct ct_image_fd {
 	uint32_t fd;
 	uint32_t type;	   /* enum ct_image_fd_type */
@@ -311,6 +329,8 @@ struct ct_image_fd {
 	uint32_t data_size;
 	uint64_t file_id; /* equal ids: one open file description (dup, fork) */
 	uint64_t object;  /* the pipe, socket or shm object: its inode */
+	struct ct_image_lock *locks;
+	size_t n_locks;
 };
 
 struct ct_image_fds {

@@ -103,6 +103,7 @@ enum { /* fds-PID.img */
        FD_DATA,
        FD_FILE_ID, /* u64: fds with the same id share one open file description */
        FD_OBJECT,  /* u64: the kernel object (pipe, socket, shm inode) */
+       FD_LOCKS,   /* u64 triples: kind << 32 | write, start, end (struct ct_image_lock) */
 };
 
 enum {		       /* pages index */

@@ -467,6 +467,20 @@ int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *r
 		put_u64(&b, FD_OBJECT, f->object);
 		if (f->data_size > 0)
 			put_tlv(&b, FD_DATA, f->data, f->data_size);
+		if (f->n_locks > 0) {
+			uint64_t *v = calloc(f->n_locks, 3 * sizeof(uint64_t));
+
+			for (size_t j = 0; v && j < f->n_locks; j++) {
+				v[3 * j] = (uint64_t)f->locks[j].kind << 32 | f->locks[j].write;
+				v[3 * j + 1] = f->locks[j].start;
+				v[3 * j + 2] = f->locks[j].end;
+			}
+			if (v)
+				put_u64s(&b, FD_LOCKS, v, 3 * f->n_locks);
+			else
+				b.error = -ENOMEM;
+			free(v);
+		}
 		nest_end(&b, at);
 	}
 	return buf_finish(&b, ret, ret_size);
@@ -526,6 +540,7 @@ void ct_image_fds_done(struct ct_image_fds *fds)
 	for (size_t i = 0; i < fds->n_fds; i++) {
 		free(fds->fds[i].path);
 		free(fds->fds[i].data);
+		free(fds->fds[i].locks);
 	}
 	free(fds->fds);
 	*fds = (struct ct_image_fds){};

@@ -129,6 +129,28 @@ int ct_proc_parse_fdinfo(const char *text, size_t len, struct ct_fdinfo *ret);
 /* The value of key in f's extra lines, or NULL. */
 const char *ct_fdinfo_get(const struct ct_fdinfo *f, const char *key);
 
+/* A file lock held through an fd: a "lock:" line of /proc/PID/fdinfo/FD (fs/locks.c). */
+enum ct_proc_lock_kind {
+	CT_PROC_LOCK_FLOCK = 1, /* flock(): the open file description's */
+	CT_PROC_LOCK_POSIX,	/* fcntl(F_SETLK): the process's */
+	CT_PROC_LOCK_OFD,	/* fcntl(F_OFD_SETLK): the open file description's */
+	CT_PROC_LOCK_OTHER,	/* a lease, a delegation, a mandatory lock: see name */
+};
+
+#define CT_PROC_LOCKS_MAX 4096 /* per fd */
+
+struct ct_proc_lock {
+	enum ct_proc_lock_kind kind;
+	bool write;	/* else a read (shared) lock */
+	char name[56];	/* the kernel's words for it, e.g. "LEASE ACTIVE READ" */
+	pid_t pid;	/* the holder (-1 for OFD locks), in the reader's pid namespace */
+	uint64_t start; /* byte range, inclusive */
+	uint64_t end;	/* UINT64_MAX: to the end of the file, however long */
+};
+
+/* The "lock:" lines of fdinfo text, in order. */
+int ct_proc_parse_locks(const char *text, size_t len, struct ct_proc_lock **ret, size_t *ret_n);
+
 /* A /proc/PID/task entry name: decimal pid > 0, nothing else. */
 int ct_proc_parse_pid_name(const char *name, pid_t *ret);
 

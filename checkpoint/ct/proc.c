@@ -618,6 +618,83 @@ const char *ct_fdinfo_get(const struct ct_fdinfo *f, const char *key)
 	return NULL;
 }
 
+/* One lock line after "lock:": "ID: KIND MODE TYPE PID MAJ:MIN:INO START END", END "EOF" for
+ * a lock to the end of the file. */
+static int parse_lock(const char *p, struct ct_proc_lock *ret)
+{
+	char kind[16], mode[16], type[16], where[64], start[32], end[32], *e;
+	long long id;
+	int pid;
+
+	if (sscanf(p, "%lld: %15s %15s %15s %d %63s %31s %31s", &id, kind, mode, type, &pid, where,
+		   start, end) != 8)
+		return -EBADMSG;
+	*ret = (struct ct_proc_lock){.pid = pid, .kind = CT_PROC_LOCK_OTHER};
+	snprintf(ret->name, sizeof(ret->name), "%s %s %s", kind, mode, type);
+	if (streq(mode, "ADVISORY") && (streq(type, "READ") || streq(type, "WRITE"))) {
+		if (streq(kind, "FLOCK"))
+			ret->kind = CT_PROC_LOCK_FLOCK;
+		else if (streq(kind, "POSIX"))
+			ret->kind = CT_PROC_LOCK_POSIX;
+		else if (streq(kind, "OFDLCK"))
+			ret->kind = CT_PROC_LOCK_OFD;
+	}
+	ret->write = streq(type, "WRITE");
+	if (start[0] < '0' || start[0] > '9')
+		return -EBADMSG;
+	errno = 0;
+	ret->start = strtoull(start, &e, 10);
+	if (errno || *e)
+		return -EBADMSG;
+	if (streq(end, "EOF"))
+		ret->end = UINT64_MAX;
+	else {
+		if (end[0] < '0' || end[0] > '9')
+			return -EBADMSG;
+		ret->end = strtoull(end, &e, 10);
+		if (errno || *e || ret->end < ret->start)
+			return -EBADMSG;
+	}
+	return 0;
+}
+
+int ct_proc_parse_locks(const char *text, size_t len, struct ct_proc_lock **ret, size_t *ret_n)
+{
+	_cleanup_free_ char *copy = strndup(text, len);
+	struct ct_proc_lock *v = NULL;
+	size_t n = 0;
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		struct ct_proc_lock *nv;
+		int r;
+
+		if (!startswith(line, "lock:"))
+			continue;
+		if (n >= CT_PROC_LOCKS_MAX) {
+			free(v);
+			return -E2BIG;
+		}
+		nv = reallocarray(v, n + 1, sizeof(*v));
+		if (!nv) {
+			free(v);
+			return -ENOMEM;
+		}
+		v = nv;
+		r = parse_lock(line + 5, &v[n]);
+		if (r < 0) {
+			free(v);
+			return r;
+		}
+		n++;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
 int ct_proc_parse_pid_name(const char *name, pid_t *ret)
 {
 	struct cursor c;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -575,4 +576,69 @@ int restore_epolls(struct restorer *R, struct rproc *p)
 					    p->img->task.pid, f->fd);
 	}
 	return 0;
+}
+
+/* ---- file locks ------------------------------------------------------------------------------ */
+
+static const char *lock_kind_name(uint32_t kind)
+{
+	switch (kind) {
+	case CT_IMAGE_LOCK_FLOCK:
+		return "flock";
+	case CT_IMAGE_LOCK_POSIX:
+		return "POSIX";
+	default:
+		return "OFD";
+	}
+}
+
+/* One lock taken again by the task, never waiting: another holder means a failed restore. */
+static int take_lock(struct restorer *R, struct rproc *p, const struct ct_image_fd *f,
+		     const struct ct_image_lock *l)
+{
+	long args[6] = {f->fd}, res;
+	int r;
+
+	if (l->kind == CT_IMAGE_LOCK_FLOCK) {
+		args[1] = (l->write ? LOCK_EX : LOCK_SH) | LOCK_NB;
+		r = ct_inject_syscall_site(p->hpid, p->site, SYS_flock, args, &res, &R->event_msg);
+	} else {
+		struct flock fl = {.l_type = l->write ? F_WRLCK : F_RDLCK,
+				   .l_whence = SEEK_SET,
+				   .l_start = (off_t)l->start,
+				   .l_len = l->end == UINT64_MAX ? 0
+								 : (off_t)(l->end - l->start + 1)};
+
+		r = restore_poke(R, p, p->scratch, &fl, sizeof(fl));
+		if (r < 0)
+			return r;
+		args[1] = l->kind == CT_IMAGE_LOCK_POSIX ? F_SETLK : F_OFD_SETLK;
+		args[2] = (long)p->scratch;
+		r = ct_inject_syscall_site(p->hpid, p->site, SYS_fcntl, args, &res, &R->event_msg);
+	}
+	if (r < 0)
+		return restore_fail(R, r, "pid %u: cannot run a lock call in the task: %s",
+				    p->img->task.pid, strerror(-r));
+	if (res == -EAGAIN || res == -EACCES)
+		return restore_fail(R, -EBUSY,
+				    "pid %u fd %u: cannot take back its %s %s lock on %s: another "
+				    "process holds a lock on it",
+				    p->img->task.pid, f->fd, lock_kind_name(l->kind),
+				    l->write ? "write" : "read", f->path ?: "the file");
+	if (res < 0 && res > -4096)
+		return restore_fail(R, (int)res, "pid %u fd %u: taking back its %s lock failed: %s",
+				    p->img->task.pid, f->fd, lock_kind_name(l->kind),
+				    strerror((int)-res));
+	return 0;
+}
+
+int restore_locks(struct restorer *R, struct rproc *p)
+{
+	const struct ct_image_fds *fds = &p->img->fds;
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < fds->n_fds; i++)
+		for (size_t j = 0; r >= 0 && j < fds->fds[i].n_locks; j++)
+			r = take_lock(R, p, &fds->fds[i], &fds->fds[i].locks[j]);
+	return r;
 }

@@ -64,5 +64,8 @@ int restore_shm_fd(struct restorer *R, uint64_t shmid);
 /* restore-fds.c */
 int restore_fds(struct restorer *R, struct rproc *p);
 int restore_epolls(struct restorer *R, struct rproc *p);
+/* The file locks its fds held, taken again once every fd of every process is back (a POSIX lock
+ * goes with the close of any fd of its file). */
+int restore_locks(struct restorer *R, struct rproc *p);
 int restore_check_files(struct restorer *R);
 void restore_objs_free(struct restorer *R);

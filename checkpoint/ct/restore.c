@@ -1121,6 +1121,8 @@ static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
 		r = restore_epolls(R, &R->procs[i]);
 	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
+		r = restore_locks(R, &R->procs[i]);
+	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
 		r = restore_task_state(R, &R->procs[i]);
 	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
 		r = restore_registers(R, &R->procs[i]);

@@ -51,6 +51,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		ct_fdinfo_done(&fdinfo);
 	}
+	{
+		struct ct_proc_lock *locks = NULL;
+		size_t n_locks = 0;
+
+		if (ct_proc_parse_locks(text, size, &locks, &n_locks) == 0) {
+			if (n_locks > CT_PROC_LOCKS_MAX)
+				abort();
+			for (size_t i = 0; i < n_locks; i++)
+				if (locks[i].start > locks[i].end ||
+				    locks[i].kind < CT_PROC_LOCK_FLOCK ||
+				    locks[i].kind > CT_PROC_LOCK_OTHER)
+					abort();
+			free(locks);
+		}
+	}
 	if (size < sizeof(name)) {
 		memcpy(name, data, size);
 		name[size] = 0;

@@ -697,6 +697,90 @@ def test_fd_path_must_lead_back(host):
     assert out == "original\n", out
 
 
+LOCKS_PROGRAM = r"""
+import fcntl, os, struct, time
+os.makedirs("/run/locks", exist_ok=True)
+a = open("/run/locks/a", "w"); fcntl.flock(a, fcntl.LOCK_EX)
+b = open("/run/locks/b", "w+")
+fcntl.lockf(b, fcntl.LOCK_EX, 10, 5)      # bytes 5-14, write
+fcntl.lockf(b, fcntl.LOCK_SH, 0, 100)     # from byte 100 to the end, read
+c = open("/run/locks/c", "w+")
+fcntl.fcntl(c, 37, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0))  # F_OFD_SETLK
+d = os.dup(a.fileno())                    # the same description: one flock
+if os.fork() == 0:                        # shares a's description; a POSIX lock of its own
+    e = open("/run/locks/e", "w"); fcntl.lockf(e, fcntl.LOCK_EX)
+    print("child ready", flush=True)
+    time.sleep(1000)
+time.sleep(0.2)
+print("ready", flush=True)
+time.sleep(1000)
+"""
+
+# Each lock tried from outside the container, without waiting: "held" when it conflicts.
+LOCK_PROBE = r"""
+import fcntl, os, struct
+def probe(path, kind, write, start=0, length=0):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if kind == "flock":
+            fcntl.flock(fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        else:
+            fcntl.fcntl(fd, 37 if kind == "ofd" else fcntl.F_SETLK,
+                        struct.pack("hhqqi4x", fcntl.F_WRLCK if write else fcntl.F_RDLCK, 0,
+                                    start, length, 0))
+        return "free"
+    except OSError:
+        return "held"
+    finally:
+        os.close(fd)
+print(",".join([probe("/run/locks/a", "flock", False),
+                probe("/run/locks/b", "posix", True, 0, 5),
+                probe("/run/locks/b", "posix", False, 5, 10),
+                probe("/run/locks/b", "posix", False, 100, 0),
+                probe("/run/locks/b", "posix", True, 200, 1),
+                probe("/run/locks/c", "ofd", False),
+                probe("/run/locks/c", "ofd", True),
+                probe("/run/locks/e", "posix", False)]))
+"""
+LOCKS_HELD = "held,free,held,free,held,free,held,held"
+
+
+def test_file_locks_kept(host):
+    """flock, POSIX and OFD locks are taken back by the restored processes, each once; a lock
+    that another process took in the meantime fails the restore by name."""
+    name = "locks"
+    host.migctl("run", name, "--", "python3", "-c", LOCKS_PROGRAM)
+    host.wait_for(lambda: "child ready" in logs(host, name) and "\nready" in
+                  "\n" + logs(host, name), 20, "the locks to be taken")
+    assert host.run(["python3", "-c", LOCK_PROBE]).stdout.strip() == LOCKS_HELD
+    checkpoint(host, name)
+    host.wait_for(lambda: entry(host, name)["state"] == "checkpointed", 10, "the kill")
+    locks = sorted((f["path"], l["kind"], l["write"], l["start"], l["end"])
+                   for p in host.migctl("image", "show", image(name))["processes"]
+                   for f in p["fds"] for l in f["locks"])
+    assert locks == [("/run/locks/a", "flock", True, 0, None),
+                     ("/run/locks/b", "posix", False, 100, None),
+                     ("/run/locks/b", "posix", True, 5, 14),
+                     ("/run/locks/c", "ofd", False, 0, None),
+                     ("/run/locks/e", "posix", True, 0, None)], locks
+    # Freed by the kill, the flock is taken by another process: the restore must not go on
+    # without it.
+    host.run(["rm", "-f", "/run/locks/release"])
+    host.spawn("holder", ["flock", "/run/locks/a", "sh", "-c",
+                          "echo holding; while [ ! -e /run/locks/release ]; do sleep 0.05; done"])
+    host.wait_for(lambda: "holding" in open(host.path("holder.log")).read(), 10, "the holder")
+    cp = host.migctl_raw("restore", name, "--from", image(name), timeout=60)
+    assert cp.returncode != 0, cp.stdout
+    assert re.search(r"locks: pid 1 fd \d+: cannot take back its flock write lock on "
+                     r"/run/locks/a: another process holds a lock on it", cp.stderr), cp.stderr
+    assert entry(host, name)["state"] == "checkpointed"
+    host.run(["touch", "/run/locks/release"])
+    host.wait_for(lambda: host.procs["holder"].poll() is not None, 10, "the holder to end")
+    r = restore(host, name)
+    assert r["processes"] == 2
+    assert host.run(["python3", "-c", LOCK_PROBE]).stdout.strip() == LOCKS_HELD
+
+
 def test_missing_file_refused_at_restore(host):
     host.run(["sh", "-c", "mkdir -p /var/lib/migrd/data && echo hi > /var/lib/migrd/data/f"])
     host.migctl("run", "keepsfile", "--", "sh", "-c",

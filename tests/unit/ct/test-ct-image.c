@@ -171,9 +171,15 @@ static struct ct_image_vma vmas9[] = {
 
 static uint8_t pipe_data[5000];
 
+static struct ct_image_lock locks1[] = {
+	{CT_IMAGE_LOCK_FLOCK, 1, 0, UINT64_MAX},
+	{CT_IMAGE_LOCK_POSIX, 0, 100, 199},
+	{CT_IMAGE_LOCK_OFD, 1, 4096, UINT64_MAX},
+};
 static struct ct_image_fd fds1[] = {
 	{0, CT_IMAGE_FD_CHR, O_RDONLY, 0, 0, "/dev/null", NULL, 0},
-	{1, CT_IMAGE_FD_REG, O_WRONLY | O_APPEND, 0, 1234, "/var/log/app.log", NULL, 0},
+	{1, CT_IMAGE_FD_REG, O_WRONLY | O_APPEND, 0, 1234, "/var/log/app.log", NULL, 0, 0, 0,
+	 locks1, ELEMENTSOF(locks1)},
 	{3, CT_IMAGE_FD_PIPE, O_RDONLY, 1, 0, NULL, pipe_data, sizeof(pipe_data), 5, 987654},
 	{4, CT_IMAGE_FD_TCP, O_RDWR, 1, 0, NULL, (uint8_t *)"tcp-state", 9},
 	{7, CT_IMAGE_FD_EPOLL, O_RDWR, 1, 0, NULL, (uint8_t *)"interest", 8},
@@ -515,6 +521,13 @@ static void assert_fds_equal(const struct ct_image_fds *a, const struct ct_image
 		assert_int_equal(x->data_size, y->data_size);
 		if (x->data_size > 0)
 			assert_memory_equal(x->data, y->data, x->data_size);
+		assert_int_equal(x->n_locks, y->n_locks);
+		for (size_t j = 0; j < x->n_locks; j++) {
+			assert_int_equal(x->locks[j].kind, y->locks[j].kind);
+			assert_int_equal(x->locks[j].write, y->locks[j].write);
+			assert_int_equal(x->locks[j].start, y->locks[j].start);
+			assert_int_equal(x->locks[j].end, y->locks[j].end);
+		}
 	}
 }
 

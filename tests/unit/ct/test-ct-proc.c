@@ -271,6 +271,47 @@ static void test_stat(void **state)
 	}
 }
 
+static void test_locks(void **state)
+{
+	static const char held[] = "pos:\t0\nflags:\t02100002\nmnt_id:\t27\nino:\t10977476\n"
+				   "lock:\t1: POSIX  ADVISORY  WRITE 23906 fe:00:10977476 5 14\n"
+				   "lock:\t2: POSIX  ADVISORY  READ 23906 fe:00:10977476 100 EOF\n"
+				   "lock:\t3: FLOCK  ADVISORY  WRITE 23906 fe:00:10977460 0 EOF\n"
+				   "lock:\t4: OFDLCK ADVISORY  READ -1 fe:00:10977572 0 EOF\n"
+				   "lock:\t5: LEASE  ACTIVE    READ 23906 fe:00:10977572 0 EOF\n";
+	static const char *const bad[] = {
+		"lock:\t1: POSIX  ADVISORY  WRITE 23906 fe:00:1 14 5\n", /* end before start */
+		"lock:\t1: POSIX  ADVISORY  WRITE 23906 fe:00:1 -1 5\n",
+		"lock:\t1: POSIX  ADVISORY  WRITE 23906 fe:00:1 5\n",
+		"lock:\t1: POSIX  ADVISORY  WRITE 23906 fe:00:1 5 99999999999999999999999\n",
+	};
+	_cleanup_free_ struct ct_proc_lock *l = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(ct_proc_parse_locks(held, strlen(held), &l, &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(l[0].kind, CT_PROC_LOCK_POSIX);
+	assert_true(l[0].write);
+	assert_int_equal(l[0].pid, 23906);
+	assert_int_equal(l[0].start, 5);
+	assert_int_equal(l[0].end, 14);
+	assert_int_equal(l[1].kind, CT_PROC_LOCK_POSIX);
+	assert_false(l[1].write);
+	assert_int_equal(l[1].end, UINT64_MAX);
+	assert_int_equal(l[2].kind, CT_PROC_LOCK_FLOCK);
+	assert_int_equal(l[3].kind, CT_PROC_LOCK_OFD);
+	assert_int_equal(l[3].pid, -1);
+	assert_int_equal(l[4].kind, CT_PROC_LOCK_OTHER);
+	assert_string_equal(l[4].name, "LEASE ACTIVE READ");
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		struct ct_proc_lock *none = NULL;
+
+		assert_int_equal(ct_proc_parse_locks(bad[i], strlen(bad[i]), &none, &n), -EBADMSG);
+		assert_null(none);
+	}
+}
+
 static void test_fdinfo(void **state)
 {
 	static const char eventfd[] = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1039\n"
@@ -487,8 +528,9 @@ int main(void)
 		cmocka_unit_test(test_maps_sample),    cmocka_unit_test(test_maps_tricky),
 		cmocka_unit_test(test_maps_malformed), cmocka_unit_test(test_smaps_vmflags),
 		cmocka_unit_test(test_status),	       cmocka_unit_test(test_stat),
-		cmocka_unit_test(test_fdinfo),	       cmocka_unit_test(test_pid_name),
-		cmocka_unit_test(test_live_self),      cmocka_unit_test(test_live_dead),
+		cmocka_unit_test(test_fdinfo),	       cmocka_unit_test(test_locks),
+		cmocka_unit_test(test_pid_name),       cmocka_unit_test(test_live_self),
+		cmocka_unit_test(test_live_dead),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
