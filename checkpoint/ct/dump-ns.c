@@ -8,6 +8,11 @@
  * of the reader's namespace, and a detached mount of the namespace's mqueue file system
  * (fsopen/fsmount, attached nowhere) lists its message queues.
  *
+ * Network: a container with a network namespace of its own (`migctl run --netns`) gets one
+ * with lo up and nothing else, at the restore as at the start. Interfaces, addresses and routes
+ * it added would be gone: each is refused. (Firewall rules and the namespace's sysctls are not
+ * looked at.)
+ *
  * Mounts: a restore gives the container a copy of migrd's mount namespace with its own /proc on
  * top, as `migctl run` did. A mount the container made itself (a tmpfs with files in it, a bind
  * mount) would be missing, and with it what it held or showed. Every mount of the container's
@@ -17,12 +22,18 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <arpa/inet.h>
+#include <linux/if_addr.h>
 #include <linux/mount.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -306,6 +317,211 @@ static int check_mounts(struct dumper *d)
 	return r;
 }
 
+/* ---- network namespace ------------------------------------------------------------------ */
+
+struct net_probe {
+	int ns_fd;
+	int r;
+	const char *what;
+	char found[256];
+};
+
+/* One RTM_GETLINK/GETADDR/GETROUTE dump; cb sees each message, and stops the walk with a
+ * return > 0 (found) or < 0 (error). */
+static int rtnl_dump(int fd, uint16_t type, uint8_t family,
+		     int (*cb)(struct net_probe *q, const struct nlmsghdr *h), struct net_probe *q)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct rtgenmsg g;
+	} req = {.nlh = {.nlmsg_len = sizeof(req),
+			 .nlmsg_type = type,
+			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
+			 .nlmsg_seq = type},
+		 .g = {.rtgen_family = family}};
+	_cleanup_free_ uint8_t *buf = malloc(32768);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	if (send(fd, &req, sizeof(req), 0) < 0)
+		return NEG_ERRNO();
+	for (;;) {
+		ssize_t k = recv(fd, buf, 32768, 0);
+
+		if (k < 0)
+			return NEG_ERRNO();
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)k);
+		     h = NLMSG_NEXT(h, k)) {
+			if (h->nlmsg_type == NLMSG_DONE)
+				return r;
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+
+				return h->nlmsg_len >= NLMSG_LENGTH(sizeof(*e)) && e->error < 0
+					       ? e->error
+					       : -EIO;
+			}
+			if (r == 0)
+				r = cb(q, h); /* after a find, the rest of the dump is read out */
+		}
+		if (r < 0)
+			return r;
+	}
+}
+
+static const struct rtattr *rta_find(const struct rtattr *a, size_t len, unsigned short type)
+{
+	for (; RTA_OK(a, len); a = RTA_NEXT(a, len))
+		if (a->rta_type == type)
+			return a;
+	return NULL;
+}
+
+static int on_link(struct net_probe *q, const struct nlmsghdr *h)
+{
+	const struct ifinfomsg *ifi = NLMSG_DATA(h);
+	const struct rtattr *name;
+
+	if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(*ifi)))
+		return 0;
+	name = rta_find(IFLA_RTA(ifi), IFLA_PAYLOAD(h), IFLA_IFNAME);
+	if (name && RTA_PAYLOAD(name) > 0) {
+		/* lo, and the fallback devices of tunnel drivers, which the kernel makes in every
+		 * new namespace (the restore's too) and which nobody brought up. */
+		static const char *const fallback[] = {
+			"tunl0",   "sit0",     "gre0",	  "gretap0", "erspan0",
+			"ip_vti0", "ip6_vti0", "ip6tnl0", "ip6gre0", "ip6erspan0",
+		};
+		char n[IFNAMSIZ + 1] = "";
+
+		memcpy(n, RTA_DATA(name), MIN(RTA_PAYLOAD(name), (size_t)IFNAMSIZ));
+		if (streq(n, "lo"))
+			return 0;
+		for (size_t i = 0; i < ELEMENTSOF(fallback); i++)
+			if (streq(n, fallback[i]) && !(ifi->ifi_flags & IFF_UP))
+				return 0;
+	}
+	snprintf(q->found, sizeof(q->found), "the interface %.*s",
+		 name ? (int)strnlen(RTA_DATA(name), RTA_PAYLOAD(name)) : 1,
+		 name ? (const char *)RTA_DATA(name) : "?");
+	return 1;
+}
+
+static int on_addr(struct net_probe *q, const struct nlmsghdr *h)
+{
+	static const uint8_t loop6[16] = {[15] = 1};
+	const struct ifaddrmsg *ifa = NLMSG_DATA(h);
+	const struct rtattr *a;
+	char text[INET6_ADDRSTRLEN] = "?";
+
+	if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(*ifa)))
+		return 0;
+	a = rta_find(IFA_RTA(ifa), IFA_PAYLOAD(h), IFA_LOCAL);
+	if (!a)
+		a = rta_find(IFA_RTA(ifa), IFA_PAYLOAD(h), IFA_ADDRESS);
+	if (a && ifa->ifa_family == AF_INET && RTA_PAYLOAD(a) == 4 && ifa->ifa_prefixlen == 8 &&
+	    memcmp(RTA_DATA(a), "\x7f\0\0\x01", 4) == 0)
+		return 0;
+	if (a && ifa->ifa_family == AF_INET6 && RTA_PAYLOAD(a) == 16 && ifa->ifa_prefixlen == 128 &&
+	    memcmp(RTA_DATA(a), loop6, 16) == 0)
+		return 0;
+	if (a && RTA_PAYLOAD(a) == (ifa->ifa_family == AF_INET ? 4u : 16u))
+		inet_ntop(ifa->ifa_family, RTA_DATA(a), text, sizeof(text));
+	snprintf(q->found, sizeof(q->found), "the address %s/%u", text, ifa->ifa_prefixlen);
+	return 1;
+}
+
+/* The kernel's own routes (for lo's addresses) come back; any other does not. */
+static int on_route(struct net_probe *q, const struct nlmsghdr *h)
+{
+	const struct rtmsg *rt = NLMSG_DATA(h);
+	const struct rtattr *a;
+	char text[INET6_ADDRSTRLEN] = "default";
+
+	if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(*rt)))
+		return 0;
+	if (rt->rtm_protocol == RTPROT_KERNEL)
+		return 0;
+	a = rta_find(RTM_RTA(rt), RTM_PAYLOAD(h), RTA_DST);
+	if (a && RTA_PAYLOAD(a) == (rt->rtm_family == AF_INET ? 4u : 16u))
+		inet_ntop(rt->rtm_family, RTA_DATA(a), text, sizeof(text));
+	snprintf(q->found, sizeof(q->found), "a route to %s/%u", text, rt->rtm_dst_len);
+	return 1;
+}
+
+static void *net_probe_run(void *arg)
+{
+	static const struct {
+		uint16_t type;
+		uint8_t family;
+		int (*cb)(struct net_probe *q, const struct nlmsghdr *h);
+		const char *what;
+	} dumps[] = {
+		{RTM_GETLINK, AF_UNSPEC, on_link, "listing its interfaces"},
+		{RTM_GETADDR, AF_UNSPEC, on_addr, "listing its addresses"},
+		{RTM_GETROUTE, AF_INET, on_route, "listing its IPv4 routes"},
+		{RTM_GETROUTE, AF_INET6, on_route, "listing its IPv6 routes"},
+	};
+	struct net_probe *q = arg;
+	_cleanup_close_ int fd = -EBADF;
+
+	if (setns(q->ns_fd, CLONE_NEWNET) < 0) {
+		q->r = NEG_ERRNO();
+		q->what = "joining it";
+		return NULL;
+	}
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0) {
+		q->r = NEG_ERRNO();
+		q->what = "opening a netlink socket";
+		return NULL;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(dumps) && !q->found[0]; i++) {
+		int r = rtnl_dump(fd, dumps[i].type, dumps[i].family, dumps[i].cb, q);
+
+		if (r < 0 && !(r == -EAFNOSUPPORT && dumps[i].family == AF_INET6)) {
+			q->r = r;
+			q->what = dumps[i].what;
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+static int check_net(struct dumper *d)
+{
+	struct net_probe q = {.ns_fd = -EBADF};
+	struct stat st;
+	char path[64];
+	pthread_t th;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)d->procs[0].hpid);
+	if (stat(path, &st) < 0)
+		return dump_fail(d, NEG_ERRNO(), "cannot read its network namespace: %m");
+	if (st.st_ino == d->net_ino)
+		return 0; /* migrd's own: the restore does not make another */
+	q.ns_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (q.ns_fd < 0)
+		return dump_fail(d, NEG_ERRNO(), "cannot open its network namespace: %m");
+	r = -pthread_create(&th, NULL, net_probe_run, &q);
+	if (r == 0)
+		pthread_join(th, NULL);
+	safe_close(q.ns_fd);
+	if (r < 0)
+		return dump_fail(d, r, "cannot read its network namespace: %s", strerror(-r));
+	if (q.r < 0)
+		return dump_fail(d, q.r, "cannot read its network namespace (%s): %s", q.what,
+				 strerror(-q.r));
+	if (q.found[0])
+		return dump_fail(d, -EOPNOTSUPP,
+				 "its network namespace has %s, which a restore would not make "
+				 "again: not supported",
+				 q.found);
+	return 0;
+}
+
 int dump_ns_check(struct dumper *d)
 {
 	int r;
@@ -313,6 +529,8 @@ int dump_ns_check(struct dumper *d)
 	if (d->n_procs == 0)
 		return 0;
 	r = check_ipc(d);
+	if (r >= 0)
+		r = check_net(d);
 	if (r >= 0)
 		r = check_mounts(d);
 	return r;

@@ -560,11 +560,11 @@ def test_corrupt_image_refused(host, damage):
             pass
 
 
-def refuse(h, name, argv, expect, ready=None, who="pid"):
-    """Runs argv, checkpoints it (after its log shows ready, or a second), and checks that the
-    checkpoint is refused with expect, names the container (and by default a pid), and leaves
-    the container running and nothing behind."""
-    h.migctl("run", name, "--", *argv)
+def refuse(h, name, argv, expect, ready=None, who="pid", opts=()):
+    """Runs argv (with migctl run's opts), checkpoints it (after its log shows ready, or a
+    second), and checks that the checkpoint is refused with expect, names the container (and
+    by default a pid), and leaves the container running and nothing behind."""
+    h.migctl("run", name, *opts, "--", *argv)
     if ready:
         h.wait_for(lambda: ready in logs(h, name), 20, f"{name} to report {ready}")
     else:
@@ -779,6 +779,44 @@ def test_file_locks_kept(host):
     r = restore(host, name)
     assert r["processes"] == 2
     assert host.run(["python3", "-c", LOCK_PROBE]).stdout.strip() == LOCKS_HELD
+
+
+PONG_SERVER = r"""
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 8088)); s.listen(4)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"pong"); c.close()
+"""
+PING = ("import socket; s = socket.create_connection(('127.0.0.1', 8088), timeout=5); "
+        "print(s.recv(16).decode())")
+
+
+def test_own_network_namespace(host):
+    """migctl run --netns: the container's own namespace (lo alone) comes back with its
+    listener in it; what the container added to it is refused, not lost."""
+    name = "netct"
+    host.migctl("run", name, "--netns", "--", "python3", "-c", PONG_SERVER)
+    host.wait_for(lambda: "ready" in logs(host, name), 20, "the server")
+
+    def ping():
+        pid = entry(host, name)["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+        return host.run(["nsenter", "-t", str(pid), "-n", "python3", "-c", PING]).stdout
+
+    assert ping() == "pong\n"
+    r = kill_and_restore(host, name)
+    assert r["processes"] == 1
+    assert host.migctl("image", "show", image(name))["own_network_namespace"] is True
+    assert ping() == "pong\n"
+    for what, cmd, expect in [
+            ("addr", "ip addr add 10.9.9.9/32 dev lo", r"the address 10\.9\.9\.9/32"),
+            ("link", "ip link add v0 type veth peer name v1", r"the interface v[01]"),
+            ("route", "ip route add 10.1.0.0/16 dev lo", r"a route to 10\.1\.0\.0/16")]:
+        refuse(host, f"net-{what}", ["sh", "-c", f"{cmd} && echo ready && exec sleep 1000"],
+               r"its network namespace has " + expect + r", which a restore would not make "
+               r"again: not supported", ready="ready", who="its network namespace",
+               opts=["--netns"])
 
 
 def test_missing_file_refused_at_restore(host):
