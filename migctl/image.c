@@ -292,6 +292,46 @@ static json_t *jsonify_pages(const struct ct_image_pages *p)
 			 (json_int_t)p->n_chunks, "raw_chunks", (json_int_t)raw, "runs", runs);
 }
 
+static json_t *jsonify_ipc_perm(const struct ct_image_ipc_perm *p)
+{
+	return json_pack("{s:I, s:o, s:I, s:I, s:o}", "id", (json_int_t)p->id, "key",
+			 jhex((uint32_t)p->key), "uid", (json_int_t)p->uid, "gid",
+			 (json_int_t)p->gid, "mode", json_sprintf("%03o", p->mode));
+}
+
+static json_t *jsonify_ipc(const struct ct_image_ipc *ipc)
+{
+	json_t *sems = json_array(), *msgqs = json_array();
+
+	for (size_t i = 0; sems && i < ipc->n_sems; i++) {
+		const struct ct_image_sem_set *s = &ipc->sems[i];
+		json_t *o = jsonify_ipc_perm(&s->perm), *values = json_array();
+
+		for (size_t j = 0; values && j < s->n_values; j++)
+			json_array_append_new(values, json_integer(s->values[j]));
+		if (o)
+			json_object_set_new(o, "values", values);
+		else
+			json_decref(values);
+		json_array_append_new(sems, o);
+	}
+	for (size_t i = 0; msgqs && i < ipc->n_msgqs; i++) {
+		const struct ct_image_msg_queue *q = &ipc->msgqs[i];
+		json_t *o = jsonify_ipc_perm(&q->perm);
+		uint64_t bytes = 0;
+
+		for (size_t j = 0; j < q->n_msgs; j++)
+			bytes += q->msgs[j].len;
+		if (o) {
+			json_object_set_new(o, "qbytes", jint(q->qbytes));
+			json_object_set_new(o, "messages", json_integer((json_int_t)q->n_msgs));
+			json_object_set_new(o, "bytes", jint(bytes));
+		}
+		json_array_append_new(msgqs, o);
+	}
+	return json_pack("{s:o, s:o}", "semaphore_sets", sems, "message_queues", msgqs);
+}
+
 static json_t *image_to_json(const struct ct_image *img)
 {
 	const struct ct_image_inventory *inv = &img->inventory;
@@ -335,6 +375,7 @@ static json_t *image_to_json(const struct ct_image *img)
 		json_object_set_new(o, "hostname",
 				    inv->hostname ? json_string(inv->hostname) : json_null());
 		json_object_set_new(o, "own_network_namespace", json_boolean(inv->netns));
+		json_object_set_new(o, "ipc", jsonify_ipc(&img->ipc));
 	}
 	return o;
 }
@@ -560,6 +601,15 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 	r = print_fds(f, img);
 	if (r < 0)
 		return r;
+	if (img->ipc.n_sems > 0 || img->ipc.n_msgqs > 0) {
+		size_t msgs = 0;
+
+		for (size_t i = 0; i < img->ipc.n_msgqs; i++)
+			msgs += img->ipc.msgqs[i].n_msgs;
+		fprintf(f,
+			"\nSystem V IPC: %zu semaphore sets, %zu message queues (%zu messages)\n",
+			img->ipc.n_sems, img->ipc.n_msgqs, msgs);
+	}
 	format_bytes(stored, sizeof(stored), tot.stored);
 	format_bytes(raw, sizeof(raw), tot.stored * CT_IMAGE_PAGE_SIZE);
 	format_bytes(zero, sizeof(zero), tot.zero * CT_IMAGE_PAGE_SIZE);

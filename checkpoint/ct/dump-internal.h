@@ -56,9 +56,10 @@ struct dumper {
 	uint64_t next_file_id;
 	struct dshm *shms;
 	size_t n_shms;
-	uint64_t net_ino; /* migrd's network namespace */
-	int diag_fd;	  /* NETLINK_SOCK_DIAG in the container's network namespace, or -1 */
-	int root_fd;	  /* the root of the container's mount namespace (O_PATH), or -1 */
+	uint64_t net_ino;	 /* migrd's network namespace */
+	int diag_fd;		 /* NETLINK_SOCK_DIAG in the container's network namespace, or -1 */
+	int root_fd;		 /* the root of the container's mount namespace (O_PATH), or -1 */
+	struct ct_image_ipc ipc; /* its IPC namespace's System V semaphores and queues */
 	struct ct_dump_stats *stats;
 };
 

@@ -1,12 +1,15 @@
 /* What the container's namespaces hold that no process of it does, and that a restore would
  * therefore lose without a word. Each is refused by name before anything is destroyed.
  *
- * IPC: a restore gives the container a new, empty IPC namespace. System V shared memory,
- * semaphore sets and message queues, and POSIX message queues, live in the namespace and not in
- * any process; the programs that use them would fail or hang after the restore. They are read
- * from a thread of our own that joins the namespace: /proc/sysvipc/ lists the System V objects
- * of the reader's namespace, and a detached mount of the namespace's mqueue file system
- * (fsopen/fsmount, attached nowhere) lists its message queues.
+ * IPC: a restore gives the container a new IPC namespace. System V semaphore sets and message
+ * queues live there and in no process: they are read here (ids, keys, owners, modes, the
+ * semaphores' values, the queued messages copied in place with MSG_COPY) and made again at the
+ * same ids by the restore (restore-ipc.c). System V shared memory and POSIX message queues are
+ * not supported and are refused. All of it is read from a thread of our own that joins the
+ * namespace: /proc/sysvipc/ lists the System V objects of the reader's namespace, and a
+ * detached mount of the namespace's mqueue file system (fsopen/fsmount, attached nowhere) lists
+ * its message queues. Not kept: semaphore undo adjustments (SEM_UNDO), which the kernel does not
+ * show.
  *
  * Network: a container with a network namespace of its own (`migctl run --netns`) gets one
  * with lo up and nothing else, at the restore as at the start. Interfaces, addresses and routes
@@ -33,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -43,27 +48,159 @@
 
 struct ipc_probe {
 	int ns_fd;
-	int r;		  /* < 0: the namespace could not be read */
-	char found[320];  /* the first object found, described; empty when none */
-	const char *what; /* for r < 0: which step failed */
+	struct ct_image_ipc *ipc; /* filled with its semaphore sets and message queues */
+	int r;			  /* < 0: the namespace could not be read */
+	char found[320];	  /* the first object found, described; empty when none */
+	const char *what;	  /* for r < 0: which step failed */
 };
 
-/* The first object in /proc/sysvipc/NAME (a header line, then one object a line: key, id,
- * ...). 1 with *ret set when there is one, 0 when none, < 0 on error. */
-static int first_sysv(const char *name, int64_t *ret_key, int64_t *ret_id)
+/* The ids (and keys) of the objects in /proc/sysvipc/NAME: a header line, then one object a
+ * line, key and id first. */
+static int list_sysv(const char *name, int32_t **ret_keys, uint32_t **ret_ids, size_t *ret_n)
 {
 	char path[64], line[512];
 	_cleanup_fclose_ FILE *f = NULL;
+	_cleanup_free_ int32_t *keys = NULL;
+	_cleanup_free_ uint32_t *ids = NULL;
+	size_t n = 0;
 
+	*ret_n = 0;
 	snprintf(path, sizeof(path), "/proc/sysvipc/%s", name);
 	f = fopen(path, "re");
 	if (!f)
 		return errno == ENOENT ? 0 : NEG_ERRNO(); /* a kernel without System V IPC */
 	if (!fgets(line, sizeof(line), f))
 		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%" SCNd64 " %" SCNd64, ret_key, ret_id) == 2)
-			return 1;
+	while (fgets(line, sizeof(line), f)) {
+		int64_t key, id;
+		void *nk, *ni;
+
+		if (sscanf(line, "%" SCNd64 " %" SCNd64, &key, &id) != 2 || id < 0 ||
+		    id > INT32_MAX)
+			return -EBADMSG;
+		if (n >= CT_IMAGE_IPC_OBJECTS_MAX)
+			return -E2BIG;
+		nk = reallocarray(keys, n + 1, sizeof(*keys));
+		if (nk)
+			keys = nk;
+		ni = reallocarray(ids, n + 1, sizeof(*ids));
+		if (ni)
+			ids = ni;
+		if (!nk || !ni)
+			return -ENOMEM;
+		keys[n] = (int32_t)key;
+		ids[n++] = (uint32_t)id;
+	}
+	*ret_keys = TAKE_PTR(keys);
+	*ret_ids = TAKE_PTR(ids);
+	*ret_n = n;
+	return 0;
+}
+
+static void perm_from(struct ct_image_ipc_perm *p, int32_t key, uint32_t id,
+		      const struct ipc_perm *k)
+{
+	*p = (struct ct_image_ipc_perm){
+		.key = key, .id = id, .uid = k->uid, .gid = k->gid, .mode = k->mode & 0777};
+}
+
+static int cmp_sem(const void *a, const void *b)
+{
+	uint32_t x = ((const struct ct_image_sem_set *)a)->perm.id,
+		 y = ((const struct ct_image_sem_set *)b)->perm.id;
+
+	return (x > y) - (x < y);
+}
+
+static int cmp_msgq(const void *a, const void *b)
+{
+	uint32_t x = ((const struct ct_image_msg_queue *)a)->perm.id,
+		 y = ((const struct ct_image_msg_queue *)b)->perm.id;
+
+	return (x > y) - (x < y);
+}
+
+/* Every semaphore set with its values. */
+static int read_sems(struct ct_image_ipc *ipc)
+{
+	_cleanup_free_ int32_t *keys = NULL;
+	_cleanup_free_ uint32_t *ids = NULL;
+	size_t n;
+	int r = list_sysv("sem", &keys, &ids, &n);
+
+	if (r < 0 || n == 0)
+		return r;
+	ipc->sems = calloc(n, sizeof(*ipc->sems));
+	if (!ipc->sems)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct ct_image_sem_set *s = &ipc->sems[ipc->n_sems];
+		struct semid_ds ds;
+
+		if (semctl((int)ids[i], 0, IPC_STAT, &ds) < 0)
+			return NEG_ERRNO();
+		if (ds.sem_nsems == 0 || ds.sem_nsems > CT_IMAGE_SEMS_MAX)
+			return -E2BIG;
+		perm_from(&s->perm, keys[i], ids[i], &ds.sem_perm);
+		s->values = calloc(ds.sem_nsems, sizeof(*s->values));
+		if (!s->values)
+			return -ENOMEM;
+		ipc->n_sems++;
+		s->n_values = ds.sem_nsems;
+		if (semctl((int)ids[i], 0, GETALL, s->values) < 0)
+			return NEG_ERRNO();
+	}
+	qsort(ipc->sems, ipc->n_sems, sizeof(*ipc->sems), cmp_sem);
+	return 0;
+}
+
+/* Every message queue with its messages, copied in place (MSG_COPY), oldest first. */
+static int read_msgqs(struct ct_image_ipc *ipc)
+{
+	_cleanup_free_ int32_t *keys = NULL;
+	_cleanup_free_ uint32_t *ids = NULL;
+	_cleanup_free_ uint8_t *buf = NULL;
+	uint64_t total = 0;
+	size_t n;
+	int r = list_sysv("msg", &keys, &ids, &n);
+
+	if (r < 0 || n == 0)
+		return r;
+	ipc->msgqs = calloc(n, sizeof(*ipc->msgqs));
+	buf = malloc(sizeof(long) + CT_IMAGE_MSG_MAX);
+	if (!ipc->msgqs || !buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct ct_image_msg_queue *q = &ipc->msgqs[ipc->n_msgqs];
+		struct msqid_ds ds;
+
+		if (msgctl((int)ids[i], IPC_STAT, &ds) < 0)
+			return NEG_ERRNO();
+		perm_from(&q->perm, keys[i], ids[i], &ds.msg_perm);
+		q->qbytes = ds.msg_qbytes;
+		q->msgs = calloc(MAX(ds.msg_qnum, 1u), sizeof(*q->msgs));
+		if (!q->msgs)
+			return -ENOMEM;
+		ipc->n_msgqs++;
+		for (msgqnum_t j = 0; j < ds.msg_qnum; j++) {
+			struct ct_image_msg *m = &q->msgs[q->n_msgs];
+			ssize_t k = msgrcv((int)ids[i], buf, CT_IMAGE_MSG_MAX, (long)j,
+					   IPC_NOWAIT | MSG_COPY);
+
+			if (k < 0)
+				return errno == E2BIG ? -E2BIG : NEG_ERRNO();
+			if ((total += (uint64_t)k) > CT_IMAGE_IPC_DATA_MAX)
+				return -E2BIG;
+			memcpy(&m->type, buf, sizeof(long));
+			m->len = (uint32_t)k;
+			m->text = malloc((size_t)k ?: 1);
+			if (!m->text)
+				return -ENOMEM;
+			memcpy(m->text, buf + sizeof(long), (size_t)k);
+			q->n_msgs++;
+		}
+	}
+	qsort(ipc->msgqs, ipc->n_msgqs, sizeof(*ipc->msgqs), cmp_msgq);
 	return 0;
 }
 
@@ -103,15 +240,11 @@ static int first_mqueue(char *ret, size_t size)
 
 static void *probe_run(void *arg)
 {
-	static const struct {
-		const char *file, *what;
-	} sysv[] = {
-		{"shm", "System V shared memory"},
-		{"sem", "a System V semaphore set"},
-		{"msg", "a System V message queue"},
-	};
+	_cleanup_free_ int32_t *keys = NULL;
+	_cleanup_free_ uint32_t *ids = NULL;
 	struct ipc_probe *q = arg;
 	char name[NAME_MAX + 2];
+	size_t n;
 	int r;
 
 	/* This thread alone moves: namespaces are per task. */
@@ -120,21 +253,31 @@ static void *probe_run(void *arg)
 		q->what = "joining it";
 		return NULL;
 	}
-	for (size_t i = 0; i < ELEMENTSOF(sysv); i++) {
-		int64_t key = 0, id = 0;
-
-		r = first_sysv(sysv[i].file, &key, &id);
-		if (r < 0) {
-			q->r = r;
-			q->what = "reading /proc/sysvipc";
-			return NULL;
-		}
-		if (r > 0) {
-			snprintf(q->found, sizeof(q->found),
-				 "%s (key %#" PRIx32 ", id %" PRId64 ")", sysv[i].what,
-				 (uint32_t)key, id);
-			return NULL;
-		}
+	r = list_sysv("shm", &keys, &ids, &n);
+	if (r < 0) {
+		q->r = r;
+		q->what = "reading /proc/sysvipc/shm";
+		return NULL;
+	}
+	if (n > 0) {
+		snprintf(q->found, sizeof(q->found),
+			 "System V shared memory (key %#" PRIx32 ", id %" PRIu32 ")",
+			 (uint32_t)keys[0], ids[0]);
+		return NULL;
+	}
+	r = read_sems(q->ipc);
+	if (r < 0) {
+		q->r = r;
+		q->what =
+			r == -E2BIG ? "a semaphore set is too large" : "reading its semaphore sets";
+		return NULL;
+	}
+	r = read_msgqs(q->ipc);
+	if (r < 0) {
+		q->r = r;
+		q->what = r == -E2BIG ? "more queued messages than an image holds"
+				      : "reading its message queues";
+		return NULL;
 	}
 	r = first_mqueue(name, sizeof(name));
 	if (r < 0) {
@@ -147,7 +290,7 @@ static void *probe_run(void *arg)
 
 static int check_ipc(struct dumper *d)
 {
-	struct ipc_probe q = {.ns_fd = -EBADF};
+	struct ipc_probe q = {.ns_fd = -EBADF, .ipc = &d->ipc};
 	struct stat ours, theirs;
 	char path[64];
 	pthread_t th;

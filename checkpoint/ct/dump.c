@@ -1009,6 +1009,8 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 		if (r >= 0)
 			r = ct_image_writer_add_fds(w, &d->procs[i].fds);
 	}
+	if (r >= 0 && (d->ipc.n_sems > 0 || d->ipc.n_msgqs > 0))
+		r = ct_image_writer_add_ipc(w, &d->ipc);
 	if (r < 0)
 		return dump_fail(d, r, "writing the image failed: %s", strerror(-r));
 	d->stats->state_usec += now_usec(CLOCK_MONOTONIC) - t0;
@@ -1080,6 +1082,7 @@ static void dumper_done(struct dumper *d)
 	dump_files_release(d, false);
 	safe_close(d->diag_fd);
 	safe_close(d->root_fd);
+	ct_image_ipc_done(&d->ipc);
 	for (size_t i = 0; i < d->n_shms; i++)
 		safe_close(d->shms[i].fd);
 	free(d->shms);

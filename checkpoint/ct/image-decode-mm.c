@@ -459,3 +459,173 @@ int ct_image_decode_pages_index(const uint8_t *buf, size_t size, uint64_t chunks
 	p = (struct ct_image_pages){};
 	return 0;
 }
+
+/* ---- ipc ------------------------------------------------------------------------------------ */
+
+static int decode_ipc_perm(struct ct_dec *d, const struct ct_tlv *g, const char *what,
+			   struct ct_image_ipc_perm *p)
+{
+	uint32_t key;
+	int r;
+
+	switch (g->tag) {
+	case IPCO_KEY:
+		r = ct_dec_u32(d, g, what, &key);
+		p->key = (int32_t)key;
+		return r;
+	case IPCO_ID:
+		r = ct_dec_u32(d, g, what, &p->id);
+		if (r == 0 && p->id > INT32_MAX)
+			r = ct_dec_fail(d, "%s: id %u out of range", what, p->id);
+		return r;
+	case IPCO_UID:
+		return ct_dec_u32(d, g, what, &p->uid);
+	case IPCO_GID:
+		return ct_dec_u32(d, g, what, &p->gid);
+	case IPCO_MODE:
+		r = ct_dec_u32(d, g, what, &p->mode);
+		if (r == 0 && p->mode > 0777)
+			r = ct_dec_fail(d, "%s: mode %#o is not a permission mode", what, p->mode);
+		return r;
+	default:
+		return ct_dec_fail(d, "%s: unknown field %u", what, g->tag);
+	}
+}
+
+#define IPC_PERM_TAGS                                                                   \
+	(TAG_BIT(IPCO_KEY) | TAG_BIT(IPCO_ID) | TAG_BIT(IPCO_UID) | TAG_BIT(IPCO_GID) | \
+	 TAG_BIT(IPCO_MODE))
+
+static int decode_sem_set(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_sem_set *ret)
+{
+	const uint8_t *p = f->val;
+	size_t left = f->len, n;
+	uint64_t seen = 0;
+	uint8_t *raw;
+	struct ct_tlv g;
+	int r;
+
+	while ((r = ct_dec_next(d, &p, &left, "semaphore set", &g)) > 0) {
+		if ((r = ct_dec_once(d, &seen, &g, "semaphore set")) < 0)
+			return r;
+		if (g.tag != IPCO_SEM_VALUES) {
+			r = decode_ipc_perm(d, &g, "semaphore set", &ret->perm);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		r = ct_dec_blob(d, &g, CT_IMAGE_SEMS_MAX * 2, 2, "semaphore values", &raw, &n);
+		if (r < 0)
+			return r;
+		ret->values = (uint16_t *)(void *)raw;
+		ret->n_values = n;
+		for (size_t i = 0; i < n; i++) {
+			ret->values[i] = get_le16(raw + 2 * i);
+			if (ret->values[i] > 32767)
+				return ct_dec_fail(d, "semaphore set %u: value %u out of range",
+						   ret->perm.id, ret->values[i]);
+		}
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen, IPC_PERM_TAGS | TAG_BIT(IPCO_SEM_VALUES), "semaphore set");
+	if (r == 0 && ret->n_values == 0)
+		r = ct_dec_fail(d, "semaphore set %u: no semaphores", ret->perm.id);
+	return r;
+}
+
+static int decode_msg_queue(struct ct_dec *d, const struct ct_tlv *f, uint64_t *total,
+			    struct ct_image_msg_queue *ret)
+{
+	const uint8_t *p = f->val;
+	size_t left = f->len, alloc = 0;
+	uint64_t seen = 0;
+	struct ct_tlv g;
+	int r;
+
+	while ((r = ct_dec_next(d, &p, &left, "message queue", &g)) > 0) {
+		struct ct_image_msg *m;
+
+		if (g.tag != IPCO_MSG) {
+			if ((r = ct_dec_once(d, &seen, &g, "message queue")) < 0)
+				return r;
+			if (g.tag == IPCO_QBYTES)
+				r = ct_dec_u64(d, &g, "message queue", &ret->qbytes);
+			else
+				r = decode_ipc_perm(d, &g, "message queue", &ret->perm);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (g.len < 8 || g.len - 8 > CT_IMAGE_MSG_MAX ||
+		    (*total += g.len - 8) > CT_IMAGE_IPC_DATA_MAX)
+			return ct_dec_fail(
+				d, "message queue: a message of %u bytes is out of range", g.len);
+		r = ct_dec_grow(d, (void **)&ret->msgs, &alloc, ret->n_msgs, sizeof(*ret->msgs),
+				CT_IMAGE_IPC_DATA_MAX, "message queue");
+		if (r < 0)
+			return r;
+		m = &ret->msgs[ret->n_msgs++];
+		m->type = (int64_t)get_le64(g.val);
+		m->len = g.len - 8;
+		m->text = malloc(m->len ?: 1);
+		if (!m->text)
+			return -ENOMEM;
+		memcpy(m->text, g.val + 8, m->len);
+		if (m->type <= 0)
+			return ct_dec_fail(d, "message queue: message type %" PRId64 " is not > 0",
+					   m->type);
+	}
+	if (r < 0)
+		return r;
+	return ct_dec_require(d, seen, IPC_PERM_TAGS | TAG_BIT(IPCO_QBYTES), "message queue");
+}
+
+int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errlen,
+			struct ct_image_ipc *ret)
+{
+	struct ct_dec dd = {err, errlen}, *d = &dd;
+	_cleanup_(ct_image_ipc_done) struct ct_image_ipc ipc = {};
+	size_t alloc_s = 0, alloc_q = 0;
+	uint64_t total = 0;
+	struct ct_tlv f;
+	int r;
+
+	while ((r = ct_dec_next(d, &buf, &size, "ipc", &f)) > 0) {
+		if (ipc.n_sems + ipc.n_msgqs >= CT_IMAGE_IPC_OBJECTS_MAX)
+			return ct_dec_fail(d, "ipc: more than %u objects",
+					   CT_IMAGE_IPC_OBJECTS_MAX);
+		if (f.tag == IPC_SEM) {
+			r = ct_dec_grow(d, (void **)&ipc.sems, &alloc_s, ipc.n_sems,
+					sizeof(*ipc.sems), CT_IMAGE_IPC_OBJECTS_MAX, "ipc");
+			if (r < 0)
+				return r;
+			r = decode_sem_set(d, &f, &ipc.sems[ipc.n_sems++]);
+			if (r == 0 && ipc.n_sems > 1 &&
+			    ipc.sems[ipc.n_sems - 1].perm.id <= ipc.sems[ipc.n_sems - 2].perm.id)
+				r = ct_dec_fail(d, "semaphore set %u: duplicate or out of order",
+						ipc.sems[ipc.n_sems - 1].perm.id);
+		} else if (f.tag == IPC_MSGQ) {
+			r = ct_dec_grow(d, (void **)&ipc.msgqs, &alloc_q, ipc.n_msgqs,
+					sizeof(*ipc.msgqs), CT_IMAGE_IPC_OBJECTS_MAX, "ipc");
+			if (r < 0)
+				return r;
+			r = decode_msg_queue(d, &f, &total, &ipc.msgqs[ipc.n_msgqs++]);
+			if (r == 0 && ipc.n_msgqs > 1 &&
+			    ipc.msgqs[ipc.n_msgqs - 1].perm.id <=
+				    ipc.msgqs[ipc.n_msgqs - 2].perm.id)
+				r = ct_dec_fail(d, "message queue %u: duplicate or out of order",
+						ipc.msgqs[ipc.n_msgqs - 1].perm.id);
+		} else
+			r = ct_dec_fail(d, "ipc: unknown field %u", f.tag);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	if (ipc.n_sems == 0 && ipc.n_msgqs == 0)
+		return ct_dec_fail(d, "ipc: no objects (the file is only written for some)");
+	*ret = ipc;
+	ipc = (struct ct_image_ipc){};
+	return 0;
+}

@@ -76,6 +76,7 @@ enum ct_image_file_kind {
 	CT_IMAGE_FILE_MM,
 	CT_IMAGE_FILE_FDS,
 	CT_IMAGE_FILE_PAGES,
+	CT_IMAGE_FILE_IPC,
 	_CT_IMAGE_FILE_KIND_MAX,
 };
 
@@ -339,6 +340,45 @@ struct ct_image_fds {
 	size_t n_fds;
 };
 
+/* ipc.img: the System V objects of the container's IPC namespace, at their ids. */
+#define CT_IMAGE_IPC_OBJECTS_MAX 32768
+#define CT_IMAGE_SEMS_MAX	 32000	     /* semaphores in a set (SEMMSL's ceiling) */
+#define CT_IMAGE_MSG_MAX	 (1 << 20)   /* bytes of one message */
+#define CT_IMAGE_IPC_DATA_MAX	 (64u << 20) /* bytes of every queued message together */
+
+struct ct_image_ipc_perm {
+	int32_t key; /* IPC_PRIVATE: 0 */
+	uint32_t id;
+	uint32_t uid, gid;
+	uint32_t mode; /* the low 9 bits */
+};
+
+struct ct_image_sem_set {
+	struct ct_image_ipc_perm perm;
+	uint16_t *values; /* semval of each semaphore (at most SEMVMX, 32767) */
+	size_t n_values;
+};
+
+struct ct_image_msg {
+	int64_t type; /* > 0 */
+	uint8_t *text;
+	uint32_t len;
+};
+
+struct ct_image_msg_queue {
+	struct ct_image_ipc_perm perm;
+	uint64_t qbytes;	   /* msg_qbytes: the queue's limit */
+	struct ct_image_msg *msgs; /* oldest first */
+	size_t n_msgs;
+};
+
+struct ct_image_ipc {
+	struct ct_image_sem_set *sems; /* sorted by id */
+	size_t n_sems;
+	struct ct_image_msg_queue *msgqs; /* sorted by id */
+	size_t n_msgqs;
+};
+
 #define CT_IMAGE_RUN_ZERO 1U
 
 #define CT_IMAGE_CHUNK_RAW 1U /* stored uncompressed */
@@ -410,11 +450,13 @@ int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **re
 int ct_image_encode_task(const struct ct_image_task *t, uint8_t **ret, size_t *ret_size);
 int ct_image_encode_mm(const struct ct_image_mm *mm, uint8_t **ret, size_t *ret_size);
 int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *ret_size);
+int ct_image_encode_ipc(const struct ct_image_ipc *ipc, uint8_t **ret, size_t *ret_size);
 
 void ct_image_inventory_done(struct ct_image_inventory *inv);
 void ct_image_task_done(struct ct_image_task *t);
 void ct_image_mm_done(struct ct_image_mm *mm);
 void ct_image_fds_done(struct ct_image_fds *fds);
+void ct_image_ipc_done(struct ct_image_ipc *ipc);
 void ct_image_pages_done(struct ct_image_pages *p);
 
 /* ---- image-decode.c: pure decoders of untrusted bytes (fuzzed) ------------------------------ */
@@ -431,6 +473,9 @@ int ct_image_decode_mm(const uint8_t *buf, size_t size, char *err, size_t errlen
 		       struct ct_image_mm *ret);
 int ct_image_decode_fds(const uint8_t *buf, size_t size, char *err, size_t errlen,
 			struct ct_image_fds *ret);
+/* Objects sorted by id, ids unique within their kind, no more than the limits above. */
+int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errlen,
+			struct ct_image_ipc *ret);
 /* The pages index: buf is the TLV between the chunk data and the footer; chunks_len the size
  * of the chunk data before it. */
 int ct_image_decode_pages_index(const uint8_t *buf, size_t size, uint64_t chunks_len, char *err,
@@ -462,6 +507,8 @@ struct ct_image_writer *ct_image_writer_free(struct ct_image_writer *w);
 int ct_image_writer_add_task(struct ct_image_writer *w, const struct ct_image_task *t);
 int ct_image_writer_add_mm(struct ct_image_writer *w, const struct ct_image_mm *mm);
 int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_image_fds *fds);
+/* ipc.img; only when the namespace holds anything. */
+int ct_image_writer_add_ipc(struct ct_image_writer *w, const struct ct_image_ipc *ipc);
 /* zstd level for page chunks: 0 stores pages uncompressed (fastest dump and restore), the default
  * is 1. A chunk that does not shrink is stored raw at any level. */
 int ct_image_writer_set_compression(struct ct_image_writer *w, int level);
@@ -528,6 +575,7 @@ struct ct_image {
 	size_t n_procs;
 	struct ct_image_pages *shm; /* shared anonymous memory, sorted by id */
 	size_t n_shm;
+	struct ct_image_ipc ipc; /* empty without an ipc.img */
 };
 
 #define CT_IMAGE_ERROR_MAX 512

@@ -727,6 +727,25 @@ static int load_meta(struct ct_image *img, const struct ct_image_file_entry *e,
 	return 0;
 }
 
+static int load_ipc(struct ct_image *img, const struct ct_image_file_entry *e, char *err)
+{
+	_cleanup_free_ uint8_t *payload = NULL;
+	char msg[CT_IMAGE_ERROR_MAX];
+	struct ct_image_header h;
+	int r;
+
+	r = read_meta(img->dir_fd, e->name, CT_IMAGE_FILE_IPC, err, &h, &payload);
+	if (r < 0)
+		return r;
+	if (h.payload_xxh3 != e->xxh3)
+		return image_error(err, -EBADMSG, "%s: checksum differs from the inventory's",
+				   e->name);
+	r = ct_image_decode_ipc(payload, h.payload_len, msg, sizeof(msg), &img->ipc);
+	if (r < 0)
+		return image_error(err, r, "%s: %s", e->name, msg);
+	return 0;
+}
+
 static int load_pages(struct ct_image *img, const struct ct_image_file_entry *e, bool shm,
 		      uint64_t id, bool map, char *err)
 {
@@ -821,7 +840,7 @@ static int load_files(struct ct_image *img, bool map, char *err)
 		else if (parse_name(name, "pages-shm-", UINT64_MAX, &id))
 			n_shm++;
 		else if (!parse_name(name, "mm-", UINT32_MAX, &id) &&
-			 !parse_name(name, "fds-", UINT32_MAX, &id) &&
+			 !parse_name(name, "fds-", UINT32_MAX, &id) && !streq(name, "ipc.img") &&
 			 !parse_name(name, "pages-", UINT32_MAX, &id))
 			return image_error(err, -EBADMSG, "%s: not a file of this image format",
 					   name);
@@ -847,6 +866,8 @@ static int load_files(struct ct_image *img, bool map, char *err)
 			r = load_meta(img, e, CT_IMAGE_FILE_MM, id, err);
 		else if (parse_name(e->name, "fds-", UINT32_MAX, &id))
 			r = load_meta(img, e, CT_IMAGE_FILE_FDS, id, err);
+		else if (streq(e->name, "ipc.img"))
+			r = load_ipc(img, e, err);
 		else
 			r = 0;
 		if (r < 0)
@@ -975,6 +996,7 @@ struct ct_image *ct_image_free(struct ct_image *img)
 	for (size_t i = 0; i < img->n_shm; i++)
 		ct_image_pages_done(&img->shm[i]);
 	free(img->shm);
+	ct_image_ipc_done(&img->ipc);
 	ct_image_inventory_done(&img->inventory);
 	if (img->dir_fd >= 0)
 		safe_close(img->dir_fd);

@@ -106,6 +106,22 @@ enum { /* fds-PID.img */
        FD_LOCKS,   /* u64 triples: kind << 32 | write, start, end (struct ct_image_lock) */
 };
 
+enum {		    /* ipc.img */
+       IPC_SEM = 1, /* nested IPCO_*: a semaphore set */
+       IPC_MSGQ,    /* nested IPCO_*: a message queue */
+};
+
+enum { /* inside IPC_SEM and IPC_MSGQ */
+       IPCO_KEY = 1,
+       IPCO_ID,
+       IPCO_UID,
+       IPCO_GID,
+       IPCO_MODE,
+       IPCO_SEM_VALUES, /* u16 each */
+       IPCO_QBYTES,	/* u64 */
+       IPCO_MSG,	/* repeated, oldest first: u64 type, then the text */
+};
+
 enum {		       /* pages index */
        IDX_CHUNKS = 1, /* n x (u64 offset, u32 size, u16 pages, u16 flags, u64 xxh3) */
        IDX_RUNS,       /* n x (u64 addr, u32 pages, u32 flags, u32 chunk, u32 chunk_page) */

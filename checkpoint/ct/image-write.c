@@ -497,6 +497,23 @@ int ct_image_writer_add_fds(struct ct_image_writer *w, const struct ct_image_fds
 	return add_record(w, name, CT_IMAGE_FILE_FDS, p, n);
 }
 
+int ct_image_writer_add_ipc(struct ct_image_writer *w, const struct ct_image_ipc *ipc)
+{
+	char err[CT_IMAGE_ERROR_MAX];
+	struct ct_image_ipc check;
+	uint8_t *p;
+	size_t n;
+	int r = ct_image_encode_ipc(ipc, &p, &n);
+
+	if (r < 0)
+		return r;
+	r = ct_image_decode_ipc(p, n, err, sizeof(err), &check);
+	if (r < 0)
+		return refuse("ipc.img", r, err, p);
+	ct_image_ipc_done(&check);
+	return add_record(w, "ipc.img", CT_IMAGE_FILE_IPC, p, n);
+}
+
 int ct_image_writer_set_compression(struct ct_image_writer *w, int level)
 {
 	if (level < 0 || level > PAGES_ZSTD_MAX)

@@ -18,6 +18,7 @@ static const char *const file_kind_table[_CT_IMAGE_FILE_KIND_MAX] = {
 	[CT_IMAGE_FILE_MM] = "mm",
 	[CT_IMAGE_FILE_FDS] = "fds",
 	[CT_IMAGE_FILE_PAGES] = "pages",
+	[CT_IMAGE_FILE_IPC] = "ipc",
 };
 
 const char *ct_image_file_kind_to_string(enum ct_image_file_kind k)
@@ -81,9 +82,9 @@ DEFINE_STRING_TABLE_LOOKUP(ct_image_fd_type, enum ct_image_fd_type, fd_type_tabl
 
 uint32_t ct_image_magic(enum ct_image_file_kind k)
 {
-	/* ASCII on disk: "CTIV", "CTTK", "CTMM", "CTFD", "CTPG". */
-	static const char magics[_CT_IMAGE_FILE_KIND_MAX][5] = {"CTIV", "CTTK", "CTMM", "CTFD",
-								"CTPG"};
+	/* ASCII on disk: "CTIV", "CTTK", "CTMM", "CTFD", "CTPG", "CTIP". */
+	static const char magics[_CT_IMAGE_FILE_KIND_MAX][5] = {"CTIV", "CTTK", "CTMM",
+								"CTFD", "CTPG", "CTIP"};
 
 	if ((size_t)k >= _CT_IMAGE_FILE_KIND_MAX)
 		return 0;
@@ -486,6 +487,58 @@ int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *r
 	return buf_finish(&b, ret, ret_size);
 }
 
+static void put_ipc_perm(struct buf *b, const struct ct_image_ipc_perm *p)
+{
+	put_u32(b, IPCO_KEY, (uint32_t)p->key);
+	put_u32(b, IPCO_ID, p->id);
+	put_u32(b, IPCO_UID, p->uid);
+	put_u32(b, IPCO_GID, p->gid);
+	put_u32(b, IPCO_MODE, p->mode);
+}
+
+int ct_image_encode_ipc(const struct ct_image_ipc *ipc, uint8_t **ret, size_t *ret_size)
+{
+	struct buf b = {};
+
+	for (size_t i = 0; i < ipc->n_sems && !b.error; i++) {
+		const struct ct_image_sem_set *s = &ipc->sems[i];
+		uint8_t *v = malloc(MAX(s->n_values, 1u) * 2);
+		size_t at = nest_begin(&b, IPC_SEM);
+
+		put_ipc_perm(&b, &s->perm);
+		for (size_t j = 0; v && j < s->n_values; j++)
+			put_le16(v + 2 * j, s->values[j]);
+		if (v)
+			put_tlv(&b, IPCO_SEM_VALUES, v, s->n_values * 2);
+		else
+			b.error = -ENOMEM;
+		free(v);
+		nest_end(&b, at);
+	}
+	for (size_t i = 0; i < ipc->n_msgqs && !b.error; i++) {
+		const struct ct_image_msg_queue *q = &ipc->msgqs[i];
+		size_t at = nest_begin(&b, IPC_MSGQ);
+
+		put_ipc_perm(&b, &q->perm);
+		put_u64(&b, IPCO_QBYTES, q->qbytes);
+		for (size_t j = 0; j < q->n_msgs && !b.error; j++) {
+			uint8_t *m = malloc(8 + (size_t)q->msgs[j].len);
+
+			if (!m) {
+				b.error = -ENOMEM;
+				break;
+			}
+			put_le64(m, (uint64_t)q->msgs[j].type);
+			if (q->msgs[j].len > 0)
+				memcpy(m + 8, q->msgs[j].text, q->msgs[j].len);
+			put_tlv(&b, IPCO_MSG, m, 8 + (size_t)q->msgs[j].len);
+			free(m);
+		}
+		nest_end(&b, at);
+	}
+	return buf_finish(&b, ret, ret_size);
+}
+
 /* ---- destructors: free what a decoder (or a test) allocated ------------------------------ */
 
 void ct_image_inventory_done(struct ct_image_inventory *inv)
@@ -544,6 +597,20 @@ void ct_image_fds_done(struct ct_image_fds *fds)
 	}
 	free(fds->fds);
 	*fds = (struct ct_image_fds){};
+}
+
+void ct_image_ipc_done(struct ct_image_ipc *ipc)
+{
+	for (size_t i = 0; i < ipc->n_sems; i++)
+		free(ipc->sems[i].values);
+	free(ipc->sems);
+	for (size_t i = 0; i < ipc->n_msgqs; i++) {
+		for (size_t j = 0; j < ipc->msgqs[i].n_msgs; j++)
+			free(ipc->msgqs[i].msgs[j].text);
+		free(ipc->msgqs[i].msgs);
+	}
+	free(ipc->msgqs);
+	*ipc = (struct ct_image_ipc){};
 }
 
 void ct_image_pages_done(struct ct_image_pages *p)

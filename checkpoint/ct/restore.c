@@ -1092,6 +1092,9 @@ static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 	r = start_helper(R, ret_pid, ret_pidfd);
 	if (r < 0)
 		return r;
+	r = restore_ipc(R, *ret_pid);
+	if (r < 0)
+		return r;
 	R->procs[0].hpid = *ret_pid;
 	R->procs[0].htids[0] = *ret_pid;
 	if (R->img->inventory.netns) {

@@ -1,5 +1,5 @@
 /* libFuzzer target: the image record parsers. The first byte picks the decoder (header,
- * inventory, task, mm, fds, pages index), the rest is what a file would hold. Whatever decodes
+ * inventory, task, mm, fds, pages index, ipc), the rest is what a file would hold. Whatever decodes
  * must encode again and decode to the same bytes. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!buf)
 		return 0;
 	memcpy(buf, data + 1, n);
-	switch (data[0] % 6) {
+	switch (data[0] % 7) {
 	case 0: {
 		struct ct_image_header h;
 
@@ -85,6 +85,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ROUND_TRIP(struct ct_image_fds, ct_image_encode_fds, ct_image_decode_fds,
 				   ct_image_fds_done, &fds);
 			ct_image_fds_done(&fds);
+		}
+		break;
+	}
+	case 6: {
+		struct ct_image_ipc ipc;
+
+		if (ct_image_decode_ipc(buf, n, err, sizeof(err), &ipc) == 0) {
+			ROUND_TRIP(struct ct_image_ipc, ct_image_encode_ipc, ct_image_decode_ipc,
+				   ct_image_ipc_done, &ipc);
+			ct_image_ipc_done(&ipc);
 		}
 		break;
 	}

@@ -645,13 +645,10 @@ time.sleep(1000)
 
 def test_namespace_contents_refused(host):
     """What lives in the container's IPC and mount namespaces and in no process (a restore
-    starts from new ones) is refused by name, not lost: System V objects, POSIX message
-    queues, mounts the container made."""
+    starts from new ones) and is not supported is refused by name, not lost: System V shared
+    memory, POSIX message queues, mounts the container made."""
     for what, expect in [
-            ("sem", r"its IPC namespace holds a System V semaphore set \(key 0x5e3, id \d+\), "
-                    r"which is not supported"),
             ("shm", r"its IPC namespace holds System V shared memory \(key 0x5e4, id \d+\)"),
-            ("msg", r"its IPC namespace holds a System V message queue \(key 0x5e5, id \d+\)"),
             ("mq", r"its IPC namespace holds the POSIX message queue /jobs, which is not "
                    r"supported")]:
         refuse(host, f"ipc-{what}", ["python3", "-c", IPC_PROGRAM, what], expect,
@@ -743,6 +740,77 @@ print(",".join([probe("/run/locks/a", "flock", False),
                 probe("/run/locks/e", "posix", False)]))
 """
 LOCKS_HELD = "held,free,held,free,held,free,held,held"
+
+
+SYSV_PROGRAM = r"""
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+GETVAL, GETALL, SETVAL, SETALL, IPC_NOWAIT = 12, 13, 16, 17, 0o4000
+class sembuf(ctypes.Structure):
+    _fields_ = [("num", ctypes.c_ushort), ("op", ctypes.c_short), ("flg", ctypes.c_short)]
+class msgbuf(ctypes.Structure):
+    _fields_ = [("mtype", ctypes.c_long), ("text", ctypes.c_char * 64)]
+MSGS = [(2, b"second type, first"), (1, b"hello"), (2, b"bye")]
+sem = libc.semget(0x5e3, 3, 0o1640)
+libc.semctl(sem, 0, SETALL, (ctypes.c_ushort * 3)(3, 0, 7))
+priv = libc.semget(0, 1, 0o1600)                      # IPC_PRIVATE
+libc.semctl(priv, 0, SETVAL, 5)
+q = libc.msgget(0x5e5, 0o1620)
+for t, text in MSGS:
+    libc.msgsnd(q, ctypes.byref(msgbuf(t, text)), len(text), 0)
+print("ready", sem, priv, q, flush=True)
+while not os.path.exists("/run/ipc-check"):
+    time.sleep(0.05)
+got = (ctypes.c_ushort * 3)()
+libc.semctl(sem, 0, GETALL, got)
+ok = (libc.semget(0x5e3, 0, 0) == sem and list(got) == [3, 0, 7]
+      and libc.semctl(priv, 0, GETVAL) == 5)
+msgs = []
+while True:
+    m = msgbuf()
+    n = libc.msgrcv(q, ctypes.byref(m), 64, 0, IPC_NOWAIT)
+    if n < 0:
+        break
+    msgs.append((m.mtype, m.text[:n]))
+ok = ok and msgs == MSGS
+ok = ok and libc.semop(sem, ctypes.byref(sembuf(0, -3, IPC_NOWAIT)), 1) == 0
+print("ipc", "ok" if ok else f"BAD {list(got)} {msgs}", flush=True)
+time.sleep(1000)
+"""
+
+
+def sysv_table(h, pid, kind, columns):
+    """The container's /proc/sysvipc/KIND, each object's first columns."""
+    out = h.run(["nsenter", "-t", str(pid), "-i", "cat", f"/proc/sysvipc/{kind}"]).stdout
+    return [l.split()[:columns] for l in out.splitlines()[1:]]
+
+
+def test_sysv_semaphores_and_queues_kept(host):
+    """System V semaphore sets and message queues live in the IPC namespace: they come back at
+    their ids, with their keys, owners, modes, values and queued messages."""
+    name = "sysv"
+    host.run(["rm", "-f", "/run/ipc-check"])
+    host.migctl("run", name, "--", "python3", "-c", SYSV_PROGRAM)
+    host.wait_for(lambda: "ready" in logs(host, name), 20, "the objects")
+
+    def tables():
+        pid = entry(host, name)["pid"]
+        # sem: key semid perms nsems uid gid; msg: key msqid perms cbytes qnum (then pids,
+        # which are the restore's after it), uid gid at 8 and 9.
+        msg = [r[:5] + r[7:9] for r in sysv_table(host, pid, "msg", 9)]
+        return sysv_table(host, pid, "sem", 6), msg
+
+    before = tables()
+    assert len(before[0]) == 2 and len(before[1]) == 1, before
+    kill_and_restore(host, name)
+    shown = host.migctl("image", "show", image(name))["ipc"]
+    assert [s["values"] for s in shown["semaphore_sets"]] == [[3, 0, 7], [5]], shown
+    assert [(q["messages"], q["bytes"], q["mode"]) for q in shown["message_queues"]] == \
+        [(3, 26, "620")], shown
+    assert tables() == before
+    host.run(["touch", "/run/ipc-check"])
+    host.wait_for(lambda: "ipc " in logs(host, name), 10, "the program's check")
+    assert "ipc ok" in logs(host, name), logs(host, name)
 
 
 def test_file_locks_kept(host):

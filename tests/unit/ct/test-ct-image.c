@@ -189,6 +189,47 @@ static struct ct_image_fd fds7[] = {
 	{5, CT_IMAGE_FD_EVENTFD, O_RDWR, 0, 0, NULL, (uint8_t *)"12345678", 8},
 };
 
+static uint16_t sem_values0[] = {3, 0, 32767};
+static uint16_t sem_values1[] = {5};
+static struct ct_image_sem_set model_sems[] = {
+	{{0x5e3, 0, 1000, 1000, 0640}, sem_values0, 3},
+	{{0, 7, 0, 0, 0600}, sem_values1, 1},
+};
+static struct ct_image_msg model_msgs[] = {
+	{2, (uint8_t *)"second type, first", 18},
+	{1, (uint8_t *)"", 0},
+	{2, (uint8_t *)"bye", 3},
+};
+static struct ct_image_msg_queue model_msgqs[] = {
+	{{0x5e5, 3, 0, 4, 0620}, 16384, model_msgs, 3},
+	{{-1, 9, 0, 0, 0666}, 8192, NULL, 0},
+};
+static const struct ct_image_ipc model_ipc = {model_sems, 2, model_msgqs, 2};
+
+static void assert_ipc_equal(const struct ct_image_ipc *a, const struct ct_image_ipc *b)
+{
+	assert_int_equal(a->n_sems, b->n_sems);
+	for (size_t i = 0; i < a->n_sems; i++) {
+		assert_memory_equal(&a->sems[i].perm, &b->sems[i].perm, sizeof(a->sems[i].perm));
+		assert_int_equal(a->sems[i].n_values, b->sems[i].n_values);
+		assert_memory_equal(a->sems[i].values, b->sems[i].values,
+				    a->sems[i].n_values * sizeof(uint16_t));
+	}
+	assert_int_equal(a->n_msgqs, b->n_msgqs);
+	for (size_t i = 0; i < a->n_msgqs; i++) {
+		const struct ct_image_msg_queue *x = &a->msgqs[i], *y = &b->msgqs[i];
+
+		assert_memory_equal(&x->perm, &y->perm, sizeof(x->perm));
+		assert_int_equal(x->qbytes, y->qbytes);
+		assert_int_equal(x->n_msgs, y->n_msgs);
+		for (size_t j = 0; j < x->n_msgs; j++) {
+			assert_int_equal(x->msgs[j].type, y->msgs[j].type);
+			assert_int_equal(x->msgs[j].len, y->msgs[j].len);
+			assert_memory_equal(x->msgs[j].text, y->msgs[j].text, x->msgs[j].len);
+		}
+	}
+}
+
 struct model {
 	struct ct_image_inventory info;
 	struct ct_image_task tasks[3];
@@ -260,6 +301,7 @@ static void add_model_records(struct ct_image_writer *w, int level)
 		assert_int_equal(ct_image_writer_add_mm(w, &model.mms[i]), 0);
 		assert_int_equal(ct_image_writer_add_fds(w, &model.fds[i]), 0);
 	}
+	assert_int_equal(ct_image_writer_add_ipc(w, &model_ipc), 0);
 }
 
 static void write_range(struct ct_image_pages_writer *p, uint64_t seed, uint64_t addr, uint64_t mib)
@@ -627,7 +669,8 @@ static void test_round_trip(void **state)
 	assert_int_equal(img->inventory.created_usec, model.info.created_usec);
 	assert_string_equal(img->inventory.hostname, "web1-host");
 	assert_int_equal(img->inventory.netns, 1);
-	assert_int_equal(img->inventory.n_files, 3 * 3 + 4);
+	assert_int_equal(img->inventory.n_files, 3 * 3 + 5);
+	assert_ipc_equal(&img->ipc, &model_ipc);
 	assert_int_equal(img->n_procs, 3);
 	for (size_t i = 0; i < 3; i++) {
 		assert_task_equal(&img->procs[i].task, &model.tasks[i]);
@@ -1072,6 +1115,23 @@ static void test_refused_records(void **state)
 	fds.fds = &fd;
 	fds.n_fds = 1;
 	assert_int_equal(ct_image_writer_add_fds(w, &fds), -EBADMSG);
+
+	/* System V objects: a semaphore above SEMVMX, a message type of 0, ids out of order. */
+	{
+		uint16_t big[] = {32768};
+		struct ct_image_sem_set bad_sem = {{1, 0, 0, 0, 0600}, big, 1};
+		struct ct_image_msg zero_type = {0, (uint8_t *)"x", 1};
+		struct ct_image_msg_queue bad_q = {{2, 0, 0, 0, 0600}, 16384, &zero_type, 1};
+		struct ct_image_sem_set twice[] = {model_sems[1], model_sems[0]};
+		const struct ct_image_ipc bad[] = {
+			{&bad_sem, 1, NULL, 0},
+			{NULL, 0, &bad_q, 1},
+			{twice, 2, NULL, 0},
+		};
+
+		for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+			assert_int_equal(ct_image_writer_add_ipc(w, &bad[i]), -EBADMSG);
+	}
 }
 
 /* Hand-made TLV: the decoders' own checks, below the checksums. */

@@ -1,0 +1,162 @@
+/* The System V semaphore sets and message queues of the container's IPC namespace, made again
+ * in the restore's new one before any of its processes exists beside PID 1. Each object gets
+ * its old id (kernel.sem_next_id / msg_next_id, which a checkpoint-restore kernel offers for
+ * this), key, owner and mode; the semaphores their values; the queues their messages, oldest
+ * first, and their byte limit. The work is done by a thread of ours that joins the new
+ * namespace: /proc/sys/kernel/ and the IPC calls both act on the caller's namespace. The
+ * objects' creator ids and times are migrd's and the restore's. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <unistd.h>
+
+#include "checkpoint/ct/restore-internal.h"
+#include "common/common.h"
+
+struct ipc_job {
+	int ns_fd;
+	const struct ct_image_ipc *ipc;
+	int r;
+	char err[256];
+};
+
+static int job_fail(struct ipc_job *j, int r, const char *format, ...) _printf_(3, 4);
+static int job_fail(struct ipc_job *j, int r, const char *format, ...)
+{
+	va_list ap;
+
+	va_start(ap, format);
+	vsnprintf(j->err, sizeof(j->err), format, ap);
+	va_end(ap);
+	return j->r = r;
+}
+
+/* The id the next object of this kind gets, in the caller's namespace. */
+static int set_next_id(const char *which, uint32_t id)
+{
+	char path[64], text[16];
+	int fd, n;
+	ssize_t k;
+
+	snprintf(path, sizeof(path), "/proc/sys/kernel/%s_next_id", which);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NEG_ERRNO();
+	n = snprintf(text, sizeof(text), "%" PRIu32, id);
+	k = write(fd, text, (size_t)n);
+	safe_close(fd);
+	return k == n ? 0 : k < 0 ? NEG_ERRNO() : -EIO;
+}
+
+static int make_sem_set(struct ipc_job *j, const struct ct_image_sem_set *s)
+{
+	struct semid_ds ds = {.sem_perm = {.uid = s->perm.uid,
+					   .gid = s->perm.gid,
+					   .mode = (unsigned short)s->perm.mode}};
+	int id, r;
+
+	r = set_next_id("sem", s->perm.id);
+	if (r < 0)
+		return job_fail(j, r, "setting kernel.sem_next_id: %s", strerror(-r));
+	id = semget(s->perm.key, (int)s->n_values, IPC_CREAT | IPC_EXCL | (int)s->perm.mode);
+	if (id < 0)
+		return job_fail(j, NEG_ERRNO(), "semaphore set %u: semget: %m", s->perm.id);
+	if ((uint32_t)id != s->perm.id)
+		return job_fail(j, -EEXIST, "semaphore set %u came back as %d", s->perm.id, id);
+	if (semctl(id, 0, SETALL, s->values) < 0 || semctl(id, 0, IPC_SET, &ds) < 0)
+		return job_fail(j, NEG_ERRNO(), "semaphore set %u: %m", s->perm.id);
+	return 0;
+}
+
+static int make_msg_queue(struct ipc_job *j, const struct ct_image_msg_queue *q, uint8_t *buf)
+{
+	struct msqid_ds ds;
+	int id, r;
+
+	r = set_next_id("msg", q->perm.id);
+	if (r < 0)
+		return job_fail(j, r, "setting kernel.msg_next_id: %s", strerror(-r));
+	id = msgget(q->perm.key, IPC_CREAT | IPC_EXCL | (int)q->perm.mode);
+	if (id < 0)
+		return job_fail(j, NEG_ERRNO(), "message queue %u: msgget: %m", q->perm.id);
+	if ((uint32_t)id != q->perm.id)
+		return job_fail(j, -EEXIST, "message queue %u came back as %d", q->perm.id, id);
+	if (msgctl(id, IPC_STAT, &ds) < 0)
+		return job_fail(j, NEG_ERRNO(), "message queue %u: %m", q->perm.id);
+	/* The limit first when it grows, last when it shrinks: the messages fitted it. */
+	ds.msg_perm.uid = q->perm.uid;
+	ds.msg_perm.gid = q->perm.gid;
+	ds.msg_perm.mode = (unsigned short)q->perm.mode;
+	if (q->qbytes > ds.msg_qbytes) {
+		ds.msg_qbytes = q->qbytes;
+		if (msgctl(id, IPC_SET, &ds) < 0)
+			return job_fail(j, NEG_ERRNO(), "message queue %u: setting its limit: %m",
+					q->perm.id);
+	}
+	for (size_t i = 0; i < q->n_msgs; i++) {
+		long type = (long)q->msgs[i].type;
+
+		memcpy(buf, &type, sizeof(type));
+		memcpy(buf + sizeof(type), q->msgs[i].text, q->msgs[i].len);
+		if (msgsnd(id, buf, q->msgs[i].len, IPC_NOWAIT) < 0)
+			return job_fail(j, NEG_ERRNO(), "message queue %u: message %zu: %m",
+					q->perm.id, i);
+	}
+	ds.msg_qbytes = q->qbytes;
+	if (msgctl(id, IPC_SET, &ds) < 0)
+		return job_fail(j, NEG_ERRNO(), "message queue %u: %m", q->perm.id);
+	return 0;
+}
+
+static void *ipc_job_run(void *arg)
+{
+	struct ipc_job *j = arg;
+	_cleanup_free_ uint8_t *buf = NULL;
+
+	if (setns(j->ns_fd, CLONE_NEWIPC) < 0) {
+		job_fail(j, NEG_ERRNO(), "joining its IPC namespace: %m");
+		return NULL;
+	}
+	for (size_t i = 0; i < j->ipc->n_sems; i++)
+		if (make_sem_set(j, &j->ipc->sems[i]) < 0)
+			return NULL;
+	if (j->ipc->n_msgqs > 0 && !(buf = malloc(sizeof(long) + CT_IMAGE_MSG_MAX))) {
+		job_fail(j, -ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < j->ipc->n_msgqs; i++)
+		if (make_msg_queue(j, &j->ipc->msgqs[i], buf) < 0)
+			return NULL;
+	return NULL;
+}
+
+int restore_ipc(struct restorer *R, pid_t pid1)
+{
+	struct ipc_job j = {.ns_fd = -EBADF, .ipc = &R->img->ipc};
+	char path[64];
+	pthread_t th;
+	int r;
+
+	if (j.ipc->n_sems == 0 && j.ipc->n_msgqs == 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int)pid1);
+	j.ns_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (j.ns_fd < 0)
+		return restore_fail(R, NEG_ERRNO(), "opening its IPC namespace: %m");
+	r = -pthread_create(&th, NULL, ipc_job_run, &j);
+	if (r == 0)
+		pthread_join(th, NULL);
+	safe_close(j.ns_fd);
+	if (r < 0)
+		return restore_fail(R, r, "making its System V IPC objects: %s", strerror(-r));
+	if (j.r < 0)
+		return restore_fail(R, j.r, "making its System V IPC objects: %s", j.err);
+	return 0;
+}
