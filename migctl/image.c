@@ -301,7 +301,21 @@ static json_t *jsonify_ipc_perm(const struct ct_image_ipc_perm *p)
 
 static json_t *jsonify_ipc(const struct ct_image_ipc *ipc)
 {
-	json_t *sems = json_array(), *msgqs = json_array();
+	json_t *sems = json_array(), *msgqs = json_array(), *shms = json_array();
+
+	for (size_t i = 0; shms && i < ipc->n_shms; i++) {
+		const struct ct_image_shm_seg *m = &ipc->shms[i];
+		json_t *o = jsonify_ipc_perm(&m->perm);
+
+		if (o) {
+			json_object_set_new(o, "size", jint(m->size));
+			json_object_set_new(o, "removed",
+					    json_boolean(m->flags & CT_IMAGE_SHM_DEST));
+			json_object_set_new(o, "locked",
+					    json_boolean(m->flags & CT_IMAGE_SHM_LOCKED));
+		}
+		json_array_append_new(shms, o);
+	}
 
 	for (size_t i = 0; sems && i < ipc->n_sems; i++) {
 		const struct ct_image_sem_set *s = &ipc->sems[i];
@@ -329,7 +343,8 @@ static json_t *jsonify_ipc(const struct ct_image_ipc *ipc)
 		}
 		json_array_append_new(msgqs, o);
 	}
-	return json_pack("{s:o, s:o}", "semaphore_sets", sems, "message_queues", msgqs);
+	return json_pack("{s:o, s:o, s:o}", "shared_memory", shms, "semaphore_sets", sems,
+			 "message_queues", msgqs);
 }
 
 static json_t *image_to_json(const struct ct_image *img)

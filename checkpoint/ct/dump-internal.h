@@ -34,6 +34,13 @@ struct dfile {
 	bool tcp_repair; /* left in repair mode until the container is gone */
 };
 
+/* A System V segment of the container's, attached read-only in migrd for its contents. */
+struct dsysv {
+	uint32_t id;
+	void *addr;
+	uint64_t size;
+};
+
 /* A shmem object (shared anonymous memory, memfd), dumped once by inode. */
 struct dshm {
 	uint64_t ino;
@@ -59,7 +66,10 @@ struct dumper {
 	uint64_t net_ino;	 /* migrd's network namespace */
 	int diag_fd;		 /* NETLINK_SOCK_DIAG in the container's network namespace, or -1 */
 	int root_fd;		 /* the root of the container's mount namespace (O_PATH), or -1 */
-	struct ct_image_ipc ipc; /* its IPC namespace's System V semaphores and queues */
+	struct ct_image_ipc ipc; /* its IPC namespace's System V objects */
+	struct dsysv *sysv;	 /* its System V segments, attached here (shmdt when done) */
+	size_t n_sysv;
+	bool sysv_swapped; /* some of the namespace's shared memory is in swap */
 	struct ct_dump_stats *stats;
 };
 

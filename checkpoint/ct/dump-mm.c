@@ -115,6 +115,42 @@ int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino)
 	return 0;
 }
 
+/* An attachment of a System V segment: the whole segment, from its start, as shmat() makes it
+ * (the restore attaches it again). The segment itself, with its contents, is ipc.img's. */
+static int sysv_layout(struct dumper *d, struct dproc *p, const struct ct_vma *v,
+		       struct ct_image_vma *iv)
+{
+	const struct ct_image_shm_seg *seg = NULL;
+
+	for (size_t i = 0; i < d->ipc.n_shms && !seg; i++)
+		if (d->ipc.shms[i].perm.id == v->inode)
+			seg = &d->ipc.shms[i];
+	if (!seg)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d: System V shared memory at %#" PRIx64
+				 " is not its IPC namespace's, which is not supported",
+				 (int)p->pid, v->start);
+	if (v->offset != 0 ||
+	    v->end - v->start != ((seg->size + CT_PAGE_SIZE - 1) & ~(uint64_t)(CT_PAGE_SIZE - 1)))
+		return dump_fail(
+			d, -EOPNOTSUPP,
+			"pid %d: System V shared memory %u is attached in part at %#" PRIx64
+			", which is not supported",
+			(int)p->pid, seg->perm.id, v->start);
+	/* Attached writable, made read-only since: attaching it read-only would take away
+	 * what mprotect() could give back. */
+	if (!v->write && v->have_vmflags && (v->vmflags & CT_VMF_MAYWRITE))
+		return dump_fail(d, -EOPNOTSUPP,
+				 "pid %d: System V shared memory %u at %#" PRIx64
+				 " attached writable and made read-only is not supported",
+				 (int)p->pid, seg->perm.id, v->start);
+	iv->kind = CT_IMAGE_VMA_SYSV_SHM;
+	iv->pages = CT_IMAGE_VMA_PAGES_NONE;
+	iv->shmid = seg->perm.id;
+	iv->pgoff = 0;
+	return 0;
+}
+
 static int vma_layout(struct dumper *d, struct dproc *p, const struct ct_vma *v,
 		      struct ct_image_vma *iv)
 {
@@ -147,10 +183,7 @@ static int vma_layout(struct dumper *d, struct dproc *p, const struct ct_vma *v,
 		int fd;
 
 		if (v->path && startswith(v->path, "/SYSV"))
-			return dump_fail(d, -EOPNOTSUPP,
-					 "pid %d: System V shared memory at %#" PRIx64
-					 " is not supported",
-					 (int)p->pid, v->start);
+			return sysv_layout(d, p, v, iv);
 		iv->kind = CT_IMAGE_VMA_ANON_SHARED;
 		iv->pages = CT_IMAGE_VMA_PAGES_SHM;
 		iv->shmid = v->inode;
@@ -822,6 +855,47 @@ int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p)
 	return r;
 }
 
+/* A System V segment's contents, read through our attachment. Pages never touched are not
+ * in its page cache: mincore() skips them, unless some of the namespace's shared memory is in
+ * swap, which mincore() cannot tell from never touched; then every page is read (a hole read
+ * through a shared mapping gets a page of its own). */
+static int dump_sysv_contents(struct dumper *d, struct ct_image_writer *w, const struct dsysv *s)
+{
+	_cleanup_(ct_image_pages_writer_freep) struct ct_image_pages_writer *pw = NULL;
+	_cleanup_free_ unsigned char *vec = NULL;
+	size_t pages = (s->size + CT_PAGE_SIZE - 1) / CT_PAGE_SIZE;
+	const uint8_t *base = s->addr;
+	int r;
+
+	r = ct_image_writer_pages_begin(w, true, CT_IMAGE_SYSV_SHM_OWNER(s->id), &pw);
+	if (r < 0)
+		return r;
+	vec = malloc(MAX(pages, (size_t)1));
+	if (!vec)
+		return -ENOMEM;
+	if (d->sysv_swapped || mincore(s->addr, pages * CT_PAGE_SIZE, vec) < 0)
+		memset(vec, 1, pages);
+	for (size_t i = 0; i < pages;) {
+		size_t n = 0;
+
+		if (!(vec[i] & 1)) {
+			i++;
+			continue;
+		}
+		while (i + n < pages && (vec[i + n] & 1) && n < MEM_WINDOW / CT_PAGE_SIZE)
+			n++;
+		/* The last page may be partial: the rest of it reads as zeros. */
+		r = ct_image_pages_writer_add(pw, (uint64_t)i * CT_PAGE_SIZE,
+					      base + i * CT_PAGE_SIZE, n);
+		if (r < 0)
+			return dump_fail(d, r, "System V shared memory %u: writing it failed: %s",
+					 s->id, strerror(-r));
+		d->stats->pages += n;
+		i += n;
+	}
+	return ct_image_pages_writer_finish(TAKE_PTR(pw));
+}
+
 int dump_shm_contents(struct dumper *d, struct ct_image_writer *w)
 {
 	_cleanup_free_ uint8_t *buf = malloc(MEM_WINDOW);
@@ -867,6 +941,12 @@ int dump_shm_contents(struct dumper *d, struct ct_image_writer *w)
 			}
 		}
 		r = ct_image_pages_writer_finish(TAKE_PTR(pw));
+		if (r < 0)
+			return r;
+	}
+	for (size_t i = 0; i < d->n_sysv; i++) {
+		int r = dump_sysv_contents(d, w, &d->sysv[i]);
+
 		if (r < 0)
 			return r;
 	}

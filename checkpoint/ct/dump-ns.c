@@ -1,15 +1,15 @@
 /* What the container's namespaces hold that no process of it does, and that a restore would
  * therefore lose without a word. Each is refused by name before anything is destroyed.
  *
- * IPC: a restore gives the container a new IPC namespace. System V semaphore sets and message
- * queues live there and in no process: they are read here (ids, keys, owners, modes, the
- * semaphores' values, the queued messages copied in place with MSG_COPY) and made again at the
- * same ids by the restore (restore-ipc.c). System V shared memory and POSIX message queues are
- * not supported and are refused. All of it is read from a thread of our own that joins the
- * namespace: /proc/sysvipc/ lists the System V objects of the reader's namespace, and a
- * detached mount of the namespace's mqueue file system (fsopen/fsmount, attached nowhere) lists
- * its message queues. Not kept: semaphore undo adjustments (SEM_UNDO), which the kernel does not
- * show.
+ * IPC: a restore gives the container a new IPC namespace. System V shared memory segments,
+ * semaphore sets and message queues live there and in no process: they are read here (ids,
+ * keys, owners, modes; the segments' contents through an attachment of ours, the semaphores'
+ * values, the queued messages copied in place with MSG_COPY) and made again at the same ids by
+ * the restore (restore-ipc.c). POSIX message queues are not supported and are refused. All of it is
+ * read from a thread of our own that joins the namespace: /proc/sysvipc/ lists the System V objects
+ * of the reader's namespace, and a detached mount of the namespace's mqueue file system
+ * (fsopen/fsmount, attached nowhere) lists its message queues. Not kept: semaphore undo adjustments
+ * (SEM_UNDO), which the kernel does not show.
  *
  * Network: a container with a network namespace of its own (`migctl run --netns`) gets one
  * with lo up and nothing else, at the restore as at the start. Interfaces, addresses and routes
@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -48,10 +49,10 @@
 
 struct ipc_probe {
 	int ns_fd;
-	struct ct_image_ipc *ipc; /* filled with its semaphore sets and message queues */
-	int r;			  /* < 0: the namespace could not be read */
-	char found[320];	  /* the first object found, described; empty when none */
-	const char *what;	  /* for r < 0: which step failed */
+	struct dumper *d; /* its ipc and sysv are filled */
+	int r;		  /* < 0: the namespace could not be read */
+	char found[320];  /* the first object found, described; empty when none */
+	const char *what; /* for r < 0: which step failed */
 };
 
 /* The ids (and keys) of the objects in /proc/sysvipc/NAME: a header line, then one object a
@@ -118,6 +119,57 @@ static int cmp_msgq(const void *a, const void *b)
 		 y = ((const struct ct_image_msg_queue *)b)->perm.id;
 
 	return (x > y) - (x < y);
+}
+
+static int cmp_shm(const void *a, const void *b)
+{
+	uint32_t x = ((const struct ct_image_shm_seg *)a)->perm.id,
+		 y = ((const struct ct_image_shm_seg *)b)->perm.id;
+
+	return (x > y) - (x < y);
+}
+
+/* Every shared memory segment, attached here read-only for the pages writer (which reads it
+ * after the thread that joined the namespace is gone: a mapping is the process's). */
+static int read_shms(struct dumper *d)
+{
+	_cleanup_free_ int32_t *keys = NULL;
+	_cleanup_free_ uint32_t *ids = NULL;
+	struct ct_image_ipc *ipc = &d->ipc;
+	struct shm_info info;
+	size_t n;
+	int r = list_sysv("shm", &keys, &ids, &n);
+
+	if (r < 0 || n == 0)
+		return r;
+	ipc->shms = calloc(n, sizeof(*ipc->shms));
+	d->sysv = calloc(n, sizeof(*d->sysv));
+	if (!ipc->shms || !d->sysv)
+		return -ENOMEM;
+	if (shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&info) < 0)
+		return NEG_ERRNO();
+	d->sysv_swapped = info.shm_swp > 0;
+	for (size_t i = 0; i < n; i++) {
+		struct ct_image_shm_seg *s = &ipc->shms[ipc->n_shms];
+		struct shmid_ds ds;
+		void *addr;
+
+		if (shmctl((int)ids[i], IPC_STAT, &ds) < 0)
+			return NEG_ERRNO();
+		if (ds.shm_segsz == 0 || ds.shm_segsz > CT_IMAGE_SHM_SIZE_MAX)
+			return -E2BIG;
+		perm_from(&s->perm, keys[i], ids[i], &ds.shm_perm);
+		s->size = ds.shm_segsz;
+		s->flags = (ds.shm_perm.mode & SHM_DEST ? CT_IMAGE_SHM_DEST : 0) |
+			   (ds.shm_perm.mode & SHM_LOCKED ? CT_IMAGE_SHM_LOCKED : 0);
+		addr = shmat((int)ids[i], NULL, SHM_RDONLY);
+		if (addr == (void *)-1)
+			return NEG_ERRNO();
+		d->sysv[d->n_sysv++] = (struct dsysv){ids[i], addr, s->size};
+		ipc->n_shms++;
+	}
+	qsort(ipc->shms, ipc->n_shms, sizeof(*ipc->shms), cmp_shm);
+	return 0;
 }
 
 /* Every semaphore set with its values. */
@@ -240,11 +292,8 @@ static int first_mqueue(char *ret, size_t size)
 
 static void *probe_run(void *arg)
 {
-	_cleanup_free_ int32_t *keys = NULL;
-	_cleanup_free_ uint32_t *ids = NULL;
 	struct ipc_probe *q = arg;
 	char name[NAME_MAX + 2];
-	size_t n;
 	int r;
 
 	/* This thread alone moves: namespaces are per task. */
@@ -253,26 +302,21 @@ static void *probe_run(void *arg)
 		q->what = "joining it";
 		return NULL;
 	}
-	r = list_sysv("shm", &keys, &ids, &n);
+	r = read_shms(q->d);
 	if (r < 0) {
 		q->r = r;
-		q->what = "reading /proc/sysvipc/shm";
+		q->what = r == -E2BIG ? "a shared memory segment is too large"
+				      : "reading its shared memory segments";
 		return NULL;
 	}
-	if (n > 0) {
-		snprintf(q->found, sizeof(q->found),
-			 "System V shared memory (key %#" PRIx32 ", id %" PRIu32 ")",
-			 (uint32_t)keys[0], ids[0]);
-		return NULL;
-	}
-	r = read_sems(q->ipc);
+	r = read_sems(&q->d->ipc);
 	if (r < 0) {
 		q->r = r;
 		q->what =
 			r == -E2BIG ? "a semaphore set is too large" : "reading its semaphore sets";
 		return NULL;
 	}
-	r = read_msgqs(q->ipc);
+	r = read_msgqs(&q->d->ipc);
 	if (r < 0) {
 		q->r = r;
 		q->what = r == -E2BIG ? "more queued messages than an image holds"
@@ -290,7 +334,7 @@ static void *probe_run(void *arg)
 
 static int check_ipc(struct dumper *d)
 {
-	struct ipc_probe q = {.ns_fd = -EBADF, .ipc = &d->ipc};
+	struct ipc_probe q = {.ns_fd = -EBADF, .d = d};
 	struct stat ours, theirs;
 	char path[64];
 	pthread_t th;

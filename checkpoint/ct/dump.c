@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -1009,7 +1010,7 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 		if (r >= 0)
 			r = ct_image_writer_add_fds(w, &d->procs[i].fds);
 	}
-	if (r >= 0 && (d->ipc.n_sems > 0 || d->ipc.n_msgqs > 0))
+	if (r >= 0 && (d->ipc.n_sems > 0 || d->ipc.n_msgqs > 0 || d->ipc.n_shms > 0))
 		r = ct_image_writer_add_ipc(w, &d->ipc);
 	if (r < 0)
 		return dump_fail(d, r, "writing the image failed: %s", strerror(-r));
@@ -1083,6 +1084,9 @@ static void dumper_done(struct dumper *d)
 	safe_close(d->diag_fd);
 	safe_close(d->root_fd);
 	ct_image_ipc_done(&d->ipc);
+	for (size_t i = 0; i < d->n_sysv; i++)
+		(void)shmdt(d->sysv[i].addr);
+	free(d->sysv);
 	for (size_t i = 0; i < d->n_shms; i++)
 		safe_close(d->shms[i].fd);
 	free(d->shms);

@@ -91,9 +91,16 @@ static int decode_vma(struct ct_dec *d, const struct ct_tlv *f, size_t i, struct
 			   "vma");
 	if (r < 0)
 		return r;
-	if ((ret->kind == CT_IMAGE_VMA_ANON_SHARED || ret->pages == CT_IMAGE_VMA_PAGES_SHM) &&
+	if ((ret->kind == CT_IMAGE_VMA_ANON_SHARED || ret->pages == CT_IMAGE_VMA_PAGES_SHM ||
+	     ret->kind == CT_IMAGE_VMA_SYSV_SHM) &&
 	    !(seen & TAG_BIT(VMA_SHMID)))
 		return ct_dec_fail(d, "vma %zu: shared memory without an id", i);
+	/* A whole segment, attached at its start: its contents are the segment's. */
+	if (ret->kind == CT_IMAGE_VMA_SYSV_SHM &&
+	    (ret->pgoff != 0 || ret->pages != CT_IMAGE_VMA_PAGES_NONE ||
+	     !(ret->flags & MAP_SHARED) || ret->shmid > INT32_MAX))
+		return ct_dec_fail(d, "vma %zu: a System V attachment that is not a whole segment",
+				   i);
 	return check_vma(d, ret, i);
 }
 
@@ -581,21 +588,66 @@ static int decode_msg_queue(struct ct_dec *d, const struct ct_tlv *f, uint64_t *
 	return ct_dec_require(d, seen, IPC_PERM_TAGS | TAG_BIT(IPCO_QBYTES), "message queue");
 }
 
+static int decode_shm_seg(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_shm_seg *ret)
+{
+	const uint8_t *p = f->val;
+	size_t left = f->len;
+	uint64_t seen = 0;
+	struct ct_tlv g;
+	int r;
+
+	while ((r = ct_dec_next(d, &p, &left, "shared memory segment", &g)) > 0) {
+		if ((r = ct_dec_once(d, &seen, &g, "shared memory segment")) < 0)
+			return r;
+		if (g.tag == IPCO_SHM_SIZE)
+			r = ct_dec_u64(d, &g, "shared memory segment", &ret->size);
+		else if (g.tag == IPCO_SHM_FLAGS)
+			r = ct_dec_u32(d, &g, "shared memory segment", &ret->flags);
+		else
+			r = decode_ipc_perm(d, &g, "shared memory segment", &ret->perm);
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	r = ct_dec_require(d, seen,
+			   IPC_PERM_TAGS | TAG_BIT(IPCO_SHM_SIZE) | TAG_BIT(IPCO_SHM_FLAGS),
+			   "shared memory segment");
+	if (r == 0 && (ret->size == 0 || ret->size > CT_IMAGE_SHM_SIZE_MAX ||
+		       (ret->flags & ~(CT_IMAGE_SHM_DEST | CT_IMAGE_SHM_LOCKED))))
+		r = ct_dec_fail(d,
+				"shared memory segment %u: size %" PRIu64 " or flags %#x out of "
+				"range",
+				ret->perm.id, ret->size, ret->flags);
+	return r;
+}
+
 int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errlen,
 			struct ct_image_ipc *ret)
 {
 	struct ct_dec dd = {err, errlen}, *d = &dd;
 	_cleanup_(ct_image_ipc_done) struct ct_image_ipc ipc = {};
-	size_t alloc_s = 0, alloc_q = 0;
+	size_t alloc_s = 0, alloc_q = 0, alloc_m = 0;
 	uint64_t total = 0;
 	struct ct_tlv f;
 	int r;
 
 	while ((r = ct_dec_next(d, &buf, &size, "ipc", &f)) > 0) {
-		if (ipc.n_sems + ipc.n_msgqs >= CT_IMAGE_IPC_OBJECTS_MAX)
+		if (ipc.n_sems + ipc.n_msgqs + ipc.n_shms >= CT_IMAGE_IPC_OBJECTS_MAX)
 			return ct_dec_fail(d, "ipc: more than %u objects",
 					   CT_IMAGE_IPC_OBJECTS_MAX);
-		if (f.tag == IPC_SEM) {
+		if (f.tag == IPC_SHM) {
+			r = ct_dec_grow(d, (void **)&ipc.shms, &alloc_m, ipc.n_shms,
+					sizeof(*ipc.shms), CT_IMAGE_IPC_OBJECTS_MAX, "ipc");
+			if (r < 0)
+				return r;
+			r = decode_shm_seg(d, &f, &ipc.shms[ipc.n_shms++]);
+			if (r == 0 && ipc.n_shms > 1 &&
+			    ipc.shms[ipc.n_shms - 1].perm.id <= ipc.shms[ipc.n_shms - 2].perm.id)
+				r = ct_dec_fail(
+					d, "shared memory segment %u: duplicate or out of order",
+					ipc.shms[ipc.n_shms - 1].perm.id);
+		} else if (f.tag == IPC_SEM) {
 			r = ct_dec_grow(d, (void **)&ipc.sems, &alloc_s, ipc.n_sems,
 					sizeof(*ipc.sems), CT_IMAGE_IPC_OBJECTS_MAX, "ipc");
 			if (r < 0)
@@ -623,7 +675,7 @@ int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errle
 	}
 	if (r < 0)
 		return r;
-	if (ipc.n_sems == 0 && ipc.n_msgqs == 0)
+	if (ipc.n_sems == 0 && ipc.n_msgqs == 0 && ipc.n_shms == 0)
 		return ct_dec_fail(d, "ipc: no objects (the file is only written for some)");
 	*ret = ipc;
 	ipc = (struct ct_image_ipc){};

@@ -222,6 +222,7 @@ enum ct_image_vma_kind {
 	CT_IMAGE_VMA_VDSO,
 	CT_IMAGE_VMA_VVAR,
 	CT_IMAGE_VMA_VVAR_VCLOCK,
+	CT_IMAGE_VMA_SYSV_SHM, /* an attached System V segment (shmid); contents in ipc.img's */
 	_CT_IMAGE_VMA_KIND_MAX,
 };
 
@@ -372,7 +373,23 @@ struct ct_image_msg_queue {
 	size_t n_msgs;
 };
 
+#define CT_IMAGE_SHM_DEST   1U /* IPC_RMID'd: gone when the last attachment goes */
+#define CT_IMAGE_SHM_LOCKED 2U /* SHM_LOCK */
+
+/* A System V shared memory segment. Its contents are in pages-shm-OWNER.img, OWNER being
+ * CT_IMAGE_SYSV_SHM_OWNER(id), at their offsets in the segment. */
+#define CT_IMAGE_SYSV_SHM_OWNER(id) ((UINT64_C(1) << 62) | (uint64_t)(id))
+#define CT_IMAGE_SHM_SIZE_MAX	    (UINT64_C(1) << 46)
+
+struct ct_image_shm_seg {
+	struct ct_image_ipc_perm perm;
+	uint64_t size;	/* shm_segsz, bytes */
+	uint32_t flags; /* CT_IMAGE_SHM_* */
+};
+
 struct ct_image_ipc {
+	struct ct_image_shm_seg *shms; /* sorted by id */
+	size_t n_shms;
 	struct ct_image_sem_set *sems; /* sorted by id */
 	size_t n_sems;
 	struct ct_image_msg_queue *msgqs; /* sorted by id */

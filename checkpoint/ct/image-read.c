@@ -790,9 +790,47 @@ static struct ct_image_pages *find_shm(struct ct_image *img, uint64_t id)
 	return NULL;
 }
 
+static const struct ct_image_shm_seg *find_sysv_shm(const struct ct_image *img, uint64_t id)
+{
+	for (size_t i = 0; i < img->ipc.n_shms; i++)
+		if (img->ipc.shms[i].perm.id == id)
+			return &img->ipc.shms[i];
+	return NULL;
+}
+
+/* Contents of System V segments lie within a segment of ipc.img. */
+static int check_sysv_pages(const struct ct_image *img, char *err)
+{
+	for (size_t i = 0; i < img->n_shm; i++) {
+		const struct ct_image_pages *pg = &img->shm[i];
+		const struct ct_image_shm_seg *seg;
+		uint64_t size;
+
+		if (!(pg->owner >> 62))
+			continue;
+		seg = find_sysv_shm(img, pg->owner & INT32_MAX);
+		if (pg->owner != CT_IMAGE_SYSV_SHM_OWNER(pg->owner & INT32_MAX) || !seg)
+			return image_error(err, -EBADMSG, "%s: no such System V segment in ipc.img",
+					   pg->name);
+		size = (seg->size + CT_IMAGE_PAGE_SIZE - 1) & ~(uint64_t)(CT_IMAGE_PAGE_SIZE - 1);
+		for (size_t j = 0; j < pg->n_runs; j++)
+			if (pg->runs[j].addr + (uint64_t)pg->runs[j].n_pages * CT_IMAGE_PAGE_SIZE >
+			    size)
+				return image_error(err, -EBADMSG,
+						   "%s: pages beyond the segment's %" PRIu64
+						   " bytes",
+						   pg->name, seg->size);
+	}
+	return 0;
+}
+
 /* Every task has its memory and fds; the tree hangs together; shared memory exists. */
 static int check_processes(struct ct_image *img, char *err)
 {
+	int r = check_sysv_pages(img, err);
+
+	if (r < 0)
+		return r;
 	if (!find_proc(img, img->inventory.root_pid))
 		return image_error(err, -EBADMSG, "inventory.img: the root pid %u has no task file",
 				   img->inventory.root_pid);
@@ -814,6 +852,21 @@ static int check_processes(struct ct_image *img, char *err)
 			return image_error(err, -EBADMSG,
 					   "task-%u.img: parent %u is not in the image", pid,
 					   p->task.ppid);
+		for (size_t j = 0; j < p->mm.n_vmas; j++) {
+			const struct ct_image_vma *v = &p->mm.vmas[j];
+			const struct ct_image_shm_seg *seg;
+
+			if (v->kind != CT_IMAGE_VMA_SYSV_SHM)
+				continue;
+			seg = find_sysv_shm(img, v->shmid);
+			if (!seg || v->end - v->start < seg->size ||
+			    v->end - v->start - seg->size >= CT_IMAGE_PAGE_SIZE)
+				return image_error(
+					err, -EBADMSG,
+					"mm-%u.img: vma %zu attaches System V segment %" PRIu64
+					", which ipc.img does not hold at that size",
+					pid, j, v->shmid);
+		}
 		for (size_t j = 0; j < p->mm.n_vmas; j++)
 			if (p->mm.vmas[j].pages == CT_IMAGE_VMA_PAGES_SHM &&
 			    !find_shm(img, p->mm.vmas[j].shmid))

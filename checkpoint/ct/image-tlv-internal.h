@@ -109,6 +109,7 @@ enum { /* fds-PID.img */
 enum {		    /* ipc.img */
        IPC_SEM = 1, /* nested IPCO_*: a semaphore set */
        IPC_MSGQ,    /* nested IPCO_*: a message queue */
+       IPC_SHM,	    /* nested IPCO_*: a shared memory segment */
 };
 
 enum { /* inside IPC_SEM and IPC_MSGQ */
@@ -120,6 +121,8 @@ enum { /* inside IPC_SEM and IPC_MSGQ */
        IPCO_SEM_VALUES, /* u16 each */
        IPCO_QBYTES,	/* u64 */
        IPCO_MSG,	/* repeated, oldest first: u64 type, then the text */
+       IPCO_SHM_SIZE,	/* u64 */
+       IPCO_SHM_FLAGS,	/* u32: CT_IMAGE_SHM_* */
 };
 
 enum {		       /* pages index */

@@ -36,6 +36,7 @@ static const char *const vma_kind_table[_CT_IMAGE_VMA_KIND_MAX] = {
 	[CT_IMAGE_VMA_VDSO] = "vdso",
 	[CT_IMAGE_VMA_VVAR] = "vvar",
 	[CT_IMAGE_VMA_VVAR_VCLOCK] = "vvar-vclock",
+	[CT_IMAGE_VMA_SYSV_SHM] = "sysv-shm",
 };
 DEFINE_STRING_TABLE_LOOKUP(ct_image_vma_kind, enum ct_image_vma_kind, vma_kind_table)
 
@@ -437,7 +438,8 @@ int ct_image_encode_mm(const struct ct_image_mm *mm, uint8_t **ret, size_t *ret_
 		put_u32(&b, VMA_FLAGS, v->flags);
 		put_u32(&b, VMA_KIND, v->kind);
 		put_u32(&b, VMA_PAGES, v->pages);
-		if (v->kind == CT_IMAGE_VMA_ANON_SHARED || v->pages == CT_IMAGE_VMA_PAGES_SHM)
+		if (v->kind == CT_IMAGE_VMA_ANON_SHARED || v->pages == CT_IMAGE_VMA_PAGES_SHM ||
+		    v->kind == CT_IMAGE_VMA_SYSV_SHM)
 			put_u64(&b, VMA_SHMID, v->shmid);
 		put_str(&b, VMA_PATH, v->path);
 		if (v->advice)
@@ -500,6 +502,14 @@ int ct_image_encode_ipc(const struct ct_image_ipc *ipc, uint8_t **ret, size_t *r
 {
 	struct buf b = {};
 
+	for (size_t i = 0; i < ipc->n_shms && !b.error; i++) {
+		size_t at = nest_begin(&b, IPC_SHM);
+
+		put_ipc_perm(&b, &ipc->shms[i].perm);
+		put_u64(&b, IPCO_SHM_SIZE, ipc->shms[i].size);
+		put_u32(&b, IPCO_SHM_FLAGS, ipc->shms[i].flags);
+		nest_end(&b, at);
+	}
 	for (size_t i = 0; i < ipc->n_sems && !b.error; i++) {
 		const struct ct_image_sem_set *s = &ipc->sems[i];
 		uint8_t *v = malloc(MAX(s->n_values, 1u) * 2);
@@ -601,6 +611,7 @@ void ct_image_fds_done(struct ct_image_fds *fds)
 
 void ct_image_ipc_done(struct ct_image_ipc *ipc)
 {
+	free(ipc->shms);
 	for (size_t i = 0; i < ipc->n_sems; i++)
 		free(ipc->sems[i].values);
 	free(ipc->sems);

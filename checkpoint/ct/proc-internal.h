@@ -32,6 +32,7 @@ enum {
 	CT_VMF_DROPPABLE = 1U << 11,	/* "dp" MAP_DROPPABLE */
 	CT_VMF_UFFD = 1U << 12,		/* "um", "uw", "ui": registered with a userfaultfd */
 	CT_VMF_SHADOW_STACK = 1U << 13, /* "ss" */
+	CT_VMF_MAYWRITE = 1U << 14,	/* "mw": mprotect() may add PROT_WRITE */
 };
 
 struct ct_vma {

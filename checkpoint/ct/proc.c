@@ -206,7 +206,7 @@ int ct_proc_parse_vmflags(const char *text, size_t len, uint32_t *ret)
 		{"nh", CT_VMF_NOHUGEPAGE},   {"mg", CT_VMF_MERGEABLE}, {"lo", CT_VMF_LOCKED},
 		{"lf", CT_VMF_LOCKONFAULT},  {"sl", CT_VMF_SEALED},    {"dp", CT_VMF_DROPPABLE},
 		{"um", CT_VMF_UFFD},	     {"uw", CT_VMF_UFFD},      {"ui", CT_VMF_UFFD},
-		{"ss", CT_VMF_SHADOW_STACK},
+		{"ss", CT_VMF_SHADOW_STACK}, {"mw", CT_VMF_MAYWRITE},
 	};
 	struct cursor c = {text, text + len};
 	uint32_t flags = 0;

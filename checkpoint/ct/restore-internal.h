@@ -67,6 +67,8 @@ int restore_epolls(struct restorer *R, struct rproc *p);
 /* restore-ipc.c: the System V semaphore sets and message queues of the image, in the IPC
  * namespace of the new PID 1. */
 int restore_ipc(struct restorer *R, pid_t pid1);
+/* After every process's memory: the segments marked for removal (IPC_RMID) are removed. */
+int restore_ipc_finish(struct restorer *R, pid_t pid1);
 /* The file locks its fds held, taken again once every fd of every process is back (a POSIX lock
  * goes with the close of any fd of its file). */
 int restore_locks(struct restorer *R, struct rproc *p);

@@ -1,9 +1,11 @@
-/* The System V semaphore sets and message queues of the container's IPC namespace, made again
- * in the restore's new one before any of its processes exists beside PID 1. Each object gets
- * its old id (kernel.sem_next_id / msg_next_id, which a checkpoint-restore kernel offers for
- * this), key, owner and mode; the semaphores their values; the queues their messages, oldest
- * first, and their byte limit. The work is done by a thread of ours that joins the new
- * namespace: /proc/sys/kernel/ and the IPC calls both act on the caller's namespace. The
+/* The System V objects of the container's IPC namespace, made again in the restore's new one
+ * before any of its processes exists beside PID 1. Each object gets its old id
+ * (kernel.shm_next_id / sem_next_id / msg_next_id, which a checkpoint-restore kernel offers for
+ * this), key, owner and mode; the shared memory segments their contents (through an attachment
+ * of ours) and SHM_LOCK; the semaphores their values; the queues their messages, oldest first,
+ * and their byte limit. A segment that was marked for removal is removed once the processes
+ * have attached it again (restore_ipc_finish). The work is done by a thread of ours that joins the
+ * new namespace: /proc/sys/kernel/ and the IPC calls both act on the caller's namespace. The
  * objects' creator ids and times are migrd's and the restore's. */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
+#include <sys/shm.h>
 #include <unistd.h>
 
 #include "checkpoint/ct/restore-internal.h"
@@ -22,7 +25,9 @@
 
 struct ipc_job {
 	int ns_fd;
+	struct restorer *R;
 	const struct ct_image_ipc *ipc;
+	bool finish; /* the second pass: segments marked for removal are removed */
 	int r;
 	char err[256];
 };
@@ -115,6 +120,67 @@ static int make_msg_queue(struct ipc_job *j, const struct ct_image_msg_queue *q,
 	return 0;
 }
 
+struct seg_fill {
+	uint8_t *addr;
+	uint64_t size; /* page-rounded */
+};
+
+static int seg_cb(uint64_t off, const void *data, size_t n_pages, void *userdata)
+{
+	struct seg_fill *f = userdata;
+	uint64_t len = (uint64_t)n_pages * CT_IMAGE_PAGE_SIZE;
+
+	if (!data)
+		return 0; /* a new segment reads as zeros */
+	if (off > f->size || len > f->size - off)
+		return -EBADMSG; /* the image reader checked this already */
+	memcpy(f->addr + off, data, len);
+	return 0;
+}
+
+static int make_shm_seg(struct ipc_job *j, const struct ct_image_shm_seg *s)
+{
+	struct shmid_ds ds = {.shm_perm = {.uid = s->perm.uid,
+					   .gid = s->perm.gid,
+					   .mode = (unsigned short)s->perm.mode}};
+	const struct ct_image_pages *pg = NULL;
+	char err[CT_IMAGE_ERROR_MAX] = "";
+	struct seg_fill f;
+	void *addr;
+	int id, r;
+
+	r = set_next_id("shm", s->perm.id);
+	if (r < 0)
+		return job_fail(j, r, "setting kernel.shm_next_id: %s", strerror(-r));
+	id = shmget(s->perm.key, s->size, IPC_CREAT | IPC_EXCL | (int)s->perm.mode);
+	if (id < 0)
+		return job_fail(j, NEG_ERRNO(), "shared memory %u: shmget: %m", s->perm.id);
+	if ((uint32_t)id != s->perm.id)
+		return job_fail(j, -EEXIST, "shared memory %u came back as %d", s->perm.id, id);
+	for (size_t i = 0; i < j->R->img->n_shm && !pg; i++)
+		if (j->R->img->shm[i].owner == CT_IMAGE_SYSV_SHM_OWNER(s->perm.id))
+			pg = &j->R->img->shm[i];
+	if (pg) {
+		addr = shmat(id, NULL, 0);
+		if (addr == (void *)-1)
+			return job_fail(j, NEG_ERRNO(), "shared memory %u: shmat: %m", s->perm.id);
+		f = (struct seg_fill){addr, (s->size + CT_IMAGE_PAGE_SIZE - 1) &
+						    ~(uint64_t)(CT_IMAGE_PAGE_SIZE - 1)};
+		r = ct_image_pages_read(j->R->img, pg, err, seg_cb, &f);
+		if (r >= 0)
+			r = ct_image_pages_check_mapped(pg, err);
+		(void)shmdt(addr);
+		if (r < 0)
+			return job_fail(j, r, "shared memory %u: filling it failed: %s", s->perm.id,
+					err[0] ? err : strerror(-r));
+	}
+	if (shmctl(id, IPC_SET, &ds) < 0)
+		return job_fail(j, NEG_ERRNO(), "shared memory %u: %m", s->perm.id);
+	if ((s->flags & CT_IMAGE_SHM_LOCKED) && shmctl(id, SHM_LOCK, NULL) < 0)
+		return job_fail(j, NEG_ERRNO(), "shared memory %u: SHM_LOCK: %m", s->perm.id);
+	return 0;
+}
+
 static void *ipc_job_run(void *arg)
 {
 	struct ipc_job *j = arg;
@@ -124,6 +190,19 @@ static void *ipc_job_run(void *arg)
 		job_fail(j, NEG_ERRNO(), "joining its IPC namespace: %m");
 		return NULL;
 	}
+	if (j->finish) {
+		for (size_t i = 0; i < j->ipc->n_shms; i++)
+			if ((j->ipc->shms[i].flags & CT_IMAGE_SHM_DEST) &&
+			    shmctl((int)j->ipc->shms[i].perm.id, IPC_RMID, NULL) < 0) {
+				job_fail(j, NEG_ERRNO(), "shared memory %u: IPC_RMID: %m",
+					 j->ipc->shms[i].perm.id);
+				return NULL;
+			}
+		return NULL;
+	}
+	for (size_t i = 0; i < j->ipc->n_shms; i++)
+		if (make_shm_seg(j, &j->ipc->shms[i]) < 0)
+			return NULL;
 	for (size_t i = 0; i < j->ipc->n_sems; i++)
 		if (make_sem_set(j, &j->ipc->sems[i]) < 0)
 			return NULL;
@@ -137,14 +216,14 @@ static void *ipc_job_run(void *arg)
 	return NULL;
 }
 
-int restore_ipc(struct restorer *R, pid_t pid1)
+static int run_job(struct restorer *R, pid_t pid1, bool finish)
 {
-	struct ipc_job j = {.ns_fd = -EBADF, .ipc = &R->img->ipc};
+	struct ipc_job j = {.ns_fd = -EBADF, .R = R, .ipc = &R->img->ipc, .finish = finish};
 	char path[64];
 	pthread_t th;
 	int r;
 
-	if (j.ipc->n_sems == 0 && j.ipc->n_msgqs == 0)
+	if (j.ipc->n_sems == 0 && j.ipc->n_msgqs == 0 && j.ipc->n_shms == 0)
 		return 0;
 	snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int)pid1);
 	j.ns_fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -159,4 +238,14 @@ int restore_ipc(struct restorer *R, pid_t pid1)
 	if (j.r < 0)
 		return restore_fail(R, j.r, "making its System V IPC objects: %s", j.err);
 	return 0;
+}
+
+int restore_ipc(struct restorer *R, pid_t pid1)
+{
+	return run_job(R, pid1, false);
+}
+
+int restore_ipc_finish(struct restorer *R, pid_t pid1)
+{
+	return run_job(R, pid1, true);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -331,6 +332,26 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 			if (r >= 0)
 				r = restore_call(R, p, p->hpid, "close", SYS_close, tmp, 0, 0, 0, 0,
 						 0, NULL);
+			break;
+		}
+		case CT_IMAGE_VMA_SYSV_SHM: {
+			/* shmat() gives read, write unless read-only, exec with SHM_EXEC: anything
+			 * else (PROT_NONE, say) is set after. */
+			int shmflg = SHM_REMAP | (v->prot & PROT_WRITE ? 0 : SHM_RDONLY) |
+				     (v->prot & PROT_EXEC ? SHM_EXEC : 0);
+			unsigned prot = PROT_READ | (v->prot & (PROT_WRITE | PROT_EXEC));
+			long at = 0;
+
+			r = restore_call(R, p, p->hpid, "shmat", SYS_shmat, (long)v->shmid,
+					 (long)v->start, shmflg, 0, 0, 0, &at);
+			if (r >= 0 && (uint64_t)at != v->start)
+				r = restore_fail(R, -EADDRNOTAVAIL,
+						 "pid %u: System V shared memory %" PRIu64
+						 " attached at %#lx",
+						 p->img->task.pid, v->shmid, (unsigned long)at);
+			if (r >= 0 && prot != v->prot)
+				r = restore_call(R, p, p->hpid, "mprotect", SYS_mprotect,
+						 (long)v->start, len, v->prot, 0, 0, 0, NULL);
 			break;
 		}
 		default:
@@ -747,7 +768,11 @@ int restore_shm_objects(struct restorer *R)
 
 	for (size_t i = 0; i < R->img->n_shm; i++) {
 		const struct ct_image_pages *pg = &R->img->shm[i];
-		const struct ct_image_fd *mf = memfd_record(R, pg->owner);
+		const struct ct_image_fd *mf;
+
+		if (pg->owner >> 62)
+			continue; /* a System V segment's: restore-ipc.c fills it */
+		mf = memfd_record(R, pg->owner);
 		struct shm_fill f = {.fd = -1};
 		uint64_t size = 0, seals = 0;
 		char name[256] = "migrd-shm";

@@ -1115,6 +1115,8 @@ static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 	r = restore_shm_objects(R);
 	for (size_t i = 0; r >= 0 && i < R->n_procs; i++)
 		r = restore_mm(R, &R->procs[i]);
+	if (r >= 0)
+		r = restore_ipc_finish(R, *ret_pid);
 	R->stats->memory_usec = now_usec(CLOCK_MONOTONIC) - t;
 	t = now_usec(CLOCK_MONOTONIC);
 	for (size_t i = 0; r >= 0 && i < R->n_procs; i++) {

@@ -627,8 +627,6 @@ libc = ctypes.CDLL(None, use_errno=True)
 what = sys.argv[1]
 if what == "sem":
     ok = libc.semget(0x5e3, 2, 0o1600) >= 0
-elif what == "shm":
-    ok = libc.shmget(0x5e4, 65536, 0o1600) >= 0
 elif what == "msg":
     ok = libc.msgget(0x5e5, 0o1600) >= 0
 else:
@@ -645,10 +643,9 @@ time.sleep(1000)
 
 def test_namespace_contents_refused(host):
     """What lives in the container's IPC and mount namespaces and in no process (a restore
-    starts from new ones) and is not supported is refused by name, not lost: System V shared
-    memory, POSIX message queues, mounts the container made."""
+    starts from new ones) and is not supported is refused by name, not lost: POSIX message
+    queues, mounts the container made."""
     for what, expect in [
-            ("shm", r"its IPC namespace holds System V shared memory \(key 0x5e4, id \d+\)"),
             ("mq", r"its IPC namespace holds the POSIX message queue /jobs, which is not "
                    r"supported")]:
         refuse(host, f"ipc-{what}", ["python3", "-c", IPC_PROGRAM, what], expect,
@@ -745,12 +742,15 @@ LOCKS_HELD = "held,free,held,free,held,free,held,held"
 SYSV_PROGRAM = r"""
 import ctypes, os, time
 libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
 GETVAL, GETALL, SETVAL, SETALL, IPC_NOWAIT = 12, 13, 16, 17, 0o4000
+IPC_RMID, SHM_RDONLY = 0, 0o10000
 class sembuf(ctypes.Structure):
     _fields_ = [("num", ctypes.c_ushort), ("op", ctypes.c_short), ("flg", ctypes.c_short)]
 class msgbuf(ctypes.Structure):
     _fields_ = [("mtype", ctypes.c_long), ("text", ctypes.c_char * 64)]
 MSGS = [(2, b"second type, first"), (1, b"hello"), (2, b"bye")]
+MARKS = [(0, b"alpha"), (5000, b"beta"), (12380, b"end")]
 sem = libc.semget(0x5e3, 3, 0o1640)
 libc.semctl(sem, 0, SETALL, (ctypes.c_ushort * 3)(3, 0, 7))
 priv = libc.semget(0, 1, 0o1600)                      # IPC_PRIVATE
@@ -758,13 +758,34 @@ libc.semctl(priv, 0, SETVAL, 5)
 q = libc.msgget(0x5e5, 0o1620)
 for t, text in MSGS:
     libc.msgsnd(q, ctypes.byref(msgbuf(t, text)), len(text), 0)
-print("ready", sem, priv, q, flush=True)
+seg = libc.shmget(0x5e4, 12388, 0o1640)                # three pages and 100 bytes
+a = libc.shmat(seg, None, 0)
+for off, text in MARKS:
+    ctypes.memmove(a + off, text, len(text))
+if os.fork() == 0:
+    # The child has the parent's attachment, and one of its own, read-only, of a segment
+    # marked for removal: it lives on while attached.
+    gone = libc.shmget(0, 4096, 0o1600)
+    ro = libc.shmat(gone, None, SHM_RDONLY)
+    libc.shmctl(gone, IPC_RMID, None)
+    print("child ready", flush=True)
+    while not os.path.exists("/run/ipc-check"):
+        time.sleep(0.05)
+    for _ in range(100):
+        if ctypes.string_at(a + 100, 5) == b"after":
+            break
+        time.sleep(0.05)
+    ok = ctypes.string_at(a + 100, 5) == b"after" and ctypes.string_at(ro, 16) == bytes(16)
+    print("child", "ok" if ok else "BAD", flush=True)
+    time.sleep(1000)
+time.sleep(0.3)
+print("ready", sem, priv, q, seg, flush=True)
 while not os.path.exists("/run/ipc-check"):
     time.sleep(0.05)
 got = (ctypes.c_ushort * 3)()
 libc.semctl(sem, 0, GETALL, got)
 ok = (libc.semget(0x5e3, 0, 0) == sem and list(got) == [3, 0, 7]
-      and libc.semctl(priv, 0, GETVAL) == 5)
+      and libc.semctl(priv, 0, GETVAL) == 5 and libc.shmget(0x5e4, 0, 0) == seg)
 msgs = []
 while True:
     m = msgbuf()
@@ -774,7 +795,10 @@ while True:
     msgs.append((m.mtype, m.text[:n]))
 ok = ok and msgs == MSGS
 ok = ok and libc.semop(sem, ctypes.byref(sembuf(0, -3, IPC_NOWAIT)), 1) == 0
-print("ipc", "ok" if ok else f"BAD {list(got)} {msgs}", flush=True)
+marks = [ctypes.string_at(a + off, len(text)) for off, text in MARKS]
+ok = ok and marks == [text for _, text in MARKS]
+ctypes.memmove(a + 100, b"after", 5)                  # the child must see it
+print("ipc", "ok" if ok else f"BAD {list(got)} {msgs} {marks}", flush=True)
 time.sleep(1000)
 """
 
@@ -785,32 +809,42 @@ def sysv_table(h, pid, kind, columns):
     return [l.split()[:columns] for l in out.splitlines()[1:]]
 
 
-def test_sysv_semaphores_and_queues_kept(host):
-    """System V semaphore sets and message queues live in the IPC namespace: they come back at
-    their ids, with their keys, owners, modes, values and queued messages."""
+def test_sysv_ipc_kept(host):
+    """System V shared memory, semaphore sets and message queues live in the IPC namespace:
+    they come back at their ids, with their keys, owners, modes, contents, values and queued
+    messages; the processes' attachments come back at their addresses, shared as before, a
+    segment marked for removal included."""
     name = "sysv"
     host.run(["rm", "-f", "/run/ipc-check"])
     host.migctl("run", name, "--", "python3", "-c", SYSV_PROGRAM)
-    host.wait_for(lambda: "ready" in logs(host, name), 20, "the objects")
+    host.wait_for(lambda: "child ready" in logs(host, name) and "\nready" in
+                  "\n" + logs(host, name), 20, "the objects")
 
     def tables():
         pid = entry(host, name)["pid"]
-        # sem: key semid perms nsems uid gid; msg: key msqid perms cbytes qnum (then pids,
-        # which are the restore's after it), uid gid at 8 and 9.
+        # shm: key shmid perms size, nattch uid gid; sem: key semid perms nsems uid gid;
+        # msg: key msqid perms cbytes qnum, uid gid (the pids in between are the restore's).
+        shm = [r[:4] + r[6:9] for r in sysv_table(host, pid, "shm", 9)]
         msg = [r[:5] + r[7:9] for r in sysv_table(host, pid, "msg", 9)]
-        return sysv_table(host, pid, "sem", 6), msg
+        return shm, sysv_table(host, pid, "sem", 6), msg
 
     before = tables()
-    assert len(before[0]) == 2 and len(before[1]) == 1, before
-    kill_and_restore(host, name)
+    assert [r[2] for r in before[0]] == ["640", "1600"], before    # the second: SHM_DEST
+    assert [r[4] for r in before[0]] == ["2", "1"], before         # attachments
+    assert len(before[1]) == 2 and len(before[2]) == 1, before
+    r = kill_and_restore(host, name)
+    assert r["processes"] == 2
     shown = host.migctl("image", "show", image(name))["ipc"]
     assert [s["values"] for s in shown["semaphore_sets"]] == [[3, 0, 7], [5]], shown
     assert [(q["messages"], q["bytes"], q["mode"]) for q in shown["message_queues"]] == \
         [(3, 26, "620")], shown
+    assert [(m["size"], m["removed"]) for m in shown["shared_memory"]] == \
+        [(12388, False), (4096, True)], shown
     assert tables() == before
     host.run(["touch", "/run/ipc-check"])
-    host.wait_for(lambda: "ipc " in logs(host, name), 10, "the program's check")
-    assert "ipc ok" in logs(host, name), logs(host, name)
+    host.wait_for(lambda: "ipc " in logs(host, name) and "child " in logs(host, name), 10,
+                  "the programs' checks")
+    assert "ipc ok" in logs(host, name) and "child ok" in logs(host, name), logs(host, name)
 
 
 def test_file_locks_kept(host):

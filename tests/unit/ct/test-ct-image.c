@@ -204,10 +204,22 @@ static struct ct_image_msg_queue model_msgqs[] = {
 	{{0x5e5, 3, 0, 4, 0620}, 16384, model_msgs, 3},
 	{{-1, 9, 0, 0, 0666}, 8192, NULL, 0},
 };
-static const struct ct_image_ipc model_ipc = {model_sems, 2, model_msgqs, 2};
+static struct ct_image_shm_seg model_shms[] = {
+	{{0x5e4, 2, 0, 0, 0640}, 65536, 0},
+	{{0, 5, 1000, 1000, 0600}, 100, CT_IMAGE_SHM_DEST | CT_IMAGE_SHM_LOCKED},
+};
+static const struct ct_image_ipc model_ipc = {.shms = model_shms,
+					      .n_shms = 2,
+					      .sems = model_sems,
+					      .n_sems = 2,
+					      .msgqs = model_msgqs,
+					      .n_msgqs = 2};
 
 static void assert_ipc_equal(const struct ct_image_ipc *a, const struct ct_image_ipc *b)
 {
+	assert_int_equal(a->n_shms, b->n_shms);
+	for (size_t i = 0; i < a->n_shms; i++)
+		assert_memory_equal(&a->shms[i], &b->shms[i], sizeof(a->shms[i]));
 	assert_int_equal(a->n_sems, b->n_sems);
 	for (size_t i = 0; i < a->n_sems; i++) {
 		assert_memory_equal(&a->sems[i].perm, &b->sems[i].perm, sizeof(a->sems[i].perm));
@@ -1116,17 +1128,20 @@ static void test_refused_records(void **state)
 	fds.n_fds = 1;
 	assert_int_equal(ct_image_writer_add_fds(w, &fds), -EBADMSG);
 
-	/* System V objects: a semaphore above SEMVMX, a message type of 0, ids out of order. */
+	/* System V objects: a semaphore above SEMVMX, a message type of 0, ids out of order, a
+	 * segment of no size. */
 	{
 		uint16_t big[] = {32768};
 		struct ct_image_sem_set bad_sem = {{1, 0, 0, 0, 0600}, big, 1};
 		struct ct_image_msg zero_type = {0, (uint8_t *)"x", 1};
 		struct ct_image_msg_queue bad_q = {{2, 0, 0, 0, 0600}, 16384, &zero_type, 1};
 		struct ct_image_sem_set twice[] = {model_sems[1], model_sems[0]};
+		struct ct_image_shm_seg empty = {{3, 0, 0, 0, 0600}, 0, 0};
 		const struct ct_image_ipc bad[] = {
-			{&bad_sem, 1, NULL, 0},
-			{NULL, 0, &bad_q, 1},
-			{twice, 2, NULL, 0},
+			{.sems = &bad_sem, .n_sems = 1},
+			{.msgqs = &bad_q, .n_msgqs = 1},
+			{.sems = twice, .n_sems = 2},
+			{.shms = &empty, .n_shms = 1},
 		};
 
 		for (size_t i = 0; i < ELEMENTSOF(bad); i++)

@@ -163,12 +163,13 @@ static void test_smaps_vmflags(void **state)
 	assert_int_equal(l.n, 3);
 	for (size_t i = 0; i < 3; i++)
 		assert_true(l.vmas[i].have_vmflags);
-	assert_int_equal(l.vmas[0].vmflags, CT_VMF_NORESERVE | CT_VMF_DONTCOPY | CT_VMF_WIPEONFORK |
-						    CT_VMF_DONTDUMP | CT_VMF_HUGEPAGE |
-						    CT_VMF_MERGEABLE | CT_VMF_LOCKED |
-						    CT_VMF_LOCKONFAULT | CT_VMF_SEALED);
-	assert_int_equal(l.vmas[1].vmflags,
-			 CT_VMF_NOHUGEPAGE | CT_VMF_GROWSDOWN | CT_VMF_DROPPABLE | CT_VMF_UFFD);
+	assert_int_equal(l.vmas[0].vmflags,
+			 CT_VMF_NORESERVE | CT_VMF_DONTCOPY | CT_VMF_WIPEONFORK | CT_VMF_DONTDUMP |
+				 CT_VMF_HUGEPAGE | CT_VMF_MERGEABLE | CT_VMF_LOCKED |
+				 CT_VMF_LOCKONFAULT | CT_VMF_SEALED | CT_VMF_MAYWRITE);
+	assert_int_equal(l.vmas[1].vmflags, CT_VMF_NOHUGEPAGE | CT_VMF_GROWSDOWN |
+						    CT_VMF_DROPPABLE | CT_VMF_UFFD |
+						    CT_VMF_MAYWRITE);
 	assert_int_equal(l.vmas[2].vmflags, CT_VMF_DONTDUMP | CT_VMF_SHADOW_STACK | CT_VMF_UFFD);
 	assert_string_equal(l.vmas[2].path, "[vvar]");
 	ct_vma_list_done(&l);
@@ -442,9 +443,11 @@ static void test_live_self(void **state)
 
 		assert_true(v->have_vmflags);
 		if (v->start == (uintptr_t)adv) {
-			assert_int_equal(v->vmflags, CT_VMF_NORESERVE | CT_VMF_DONTCOPY);
-			assert_int_equal(v[1].vmflags, CT_VMF_NORESERVE);
-			assert_int_equal(v[2].vmflags, CT_VMF_NORESERVE | CT_VMF_WIPEONFORK);
+			assert_int_equal(v->vmflags,
+					 CT_VMF_NORESERVE | CT_VMF_DONTCOPY | CT_VMF_MAYWRITE);
+			assert_int_equal(v[1].vmflags, CT_VMF_NORESERVE | CT_VMF_MAYWRITE);
+			assert_int_equal(v[2].vmflags,
+					 CT_VMF_NORESERVE | CT_VMF_WIPEONFORK | CT_VMF_MAYWRITE);
 			found_adv = true;
 		}
 		if (v->start == (uintptr_t)p) {
