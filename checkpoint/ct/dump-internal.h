@@ -69,7 +69,8 @@ struct dumper {
 	struct ct_image_ipc ipc; /* its IPC namespace's System V objects */
 	struct dsysv *sysv;	 /* its System V segments, attached here (shmdt when done) */
 	size_t n_sysv;
-	bool sysv_swapped; /* some of the namespace's shared memory is in swap */
+	bool sysv_swapped;	     /* some of the namespace's shared memory is in swap */
+	struct ipc_probe *ipc_probe; /* running between dump_ns_start() and _finish() */
 	struct ct_dump_stats *stats;
 };
 
@@ -87,9 +88,14 @@ int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino);
 int dump_memory(struct dumper *d, struct ct_image_writer *w, struct dproc *p);
 int dump_shm_contents(struct dumper *d, struct ct_image_writer *w);
 
-/* dump-ns.c: refuses what the container's namespaces hold and a restore would lose: System V
- * objects and POSIX message queues in its IPC namespace, mounts of its own. */
-int dump_ns_check(struct dumper *d);
+/* dump-ns.c: reads the container's IPC namespace (System V objects into ipc and sysv) on a
+ * thread started by dump_ns_start(), alongside the processes' dumps; dump_ns_finish() joins it
+ * (always call it once started) and, when check (the dump went well so far), refuses what the
+ * namespaces hold and a restore would lose: POSIX message queues, partial System V attachments, a
+ * network namespace with more than lo, mounts of the container's own. */
+struct ipc_probe;
+int dump_ns_start(struct dumper *d);
+int dump_ns_finish(struct dumper *d, bool check);
 
 /* dump-fds.c */
 int dump_fds(struct dumper *d, struct dproc *p);

@@ -116,37 +116,26 @@ int dump_register_shm(struct dumper *d, struct dproc *p, int fd, uint64_t ino)
 }
 
 /* An attachment of a System V segment: the whole segment, from its start, as shmat() makes it
- * (the restore attaches it again). The segment itself, with its contents, is ipc.img's. */
+ * (the restore attaches it again). The segment itself, with its contents, is ipc.img's; the
+ * attachment's size is checked against it once the namespace is read (dump-ns.c). */
 static int sysv_layout(struct dumper *d, struct dproc *p, const struct ct_vma *v,
 		       struct ct_image_vma *iv)
 {
-	const struct ct_image_shm_seg *seg = NULL;
-
-	for (size_t i = 0; i < d->ipc.n_shms && !seg; i++)
-		if (d->ipc.shms[i].perm.id == v->inode)
-			seg = &d->ipc.shms[i];
-	if (!seg)
+	if (v->offset != 0 || v->inode > INT32_MAX)
 		return dump_fail(d, -EOPNOTSUPP,
-				 "pid %d: System V shared memory at %#" PRIx64
-				 " is not its IPC namespace's, which is not supported",
-				 (int)p->pid, v->start);
-	if (v->offset != 0 ||
-	    v->end - v->start != ((seg->size + CT_PAGE_SIZE - 1) & ~(uint64_t)(CT_PAGE_SIZE - 1)))
-		return dump_fail(
-			d, -EOPNOTSUPP,
-			"pid %d: System V shared memory %u is attached in part at %#" PRIx64
-			", which is not supported",
-			(int)p->pid, seg->perm.id, v->start);
+				 "pid %d: System V shared memory %" PRIu64
+				 " is attached in part at %#" PRIx64 ", which is not supported",
+				 (int)p->pid, v->inode, v->start);
 	/* Attached writable, made read-only since: attaching it read-only would take away
 	 * what mprotect() could give back. */
 	if (!v->write && v->have_vmflags && (v->vmflags & CT_VMF_MAYWRITE))
 		return dump_fail(d, -EOPNOTSUPP,
-				 "pid %d: System V shared memory %u at %#" PRIx64
+				 "pid %d: System V shared memory %" PRIu64 " at %#" PRIx64
 				 " attached writable and made read-only is not supported",
-				 (int)p->pid, seg->perm.id, v->start);
+				 (int)p->pid, v->inode, v->start);
 	iv->kind = CT_IMAGE_VMA_SYSV_SHM;
 	iv->pages = CT_IMAGE_VMA_PAGES_NONE;
-	iv->shmid = seg->perm.id;
+	iv->shmid = v->inode;
 	iv->pgoff = 0;
 	return 0;
 }

@@ -1184,9 +1184,12 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	t = now_usec(CLOCK_MONOTONIC);
 	r = build_procs(&d);
 	if (r >= 0)
-		r = dump_ns_check(&d);
+		r = dump_ns_start(&d);
 	for (size_t i = 0; r >= 0 && i < d.n_procs; i++)
 		r = dump_process(&d, &d.procs[i]);
+	k = dump_ns_finish(&d, r >= 0);
+	if (r >= 0)
+		r = k;
 	if (r >= 0)
 		r = dump_fds_check(&d);
 	for (size_t i = 0; i < d.n_procs; i++) {
