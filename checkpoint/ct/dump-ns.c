@@ -5,7 +5,8 @@
  * semaphore sets and message queues live there and in no process: they are read here (ids,
  * keys, owners, modes; the segments' contents through an attachment of ours, the semaphores'
  * values, the queued messages copied in place with MSG_COPY) and made again at the same ids by
- * the restore (restore-ipc.c). POSIX message queues are not supported and are refused. All of it is
+ * the restore (restore-ipc.c), as are the namespace's own sysctls (kernel.shmmax, kernel.sem,
+ * fs.mqueue.msg_max, ...). POSIX message queues are not supported and are refused. All of it is
  * read from a thread of our own that joins the namespace: /proc/sysvipc/ lists the System V objects
  * of the reader's namespace, and a detached mount of the namespace's mqueue file system
  * (fsopen/fsmount, attached nowhere) lists its message queues. Not kept: semaphore undo adjustments
@@ -173,6 +174,39 @@ static int read_shms(struct dumper *d)
 	return 0;
 }
 
+/* The namespace's own sysctls (what the container set with sysctl -w inside it, or the
+ * defaults a new namespace starts with). */
+static int read_sysctls(struct ct_image_ipc *ipc)
+{
+	size_t n = 0;
+
+	while (ct_image_ipc_sysctls[n])
+		n++;
+	ipc->sysctls = calloc(n, sizeof(*ipc->sysctls));
+	if (!ipc->sysctls)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct ct_image_ipc_sysctl *c = &ipc->sysctls[ipc->n_sysctls];
+		char path[96];
+		char *v = NULL;
+		int r;
+
+		snprintf(path, sizeof(path), "/proc/sys/%s", ct_image_ipc_sysctls[i]);
+		r = read_full_file(path, CT_IMAGE_IPC_SYSCTL_MAX, &v, NULL);
+		if (r == -ENOENT)
+			continue; /* not on this kernel */
+		if (r < 0)
+			return r;
+		v[strcspn(v, "\n")] = 0;
+		c->name = strdup(ct_image_ipc_sysctls[i]);
+		c->value = v;
+		if (!c->name)
+			return -ENOMEM;
+		ipc->n_sysctls++;
+	}
+	return 0;
+}
+
 /* Every semaphore set with its values. */
 static int read_sems(struct ct_image_ipc *ipc)
 {
@@ -301,6 +335,12 @@ static void *probe_run(void *arg)
 	if (setns(q->ns_fd, CLONE_NEWIPC) < 0) {
 		q->r = NEG_ERRNO();
 		q->what = "joining it";
+		return NULL;
+	}
+	r = read_sysctls(&q->d->ipc);
+	if (r < 0) {
+		q->r = r;
+		q->what = "reading its sysctls";
 		return NULL;
 	}
 	r = read_shms(q->d);

@@ -1010,7 +1010,8 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 		if (r >= 0)
 			r = ct_image_writer_add_fds(w, &d->procs[i].fds);
 	}
-	if (r >= 0 && (d->ipc.n_sems > 0 || d->ipc.n_msgqs > 0 || d->ipc.n_shms > 0))
+	if (r >= 0 &&
+	    (d->ipc.n_sems > 0 || d->ipc.n_msgqs > 0 || d->ipc.n_shms > 0 || d->ipc.n_sysctls > 0))
 		r = ct_image_writer_add_ipc(w, &d->ipc);
 	if (r < 0)
 		return dump_fail(d, r, "writing the image failed: %s", strerror(-r));

@@ -622,12 +622,46 @@ static int decode_shm_seg(struct ct_dec *d, const struct ct_tlv *f, struct ct_im
 	return r;
 }
 
+/* "NAME=VALUE": a known sysctl, once; a value of digits and blanks (kernel.sem has four). */
+static int decode_ipc_sysctl(struct ct_dec *d, const struct ct_tlv *f, struct ct_image_ipc *ipc,
+			     size_t *alloc)
+{
+	_cleanup_free_ char *kv = NULL;
+	struct ct_image_ipc_sysctl *c;
+	char *eq;
+	int r;
+
+	r = ct_dec_str(d, f, 64 + CT_IMAGE_IPC_SYSCTL_MAX, "ipc sysctl", &kv);
+	if (r < 0)
+		return r;
+	eq = strchr(kv, '=');
+	if (!eq)
+		return ct_dec_fail(d, "ipc sysctl: no value");
+	*eq = 0;
+	if (!ct_image_ipc_sysctl_known(kv))
+		return ct_dec_fail(d, "ipc sysctl: unknown name '%.64s'", kv);
+	if (!eq[1] || strspn(eq + 1, "0123456789 \t") != strlen(eq + 1) ||
+	    strlen(eq + 1) > CT_IMAGE_IPC_SYSCTL_MAX)
+		return ct_dec_fail(d, "ipc sysctl %s: bad value", kv);
+	for (size_t i = 0; i < ipc->n_sysctls; i++)
+		if (streq(ipc->sysctls[i].name, kv))
+			return ct_dec_fail(d, "ipc sysctl %s: twice", kv);
+	r = ct_dec_grow(d, (void **)&ipc->sysctls, alloc, ipc->n_sysctls, sizeof(*ipc->sysctls),
+			CT_IMAGE_IPC_SYSCTLS_MAX, "ipc sysctls");
+	if (r < 0)
+		return r;
+	c = &ipc->sysctls[ipc->n_sysctls++];
+	c->name = strdup(kv);
+	c->value = strdup(eq + 1);
+	return c->name && c->value ? 0 : -ENOMEM;
+}
+
 int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errlen,
 			struct ct_image_ipc *ret)
 {
 	struct ct_dec dd = {err, errlen}, *d = &dd;
 	_cleanup_(ct_image_ipc_done) struct ct_image_ipc ipc = {};
-	size_t alloc_s = 0, alloc_q = 0, alloc_m = 0;
+	size_t alloc_s = 0, alloc_q = 0, alloc_m = 0, alloc_c = 0;
 	uint64_t total = 0;
 	struct ct_tlv f;
 	int r;
@@ -636,7 +670,9 @@ int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errle
 		if (ipc.n_sems + ipc.n_msgqs + ipc.n_shms >= CT_IMAGE_IPC_OBJECTS_MAX)
 			return ct_dec_fail(d, "ipc: more than %u objects",
 					   CT_IMAGE_IPC_OBJECTS_MAX);
-		if (f.tag == IPC_SHM) {
+		if (f.tag == IPC_SYSCTL) {
+			r = decode_ipc_sysctl(d, &f, &ipc, &alloc_c);
+		} else if (f.tag == IPC_SHM) {
 			r = ct_dec_grow(d, (void **)&ipc.shms, &alloc_m, ipc.n_shms,
 					sizeof(*ipc.shms), CT_IMAGE_IPC_OBJECTS_MAX, "ipc");
 			if (r < 0)
@@ -675,7 +711,7 @@ int ct_image_decode_ipc(const uint8_t *buf, size_t size, char *err, size_t errle
 	}
 	if (r < 0)
 		return r;
-	if (ipc.n_sems == 0 && ipc.n_msgqs == 0 && ipc.n_shms == 0)
+	if (ipc.n_sems == 0 && ipc.n_msgqs == 0 && ipc.n_shms == 0 && ipc.n_sysctls == 0)
 		return ct_dec_fail(d, "ipc: no objects (the file is only written for some)");
 	*ret = ipc;
 	ipc = (struct ct_image_ipc){};

@@ -387,7 +387,23 @@ struct ct_image_shm_seg {
 	uint32_t flags; /* CT_IMAGE_SHM_* */
 };
 
+/* The IPC namespace's own sysctls (kernel.shmmax, fs.mqueue.msg_max, ...): the names
+ * ct_image_ipc_sysctl_known() accepts, values as the files read. */
+#define CT_IMAGE_IPC_SYSCTLS_MAX 32
+#define CT_IMAGE_IPC_SYSCTL_MAX	 128 /* bytes of a value */
+
+struct ct_image_ipc_sysctl {
+	char *name; /* "kernel/shmmax", "fs/mqueue/msg_max": under /proc/sys */
+	char *value;
+};
+
+/* Whether name is one of the IPC namespace's sysctls that a checkpoint keeps. */
+bool ct_image_ipc_sysctl_known(const char *name);
+extern const char *const ct_image_ipc_sysctls[];
+
 struct ct_image_ipc {
+	struct ct_image_ipc_sysctl *sysctls;
+	size_t n_sysctls;
 	struct ct_image_shm_seg *shms; /* sorted by id */
 	size_t n_shms;
 	struct ct_image_sem_set *sems; /* sorted by id */

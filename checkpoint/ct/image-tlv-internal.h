@@ -110,6 +110,7 @@ enum {		    /* ipc.img */
        IPC_SEM = 1, /* nested IPCO_*: a semaphore set */
        IPC_MSGQ,    /* nested IPCO_*: a message queue */
        IPC_SHM,	    /* nested IPCO_*: a shared memory segment */
+       IPC_SYSCTL,  /* repeated: "NAME=VALUE", NAME under /proc/sys */
 };
 
 enum { /* inside IPC_SEM and IPC_MSGQ */

@@ -489,6 +489,32 @@ int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *r
 	return buf_finish(&b, ret, ret_size);
 }
 
+/* Per IPC namespace (ipc/ipc_sysctl.c, ipc/mq_sysctl.c), the *_next_id ones aside. */
+const char *const ct_image_ipc_sysctls[] = {
+	"kernel/shmmax",
+	"kernel/shmall",
+	"kernel/shmmni",
+	"kernel/shm_rmid_forced",
+	"kernel/msgmax",
+	"kernel/msgmni",
+	"kernel/msgmnb",
+	"kernel/sem",
+	"fs/mqueue/queues_max",
+	"fs/mqueue/msg_max",
+	"fs/mqueue/msgsize_max",
+	"fs/mqueue/msg_default",
+	"fs/mqueue/msgsize_default",
+	NULL,
+};
+
+bool ct_image_ipc_sysctl_known(const char *name)
+{
+	for (size_t i = 0; ct_image_ipc_sysctls[i]; i++)
+		if (streq(name, ct_image_ipc_sysctls[i]))
+			return true;
+	return false;
+}
+
 static void put_ipc_perm(struct buf *b, const struct ct_image_ipc_perm *p)
 {
 	put_u32(b, IPCO_KEY, (uint32_t)p->key);
@@ -502,6 +528,16 @@ int ct_image_encode_ipc(const struct ct_image_ipc *ipc, uint8_t **ret, size_t *r
 {
 	struct buf b = {};
 
+	for (size_t i = 0; i < ipc->n_sysctls && !b.error; i++) {
+		char *kv = NULL;
+
+		if (asprintf(&kv, "%s=%s", ipc->sysctls[i].name, ipc->sysctls[i].value) < 0) {
+			b.error = -ENOMEM;
+			break;
+		}
+		put_str(&b, IPC_SYSCTL, kv);
+		free(kv);
+	}
 	for (size_t i = 0; i < ipc->n_shms && !b.error; i++) {
 		size_t at = nest_begin(&b, IPC_SHM);
 
@@ -611,6 +647,11 @@ void ct_image_fds_done(struct ct_image_fds *fds)
 
 void ct_image_ipc_done(struct ct_image_ipc *ipc)
 {
+	for (size_t i = 0; i < ipc->n_sysctls; i++) {
+		free(ipc->sysctls[i].name);
+		free(ipc->sysctls[i].value);
+	}
+	free(ipc->sysctls);
 	free(ipc->shms);
 	for (size_t i = 0; i < ipc->n_sems; i++)
 		free(ipc->sems[i].values);

@@ -3,10 +3,10 @@
  * (kernel.shm_next_id / sem_next_id / msg_next_id, which a checkpoint-restore kernel offers for
  * this), key, owner and mode; the shared memory segments their contents (through an attachment
  * of ours) and SHM_LOCK; the semaphores their values; the queues their messages, oldest first,
- * and their byte limit. A segment that was marked for removal is removed once the processes
- * have attached it again (restore_ipc_finish). The work is done by a thread of ours that joins the
- * new namespace: /proc/sys/kernel/ and the IPC calls both act on the caller's namespace. The
- * objects' creator ids and times are migrd's and the restore's. */
+ * and their byte limit; the namespace its own sysctls. A segment that was marked for removal is
+ * removed once the processes have attached it again (restore_ipc_finish). The work is done by a
+ * thread of ours that joins the new namespace: /proc/sys/kernel/ and the IPC calls both act on the
+ * caller's namespace. The objects' creator ids and times are migrd's and the restore's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -120,6 +120,34 @@ static int make_msg_queue(struct ipc_job *j, const struct ct_image_msg_queue *q,
 	return 0;
 }
 
+/* A sysctl of the namespace, written when the new one differs. */
+static int set_sysctl(struct ipc_job *j, const struct ct_image_ipc_sysctl *c)
+{
+	_cleanup_free_ char *now = NULL;
+	char path[96];
+	size_t n = strlen(c->value);
+	ssize_t k;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/sys/%s", c->name);
+	if (read_full_file(path, CT_IMAGE_IPC_SYSCTL_MAX, &now, NULL) >= 0) {
+		now[strcspn(now, "\n")] = 0;
+		if (streq(now, c->value))
+			return 0;
+	}
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return job_fail(j, NEG_ERRNO(), "setting %s: %m", c->name);
+	k = write(fd, c->value, n);
+	if (k < 0)
+		k = NEG_ERRNO();
+	safe_close(fd);
+	if (k != (ssize_t)n)
+		return job_fail(j, k < 0 ? (int)k : -EIO, "setting %s to %s: %s", c->name, c->value,
+				strerror(k < 0 ? (int)-k : EIO));
+	return 0;
+}
+
 struct seg_fill {
 	uint8_t *addr;
 	uint64_t size; /* page-rounded */
@@ -200,6 +228,10 @@ static void *ipc_job_run(void *arg)
 			}
 		return NULL;
 	}
+	/* The limits first: they apply to the objects. */
+	for (size_t i = 0; i < j->ipc->n_sysctls; i++)
+		if (set_sysctl(j, &j->ipc->sysctls[i]) < 0)
+			return NULL;
 	for (size_t i = 0; i < j->ipc->n_shms; i++)
 		if (make_shm_seg(j, &j->ipc->shms[i]) < 0)
 			return NULL;
@@ -223,7 +255,8 @@ static int run_job(struct restorer *R, pid_t pid1, bool finish)
 	pthread_t th;
 	int r;
 
-	if (j.ipc->n_sems == 0 && j.ipc->n_msgqs == 0 && j.ipc->n_shms == 0)
+	if (j.ipc->n_sems == 0 && j.ipc->n_msgqs == 0 && j.ipc->n_shms == 0 &&
+	    (finish || j.ipc->n_sysctls == 0))
 		return 0;
 	snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int)pid1);
 	j.ns_fd = open(path, O_RDONLY | O_CLOEXEC);

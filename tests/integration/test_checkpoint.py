@@ -759,6 +759,10 @@ class msgbuf(ctypes.Structure):
     _fields_ = [("mtype", ctypes.c_long), ("text", ctypes.c_char * 64)]
 MSGS = [(2, b"second type, first"), (1, b"hello"), (2, b"bye")]
 MARKS = [(0, b"alpha"), (5000, b"beta"), (12380, b"end")]
+for name, value in [("kernel/msgmnb", "32768"), ("kernel/sem", "250 64000 64 256"),
+                    ("fs/mqueue/msg_max", "50")]:
+    with open(f"/proc/sys/{name}", "w") as f:  # the container's own IPC namespace's
+        f.write(value)
 sem = libc.semget(0x5e3, 3, 0o1640)
 libc.semctl(sem, 0, SETALL, (ctypes.c_ushort * 3)(3, 0, 7))
 priv = libc.semget(0, 1, 0o1600)                      # IPC_PRIVATE
@@ -821,7 +825,7 @@ def test_sysv_ipc_kept(host):
     """System V shared memory, semaphore sets and message queues live in the IPC namespace:
     they come back at their ids, with their keys, owners, modes, contents, values and queued
     messages; the processes' attachments come back at their addresses, shared as before, a
-    segment marked for removal included."""
+    segment marked for removal included; and so do the namespace's own sysctls."""
     name = "sysv"
     host.run(["rm", "-f", "/run/ipc-check"])
     host.migctl("run", name, "--", "python3", "-c", SYSV_PROGRAM)
@@ -834,9 +838,13 @@ def test_sysv_ipc_kept(host):
         # msg: key msqid perms cbytes qnum, uid gid (the pids in between are the restore's).
         shm = [r[:4] + r[6:9] for r in sysv_table(host, pid, "shm", 9)]
         msg = [r[:5] + r[7:9] for r in sysv_table(host, pid, "msg", 9)]
-        return shm, sysv_table(host, pid, "sem", 6), msg
+        sysctls = host.run(["nsenter", "-t", str(pid), "-i", "sh", "-c",
+                            "cat /proc/sys/kernel/msgmnb /proc/sys/kernel/sem "
+                            "/proc/sys/fs/mqueue/msg_max"]).stdout.split()
+        return shm, sysv_table(host, pid, "sem", 6), msg, sysctls
 
     before = tables()
+    assert before[3] == ["32768", "250", "64000", "64", "256", "50"], before
     assert [r[2] for r in before[0]] == ["640", "1600"], before    # the second: SHM_DEST
     assert [r[4] for r in before[0]] == ["2", "1"], before         # attachments
     assert len(before[1]) == 2 and len(before[2]) == 1, before

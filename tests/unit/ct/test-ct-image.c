@@ -208,7 +208,13 @@ static struct ct_image_shm_seg model_shms[] = {
 	{{0x5e4, 2, 0, 0, 0640}, 65536, 0},
 	{{0, 5, 1000, 1000, 0600}, 100, CT_IMAGE_SHM_DEST | CT_IMAGE_SHM_LOCKED},
 };
-static const struct ct_image_ipc model_ipc = {.shms = model_shms,
+static struct ct_image_ipc_sysctl model_sysctls[] = {
+	{(char *)"kernel/sem", (char *)"250\t64000\t64\t256"},
+	{(char *)"fs/mqueue/msg_max", (char *)"50"},
+};
+static const struct ct_image_ipc model_ipc = {.sysctls = model_sysctls,
+					      .n_sysctls = 2,
+					      .shms = model_shms,
 					      .n_shms = 2,
 					      .sems = model_sems,
 					      .n_sems = 2,
@@ -217,6 +223,11 @@ static const struct ct_image_ipc model_ipc = {.shms = model_shms,
 
 static void assert_ipc_equal(const struct ct_image_ipc *a, const struct ct_image_ipc *b)
 {
+	assert_int_equal(a->n_sysctls, b->n_sysctls);
+	for (size_t i = 0; i < a->n_sysctls; i++) {
+		assert_string_equal(a->sysctls[i].name, b->sysctls[i].name);
+		assert_string_equal(a->sysctls[i].value, b->sysctls[i].value);
+	}
 	assert_int_equal(a->n_shms, b->n_shms);
 	for (size_t i = 0; i < a->n_shms; i++)
 		assert_memory_equal(&a->shms[i], &b->shms[i], sizeof(a->shms[i]));
@@ -1128,8 +1139,8 @@ static void test_refused_records(void **state)
 	fds.n_fds = 1;
 	assert_int_equal(ct_image_writer_add_fds(w, &fds), -EBADMSG);
 
-	/* System V objects: a semaphore above SEMVMX, a message type of 0, ids out of order, a
-	 * segment of no size. */
+	/* System V objects: a sysctl not of the IPC namespace, one that is not a number, a
+	 * semaphore above SEMVMX, a message type of 0, ids out of order, a segment of no size. */
 	{
 		uint16_t big[] = {32768};
 		struct ct_image_sem_set bad_sem = {{1, 0, 0, 0, 0600}, big, 1};
@@ -1137,11 +1148,12 @@ static void test_refused_records(void **state)
 		struct ct_image_msg_queue bad_q = {{2, 0, 0, 0, 0600}, 16384, &zero_type, 1};
 		struct ct_image_sem_set twice[] = {model_sems[1], model_sems[0]};
 		struct ct_image_shm_seg empty = {{3, 0, 0, 0, 0600}, 0, 0};
+		struct ct_image_ipc_sysctl unknown = {(char *)"kernel/core_pattern", (char *)"1"};
+		struct ct_image_ipc_sysctl word = {(char *)"kernel/shmmax", (char *)"|/bin/sh"};
 		const struct ct_image_ipc bad[] = {
-			{.sems = &bad_sem, .n_sems = 1},
-			{.msgqs = &bad_q, .n_msgqs = 1},
-			{.sems = twice, .n_sems = 2},
-			{.shms = &empty, .n_shms = 1},
+			{.sysctls = &unknown, .n_sysctls = 1}, {.sysctls = &word, .n_sysctls = 1},
+			{.sems = &bad_sem, .n_sems = 1},       {.msgqs = &bad_q, .n_msgqs = 1},
+			{.sems = twice, .n_sems = 2},	       {.shms = &empty, .n_shms = 1},
 		};
 
 		for (size_t i = 0; i < ELEMENTSOF(bad); i++)
