@@ -389,7 +389,17 @@ static json_t *image_to_json(const struct ct_image *img)
 	if (o) {
 		json_object_set_new(o, "hostname",
 				    inv->hostname ? json_string(inv->hostname) : json_null());
+		json_object_set_new(o, "domainname",
+				    inv->domainname ? json_string(inv->domainname) : json_null());
 		json_object_set_new(o, "own_network_namespace", json_boolean(inv->netns));
+		json_object_set_new(
+			o, "clocks",
+			inv->clocks.realtime_ns
+				? json_pack("{s:I,s:I,s:I}", "monotonic_ns",
+					    (json_int_t)inv->clocks.monotonic_ns, "boottime_ns",
+					    (json_int_t)inv->clocks.boottime_ns, "realtime_ns",
+					    (json_int_t)inv->clocks.realtime_ns)
+				: json_null());
 		json_object_set_new(o, "ipc", jsonify_ipc(&img->ipc));
 	}
 	return o;
@@ -573,7 +583,7 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 {
 	const struct ct_image_inventory *inv = &img->inventory;
 	char kernel[512], vdso[128], created[64], format[128], stored[32], zero[32], comp[32],
-		raw[32], files[32];
+		raw[32], files[32], clocks[96] = "-", names[600];
 	struct totals tot = {};
 	size_t threads = 0;
 	time_t when = (time_t)(inv->created_usec / USEC_PER_SEC);
@@ -591,13 +601,21 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 		strftime(created, sizeof(created), "%Y-%m-%d %H:%M:%S UTC", &tm);
 	else
 		strscpy(created, "-", sizeof(created));
+	if (inv->clocks.realtime_ns)
+		snprintf(clocks, sizeof(clocks), "monotonic %.3f s, boot time %.3f s (when frozen)",
+			 (double)inv->clocks.monotonic_ns / 1e9,
+			 (double)inv->clocks.boottime_ns / 1e9);
+	snprintf(names, sizeof(names), "%s, domain %s", inv->hostname ?: "-",
+		 inv->domainname ?: "-");
 	format_bytes(files, sizeof(files), tot.files_size);
 	snprintf(format, sizeof(format), "version %u, %zu files, %s", inv->version,
 		 inv->n_files + 1, files);
 	{
 		const struct key_value rows[] = {
-			{"Image", dir}, {"Container", inv->container}, {"Kernel", kernel},
-			{"vDSO", vdso}, {"Created", created},	       {"Format", format},
+			{"Image", dir},	      {"Container", inv->container},
+			{"Kernel", kernel},   {"vDSO", vdso},
+			{"Created", created}, {"Clocks", clocks},
+			{"Host name", names}, {"Format", format},
 		};
 
 		print_key_values(f, rows, ELEMENTSOF(rows));

@@ -210,12 +210,13 @@ static int restore_run(void *arg, json_t **ret_result, const char **ret_code, ch
 		*ret_message = strdup(err[0] ? err : strerror(-r));
 		return r;
 	}
-	*ret_result = json_pack(
-		"{s:s,s:s,s:i,s:i,s:i,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "name", j->name, "from",
-		j->dir, "pid", (int)j->pid, "processes", s->n_procs, "threads", s->n_threads,
-		"pages", (json_int_t)s->pages, "mapped_pages", (json_int_t)s->mapped_pages,
-		"verify_ms", ms(s->verify_usec), "tree_ms", ms(s->tree_usec), "memory_ms",
-		ms(s->memory_usec), "state_ms", ms(s->state_usec), "total_ms", ms(s->total_usec));
+	*ret_result = json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:I,s:b,s:f,s:f,s:f,s:f,s:f}", "name",
+				j->name, "from", j->dir, "pid", (int)j->pid, "processes",
+				s->n_procs, "threads", s->n_threads, "pages", (json_int_t)s->pages,
+				"mapped_pages", (json_int_t)s->mapped_pages, "own_clocks",
+				(int)s->timens, "verify_ms", ms(s->verify_usec), "tree_ms",
+				ms(s->tree_usec), "memory_ms", ms(s->memory_usec), "state_ms",
+				ms(s->state_usec), "total_ms", ms(s->total_usec));
 	return *ret_result ? 0 : -ENOMEM;
 }
 

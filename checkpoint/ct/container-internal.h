@@ -24,9 +24,10 @@ int ct_container_spawn(const struct ct_spec *spec, struct ct_cgroup *cg, int log
 		       int *ret_pidfd, char **ret_error);
 
 /* In a new process of fresh namespaces (system calls only, safe after clone3() in a threaded
- * process): private mounts and its own /proc, the hostname, lo up when netns. -1 with errno
- * on failure. Used by ct_container_spawn() and by the restore's PID 1. */
-int ct_container_setup_namespaces(const char *hostname, bool netns);
+ * process): private mounts and its own /proc, the host name, the NIS domain name (unless
+ * NULL: then the one it was born with), lo up when netns. -1 with errno on failure. Used by
+ * ct_container_spawn() and by the restore's PID 1. */
+int ct_container_setup_namespaces(const char *hostname, const char *domainname, bool netns);
 
 /* The start time of pid (clock ticks since boot, /proc/PID/stat field 22): with the pid it
  * identifies a process across a daemon restart. */

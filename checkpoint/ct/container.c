@@ -78,12 +78,14 @@ oom:
 	return NULL;
 }
 
-int ct_container_setup_namespaces(const char *hostname, bool netns)
+int ct_container_setup_namespaces(const char *hostname, const char *domainname, bool netns)
 {
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
 	    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		return -1;
 	if (hostname && sethostname(hostname, strlen(hostname)) < 0)
+		return -1;
+	if (domainname && setdomainname(domainname, strlen(domainname)) < 0)
 		return -1;
 	if (netns) {
 		struct ifreq ifr = {.ifr_name = "lo"};
@@ -116,7 +118,7 @@ _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char *
 	/* Alive: a child the kernel killed at birth never says this. */
 	if (write(err_fd, "x", 1) != 1)
 		_exit(126);
-	if (ct_container_setup_namespaces(spec->name, spec->netns) < 0)
+	if (ct_container_setup_namespaces(spec->name, NULL, spec->netns) < 0)
 		goto fail;
 	(void)setsid();
 	/* migrd blocks the signals its event loop handles; exec keeps a blocked mask. */

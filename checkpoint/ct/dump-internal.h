@@ -69,8 +69,9 @@ struct dumper {
 	struct ct_image_ipc ipc; /* its IPC namespace's System V objects */
 	struct dsysv *sysv;	 /* its System V segments, attached here (shmdt when done) */
 	size_t n_sysv;
-	bool sysv_swapped;	     /* some of the namespace's shared memory is in swap */
-	struct ipc_probe *ipc_probe; /* running between dump_ns_start() and _finish() */
+	bool sysv_swapped;	       /* some of the namespace's shared memory is in swap */
+	struct ipc_probe *ipc_probe;   /* running between dump_ns_start() and _finish() */
+	struct ct_image_clocks clocks; /* the container's, when it was frozen */
 	struct ct_dump_stats *stats;
 };
 

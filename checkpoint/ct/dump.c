@@ -708,25 +708,82 @@ static int dump_zombies(struct dumper *d, struct dproc *p)
 	return 0;
 }
 
-/* Namespaces other than the container's own are not supported inside it. */
+/* Namespaces other than the container's own are not supported inside it. The restore makes one
+ * time namespace for all (read_clocks()), so a process's children must be born in PID 1's too:
+ * an unshare(CLONE_NEWTIME) changes only that. */
 static int check_namespaces(struct dumper *d, struct dproc *p, const struct dproc *root)
 {
-	static const char *const nss[] = {"mnt",  "uts",    "ipc", "net", "pid_for_children",
-					  "user", "cgroup", "time"};
+	static const char *const nss[][2] = {
+		{"mnt", "mnt"},
+		{"uts", "uts"},
+		{"ipc", "ipc"},
+		{"net", "net"},
+		{"pid_for_children", "pid_for_children"},
+		{"user", "user"},
+		{"cgroup", "cgroup"},
+		{"time", "time"},
+		{"time_for_children", "time"},
+	};
 
 	for (size_t i = 0; i < ELEMENTSOF(nss); i++) {
 		char a[64], b[64];
 		struct stat sa, sb;
 
-		snprintf(a, sizeof(a), "/proc/%d/ns/%s", (int)p->hpid, nss[i]);
-		snprintf(b, sizeof(b), "/proc/%d/ns/%s", (int)root->hpid, nss[i]);
+		snprintf(a, sizeof(a), "/proc/%d/ns/%s", (int)p->hpid, nss[i][0]);
+		snprintf(b, sizeof(b), "/proc/%d/ns/%s", (int)root->hpid, nss[i][1]);
 		if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
 			continue;
 		if (sa.st_ino != sb.st_ino)
-			return dump_fail(d, -EOPNOTSUPP,
-					 "pid %d: a %s namespace of its own is not supported",
-					 (int)p->pid, nss[i]);
+			return dump_fail(
+				d, -EOPNOTSUPP,
+				"pid %d: a %s namespace of its own is not supported", (int)p->pid,
+				i == ELEMENTSOF(nss) - 1 ? "time (for its children)" : nss[i][0]);
 	}
+	return 0;
+}
+
+static int64_t timespec_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* The container's CLOCK_MONOTONIC and CLOCK_BOOTTIME as it was frozen: the host's plus the
+ * offsets of its time namespace, which /proc/PID/timens_offsets shows for the namespace PID 1's
+ * children are born in (check_namespaces() makes sure that is PID 1's own). A kernel without
+ * time namespaces has no such file, and no offsets. */
+static int read_clocks(struct dumper *d)
+{
+	_cleanup_free_ char *text = NULL;
+	int64_t off_mono = 0, off_boot = 0, mono, boot;
+	struct timespec m, b, rt;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/timens_offsets", (int)d->o->root_pid);
+	if (read_full_file(path, 4096, &text, NULL) >= 0)
+		for (char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+			char clock[32];
+			long long s;
+			long ns;
+
+			if (sscanf(l, "%31s %lld %ld", clock, &s, &ns) != 3)
+				continue;
+			if (streq(clock, "monotonic") || streq(clock, "1"))
+				off_mono = (int64_t)s * 1000000000 + ns;
+			else if (streq(clock, "boottime") || streq(clock, "7"))
+				off_boot = (int64_t)s * 1000000000 + ns;
+		}
+	if (clock_gettime(CLOCK_MONOTONIC, &m) < 0 || clock_gettime(CLOCK_BOOTTIME, &b) < 0 ||
+	    clock_gettime(CLOCK_REALTIME, &rt) < 0)
+		return dump_fail(d, NEG_ERRNO(), "cannot read the clocks: %m");
+	mono = timespec_ns(&m) + off_mono;
+	boot = timespec_ns(&b) + off_boot;
+	if (mono <= 0 || boot <= 0 || timespec_ns(&rt) <= 0)
+		return dump_fail(d, -ERANGE,
+				 "its clocks read out of range (CLOCK_MONOTONIC %" PRId64
+				 " ns, CLOCK_BOOTTIME %" PRId64 " ns)",
+				 mono, boot);
+	d->clocks = (struct ct_image_clocks){(uint64_t)mono, (uint64_t)boot,
+					     (uint64_t)timespec_ns(&rt)};
 	return 0;
 }
 
@@ -932,7 +989,7 @@ static int build_procs(struct dumper *d)
 	return 0;
 }
 
-/* The container's hostname, read in a thread that joins its UTS namespace. */
+/* The container's host and domain names, read in a thread that joins its UTS namespace. */
 static void *read_hostname(void *arg)
 {
 	char **io = arg;
@@ -941,8 +998,10 @@ static void *read_hostname(void *arg)
 
 	if (fd < 0)
 		return NULL;
-	if (setns(fd, CLONE_NEWUTS) == 0 && uname(&u) == 0)
+	if (setns(fd, CLONE_NEWUTS) == 0 && uname(&u) == 0) {
 		io[1] = strdup(u.nodename);
+		io[2] = strdup(u.domainname);
+	}
 	close(fd);
 	return NULL;
 }
@@ -974,7 +1033,7 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 {
 	struct ct_image_inventory inv = {};
 	struct utsname u;
-	char nspath[64], *io[2] = {nspath, NULL};
+	char nspath[64], *io[3] = {nspath, NULL, NULL};
 	pthread_t th;
 	struct stat st;
 	usec_t t0 = now_usec(CLOCK_MONOTONIC);
@@ -993,14 +1052,18 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 		.root_pid = 1,
 		.created_usec = now_usec(CLOCK_REALTIME),
 		.hostname = io[1],
+		.domainname = io[2],
 		.netns = inv.netns,
+		.clocks = d->clocks,
 	};
 	if (vdso_layout(&d->procs[0].maps, &inv.vdso) < 0) {
 		free(io[1]);
+		free(io[2]);
 		return dump_fail(d, -EOPNOTSUPP, "pid 1 has no [vdso]");
 	}
 	r = ct_image_writer_set_inventory(w, &inv);
 	free(io[1]);
+	free(io[2]);
 	if (r < 0)
 		return dump_fail(d, r, "cannot create the image in %s: %s", d->o->dir,
 				 strerror(-r));
@@ -1183,7 +1246,9 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	}
 	stats.seize_usec = now_usec(CLOCK_MONOTONIC) - t;
 	t = now_usec(CLOCK_MONOTONIC);
-	r = build_procs(&d);
+	r = read_clocks(&d);
+	if (r >= 0)
+		r = build_procs(&d);
 	if (r >= 0)
 		r = dump_ns_start(&d);
 	for (size_t i = 0; r >= 0 && i < d.n_procs; i++)

@@ -80,6 +80,7 @@ struct ct_restore_stats {
 	usec_t memory_usec;    /* mappings and page contents */
 	usec_t state_usec;     /* files, signals, credentials, registers */
 	usec_t total_usec;
+	bool timens; /* in a time namespace whose clocks go on from the image's */
 };
 
 /* Restores an image into new namespaces and cg. On success the tree runs, ret_pid is its PID 1

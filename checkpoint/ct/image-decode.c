@@ -246,7 +246,7 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 {
 	struct ct_dec dd = {err, errlen}, *d = &dd;
 	_cleanup_(ct_image_inventory_done) struct ct_image_inventory inv = {};
-	uint64_t seen = 0, vdso[6] = {0};
+	uint64_t seen = 0, vdso[6] = {0}, clocks[3] = {0};
 	size_t alloc = 0;
 	struct ct_tlv f;
 	int r;
@@ -287,6 +287,19 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 			break;
 		case INV_NETNS:
 			r = ct_dec_u32(d, &f, "inventory", &inv.netns);
+			break;
+		case INV_DOMAINNAME:
+			r = ct_dec_str(d, &f, CT_IMAGE_NAME_MAX, "inventory domain name",
+				       &inv.domainname);
+			break;
+		case INV_CLOCKS:
+			r = ct_dec_u64s(d, &f, "inventory", clocks, 3);
+			if (r == 0 && (clocks[0] == 0 || clocks[1] == 0 || clocks[2] == 0 ||
+				       clocks[0] > CT_IMAGE_CLOCK_MAX_NS ||
+				       clocks[1] > CT_IMAGE_CLOCK_MAX_NS ||
+				       clocks[2] > CT_IMAGE_CLOCK_MAX_NS))
+				r = ct_dec_fail(d, "inventory: clock readings out of range");
+			inv.clocks = (struct ct_image_clocks){clocks[0], clocks[1], clocks[2]};
 			break;
 		case INV_FILE:
 			r = ct_dec_grow(d, (void **)&inv.files, &alloc, inv.n_files,

@@ -100,6 +100,18 @@ struct ct_image_file_entry {
 	uint64_t xxh3; /* of the payload, as in the file's header */
 };
 
+/* The container's own clocks (its time namespace's view) the moment it was frozen, with the
+ * host's CLOCK_REALTIME then. A restore starts a time namespace whose CLOCK_MONOTONIC goes on
+ * from where it stopped, as after a suspend, and whose CLOCK_BOOTTIME counts the time between
+ * as well (by the realtime clocks of both hosts). realtime_ns == 0: not recorded. */
+struct ct_image_clocks {
+	uint64_t monotonic_ns, boottime_ns, realtime_ns;
+};
+
+/* The largest clock reading an image may hold: the kernel refuses time namespace offsets that
+ * take a clock past KTIME_SEC_MAX / 2 seconds (~146 years). */
+#define CT_IMAGE_CLOCK_MAX_NS (UINT64_C(1) << 62)
+
 struct ct_image_inventory {
 	uint32_t version;
 	char *container;
@@ -109,8 +121,10 @@ struct ct_image_inventory {
 	uint32_t root_pid;
 	uint64_t created_usec; /* CLOCK_REALTIME */
 	struct ct_image_vdso_layout vdso;
-	char *hostname; /* NULL when not recorded */
-	uint32_t netns; /* 1: the container had a network namespace of its own */
+	char *hostname;	  /* NULL when not recorded */
+	char *domainname; /* the UTS namespace's NIS domain name; NULL when not recorded */
+	uint32_t netns;	  /* 1: the container had a network namespace of its own */
+	struct ct_image_clocks clocks;
 	struct ct_image_file_entry *files;
 	size_t n_files;
 };

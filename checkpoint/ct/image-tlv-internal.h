@@ -22,6 +22,8 @@ enum { /* inventory.img */
        INV_FILE, /* nested FILE_* */
        INV_HOSTNAME,
        INV_NETNS, /* u32: 1 when the container had its own network namespace */
+       INV_DOMAINNAME,
+       INV_CLOCKS, /* 3 x u64: monotonic, boottime, realtime ns (struct ct_image_clocks) */
        FILE_NAME = 1,
        FILE_SIZE,
        FILE_XXH3,

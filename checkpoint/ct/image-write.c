@@ -225,11 +225,13 @@ int ct_image_writer_set_inventory(struct ct_image_writer *w, const struct ct_ima
 		.created_usec = info->created_usec,
 		.vdso = info->vdso,
 		.hostname = info->hostname ? strdup(info->hostname) : NULL,
+		.domainname = info->domainname ? strdup(info->domainname) : NULL,
 		.netns = info->netns,
+		.clocks = info->clocks,
 	};
 	w->has_inventory = true; /* ct_image_inventory_done() frees what was copied */
 	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch ||
-	    (info->hostname && !w->inv.hostname))
+	    (info->hostname && !w->inv.hostname) || (info->domainname && !w->inv.domainname))
 		return -ENOMEM;
 	return 0;
 }

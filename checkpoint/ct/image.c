@@ -291,6 +291,13 @@ int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **re
 	put_u64s(&b, INV_VDSO, vdso, ELEMENTSOF(vdso));
 	put_str(&b, INV_HOSTNAME, inv->hostname);
 	put_u32(&b, INV_NETNS, inv->netns);
+	put_str(&b, INV_DOMAINNAME, inv->domainname);
+	if (inv->clocks.realtime_ns) {
+		const uint64_t clocks[] = {inv->clocks.monotonic_ns, inv->clocks.boottime_ns,
+					   inv->clocks.realtime_ns};
+
+		put_u64s(&b, INV_CLOCKS, clocks, ELEMENTSOF(clocks));
+	}
 	for (size_t i = 0; i < inv->n_files; i++) {
 		size_t at = nest_begin(&b, INV_FILE);
 
@@ -593,6 +600,7 @@ void ct_image_inventory_done(struct ct_image_inventory *inv)
 	free(inv->kernel_release);
 	free(inv->arch);
 	free(inv->hostname);
+	free(inv->domainname);
 	for (size_t i = 0; i < inv->n_files; i++)
 		free(inv->files[i].name);
 	free(inv->files);

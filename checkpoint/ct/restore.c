@@ -12,6 +12,7 @@
 #include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include <sys/uio.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint/ct/container-internal.h"
@@ -345,7 +347,7 @@ static int build_tree(struct restorer *R)
 
 struct helper_args {
 	int sync_fd, ready_fd, chan, chan_fd;
-	const char *hostname;
+	const char *hostname, *domainname;
 	bool netns;
 };
 
@@ -358,7 +360,7 @@ _noreturn_ static void helper(const struct helper_args *a)
 
 	if (read(a->sync_fd, &c, 1) != 1)
 		_exit(126);
-	if (ct_container_setup_namespaces(a->hostname, a->netns) < 0)
+	if (ct_container_setup_namespaces(a->hostname, a->domainname, a->netns) < 0)
 		goto fail;
 	(void)prlimit(0, RLIMIT_NOFILE, NULL, &rl);
 	if ((rlim_t)a->chan_fd + 2 > rl.rlim_cur) {
@@ -449,8 +451,13 @@ static int spawn_helper(struct restorer *R, int cgroup_fd, pid_t *ret_pid, int *
 		goto out;
 	}
 	R->chan_fd = max_fd(R->img) + 1;
-	ha = (struct helper_args){sync_pipe[0], ready[1],      chan[1],
-				  R->chan_fd,	inv->hostname, inv->netns != 0};
+	ha = (struct helper_args){.sync_fd = sync_pipe[0],
+				  .ready_fd = ready[1],
+				  .chan = chan[1],
+				  .chan_fd = R->chan_fd,
+				  .hostname = inv->hostname,
+				  .domainname = inv->domainname,
+				  .netns = inv->netns != 0};
 	args.flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNS | CLONE_PIDFD |
 		     (inv->netns ? CLONE_NEWNET : 0);
 	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
@@ -515,7 +522,7 @@ out:
  * which waits for an RCU grace period: ~10 ms, most of a small restore's fixed cost. v1
  * hierarchies take the write; so does a refusal: a kernel before 5.7, or one (6.18) that
  * kills a child born in a cgroup that had a cgroup.kill, as a reused container's has. */
-static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
+static int start_helper_here(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 {
 	_cleanup_close_ int cgroup_fd = ct_cgroup_open_dir(R->o->cg);
 	int r = -EAGAIN;
@@ -525,6 +532,98 @@ static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 	if (r == -EAGAIN)
 		r = spawn_helper(R, -EBADF, ret_pid, ret_pidfd);
 	return r;
+}
+
+static int64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts) < 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* "CLOCK s ns" for /proc/PID/timens_offsets, whose nanoseconds are never negative. */
+static int format_offset(char *buf, size_t size, const char *clock, int64_t ns)
+{
+	int64_t s = ns / 1000000000, rem = ns % 1000000000;
+
+	if (rem < 0) {
+		s--;
+		rem += 1000000000;
+	}
+	return snprintf(buf, size, "%s %" PRId64 " %" PRId64 "\n", clock, s, rem);
+}
+
+/* A new time namespace for the children of the calling thread (alone: an unshare of
+ * CLONE_NEWTIME changes no task's own clocks), whose CLOCK_MONOTONIC goes on from the image's
+ * reading and whose CLOCK_BOOTTIME from its reading plus the time since by CLOCK_REALTIME, the
+ * only clock that hosts share. */
+static int enter_time_namespace(struct restorer *R)
+{
+	const struct ct_image_clocks *c = &R->img->inventory.clocks;
+	int64_t real = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC),
+		boot = clock_ns(CLOCK_BOOTTIME), since = MAX(real - (int64_t)c->realtime_ns, 0);
+	char path[64], text[128];
+	_cleanup_close_ int fd = -EBADF;
+	int n;
+
+	if (unshare(CLONE_NEWTIME) < 0) {
+		if (errno != EINVAL)
+			return restore_fail(R, NEG_ERRNO(), "cannot make a time namespace: %m");
+		log_warning("%s: this kernel has no time namespaces: the container's monotonic "
+			    "and boot-time clocks continue from this host's, not from its own",
+			    R->o->name);
+		return 0;
+	}
+	n = format_offset(text, sizeof(text), "monotonic", (int64_t)c->monotonic_ns - mono);
+	n += format_offset(text + n, sizeof(text) - (size_t)n, "boottime",
+			   (int64_t)c->boottime_ns + since - boot);
+	snprintf(path, sizeof(path), "/proc/%d/timens_offsets", (int)gettid());
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, text, (size_t)n) != n)
+		return restore_fail(R, NEG_ERRNO(),
+				    "cannot set the clocks of its time namespace (CLOCK_MONOTONIC "
+				    "%" PRIu64 " ns, CLOCK_BOOTTIME %" PRIu64 " ns): %m",
+				    c->monotonic_ns, c->boottime_ns + (uint64_t)since);
+	R->stats->timens = true;
+	return 0;
+}
+
+struct helper_start {
+	struct restorer *R;
+	pid_t pid;
+	int pidfd, r;
+};
+
+static void *start_helper_thread(void *arg)
+{
+	struct helper_start *s = arg;
+
+	s->r = enter_time_namespace(s->R);
+	if (s->r >= 0)
+		s->r = start_helper_here(s->R, &s->pid, &s->pidfd);
+	return NULL;
+}
+
+/* The helper is born in the container's time namespace, made on a thread of its own that
+ * ends with it: the namespace a thread's children are born in cannot be set back in a
+ * process with other threads. Images without clocks keep the host's. */
+static int start_helper(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
+{
+	struct helper_start s = {.R = R, .pidfd = -EBADF};
+	pthread_t th;
+	int r;
+
+	if (!R->img->inventory.clocks.realtime_ns)
+		return start_helper_here(R, ret_pid, ret_pidfd);
+	r = pthread_create(&th, NULL, start_helper_thread, &s);
+	if (r != 0)
+		return restore_fail(R, -r, "cannot start a thread: %s", strerror(r));
+	pthread_join(th, NULL);
+	*ret_pid = s.pid;
+	*ret_pidfd = s.pidfd;
+	return s.r;
 }
 
 static int seize_helper(struct restorer *R, struct rproc *p)

@@ -937,6 +937,70 @@ def test_own_network_namespace(host):
                opts=["--netns"])
 
 
+CLOCK_PROGRAM = r"""
+import os, time
+B = time.CLOCK_BOOTTIME
+with open("/proc/sys/kernel/domainname", "w") as f:
+    f.write("jobs.example")
+last = time.monotonic()
+while True:
+    m, b = time.monotonic(), time.clock_gettime(B)
+    if m < last:
+        print(f"BACKWARDS {last} {m}", flush=True)
+    last = m
+    d = open("/proc/sys/kernel/domainname").read().strip()
+    print(f"tick {m:.6f} {b:.6f} {d}", flush=True)
+    time.sleep(0.05)
+"""
+
+
+def ticks(h, name):
+    return [(float(m), float(b), d) for _, m, b, d in
+            (l.split() for l in logs(h, name).splitlines() if l.startswith("tick "))]
+
+
+def test_clocks_go_on(host):
+    """CLOCK_MONOTONIC goes on from where the checkpoint stopped it, as after a suspend, and
+    CLOCK_BOOTTIME counts the time between, however long the container was down and whatever
+    the restoring host's clocks read: the restore gives the container a time namespace. Twice,
+    so that the second checkpoint reads a namespace's offsets. The NIS domain name comes back
+    too."""
+    name = "clocks"
+    host.migctl("run", name, "--", "python3", "-c", CLOCK_PROGRAM)
+    host.wait_for(lambda: len(ticks(host, name)) >= 5, 20, "the clock program")
+    gap = 3.0
+    for round_ in range(2):
+        checkpoint(host, name)
+        host.wait_for(lambda: entry(host, name)["state"] == "checkpointed", 10, "the kill")
+        before = ticks(host, name)
+        m1, b1, _ = before[-1]
+        shown = host.migctl("image", "show", image(name))
+        assert m1 <= shown["clocks"]["monotonic_ns"] / 1e9 < m1 + 1, (m1, shown["clocks"])
+        assert shown["domainname"] == "jobs.example"
+        time.sleep(gap)
+        r = restore(host, name)
+        assert r["own_clocks"] is True, r
+        host.wait_for(lambda: len(ticks(host, name)) >= len(before) + 5, 20, "ticks after it")
+        m2, b2, dom = ticks(host, name)[len(before)]
+        # Stopped while it was down: the last tick's sleep and the checkpoint and restore
+        # themselves, not the gap (the host's clock went on by more than the gap).
+        assert 0 < m2 - m1 < 1.5, (round_, m1, m2)
+        assert gap <= b2 - b1 < gap + 10, (round_, b1, b2)
+        assert dom == "jobs.example"
+        pid = entry(host, name)["pid"]
+        assert os.stat(f"/proc/{pid}/ns/time").st_ino != os.stat("/proc/self/ns/time").st_ino
+        host.run(["rm", "-rf", image(name)])
+    assert "BACKWARDS" not in logs(host, name)
+    host.migctl("rm", name, "--force")
+    # A process whose children would be born in a time namespace of their own, and one in
+    # such a namespace (the restore makes one time namespace for them all).
+    refuse(host, "timens-ch", ["python3", "-c", "import ctypes, time; "
+                               "ctypes.CDLL(None).unshare(0x80); time.sleep(1000)"],
+           r"pid 1: a time \(for its children\) namespace of its own is not supported")
+    refuse(host, "timens", ["sh", "-c", "unshare --time sleep 1000 & exec sleep 1000"],
+           r"pid \d+: a time namespace of its own is not supported")
+
+
 def test_missing_file_refused_at_restore(host):
     host.run(["sh", "-c", "mkdir -p /var/lib/migrd/data && echo hi > /var/lib/migrd/data/f"])
     host.migctl("run", "keepsfile", "--", "sh", "-c",

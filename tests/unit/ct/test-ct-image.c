@@ -271,16 +271,18 @@ static void build_model(void)
 
 	for (size_t i = 0; i < sizeof(pipe_data); i++)
 		pipe_data[i] = (uint8_t)(i % 251);
-	m->info = (struct ct_image_inventory){.container = (char *)"web1",
-					      .kernel_release = (char *)"6.18.0-test",
-					      .arch = (char *)"x86_64",
-					      .root_pid = 1,
-					      .created_usec = 1764170000000000ULL,
-					      .hostname = (char *)"web1-host",
-					      .netns = 1,
-					      .vdso = {0x7ffff7fc0000, 0x7ffff7fc2000,
-						       0x7ffff7fc2000, 0x7ffff7fc4000,
-						       0x7ffff7fc4000, 0x7ffff7fc6000}};
+	m->info = (struct ct_image_inventory){
+		.container = (char *)"web1",
+		.kernel_release = (char *)"6.18.0-test",
+		.arch = (char *)"x86_64",
+		.root_pid = 1,
+		.created_usec = 1764170000000000ULL,
+		.hostname = (char *)"web1-host",
+		.domainname = (char *)"jobs.example",
+		.netns = 1,
+		.clocks = {42134123456789, 42140123456789, 1764170000123456789},
+		.vdso = {0x7ffff7fc0000, 0x7ffff7fc2000, 0x7ffff7fc2000, 0x7ffff7fc4000,
+			 0x7ffff7fc4000, 0x7ffff7fc6000}};
 	fill_thread(&m->threads[0], 1, m->regs[0]);
 	fill_thread(&m->threads[1], 7, m->regs[1]);
 	fill_thread(&m->threads[2], 8, m->regs[2]);
@@ -691,7 +693,9 @@ static void test_round_trip(void **state)
 	assert_memory_equal(&img->inventory.vdso, &model.info.vdso, sizeof(model.info.vdso));
 	assert_int_equal(img->inventory.created_usec, model.info.created_usec);
 	assert_string_equal(img->inventory.hostname, "web1-host");
+	assert_string_equal(img->inventory.domainname, "jobs.example");
 	assert_int_equal(img->inventory.netns, 1);
+	assert_memory_equal(&img->inventory.clocks, &model.info.clocks, sizeof(model.info.clocks));
 	assert_int_equal(img->inventory.n_files, 3 * 3 + 5);
 	assert_ipc_equal(&img->ipc, &model_ipc);
 	assert_int_equal(img->n_procs, 3);
@@ -1190,6 +1194,22 @@ static void test_decode_malformed(void **state)
 			 -EBADMSG);
 	assert_int_equal(ct_image_decode_task(NULL, 0, err, sizeof(err), &t), -EBADMSG);
 	assert_string_equal(err, "task: field 1 is missing");
+
+	/* Clock readings the kernel would refuse as time namespace offsets, or none at all. */
+	for (size_t i = 0; i < 2; i++) {
+		struct ct_image_inventory inv = model.info, out;
+		uint8_t *buf;
+		size_t n;
+
+		inv.page_size = CT_IMAGE_PAGE_SIZE; /* as the writer sets it */
+		inv.clocks = i == 0 ? (struct ct_image_clocks){0, 5, 5}
+				    : (struct ct_image_clocks){5, CT_IMAGE_CLOCK_MAX_NS + 1, 5};
+		assert_int_equal(ct_image_encode_inventory(&inv, &buf, &n), 0);
+		assert_int_equal(ct_image_decode_inventory(buf, n, err, sizeof(err), &out),
+				 -EBADMSG);
+		assert_string_equal(err, "inventory: clock readings out of range");
+		free(buf);
+	}
 }
 
 /* `migctl image show`: offline, a summary of what is in the image, exit 1 on a bad one. */
