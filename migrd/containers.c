@@ -119,6 +119,7 @@ static void on_exited(struct container *c)
 {
 	siginfo_t si = {0};
 	json_t *status = json_null();
+	char how[64] = "";
 
 	if (waitid((idtype_t)P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG) >= 0 && si.si_pid) {
 		if (si.si_code == CLD_EXITED)
@@ -139,8 +140,12 @@ static void on_exited(struct container *c)
 							    : "exited"));
 	json_object_set_new(c->record, "status", status ?: json_null());
 	json_object_del(c->record, "pid");
-	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=container-exited"), "Container %s %s",
-			 c->name, container_state(c));
+	if (si.si_pid && si.si_code == CLD_EXITED)
+		snprintf(how, sizeof(how), " (exit code %d)", si.si_status);
+	else if (si.si_pid)
+		snprintf(how, sizeof(how), " (%s)", strsignal(si.si_status));
+	log_struct_errno(LOG_INFO, 0, LOG_FIELDS("MIGRD_EVENT=container-exited"),
+			 "Container %s %s%s", c->name, container_state(c), how);
 	container_persist(c);
 	if (c->stop_waiter) {
 		control_request_reply(c->stop_waiter, json_pack("{s:s,s:s}", "name", c->name,

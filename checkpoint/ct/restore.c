@@ -360,6 +360,24 @@ _noreturn_ static void helper(const struct helper_args *a)
 
 	if (read(a->sync_fd, &c, 1) != 1)
 		_exit(126);
+	/* Nothing of migrd's signal handling may reach the container: the restore sets only the
+	 * actions that were not the default, and each process is cloned from this one. A
+	 * thread's alternate signal stack (the sanitizers give every thread one) is inherited
+	 * by a fork too, and would take the handlers of a process that had none to memory of
+	 * ours. Raw system calls: a sanitizer's sigaction() keeps its own handlers. */
+	for (int sig = 1; sig < _NSIG; sig++) {
+		const uint64_t dfl[4] = {(uint64_t)(uintptr_t)SIG_DFL, 0, 0, 0};
+
+		if (sig != SIGKILL && sig != SIGSTOP &&
+		    syscall(SYS_rt_sigaction, sig, dfl, NULL, 8) < 0 && errno != EINVAL)
+			goto fail;
+	}
+	{
+		const stack_t none = {.ss_flags = SS_DISABLE};
+
+		if (syscall(SYS_sigaltstack, &none, NULL) < 0)
+			goto fail;
+	}
 	if (ct_container_setup_namespaces(a->hostname, a->domainname, a->netns) < 0)
 		goto fail;
 	(void)prlimit(0, RLIMIT_NOFILE, NULL, &rl);

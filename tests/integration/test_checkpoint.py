@@ -90,6 +90,22 @@ def container_ids(pid):
     return ids
 
 
+def signal_actions(pid):
+    """Which signals each live process of the container (by its pid inside) handles and
+    ignores."""
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        with open(f"/proc/{p}/status") as f:
+            st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        if st["State"].split()[0] != "Z":
+            out[int(st["NSpid"].split()[-1])] = (st["SigCgt"].strip(), st["SigIgn"].strip())
+        for t in os.listdir(f"/proc/{p}/task"):
+            with open(f"/proc/{p}/task/{t}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+    return out
+
+
 def ns_pid(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -116,6 +132,7 @@ def kill_and_restore(h, name, ids=None):
     """Checkpoint (kill), restore, and check that every task has its pid back: those the
     image recorded, and (for the fixtures, whose tree does not change) those it reported."""
     pid0 = entry(h, name)["pid"]
+    actions = signal_actions(pid0)
     r = checkpoint(h, name)
     assert r["left_running"] is False and r["processes"] >= 1
     # The pages files were allocated before the freeze; none is left under its temporary name
@@ -131,6 +148,8 @@ def kill_and_restore(h, name, ids=None):
     assert entry(h, name)["state"] == "running"
     assert container_ids(r["pid"]) == recorded, (
         "the restored tasks have other pids\n" + h.migctl("image", "show", image(name), json=False))
+    # Nothing of migrd's own signal handling (the restore's first process is a fork of it).
+    assert signal_actions(r["pid"]) == actions
     return r
 
 
