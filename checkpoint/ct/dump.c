@@ -747,7 +747,7 @@ static int64_t timespec_ns(const struct timespec *ts)
 	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
 }
 
-/* The container's CLOCK_MONOTONIC and CLOCK_BOOTTIME as it was frozen: the host's plus the
+/* The container's CLOCK_MONOTONIC and CLOCK_BOOTTIME while it is frozen: the host's plus the
  * offsets of its time namespace, which /proc/PID/timens_offsets shows for the namespace PID 1's
  * children are born in (check_namespaces() makes sure that is PID 1's own). A kernel without
  * time namespaces has no such file, and no offsets. */
@@ -1246,9 +1246,7 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	}
 	stats.seize_usec = now_usec(CLOCK_MONOTONIC) - t;
 	t = now_usec(CLOCK_MONOTONIC);
-	r = read_clocks(&d);
-	if (r >= 0)
-		r = build_procs(&d);
+	r = build_procs(&d);
 	if (r >= 0)
 		r = dump_ns_start(&d);
 	for (size_t i = 0; r >= 0 && i < d.n_procs; i++)
@@ -1258,6 +1256,9 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 		r = k;
 	if (r >= 0)
 		r = dump_fds_check(&d);
+	/* After the timers: what they have left is never more than the clocks say. */
+	if (r >= 0)
+		r = read_clocks(&d);
 	for (size_t i = 0; i < d.n_procs; i++) {
 		stats.n_threads += (unsigned)d.procs[i].n_threads;
 		stats.n_fds += (unsigned)d.procs[i].fds.n_fds;

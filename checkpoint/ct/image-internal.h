@@ -100,10 +100,11 @@ struct ct_image_file_entry {
 	uint64_t xxh3; /* of the payload, as in the file's header */
 };
 
-/* The container's own clocks (its time namespace's view) the moment it was frozen, with the
- * host's CLOCK_REALTIME then. A restore starts a time namespace whose CLOCK_MONOTONIC goes on
- * from where it stopped, as after a suspend, and whose CLOCK_BOOTTIME counts the time between
- * as well (by the realtime clocks of both hosts). realtime_ns == 0: not recorded. */
+/* The container's own clocks (its time namespace's view) while it was frozen, read after its
+ * timers were, with the host's CLOCK_REALTIME then. A restore starts a time namespace whose
+ * CLOCK_MONOTONIC goes on from where it stopped, as after a suspend, and whose CLOCK_BOOTTIME
+ * counts the time between as well (by the realtime clocks of both hosts). realtime_ns == 0: not
+ * recorded. */
 struct ct_image_clocks {
 	uint64_t monotonic_ns, boottime_ns, realtime_ns;
 };

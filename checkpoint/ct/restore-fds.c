@@ -321,7 +321,7 @@ static int make_pipe(struct restorer *R, const struct ct_image_fd *f, int *ret)
 	return *ret < 0 ? NEG_ERRNO() : 0;
 }
 
-static int make_anon(const struct ct_image_fd *f, int *ret)
+static int make_anon(struct restorer *R, const struct ct_image_fd *f, int *ret)
 {
 	struct fdblob_reader rd = {f->data, f->data_size};
 	int fd = -1;
@@ -349,18 +349,37 @@ static int make_anon(const struct ct_image_fd *f, int *ret)
 	}
 	case CT_IMAGE_FD_TIMERFD: {
 		uint64_t clk = fdblob_get_u64(&rd), fl = fdblob_get_u64(&rd),
-			 itv = fdblob_get_u64(&rd), val = fdblob_get_u64(&rd),
+			 itv = fdblob_get_u64(&rd),
+			 val = restore_timer_left(R, (int)clk, fdblob_get_u64(&rd)),
 			 ticks = fdblob_get_u64(&rd);
 		struct itimerspec its = {{(time_t)(itv / 1000000000), (long)(itv % 1000000000)},
 					 {(time_t)(val / 1000000000), (long)(val % 1000000000)}};
+		int flags = 0;
 
-		(void)fl; /* the remaining time is relative: TFD_TIMER_ABSTIME does not apply */
 		/* A periodic timer that fired shows 0 left until it is read: next expiry is one
 		 * interval away. */
 		if (!val && itv)
 			its.it_value = its.it_interval;
+		/* The time left is relative, but a timer that is to be cancelled when the wall
+		 * clock is set (TFD_TIMER_CANCEL_ON_SET, with TFD_TIMER_ABSTIME on a realtime
+		 * clock) can only be set absolute. */
+		if ((fl & TFD_TIMER_CANCEL_ON_SET) && (fl & TFD_TIMER_ABSTIME) &&
+		    (clk == CLOCK_REALTIME || clk == CLOCK_REALTIME_ALARM) &&
+		    (its.it_value.tv_sec || its.it_value.tv_nsec)) {
+			struct timespec now;
+
+			if (clock_gettime((clockid_t)clk, &now) < 0)
+				return NEG_ERRNO();
+			its.it_value.tv_sec += now.tv_sec;
+			its.it_value.tv_nsec += now.tv_nsec;
+			if (its.it_value.tv_nsec >= 1000000000) {
+				its.it_value.tv_sec++;
+				its.it_value.tv_nsec -= 1000000000;
+			}
+			flags = TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET;
+		}
 		fd = timerfd_create((int)clk, TFD_CLOEXEC);
-		if (fd >= 0 && (val || itv) && timerfd_settime(fd, 0, &its, NULL) < 0) {
+		if (fd >= 0 && (val || itv) && timerfd_settime(fd, flags, &its, NULL) < 0) {
 			close(fd);
 			return NEG_ERRNO();
 		}
@@ -492,7 +511,7 @@ int restore_fds(struct restorer *R, struct rproc *p)
 		case CT_IMAGE_FD_SIGNALFD:
 		case CT_IMAGE_FD_TIMERFD:
 		case CT_IMAGE_FD_EPOLL:
-			r = make_anon(f, &ours);
+			r = make_anon(R, f, &ours);
 			break;
 		case CT_IMAGE_FD_MEMFD:
 			r = make_memfd(R, f, &ours);

@@ -44,6 +44,7 @@ struct restorer {
 	struct robj *objs;
 	size_t n_objs;
 	struct ct_restore_stats *stats;
+	uint64_t downtime_ns; /* since the container was frozen, by CLOCK_REALTIME; 0: unknown */
 };
 
 int restore_fail(struct restorer *R, int r, const char *format, ...) _printf_(3, 4);
@@ -53,6 +54,11 @@ int restore_call(struct restorer *R, struct rproc *p, pid_t htid, const char *wh
 		 long a0, long a1, long a2, long a3, long a4, long a5, long *ret);
 int restore_poke(struct restorer *R, struct rproc *p, unsigned long addr, const void *data,
 		 size_t len);
+/* What is left of a timer on clock that had left_ns to go when the container was frozen (0:
+ * disarmed). Timers on the wall clock and on boot time count the time the container was down,
+ * as across a suspend, and one whose time passed meanwhile fires at once (1 ns); its
+ * CLOCK_MONOTONIC stopped meanwhile (see enter_time_namespace()), and so did its CPU time. */
+uint64_t restore_timer_left(const struct restorer *R, int clock, uint64_t left_ns);
 /* Gives the task the file ours at number target (close-on-exec per cloexec). */
 int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec);
 

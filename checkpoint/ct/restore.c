@@ -561,6 +561,22 @@ static int64_t clock_ns(clockid_t id)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+uint64_t restore_timer_left(const struct restorer *R, int clock, uint64_t left_ns)
+{
+	switch (clock) {
+	case CLOCK_REALTIME:
+	case CLOCK_REALTIME_ALARM:
+	case CLOCK_BOOTTIME:
+	case CLOCK_BOOTTIME_ALARM:
+	case CLOCK_TAI:
+		if (left_ns == 0)
+			return 0;
+		return left_ns > R->downtime_ns ? left_ns - R->downtime_ns : 1;
+	default:
+		return left_ns;
+	}
+}
+
 /* "CLOCK s ns" for /proc/PID/timens_offsets, whose nanoseconds are never negative. */
 static int format_offset(char *buf, size_t size, const char *clock, int64_t ns)
 {
@@ -580,8 +596,8 @@ static int format_offset(char *buf, size_t size, const char *clock, int64_t ns)
 static int enter_time_namespace(struct restorer *R)
 {
 	const struct ct_image_clocks *c = &R->img->inventory.clocks;
-	int64_t real = clock_ns(CLOCK_REALTIME), mono = clock_ns(CLOCK_MONOTONIC),
-		boot = clock_ns(CLOCK_BOOTTIME), since = MAX(real - (int64_t)c->realtime_ns, 0);
+	int64_t mono = clock_ns(CLOCK_MONOTONIC), boot = clock_ns(CLOCK_BOOTTIME),
+		since = (int64_t)R->downtime_ns;
 	char path[64], text[128];
 	_cleanup_close_ int fd = -EBADF;
 	int n;
@@ -839,8 +855,9 @@ static int restore_posix_timers(struct restorer *R, struct rproc *p)
 			int32_t signo, notify, tid, pad[11];
 		} sev = {tm->sigval, (int32_t)tm->signo, (int32_t)tm->notify, (int32_t)tm->tid};
 		int32_t id = (int32_t)tm->id;
+		uint64_t left = restore_timer_left(R, (int)tm->clock, tm->value_ns);
 		uint64_t its[4] = {tm->interval_ns / 1000000000, tm->interval_ns % 1000000000,
-				   tm->value_ns / 1000000000, tm->value_ns % 1000000000};
+				   left / 1000000000, left % 1000000000};
 
 		if (!tm->value_ns && tm->interval_ns) /* firing right now: the next period */
 			its[2] = its[0], its[3] = its[1];
@@ -1308,6 +1325,9 @@ int ct_restore(const struct ct_restore_opts *o, pid_t *ret_pid, int *ret_pidfd,
 	if (r < 0)
 		return restore_fail(&R, r, "image %s refused: %s", o->dir, ierr);
 	stats.verify_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	if (R.img->inventory.clocks.realtime_ns)
+		R.downtime_ns = (uint64_t)MAX(
+			clock_ns(CLOCK_REALTIME) - (int64_t)R.img->inventory.clocks.realtime_ns, 0);
 	R.n_procs = R.img->n_procs;
 	R.procs = calloc(MAX(R.n_procs, 1u), sizeof(*R.procs));
 	if (!R.procs) {

@@ -1020,6 +1020,80 @@ def test_clocks_go_on(host):
            r"pid \d+: a time namespace of its own is not supported")
 
 
+TIMER_PROGRAM = r"""
+import ctypes, os, select, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+class ts(ctypes.Structure): _fields_ = [("s", ctypes.c_long), ("ns", ctypes.c_long)]
+class its(ctypes.Structure): _fields_ = [("interval", ts), ("value", ts)]
+def tfd(clock, secs, flags=0):
+    fd = libc.timerfd_create(clock, 0)
+    v = its(ts(0, 0), ts(int(secs), 0))
+    assert fd >= 0 and libc.timerfd_settime(fd, flags, ctypes.byref(v), None) == 0
+    return fd
+fired = []
+def report(name):
+    print(f"fired {name} {time.monotonic():.3f} {time.time():.3f}", flush=True)
+signal.signal(signal.SIGALRM, lambda *a: fired.append("posix-real"))
+tid = ctypes.c_void_p()
+assert libc.timer_create(0, None, ctypes.byref(tid)) == 0  # CLOCK_REALTIME, SIGALRM
+assert libc.timer_settime(tid, 0, ctypes.byref(its(ts(0, 0), ts(4, 0))), None) == 0
+fds = {tfd(1, 4): "mono", tfd(7, 4): "boot", tfd(0, 4): "real",
+       tfd(0, time.time() + 60, 3): "cancel"}  # TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET
+print(f"armed {time.monotonic():.3f} {time.time():.3f}", flush=True)
+while True:
+    try:
+        ready, _, _ = select.select(list(fds), [], [], 0.05)
+    except InterruptedError:
+        ready = []
+    for fd in ready:
+        os.read(fd, 8)
+        report(fds.pop(fd))
+    while fired:
+        report(fired.pop())
+"""
+
+
+def test_timers_across_downtime(host):
+    """Timers on the wall clock and on boot time count the time the container was down, as
+    across a suspend: one due meanwhile fires as soon as it is back. A CLOCK_MONOTONIC timer
+    waits its full time on the container's clock, which stopped. A timerfd cancelled when the
+    wall clock is set keeps that flag."""
+    name = "timers"
+    host.migctl("run", name, "--", "python3", "-c", TIMER_PROGRAM)
+    host.wait_for(lambda: "armed" in logs(host, name), 20, "the timers")
+    _, m0, w0 = next(l for l in logs(host, name).splitlines() if l.startswith("armed")).split()
+    m0, w0 = float(m0), float(w0)
+    time.sleep(1.0)
+    checkpoint(host, name)
+    host.wait_for(lambda: entry(host, name)["state"] == "checkpointed", 10, "the kill")
+    assert "fired" not in logs(host, name)
+    time.sleep(4.0)  # longer than any of them had left
+    w_restore = time.time()
+    r = restore(host, name)
+    assert r["own_clocks"] is True
+
+    def fired():
+        return {n: (float(m), float(w)) for _, n, m, w in
+                (l.split() for l in logs(host, name).splitlines() if l.startswith("fired"))}
+
+    host.wait_for(lambda: len(fired()) == 5 - 1, 20, "four timers to fire")
+    f = fired()
+    for n in ("boot", "real", "posix-real"):
+        # Due while it was down: right after the restore, not 3 s later.
+        assert f[n][1] - w_restore < 1.5, (n, f[n], w_restore)
+    # The container's monotonic clock stopped: 4 s on it, 3 of them after the restore.
+    assert 3.9 < f["mono"][0] - m0 < 5.5, (f["mono"], m0)
+    assert f["mono"][1] - w_restore > 2.5, (f["mono"], w_restore)
+    assert f["mono"][1] - w0 > 7.5
+    pid = entry(host, name)["pid"]
+    flags = {}
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        info = open(f"/proc/{pid}/fdinfo/{fd}").read()
+        if "clockid: 0" in info and "settime flags" in info:
+            flags[int(fd)] = info.split("settime flags:")[1].split()[0]
+    assert "03" in flags.values() or "3" in {v.lstrip("0") for v in flags.values()}, flags
+
+
 def test_missing_file_refused_at_restore(host):
     host.run(["sh", "-c", "mkdir -p /var/lib/migrd/data && echo hi > /var/lib/migrd/data/f"])
     host.migctl("run", "keepsfile", "--", "sh", "-c",
