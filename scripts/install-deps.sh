@@ -11,7 +11,7 @@ PKGS=(
   libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libcorosync-common-dev
   libcmocka-dev librdmacm-dev libibverbs-dev rdma-core ibverbs-providers openssl
   # baselines for the benchmarks, and tools the tests use
-  iperf3 socat strace
+  iperf3 socat strace iptables
   # VMs: QEMU, libvirt (daemon, client, C API)
   qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev libxml2-dev
   # cluster and test harness

@@ -11,7 +11,6 @@
 #include <linux/unix_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "checkpoint/ct/fdblob-internal.h"
 #include "checkpoint/ct/net-internal.h"
 #include "common/common.h"
+#include "common/nsthread.h"
 
 #define SOCK_QUEUE_MAX (CT_IMAGE_FD_DATA_MAX - 4096)
 
@@ -78,41 +78,31 @@ struct unix_info {
 	uint32_t rqueue;
 };
 
-/* The diag socket lives in the container's network namespace: made in a thread that joins it. */
-static void *open_diag(void *arg)
+static int open_diag(void *arg)
 {
-	int *io = arg, nsfd = io[0];
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 
-	if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) < 0) {
-		io[1] = NEG_ERRNO();
-		return NULL;
-	}
-	io[1] = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (io[1] < 0)
-		io[1] = NEG_ERRNO();
-	return NULL;
+	(void)arg;
+	return fd < 0 ? NEG_ERRNO() : fd;
 }
 
+/* The diag socket lives in the container's network namespace: made on a thread that joins it. */
 static int diag_socket(struct dumper *d)
 {
+	_cleanup_close_ int ns_fd = -EBADF;
 	char path[64];
-	int io[2] = {-1, -EIO};
-	pthread_t th;
+	int fd;
 
 	if (d->diag_fd >= 0)
 		return d->diag_fd;
 	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)d->o->root_pid);
-	io[0] = open(path, O_RDONLY | O_CLOEXEC);
-	if (io[0] < 0)
+	ns_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (ns_fd < 0)
 		return NEG_ERRNO();
-	if (pthread_create(&th, NULL, open_diag, io) != 0)
-		io[1] = -EAGAIN;
-	else
-		pthread_join(th, NULL);
-	close(io[0]);
-	if (io[1] >= 0)
-		d->diag_fd = io[1];
-	return io[1];
+	fd = ns_run(ns_fd, CLONE_NEWNET, open_diag, NULL, NULL);
+	if (fd >= 0)
+		d->diag_fd = fd;
+	return fd;
 }
 
 static int unix_diag(struct dumper *d, uint32_t ino, struct unix_info *ret)

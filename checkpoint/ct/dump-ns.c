@@ -1,5 +1,6 @@
 /* What the container's namespaces hold that no process of it does, and that a restore would
- * therefore lose without a word. Each is refused by name before anything is destroyed.
+ * therefore lose without a word: kept in the image where the restore can make it again, else
+ * refused by name before anything is destroyed.
  *
  * IPC: a restore gives the container a new IPC namespace. System V shared memory segments,
  * semaphore sets and message queues live there and in no process: they are read here (ids,
@@ -7,15 +8,15 @@
  * values, the queued messages copied in place with MSG_COPY) and made again at the same ids by
  * the restore (restore-ipc.c), as are the namespace's own sysctls (kernel.shmmax, kernel.sem,
  * fs.mqueue.msg_max, ...). POSIX message queues are not supported and are refused. All of it is
- * read from a thread of our own that joins the namespace: /proc/sysvipc/ lists the System V objects
- * of the reader's namespace, and a detached mount of the namespace's mqueue file system
- * (fsopen/fsmount, attached nowhere) lists its message queues. Not kept: semaphore undo adjustments
- * (SEM_UNDO), which the kernel does not show.
+ * read from a thread of our own that joins the namespace (common/nsthread.h): /proc/sysvipc/
+ * lists the System V objects of the reader's namespace, and a detached mount of the namespace's
+ * mqueue file system (fsopen/fsmount, attached nowhere) lists its message queues. Not kept:
+ * semaphore undo adjustments (SEM_UNDO), which the kernel does not show.
  *
  * Network: a container with a network namespace of its own (`migctl run --netns`) gets one
- * with lo up and nothing else, at the restore as at the start. Interfaces, addresses and routes
- * it added would be gone: each is refused. (Firewall rules and the namespace's sysctls are not
- * looked at.)
+ * with lo up and nothing else, at the restore as at the start. Interfaces, addresses, routes
+ * and firewall tables (nftables, iptables-nft's among them, and legacy iptables) it added
+ * would be gone: each is refused. (The namespace's sysctls are not looked at.)
  *
  * Mounts: a restore gives the container a copy of migrd's mount namespace with its own /proc on
  * top, as `migctl run` did. A mount the container made itself (a tmpfs with files in it, a bind
@@ -29,10 +30,12 @@
 #include <arpa/inet.h>
 #include <linux/if_addr.h>
 #include <linux/mount.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +50,10 @@
 
 #include "checkpoint/ct/dump-internal.h"
 #include "common/common.h"
+#include "common/nsthread.h"
 
 struct ipc_probe {
-	pthread_t thread;
+	struct ns_thread t;
 	int ns_fd;
 	struct dumper *d; /* its ipc and sysv are filled */
 	int r;		  /* < 0: the namespace could not be read */
@@ -325,52 +329,44 @@ static int first_mqueue(char *ret, size_t size)
 	return found;
 }
 
-static void *probe_run(void *arg)
+/* In the container's IPC namespace. */
+static int probe_run(void *arg)
 {
 	struct ipc_probe *q = arg;
 	char name[NAME_MAX + 2];
 	int r;
 
-	/* This thread alone moves: namespaces are per task. */
-	if (setns(q->ns_fd, CLONE_NEWIPC) < 0) {
-		q->r = NEG_ERRNO();
-		q->what = "joining it";
-		return NULL;
-	}
 	r = read_sysctls(&q->d->ipc);
 	if (r < 0) {
-		q->r = r;
 		q->what = "reading its sysctls";
-		return NULL;
+		return r;
 	}
 	r = read_shms(q->d);
 	if (r < 0) {
-		q->r = r;
 		q->what = r == -E2BIG ? "a shared memory segment is too large"
 				      : "reading its shared memory segments";
-		return NULL;
+		return r;
 	}
 	r = read_sems(&q->d->ipc);
 	if (r < 0) {
-		q->r = r;
 		q->what =
 			r == -E2BIG ? "a semaphore set is too large" : "reading its semaphore sets";
-		return NULL;
+		return r;
 	}
 	r = read_msgqs(&q->d->ipc);
 	if (r < 0) {
-		q->r = r;
 		q->what = r == -E2BIG ? "more queued messages than an image holds"
 				      : "reading its message queues";
-		return NULL;
+		return r;
 	}
 	r = first_mqueue(name, sizeof(name));
 	if (r < 0) {
-		q->r = r;
 		q->what = "listing its POSIX message queues";
-	} else if (r > 0)
+		return r;
+	}
+	if (r > 0)
 		snprintf(q->found, sizeof(q->found), "the POSIX message queue %s", name);
-	return NULL;
+	return 0;
 }
 
 /* The IPC namespace is read on a thread of its own while the processes are dumped (it holds
@@ -400,7 +396,7 @@ int dump_ns_start(struct dumper *d)
 		free(q);
 		return r;
 	}
-	r = -pthread_create(&q->thread, NULL, probe_run, q);
+	r = ns_thread_start(&q->t, q->ns_fd, CLONE_NEWIPC, probe_run, q);
 	if (r < 0) {
 		safe_close(q->ns_fd);
 		free(q);
@@ -417,7 +413,9 @@ static int join_ipc(struct dumper *d)
 
 	if (!q)
 		return 0;
-	pthread_join(q->thread, NULL);
+	q->r = ns_thread_wait(&q->t);
+	if (q->r < 0 && !q->t.joined)
+		q->what = "joining it";
 	d->ipc_probe = NULL;
 	safe_close(q->ns_fd);
 	if (q->r < 0)
@@ -602,30 +600,29 @@ static int check_mounts(struct dumper *d)
 /* ---- network namespace ------------------------------------------------------------------ */
 
 struct net_probe {
-	int ns_fd;
-	int r;
-	const char *what;
+	const char *what; /* for an error: which step failed */
 	char found[256];
 };
 
-/* One RTM_GETLINK/GETADDR/GETROUTE dump; cb sees each message, and stops the walk with a
- * return > 0 (found) or < 0 (error). */
-static int rtnl_dump(int fd, uint16_t type, uint8_t family,
-		     int (*cb)(struct net_probe *q, const struct nlmsghdr *h), struct net_probe *q)
+/* One netlink dump of type, whose request carries the 4 bytes of body (struct rtgenmsg or
+ * nfgenmsg, padded); cb sees each message, and stops the walk with a return > 0 (found) or < 0
+ * (error). */
+static int nl_dump(int fd, uint16_t type, const void *body,
+		   int (*cb)(struct net_probe *q, const struct nlmsghdr *h), struct net_probe *q)
 {
 	struct {
 		struct nlmsghdr nlh;
-		struct rtgenmsg g;
+		uint8_t body[4];
 	} req = {.nlh = {.nlmsg_len = sizeof(req),
 			 .nlmsg_type = type,
 			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
-			 .nlmsg_seq = type},
-		 .g = {.rtgen_family = family}};
+			 .nlmsg_seq = type}};
 	_cleanup_free_ uint8_t *buf = malloc(32768);
 	int r = 0;
 
 	if (!buf)
 		return -ENOMEM;
+	memcpy(req.body, body, sizeof(req.body));
 	if (send(fd, &req, sizeof(req), 0) < 0)
 		return NEG_ERRNO();
 	for (;;) {
@@ -650,6 +647,14 @@ static int rtnl_dump(int fd, uint16_t type, uint8_t family,
 		if (r < 0)
 			return r;
 	}
+}
+
+static int rtnl_dump(int fd, uint16_t type, uint8_t family,
+		     int (*cb)(struct net_probe *q, const struct nlmsghdr *h), struct net_probe *q)
+{
+	const uint8_t body[4] = {family}; /* struct rtgenmsg */
+
+	return nl_dump(fd, type, body, cb, q);
 }
 
 static const struct rtattr *rta_find(const struct rtattr *a, size_t len, unsigned short type)
@@ -732,7 +737,91 @@ static int on_route(struct net_probe *q, const struct nlmsghdr *h)
 	return 1;
 }
 
-static void *net_probe_run(void *arg)
+static const char *nfproto_name(uint8_t family)
+{
+	switch (family) {
+	case NFPROTO_INET:
+		return "inet";
+	case NFPROTO_IPV4:
+		return "ip";
+	case NFPROTO_ARP:
+		return "arp";
+	case NFPROTO_NETDEV:
+		return "netdev";
+	case NFPROTO_BRIDGE:
+		return "bridge";
+	case NFPROTO_IPV6:
+		return "ip6";
+	default:
+		return "?";
+	}
+}
+
+/* Any nftables table (iptables-nft's among them): a new namespace has none. */
+static int on_nft_table(struct net_probe *q, const struct nlmsghdr *h)
+{
+	const struct nfgenmsg *g = NLMSG_DATA(h);
+	const struct rtattr *name; /* struct nlattr has the same layout */
+
+	if (h->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE) ||
+	    h->nlmsg_len < NLMSG_LENGTH(sizeof(*g)))
+		return 0;
+	name = rta_find((const struct rtattr *)((const uint8_t *)g + NLMSG_ALIGN(sizeof(*g))),
+			h->nlmsg_len - NLMSG_LENGTH(NLMSG_ALIGN(sizeof(*g))), NFTA_TABLE_NAME);
+	snprintf(q->found, sizeof(q->found), "the nftables table %s %.*s",
+		 nfproto_name(g->nfgen_family),
+		 name ? (int)strnlen(RTA_DATA(name), RTA_PAYLOAD(name)) : 1,
+		 name ? (const char *)RTA_DATA(name) : "?");
+	return 1;
+}
+
+static int check_nftables(struct net_probe *q)
+{
+	const struct nfgenmsg g = {.nfgen_family = NFPROTO_UNSPEC, .version = NFNETLINK_V0};
+	_cleanup_close_ int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	int r;
+
+	if (fd < 0)
+		return errno == EPROTONOSUPPORT ? 0 : NEG_ERRNO(); /* no netfilter */
+	r = nl_dump(fd, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, &g, on_nft_table, q);
+	return r == -EOPNOTSUPP || r == -ENOENT ? 0 : r; /* no nf_tables */
+}
+
+/* The tables of legacy iptables (x_tables), which the kernel lists in the namespace it shows
+ * /proc/PID/net of. A table appears on its first use, even a listing. */
+static int check_xtables(struct net_probe *q, pid_t pid)
+{
+	static const struct {
+		const char *file, *tool;
+	} kinds[] = {
+		{"ip_tables_names", "iptables"},
+		{"ip6_tables_names", "ip6tables"},
+		{"arp_tables_names", "arptables"},
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+		_cleanup_fclose_ FILE *f = NULL;
+		char path[64], line[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/net/%s", (int)pid, kinds[i].file);
+		f = fopen(path, "re");
+		if (!f) {
+			if (errno == ENOENT)
+				continue; /* not built in this kernel */
+			return NEG_ERRNO();
+		}
+		if (fgets(line, sizeof(line), f)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(q->found, sizeof(q->found), "the %s (legacy) table %s",
+				 kinds[i].tool, line);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* In the container's network namespace. */
+static int net_probe_run(void *arg)
 {
 	static const struct {
 		uint16_t type;
@@ -748,35 +837,37 @@ static void *net_probe_run(void *arg)
 	struct net_probe *q = arg;
 	_cleanup_close_ int fd = -EBADF;
 
-	if (setns(q->ns_fd, CLONE_NEWNET) < 0) {
-		q->r = NEG_ERRNO();
-		q->what = "joining it";
-		return NULL;
-	}
 	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 	if (fd < 0) {
-		q->r = NEG_ERRNO();
 		q->what = "opening a netlink socket";
-		return NULL;
+		return NEG_ERRNO();
 	}
 	for (size_t i = 0; i < ELEMENTSOF(dumps) && !q->found[0]; i++) {
 		int r = rtnl_dump(fd, dumps[i].type, dumps[i].family, dumps[i].cb, q);
 
 		if (r < 0 && !(r == -EAFNOSUPPORT && dumps[i].family == AF_INET6)) {
-			q->r = r;
 			q->what = dumps[i].what;
-			return NULL;
+			return r;
 		}
 	}
-	return NULL;
+	if (!q->found[0]) {
+		int r = check_nftables(q);
+
+		if (r < 0) {
+			q->what = "listing its nftables tables";
+			return r;
+		}
+	}
+	return 0;
 }
 
 static int check_net(struct dumper *d)
 {
-	struct net_probe q = {.ns_fd = -EBADF};
+	struct net_probe q = {};
+	_cleanup_close_ int fd = -EBADF;
 	struct stat st;
 	char path[64];
-	pthread_t th;
+	bool joined;
 	int r;
 
 	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)d->procs[0].hpid);
@@ -784,18 +875,21 @@ static int check_net(struct dumper *d)
 		return dump_fail(d, NEG_ERRNO(), "cannot read its network namespace: %m");
 	if (st.st_ino == d->net_ino)
 		return 0; /* migrd's own: the restore does not make another */
-	q.ns_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (q.ns_fd < 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return dump_fail(d, NEG_ERRNO(), "cannot open its network namespace: %m");
-	r = -pthread_create(&th, NULL, net_probe_run, &q);
-	if (r == 0)
-		pthread_join(th, NULL);
-	safe_close(q.ns_fd);
+	r = ns_run(fd, CLONE_NEWNET, net_probe_run, &q, &joined);
 	if (r < 0)
-		return dump_fail(d, r, "cannot read its network namespace: %s", strerror(-r));
-	if (q.r < 0)
-		return dump_fail(d, q.r, "cannot read its network namespace (%s): %s", q.what,
-				 strerror(-q.r));
+		return dump_fail(d, r, "cannot read its network namespace (%s): %s",
+				 joined ? q.what : "joining it", strerror(-r));
+	if (!q.found[0]) {
+		r = check_xtables(&q, d->procs[0].hpid);
+		if (r < 0)
+			return dump_fail(d, r,
+					 "cannot read its network namespace (listing its "
+					 "iptables tables): %s",
+					 strerror(-r));
+	}
 	if (q.found[0])
 		return dump_fail(d, -EOPNOTSUPP,
 				 "its network namespace has %s, which a restore would not make "

@@ -8,7 +8,6 @@
 #include <linux/filter.h>
 #include <linux/ioprio.h>
 #include <linux/seccomp.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +28,7 @@
 #include "checkpoint/ct/dump-internal.h"
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
+#include "common/nsthread.h"
 
 #define SCRATCH_SIZE 4096
 
@@ -989,21 +989,17 @@ static int build_procs(struct dumper *d)
 	return 0;
 }
 
-/* The container's host and domain names, read in a thread that joins its UTS namespace. */
-static void *read_hostname(void *arg)
+/* In the container's UTS namespace: its host and domain names. */
+static int read_hostname(void *arg)
 {
 	char **io = arg;
 	struct utsname u;
-	int fd = open(io[0], O_RDONLY | O_CLOEXEC);
 
-	if (fd < 0)
-		return NULL;
-	if (setns(fd, CLONE_NEWUTS) == 0 && uname(&u) == 0) {
-		io[1] = strdup(u.nodename);
-		io[2] = strdup(u.domainname);
-	}
-	close(fd);
-	return NULL;
+	if (uname(&u) < 0)
+		return NEG_ERRNO();
+	io[0] = strdup(u.nodename);
+	io[1] = strdup(u.domainname);
+	return 0;
 }
 
 static int vdso_layout(const struct ct_vma_list *maps, struct ct_image_vdso_layout *ret)
@@ -1033,16 +1029,23 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 {
 	struct ct_image_inventory inv = {};
 	struct utsname u;
-	char nspath[64], *io[3] = {nspath, NULL, NULL};
-	pthread_t th;
+	char nspath[64], *names[2] = {NULL, NULL};
+	_cleanup_close_ int uts_fd = -EBADF;
 	struct stat st;
 	usec_t t0 = now_usec(CLOCK_MONOTONIC);
 	int r;
 
 	uname(&u);
 	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/uts", (int)d->o->root_pid);
-	if (pthread_create(&th, NULL, read_hostname, io) == 0)
-		pthread_join(th, NULL);
+	uts_fd = open(nspath, O_RDONLY | O_CLOEXEC);
+	r = uts_fd < 0 ? NEG_ERRNO() : ns_run(uts_fd, CLONE_NEWUTS, read_hostname, names, NULL);
+	if (r >= 0 && (!names[0] || !names[1]))
+		r = -ENOMEM;
+	if (r < 0) {
+		free(names[0]);
+		free(names[1]);
+		return dump_fail(d, r, "cannot read its host name: %s", strerror(-r));
+	}
 	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/net", (int)d->o->root_pid);
 	inv.netns = stat(nspath, &st) == 0 && st.st_ino != d->net_ino;
 	inv = (struct ct_image_inventory){
@@ -1051,19 +1054,19 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 		.arch = u.machine,
 		.root_pid = 1,
 		.created_usec = now_usec(CLOCK_REALTIME),
-		.hostname = io[1],
-		.domainname = io[2],
+		.hostname = names[0],
+		.domainname = names[1],
 		.netns = inv.netns,
 		.clocks = d->clocks,
 	};
 	if (vdso_layout(&d->procs[0].maps, &inv.vdso) < 0) {
-		free(io[1]);
-		free(io[2]);
+		free(names[0]);
+		free(names[1]);
 		return dump_fail(d, -EOPNOTSUPP, "pid 1 has no [vdso]");
 	}
 	r = ct_image_writer_set_inventory(w, &inv);
-	free(io[1]);
-	free(io[2]);
+	free(names[0]);
+	free(names[1]);
 	if (r < 0)
 		return dump_fail(d, r, "cannot create the image in %s: %s", d->o->dir,
 				 strerror(-r));

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +21,9 @@
 
 #include "checkpoint/ct/restore-internal.h"
 #include "common/common.h"
+#include "common/nsthread.h"
 
 struct ipc_job {
-	int ns_fd;
 	struct restorer *R;
 	const struct ct_image_ipc *ipc;
 	bool finish; /* the second pass: segments marked for removal are removed */
@@ -209,67 +208,61 @@ static int make_shm_seg(struct ipc_job *j, const struct ct_image_shm_seg *s)
 	return 0;
 }
 
-static void *ipc_job_run(void *arg)
+/* In the container's IPC namespace. */
+static int ipc_job_run(void *arg)
 {
 	struct ipc_job *j = arg;
 	_cleanup_free_ uint8_t *buf = NULL;
 
-	if (setns(j->ns_fd, CLONE_NEWIPC) < 0) {
-		job_fail(j, NEG_ERRNO(), "joining its IPC namespace: %m");
-		return NULL;
-	}
 	if (j->finish) {
 		for (size_t i = 0; i < j->ipc->n_shms; i++)
 			if ((j->ipc->shms[i].flags & CT_IMAGE_SHM_DEST) &&
-			    shmctl((int)j->ipc->shms[i].perm.id, IPC_RMID, NULL) < 0) {
-				job_fail(j, NEG_ERRNO(), "shared memory %u: IPC_RMID: %m",
-					 j->ipc->shms[i].perm.id);
-				return NULL;
-			}
-		return NULL;
+			    shmctl((int)j->ipc->shms[i].perm.id, IPC_RMID, NULL) < 0)
+				return job_fail(j, NEG_ERRNO(), "shared memory %u: IPC_RMID: %m",
+						j->ipc->shms[i].perm.id);
+		return 0;
 	}
 	/* The limits first: they apply to the objects. */
 	for (size_t i = 0; i < j->ipc->n_sysctls; i++)
 		if (set_sysctl(j, &j->ipc->sysctls[i]) < 0)
-			return NULL;
+			return j->r;
 	for (size_t i = 0; i < j->ipc->n_shms; i++)
 		if (make_shm_seg(j, &j->ipc->shms[i]) < 0)
-			return NULL;
+			return j->r;
 	for (size_t i = 0; i < j->ipc->n_sems; i++)
 		if (make_sem_set(j, &j->ipc->sems[i]) < 0)
-			return NULL;
-	if (j->ipc->n_msgqs > 0 && !(buf = malloc(sizeof(long) + CT_IMAGE_MSG_MAX))) {
-		job_fail(j, -ENOMEM, "out of memory");
-		return NULL;
-	}
+			return j->r;
+	if (j->ipc->n_msgqs > 0 && !(buf = malloc(sizeof(long) + CT_IMAGE_MSG_MAX)))
+		return job_fail(j, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < j->ipc->n_msgqs; i++)
 		if (make_msg_queue(j, &j->ipc->msgqs[i], buf) < 0)
-			return NULL;
-	return NULL;
+			return j->r;
+	return 0;
 }
 
 static int run_job(struct restorer *R, pid_t pid1, bool finish)
 {
-	struct ipc_job j = {.ns_fd = -EBADF, .R = R, .ipc = &R->img->ipc, .finish = finish};
+	struct ipc_job j = {.R = R, .ipc = &R->img->ipc, .finish = finish};
+	_cleanup_close_ int fd = -EBADF;
 	char path[64];
-	pthread_t th;
+	bool joined;
 	int r;
 
 	if (j.ipc->n_sems == 0 && j.ipc->n_msgqs == 0 && j.ipc->n_shms == 0 &&
 	    (finish || j.ipc->n_sysctls == 0))
 		return 0;
 	snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int)pid1);
-	j.ns_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (j.ns_fd < 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return restore_fail(R, NEG_ERRNO(), "opening its IPC namespace: %m");
-	r = -pthread_create(&th, NULL, ipc_job_run, &j);
-	if (r == 0)
-		pthread_join(th, NULL);
-	safe_close(j.ns_fd);
+	r = ns_run(fd, CLONE_NEWIPC, ipc_job_run, &j, &joined);
+	if (r < 0 && !joined)
+		return restore_fail(R, r,
+				    "making its System V IPC objects: joining its IPC "
+				    "namespace: %s",
+				    strerror(-r));
 	if (r < 0)
-		return restore_fail(R, r, "making its System V IPC objects: %s", strerror(-r));
-	if (j.r < 0)
-		return restore_fail(R, j.r, "making its System V IPC objects: %s", j.err);
+		return restore_fail(R, r, "making its System V IPC objects: %s", j.err);
 	return 0;
 }
 

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,43 +18,30 @@
 #include "checkpoint/ct/fdblob-internal.h"
 #include "checkpoint/ct/net-internal.h"
 #include "common/common.h"
+#include "common/nsthread.h"
 
 #define ADDR_MAX sizeof(struct sockaddr_storage)
 
 struct sock_req {
-	int netns_fd, domain, type, proto;
-	int fd; /* result or -errno */
+	int domain, type, proto;
 };
 
-static void *sock_in_ns(void *arg)
+static int sock_here(void *arg)
 {
-	struct sock_req *q = arg;
+	const struct sock_req *q = arg;
+	int fd = socket(q->domain, q->type | SOCK_CLOEXEC, q->proto);
 
-	if (setns(q->netns_fd, CLONE_NEWNET) < 0) {
-		q->fd = NEG_ERRNO();
-		return NULL;
-	}
-	q->fd = socket(q->domain, q->type | SOCK_CLOEXEC, q->proto);
-	if (q->fd < 0)
-		q->fd = NEG_ERRNO();
-	return NULL;
+	return fd < 0 ? NEG_ERRNO() : fd;
 }
 
 /* A socket in the container's network namespace (netns_fd < 0: ours). */
 static int make_sock(int netns_fd, int domain, int type, int proto)
 {
-	struct sock_req q = {netns_fd, domain, type, proto, -EIO};
-	pthread_t th;
+	struct sock_req q = {domain, type, proto};
 
-	if (netns_fd < 0) {
-		int fd = socket(domain, type | SOCK_CLOEXEC, proto);
-
-		return fd < 0 ? NEG_ERRNO() : fd;
-	}
-	if (pthread_create(&th, NULL, sock_in_ns, &q) != 0)
-		return -EAGAIN;
-	pthread_join(th, NULL);
-	return q.fd;
+	if (netns_fd < 0)
+		return sock_here(&q);
+	return ns_run(netns_fd, CLONE_NEWNET, sock_here, &q, NULL);
 }
 
 static int fail(char *err, size_t errlen, int r, const char *what)

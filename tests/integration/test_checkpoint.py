@@ -949,7 +949,11 @@ def test_own_network_namespace(host):
     for what, cmd, expect in [
             ("addr", "ip addr add 10.9.9.9/32 dev lo", r"the address 10\.9\.9\.9/32"),
             ("link", "ip link add v0 type veth peer name v1", r"the interface v[01]"),
-            ("route", "ip route add 10.1.0.0/16 dev lo", r"a route to 10\.1\.0\.0/16")]:
+            ("route", "ip route add 10.1.0.0/16 dev lo", r"a route to 10\.1\.0\.0/16"),
+            ("nft", "iptables-nft -A INPUT -p tcp --dport 9 -j DROP",
+             r"the nftables table ip filter"),
+            ("xt", "iptables-legacy -A INPUT -p tcp --dport 9 -j DROP",
+             r"the iptables \(legacy\) table filter")]:
         refuse(host, f"net-{what}", ["sh", "-c", f"{cmd} && echo ready && exec sleep 1000"],
                r"its network namespace has " + expect + r", which a restore would not make "
                r"again: not supported", ready="ready", who="its network namespace",

@@ -12,6 +12,8 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sched.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "checkpoint/workload.h"
 #include "common/common.h"
 #include "common/hash.h"
+#include "common/nsthread.h"
 #include "common/sigbus.h"
 #include "transport/transport.h"
 
@@ -270,6 +273,77 @@ static void test_hash(void **state)
 	free(buf);
 }
 
+static int read_nodename(void *arg)
+{
+	struct utsname u;
+
+	if (uname(&u) < 0)
+		return -errno;
+	snprintf(arg, 65, "%s", u.nodename);
+	return 0;
+}
+
+static int fail_exdev(void *arg)
+{
+	(void)arg;
+	return -EXDEV;
+}
+
+/* ns_run(): the work sees the namespace, the caller's thread stays in its own; a failed join
+ * and the work's own error are told apart. */
+static void test_ns_thread(void **state)
+{
+	char name[65] = "", ours[65] = "", path[64];
+	struct ns_thread t;
+	int p[2], fd, dn;
+	bool joined;
+	pid_t pid;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* setns() needs CAP_SYS_ADMIN */
+	assert_int_equal(read_nodename(ours), 0);
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (unshare(CLONE_NEWUTS) < 0 || sethostname("nsthread-test", 13) < 0)
+			_exit(1);
+		(void)!write(p[1], "x", 1);
+		pause();
+		_exit(0);
+	}
+	close(p[1]);
+	assert_int_equal(read(p[0], name, 1), 1);
+	close(p[0]);
+	snprintf(path, sizeof(path), "/proc/%d/ns/uts", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+
+	memset(name, 0, sizeof(name));
+	assert_int_equal(ns_run(fd, CLONE_NEWUTS, read_nodename, name, &joined), 0);
+	assert_true(joined);
+	assert_string_equal(name, "nsthread-test");
+	memset(name, 0, sizeof(name));
+	assert_int_equal(read_nodename(name), 0);
+	assert_string_equal(name, ours); /* this thread did not move */
+
+	assert_int_equal(ns_thread_start(&t, fd, CLONE_NEWUTS, fail_exdev, NULL), 0);
+	assert_int_equal(ns_thread_wait(&t), -EXDEV);
+	assert_true(t.joined);
+
+	/* Not a namespace, or one of another kind: the work never runs. */
+	dn = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_int_equal(ns_run(dn, CLONE_NEWUTS, fail_exdev, NULL, &joined), -EINVAL);
+	assert_false(joined);
+	assert_int_equal(ns_run(fd, CLONE_NEWNET, fail_exdev, NULL, &joined), -EINVAL);
+	assert_false(joined);
+	close(dn);
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && streq(argv[1], "--sigbus-child"))
@@ -278,7 +352,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_strings),	     cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_files),	     cmocka_unit_test(test_json),
 		cmocka_unit_test(test_addresses),    cmocka_unit_test(test_hash),
-		cmocka_unit_test(test_sigbus_guard),
+		cmocka_unit_test(test_sigbus_guard), cmocka_unit_test(test_ns_thread),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
