@@ -5,8 +5,6 @@ Real corosync (knet, token 1000 ms) and real migrd daemons, one per test host.""
 import os
 import time
 
-import pytest
-
 
 def by_name(hosts):
     return {h["name"]: h for h in hosts}

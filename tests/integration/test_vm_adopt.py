@@ -2,8 +2,6 @@
 libvirtd, listed beside the containers, its state followed, kept across a migrd restart;
 clear errors for what libvirt does not have."""
 
-import os
-
 import pytest
 
 from test_vm_native import domain_xml

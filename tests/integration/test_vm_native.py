@@ -3,7 +3,6 @@ namespaces) and the test guest moved between them by libvirt's own live migratio
 baseline that migrd-carried migration is measured against. TCG here (see LIBVIRT-NOTES.md:
 /dev/kvm on these machines is a software backend that fails on real guests)."""
 
-import os
 import time
 
 import pytest
