@@ -708,10 +708,12 @@ static int dump_zombies(struct dumper *d, struct dproc *p)
 	return 0;
 }
 
-/* Namespaces other than the container's own are not supported inside it. The restore makes one
- * time namespace for all (read_clocks()), so a process's children must be born in PID 1's too:
- * an unshare(CLONE_NEWTIME) changes only that. */
-static int check_namespaces(struct dumper *d, struct dproc *p, const struct dproc *root)
+/* Namespaces other than the container's own are not supported inside it: for any process or
+ * thread (a thread may join a network, UTS or IPC namespace, or make a time or PID namespace
+ * for its children, alone). The restore makes one time namespace for all (read_clocks()), so
+ * children must be born in PID 1's too: an unshare(CLONE_NEWTIME) changes only that. */
+static int check_task_namespaces(struct dumper *d, const char *dir, const char *who,
+				 const struct dproc *root)
 {
 	static const char *const nss[][2] = {
 		{"mnt", "mnt"},
@@ -726,20 +728,39 @@ static int check_namespaces(struct dumper *d, struct dproc *p, const struct dpro
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(nss); i++) {
-		char a[64], b[64];
+		char a[96], b[64];
 		struct stat sa, sb;
 
-		snprintf(a, sizeof(a), "/proc/%d/ns/%s", (int)p->hpid, nss[i][0]);
+		snprintf(a, sizeof(a), "%s/ns/%s", dir, nss[i][0]);
 		snprintf(b, sizeof(b), "/proc/%d/ns/%s", (int)root->hpid, nss[i][1]);
 		if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
 			continue;
 		if (sa.st_ino != sb.st_ino)
-			return dump_fail(
-				d, -EOPNOTSUPP,
-				"pid %d: a %s namespace of its own is not supported", (int)p->pid,
-				i == ELEMENTSOF(nss) - 1 ? "time (for its children)" : nss[i][0]);
+			return dump_fail(d, -EOPNOTSUPP,
+					 "%s: a %s namespace of its own is not supported", who,
+					 i == ELEMENTSOF(nss) - 1 ? "time (for its children)"
+								  : nss[i][0]);
 	}
 	return 0;
+}
+
+static int check_namespaces(struct dumper *d, struct dproc *p, const struct dproc *root)
+{
+	char dir[64], who[64];
+	int r;
+
+	snprintf(dir, sizeof(dir), "/proc/%d", (int)p->hpid);
+	snprintf(who, sizeof(who), "pid %d", (int)p->pid);
+	r = check_task_namespaces(d, dir, who, root);
+	for (size_t i = 0; r >= 0 && i < p->task.n_threads; i++) {
+		if (p->threads[i]->tid == p->hpid)
+			continue;
+		snprintf(dir, sizeof(dir), "/proc/%d/task/%d", (int)p->hpid,
+			 (int)p->threads[i]->tid);
+		snprintf(who, sizeof(who), "pid %d thread %u", (int)p->pid, p->task.threads[i].tid);
+		r = check_task_namespaces(d, dir, who, root);
+	}
+	return r;
 }
 
 static int64_t timespec_ns(const struct timespec *ts)

@@ -1022,6 +1022,13 @@ def test_clocks_go_on(host):
            r"pid 1: a time \(for its children\) namespace of its own is not supported")
     refuse(host, "timens", ["sh", "-c", "unshare --time sleep 1000 & exec sleep 1000"],
            r"pid \d+: a time namespace of its own is not supported")
+    # The same for one thread alone, and a thread in a network namespace of its own.
+    for what, flag, expect in [("timens-th", 0x80, r"time \(for its children\)"),
+                               ("netns-th", 0x40000000, r"net")]:
+        refuse(host, what, ["python3", "-c", "import ctypes, threading, time; "
+                            "threading.Thread(target=lambda: (ctypes.CDLL(None).unshare("
+                            f"{flag}), time.sleep(1000))).start(); time.sleep(1000)"],
+               r"pid 1 thread \d+: a " + expect + r" namespace of its own is not supported")
 
 
 TIMER_PROGRAM = r"""
