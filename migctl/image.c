@@ -392,6 +392,15 @@ static json_t *image_to_json(const struct ct_image *img)
 		json_object_set_new(o, "domainname",
 				    inv->domainname ? json_string(inv->domainname) : json_null());
 		json_object_set_new(o, "own_network_namespace", json_boolean(inv->netns));
+		if (inv->n_net_sysctls > 0) {
+			json_t *sc = json_object();
+
+			for (size_t i = 0; sc && i < inv->n_net_sysctls; i++)
+				json_object_set_new(sc, inv->net_sysctls[i].name,
+						    json_string(inv->net_sysctls[i].value));
+			json_object_set_new(o, "network_sysctls", sc);
+		} else
+			json_object_set_new(o, "network_sysctls", json_null());
 		json_object_set_new(
 			o, "clocks",
 			inv->clocks.realtime_ns
@@ -583,7 +592,7 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 {
 	const struct ct_image_inventory *inv = &img->inventory;
 	char kernel[512], vdso[128], created[64], format[128], stored[32], zero[32], comp[32],
-		raw[32], files[32], clocks[96] = "-", names[600];
+		raw[32], files[32], clocks[96] = "-", names[600], net[96];
 	struct totals tot = {};
 	size_t threads = 0;
 	time_t when = (time_t)(inv->created_usec / USEC_PER_SEC);
@@ -607,6 +616,11 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 			 (double)inv->clocks.boottime_ns / 1e9);
 	snprintf(names, sizeof(names), "%s, domain %s", inv->hostname ?: "-",
 		 inv->domainname ?: "-");
+	if (inv->netns)
+		snprintf(net, sizeof(net), "a namespace of its own, %zu sysctls kept",
+			 inv->n_net_sysctls);
+	else
+		strscpy(net, "the host's", sizeof(net));
 	format_bytes(files, sizeof(files), tot.files_size);
 	snprintf(format, sizeof(format), "version %u, %zu files, %s", inv->version,
 		 inv->n_files + 1, files);
@@ -615,7 +629,8 @@ static int image_show_print(FILE *f, const char *dir, const struct ct_image *img
 			{"Image", dir},	      {"Container", inv->container},
 			{"Kernel", kernel},   {"vDSO", vdso},
 			{"Created", created}, {"Clocks", clocks},
-			{"Host name", names}, {"Format", format},
+			{"Host name", names}, {"Network", net},
+			{"Format", format},
 		};
 
 		print_key_values(f, rows, ELEMENTSOF(rows));

@@ -69,8 +69,11 @@ struct dumper {
 	struct ct_image_ipc ipc; /* its IPC namespace's System V objects */
 	struct dsysv *sysv;	 /* its System V segments, attached here (shmdt when done) */
 	size_t n_sysv;
-	bool sysv_swapped;	       /* some of the namespace's shared memory is in swap */
-	struct ipc_probe *ipc_probe;   /* running between dump_ns_start() and _finish() */
+	bool sysv_swapped;		     /* some of the namespace's shared memory is in swap */
+	struct ipc_probe *ipc_probe;	     /* running between dump_ns_start() and _finish() */
+	struct net_sysctls *net_probe;	     /* likewise, with a network namespace of its own */
+	struct ct_image_sysctl *net_sysctls; /* its network namespace's, sorted by name */
+	size_t n_net_sysctls;
 	struct ct_image_clocks clocks; /* the container's, when it was frozen */
 	struct ct_dump_stats *stats;
 };
@@ -91,10 +94,16 @@ int dump_shm_contents(struct dumper *d, struct ct_image_writer *w);
 
 /* dump-ns.c: reads the container's IPC namespace (System V objects into ipc and sysv) on a
  * thread started by dump_ns_start(), alongside the processes' dumps; dump_ns_finish() joins it
- * (always call it once started) and, when check (the dump went well so far), refuses what the
+ * (always call it once started); the sysctls of a network namespace of the container's own are
+ * read the same way, into net_sysctls. When check (the dump went well so far), it refuses what the
  * namespaces hold and a restore would lose: POSIX message queues, partial System V attachments, a
  * network namespace with more than lo, mounts of the container's own. */
 struct ipc_probe;
+struct net_sysctls;
+/* Before the freeze: lists the network namespace's sysctls. dump_ns_cancel() when the dump
+ * fails before dump_ns_start(). */
+int dump_ns_prepare(struct dumper *d);
+void dump_ns_cancel(struct dumper *d);
 int dump_ns_start(struct dumper *d);
 int dump_ns_finish(struct dumper *d, bool check);
 

@@ -16,7 +16,10 @@
  * Network: a container with a network namespace of its own (`migctl run --netns`) gets one
  * with lo up and nothing else, at the restore as at the start. Interfaces, addresses, routes
  * and firewall tables (nftables, iptables-nft's among them, and legacy iptables) it added
- * would be gone: each is refused. (The namespace's sysctls are not looked at.)
+ * would be gone: each is refused. The namespace's sysctls (net.core.somaxconn,
+ * net.ipv4.ip_local_port_range, net.ipv4.conf.lo.*, ...: every file under /proc/sys/net that
+ * reads and writes, ~560 here, a few ms) are read on a thread of their own while the processes
+ * are dumped, and the restore sets those that differ in the new namespace (restore-net.c).
  *
  * Mounts: a restore gives the container a copy of migrd's mount namespace with its own /proc on
  * top, as `migctl run` did. A mount the container made itself (a tmpfs with files in it, a bind
@@ -190,7 +193,7 @@ static int read_sysctls(struct ct_image_ipc *ipc)
 	if (!ipc->sysctls)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		struct ct_image_ipc_sysctl *c = &ipc->sysctls[ipc->n_sysctls];
+		struct ct_image_sysctl *c = &ipc->sysctls[ipc->n_sysctls];
 		char path[96];
 		char *v = NULL;
 		int r;
@@ -369,6 +372,303 @@ static int probe_run(void *arg)
 	return 0;
 }
 
+/* ---- the network namespace's sysctls --------------------------------------------------- */
+
+/* Listed and opened before the freeze (~1.5 ms), read on a thread once the container is frozen
+ * (~0.5 ms, alongside the processes' dumps), both in the container's network namespace.
+ * Its files change with its interfaces, which a dump refuses, and with modules loaded: a file
+ * that vanishes in between fails the dump; one that appears in between is not kept. */
+struct net_sysctls {
+	struct ns_thread t;
+	int ns_fd;
+	bool started;
+	struct sysctl_file {
+		char *name; /* relative to /proc/sys/net */
+		int fd;	    /* opened when listed, or -1 (out of fds): opened by name */
+	} * files;	    /* sorted by name */
+	size_t n_files, alloc_files;
+	struct ct_image_sysctl *v;
+	size_t n;
+	char at[CT_IMAGE_NET_SYSCTL_NAME_MAX + 16]; /* the file an error concerns */
+	usec_t list_usec, read_usec;
+};
+
+/* One sysctl, read from the start of its open file: its value without the newline; 0 and *ret
+ * NULL for a secret never set (EIO). */
+static int read_sysctl(int fd, char **ret)
+{
+	_cleanup_free_ char *buf = malloc(CT_IMAGE_NET_SYSCTL_MAX + 2);
+	size_t n = 0;
+
+	*ret = NULL;
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t k = pread(fd, buf + n, CT_IMAGE_NET_SYSCTL_MAX + 2 - n, (off_t)n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return errno == EIO ? 0 : NEG_ERRNO(); /* stable_secret, unset */
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		if (n == CT_IMAGE_NET_SYSCTL_MAX + 2)
+			return -E2BIG;
+	}
+	if (n > 0 && buf[n - 1] == '\n')
+		n--;
+	buf[n] = 0;
+	if (!ct_image_sysctl_value_ok(buf, CT_IMAGE_NET_SYSCTL_MAX))
+		return -EINVAL;
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
+static int list_sysctls(struct net_sysctls *q, int dir_fd, const char *rel);
+
+/* Every file below rel (a directory open as dir) that reads and writes: the namespace's
+ * settings. Write-only files (route/flush) are actions. */
+static int list_sysctl_dir(struct net_sysctls *q, DIR *dir, const char *rel)
+{
+	struct dirent *e;
+
+	while ((errno = 0, e = readdir(dir))) {
+		char path[CT_IMAGE_NET_SYSCTL_NAME_MAX + 2];
+		struct stat st;
+		int r;
+
+		if (streq(e->d_name, ".") || streq(e->d_name, ".."))
+			continue;
+		if ((size_t)snprintf(path, sizeof(path), "%s%s%s", rel, rel[0] ? "/" : "",
+				     e->d_name) >= sizeof(path) - strlen("net/") - 1) {
+			snprintf(q->at, sizeof(q->at), "net/%s", rel);
+			return -ENAMETOOLONG;
+		}
+		snprintf(q->at, sizeof(q->at), "net/%s", path);
+		if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return NEG_ERRNO();
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd(dir), e->d_name,
+					 O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+			if (sub < 0)
+				return NEG_ERRNO();
+			r = list_sysctls(q, sub, path);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) ||
+		    (st.st_mode & (S_IRUSR | S_IWUSR)) != (S_IRUSR | S_IWUSR))
+			continue;
+		if (q->n_files == CT_IMAGE_NET_SYSCTLS_MAX)
+			return -E2BIG;
+		if (q->n_files == q->alloc_files) {
+			size_t na = MIN(q->alloc_files ? q->alloc_files * 2 : 512,
+					(size_t)CT_IMAGE_NET_SYSCTLS_MAX);
+			struct sysctl_file *nv = reallocarray(q->files, na, sizeof(*q->files));
+
+			if (!nv)
+				return -ENOMEM;
+			q->files = nv;
+			q->alloc_files = na;
+		}
+		q->files[q->n_files] = (struct sysctl_file){
+			.name = strdup(path),
+			.fd = openat(dirfd(dir), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
+		if (q->files[q->n_files++].fd < 0 && errno != EMFILE && errno != ENFILE)
+			return NEG_ERRNO();
+		if (!q->files[q->n_files - 1].name)
+			return -ENOMEM;
+	}
+	if (errno != 0) {
+		snprintf(q->at, sizeof(q->at), "net/%s", rel);
+		return NEG_ERRNO();
+	}
+	return 0;
+}
+
+static int list_sysctls(struct net_sysctls *q, int dir_fd, const char *rel)
+{
+	DIR *dir = fdopendir(dir_fd);
+	int r;
+
+	if (!dir) {
+		r = NEG_ERRNO();
+		safe_close(dir_fd);
+		snprintf(q->at, sizeof(q->at), "net/%s", rel);
+		return r;
+	}
+	r = list_sysctl_dir(q, dir, rel);
+	closedir(dir);
+	return r;
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+	return strcmp(((const struct sysctl_file *)a)->name, ((const struct sysctl_file *)b)->name);
+}
+
+/* In the container's network namespace (/proc/sys/net shows the reader's), before the freeze. */
+static int net_sysctls_list(void *arg)
+{
+	struct net_sysctls *q = arg;
+	usec_t t0 = now_usec(CLOCK_MONOTONIC);
+	int fd, r;
+
+	snprintf(q->at, sizeof(q->at), "net");
+	fd = open("/proc/sys/net", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return NEG_ERRNO();
+	r = list_sysctls(q, fd, "");
+	if (r < 0)
+		return r;
+	qsort(q->files, q->n_files, sizeof(*q->files), cmp_file);
+	q->list_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	return 0;
+}
+
+/* There again, frozen. */
+static int net_sysctls_read(void *arg)
+{
+	struct net_sysctls *q = arg;
+	usec_t t0 = now_usec(CLOCK_MONOTONIC);
+	_cleanup_close_ int net_fd = open("/proc/sys/net", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (net_fd < 0)
+		return NEG_ERRNO();
+	q->v = calloc(MAX(q->n_files, 1u), sizeof(*q->v));
+	if (!q->v)
+		return -ENOMEM;
+	for (size_t i = 0; i < q->n_files; i++) {
+		struct sysctl_file *f = &q->files[i];
+		char *value;
+		int r;
+
+		snprintf(q->at, sizeof(q->at), "net/%s", f->name);
+		if (f->fd < 0)
+			f->fd = openat(net_fd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (f->fd < 0)
+			return NEG_ERRNO();
+		r = read_sysctl(f->fd, &value);
+		f->fd = safe_close(f->fd);
+		if (r < 0)
+			return r;
+		if (!value)
+			continue;
+		q->v[q->n] = (struct ct_image_sysctl){.value = value};
+		if (asprintf(&q->v[q->n++].name, "net/%s", f->name) < 0) {
+			q->v[q->n - 1].name = NULL;
+			return -ENOMEM;
+		}
+	}
+	q->read_usec = now_usec(CLOCK_MONOTONIC) - t0;
+	return 0;
+}
+
+static void net_sysctls_free(struct net_sysctls *q)
+{
+	safe_close(q->ns_fd);
+	for (size_t i = 0; i < q->n_files; i++) {
+		free(q->files[i].name);
+		safe_close(q->files[i].fd);
+	}
+	free(q->files);
+	ct_image_sysctls_free(q->v, q->n);
+	free(q);
+}
+
+static int net_sysctls_fail(struct dumper *d, struct net_sysctls *q, int r, bool joined)
+{
+	if (!joined)
+		return dump_fail(d, r, "cannot join its network namespace: %s", strerror(-r));
+	if (r == -E2BIG || r == -EINVAL || r == -ENAMETOOLONG)
+		return dump_fail(d, -EOPNOTSUPP,
+				 "its network namespace's sysctl %s %s: not supported", q->at,
+				 r == -EINVAL ? "holds characters an image does not keep"
+					      : "is larger than an image keeps");
+	return dump_fail(d, r, "cannot read its network namespace's sysctl %s: %s", q->at,
+			 strerror(-r));
+}
+
+int dump_ns_prepare(struct dumper *d)
+{
+	struct net_sysctls *q;
+	struct stat st;
+	char path[64];
+	bool joined;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)d->o->root_pid);
+	if (stat(path, &st) < 0)
+		return dump_fail(d, NEG_ERRNO(), "cannot read its network namespace: %m");
+	if (st.st_ino == d->net_ino)
+		return 0; /* migrd's own: nothing of the container's */
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->ns_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (q->ns_fd < 0) {
+		r = dump_fail(d, NEG_ERRNO(), "cannot open its network namespace: %m");
+		net_sysctls_free(q);
+		return r;
+	}
+	r = ns_run(q->ns_fd, CLONE_NEWNET, net_sysctls_list, q, &joined);
+	if (r < 0) {
+		r = net_sysctls_fail(d, q, r, joined);
+		net_sysctls_free(q);
+		return r;
+	}
+	d->net_probe = q;
+	return 0;
+}
+
+static int start_net_sysctls(struct dumper *d)
+{
+	struct net_sysctls *q = d->net_probe;
+	int r;
+
+	if (!q)
+		return 0;
+	r = ns_thread_start(&q->t, q->ns_fd, CLONE_NEWNET, net_sysctls_read, q);
+	if (r < 0)
+		return dump_fail(d, r, "cannot read its network namespace: %s", strerror(-r));
+	q->started = true;
+	return 0;
+}
+
+static int join_net_sysctls(struct dumper *d)
+{
+	struct net_sysctls *q = d->net_probe;
+	int r = 0;
+
+	if (!q)
+		return 0;
+	d->net_probe = NULL;
+	if (q->started) {
+		r = ns_thread_wait(&q->t);
+		if (r < 0)
+			r = net_sysctls_fail(d, q, r, q->t.joined);
+	}
+	if (r >= 0 && q->started) {
+		d->net_sysctls = TAKE_PTR(q->v);
+		d->n_net_sysctls = q->n;
+		q->n = 0;
+		log_debug("%s: %zu sysctls of its network namespace listed in %" PRIu64
+			  " us before the freeze, read in %" PRIu64 " us",
+			  d->o->name, d->n_net_sysctls, (uint64_t)q->list_usec,
+			  (uint64_t)q->read_usec);
+	}
+	net_sysctls_free(q);
+	return r;
+}
+
+void dump_ns_cancel(struct dumper *d)
+{
+	(void)join_net_sysctls(d);
+}
+
 /* The IPC namespace is read on a thread of its own while the processes are dumped (it holds
  * the container frozen ~0.4 ms otherwise): started here, joined by dump_ns_finish(). */
 int dump_ns_start(struct dumper *d)
@@ -380,6 +680,9 @@ int dump_ns_start(struct dumper *d)
 
 	if (d->n_procs == 0)
 		return 0;
+	r = start_net_sysctls(d);
+	if (r < 0)
+		return r;
 	snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int)d->procs[0].hpid);
 	if (stat("/proc/self/ns/ipc", &ours) < 0 || stat(path, &theirs) < 0)
 		return dump_fail(d, NEG_ERRNO(), "cannot read its IPC namespace: %m");
@@ -900,7 +1203,10 @@ static int check_net(struct dumper *d)
 
 int dump_ns_finish(struct dumper *d, bool check)
 {
-	int r = join_ipc(d);
+	int r = join_ipc(d), k = join_net_sysctls(d);
+
+	if (r >= 0)
+		r = k;
 
 	if (!check || d->n_procs == 0)
 		return r;

@@ -1079,6 +1079,8 @@ static int write_image(struct dumper *d, struct ct_image_writer *w)
 		.domainname = names[1],
 		.netns = inv.netns,
 		.clocks = d->clocks,
+		.net_sysctls = d->net_sysctls,
+		.n_net_sysctls = d->n_net_sysctls,
 	};
 	if (vdso_layout(&d->procs[0].maps, &inv.vdso) < 0) {
 		free(names[0]);
@@ -1172,6 +1174,7 @@ static void dumper_done(struct dumper *d)
 	safe_close(d->diag_fd);
 	safe_close(d->root_fd);
 	ct_image_ipc_done(&d->ipc);
+	ct_image_sysctls_free(d->net_sysctls, d->n_net_sysctls);
 	for (size_t i = 0; i < d->n_sysv; i++)
 		(void)shmdt(d->sysv[i].addr);
 	free(d->sysv);
@@ -1254,10 +1257,14 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 		stats.reserve_usec = now_usec(CLOCK_MONOTONIC) - t0;
 		t0 = now_usec(CLOCK_MONOTONIC);
 	}
+	r = dump_ns_prepare(&d);
+	if (r < 0)
+		return give_up(&w, made_dir, o->dir, r);
 	r = ct_cgroup_freeze(o->cg, o->timeout);
 	if (r < 0) {
 		dump_fail(&d, r, "cannot freeze its cgroup: %s", ct_cgroup_last_error(o->cg));
 		(void)ct_cgroup_thaw(o->cg, o->timeout);
+		dump_ns_cancel(&d);
 		return give_up(&w, made_dir, o->dir, r);
 	}
 	t = now_usec(CLOCK_MONOTONIC);
@@ -1266,6 +1273,7 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	if (r < 0) {
 		dump_fail(&d, r, "cannot seize its tasks: %s", strerror(-r));
 		(void)ct_cgroup_thaw(o->cg, o->timeout);
+		dump_ns_cancel(&d);
 		return give_up(&w, made_dir, o->dir, r);
 	}
 	stats.seize_usec = now_usec(CLOCK_MONOTONIC) - t;

@@ -627,7 +627,7 @@ static int decode_ipc_sysctl(struct ct_dec *d, const struct ct_tlv *f, struct ct
 			     size_t *alloc)
 {
 	_cleanup_free_ char *kv = NULL;
-	struct ct_image_ipc_sysctl *c;
+	struct ct_image_sysctl *c;
 	char *eq;
 	int r;
 

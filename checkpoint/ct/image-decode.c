@@ -241,18 +241,60 @@ static int decode_file_entry(struct ct_dec *d, const struct ct_tlv *f,
 			      "file entry");
 }
 
+/* "NAME=VALUE" of a sysctl under /proc/sys/net, names ascending (so none twice). */
+static int decode_net_sysctl(struct ct_dec *d, const struct ct_tlv *f,
+			     struct ct_image_inventory *inv, size_t *alloc)
+{
+	_cleanup_free_ char *kv = NULL;
+	struct ct_image_sysctl *c;
+	char *eq;
+	int r;
+
+	r = ct_dec_str(d, f, CT_IMAGE_NET_SYSCTL_NAME_MAX + 1 + CT_IMAGE_NET_SYSCTL_MAX,
+		       "inventory network sysctl", &kv);
+	if (r < 0)
+		return r;
+	eq = strchr(kv, '=');
+	if (!eq)
+		return ct_dec_fail(d, "inventory: network sysctl: no value");
+	*eq = 0;
+	if (!ct_image_net_sysctl_name_ok(kv))
+		return ct_dec_fail(d, "inventory: network sysctl: bad name '%.64s'", kv);
+	if (!ct_image_sysctl_value_ok(eq + 1, CT_IMAGE_NET_SYSCTL_MAX))
+		return ct_dec_fail(d, "inventory: network sysctl %s: bad value", kv);
+	if (inv->n_net_sysctls > 0 &&
+	    strcmp(inv->net_sysctls[inv->n_net_sysctls - 1].name, kv) >= 0)
+		return ct_dec_fail(d, "inventory: network sysctl %s: out of order or twice", kv);
+	r = ct_dec_grow(d, (void **)&inv->net_sysctls, alloc, inv->n_net_sysctls,
+			sizeof(*inv->net_sysctls), CT_IMAGE_NET_SYSCTLS_MAX,
+			"inventory network sysctls");
+	if (r < 0)
+		return r;
+	c = &inv->net_sysctls[inv->n_net_sysctls];
+	c->name = strdup(kv);
+	c->value = strdup(eq + 1);
+	if (!c->name || !c->value) {
+		free(c->name);
+		free(c->value);
+		return -ENOMEM;
+	}
+	inv->n_net_sysctls++;
+	return 0;
+}
+
 int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t errlen,
 			      struct ct_image_inventory *ret)
 {
 	struct ct_dec dd = {err, errlen}, *d = &dd;
 	_cleanup_(ct_image_inventory_done) struct ct_image_inventory inv = {};
 	uint64_t seen = 0, vdso[6] = {0}, clocks[3] = {0};
-	size_t alloc = 0;
+	size_t alloc = 0, alloc_s = 0;
 	struct ct_tlv f;
 	int r;
 
 	while ((r = ct_dec_next(d, &buf, &size, "inventory", &f)) > 0) {
-		if (f.tag != INV_FILE && (r = ct_dec_once(d, &seen, &f, "inventory")) < 0)
+		if (f.tag != INV_FILE && f.tag != INV_NET_SYSCTL &&
+		    (r = ct_dec_once(d, &seen, &f, "inventory")) < 0)
 			return r;
 		switch (f.tag) {
 		case INV_CONTAINER:
@@ -301,6 +343,9 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 				r = ct_dec_fail(d, "inventory: clock readings out of range");
 			inv.clocks = (struct ct_image_clocks){clocks[0], clocks[1], clocks[2]};
 			break;
+		case INV_NET_SYSCTL:
+			r = decode_net_sysctl(d, &f, &inv, &alloc_s);
+			break;
 		case INV_FILE:
 			r = ct_dec_grow(d, (void **)&inv.files, &alloc, inv.n_files,
 					sizeof(*inv.files), CT_IMAGE_FILES_MAX, "inventory");
@@ -324,6 +369,8 @@ int ct_image_decode_inventory(const uint8_t *buf, size_t size, char *err, size_t
 			   "inventory");
 	if (r < 0)
 		return r;
+	if (inv.n_net_sysctls > 0 && !inv.netns)
+		return ct_dec_fail(d, "inventory: network sysctls without a network namespace");
 	inv.version = CT_IMAGE_VERSION;
 	*ret = inv;
 	inv = (struct ct_image_inventory){};

@@ -113,6 +113,22 @@ struct ct_image_clocks {
  * take a clock past KTIME_SEC_MAX / 2 seconds (~146 years). */
 #define CT_IMAGE_CLOCK_MAX_NS (UINT64_C(1) << 62)
 
+/* A sysctl of a namespace: its file under /proc/sys and what it read, without the newline. */
+struct ct_image_sysctl {
+	char *name; /* "kernel/shmmax", "net/core/somaxconn": under /proc/sys */
+	char *value;
+};
+
+/* A network namespace's sysctls: every file under /proc/sys/net that reads and writes. A name
+ * is "net/" and components of [A-Za-z0-9_.-], none of them "." or ".."; a value one line of
+ * printable characters and tabs. */
+#define CT_IMAGE_NET_SYSCTLS_MAX     4096
+#define CT_IMAGE_NET_SYSCTL_NAME_MAX 128
+#define CT_IMAGE_NET_SYSCTL_MAX	     1024 /* bytes of a value */
+
+bool ct_image_net_sysctl_name_ok(const char *name);
+bool ct_image_sysctl_value_ok(const char *value, size_t max);
+
 struct ct_image_inventory {
 	uint32_t version;
 	char *container;
@@ -126,6 +142,8 @@ struct ct_image_inventory {
 	char *domainname; /* the UTS namespace's NIS domain name; NULL when not recorded */
 	uint32_t netns;	  /* 1: the container had a network namespace of its own */
 	struct ct_image_clocks clocks;
+	struct ct_image_sysctl *net_sysctls; /* with netns: its sysctls, sorted by name */
+	size_t n_net_sysctls;
 	struct ct_image_file_entry *files;
 	size_t n_files;
 };
@@ -407,17 +425,12 @@ struct ct_image_shm_seg {
 #define CT_IMAGE_IPC_SYSCTLS_MAX 32
 #define CT_IMAGE_IPC_SYSCTL_MAX	 128 /* bytes of a value */
 
-struct ct_image_ipc_sysctl {
-	char *name; /* "kernel/shmmax", "fs/mqueue/msg_max": under /proc/sys */
-	char *value;
-};
-
 /* Whether name is one of the IPC namespace's sysctls that a checkpoint keeps. */
 bool ct_image_ipc_sysctl_known(const char *name);
 extern const char *const ct_image_ipc_sysctls[];
 
 struct ct_image_ipc {
-	struct ct_image_ipc_sysctl *sysctls;
+	struct ct_image_sysctl *sysctls;
 	size_t n_sysctls;
 	struct ct_image_shm_seg *shms; /* sorted by id */
 	size_t n_shms;
@@ -501,6 +514,7 @@ int ct_image_encode_fds(const struct ct_image_fds *fds, uint8_t **ret, size_t *r
 int ct_image_encode_ipc(const struct ct_image_ipc *ipc, uint8_t **ret, size_t *ret_size);
 
 void ct_image_inventory_done(struct ct_image_inventory *inv);
+void ct_image_sysctls_free(struct ct_image_sysctl *s, size_t n);
 void ct_image_task_done(struct ct_image_task *t);
 void ct_image_mm_done(struct ct_image_mm *mm);
 void ct_image_fds_done(struct ct_image_fds *fds);

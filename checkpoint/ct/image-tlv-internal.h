@@ -23,7 +23,8 @@ enum { /* inventory.img */
        INV_HOSTNAME,
        INV_NETNS, /* u32: 1 when the container had its own network namespace */
        INV_DOMAINNAME,
-       INV_CLOCKS, /* 3 x u64: monotonic, boottime, realtime ns (struct ct_image_clocks) */
+       INV_CLOCKS,     /* 3 x u64: monotonic, boottime, realtime ns (struct ct_image_clocks) */
+       INV_NET_SYSCTL, /* "NAME=VALUE", repeated, names ascending */
        FILE_NAME = 1,
        FILE_SIZE,
        FILE_XXH3,

@@ -233,6 +233,22 @@ int ct_image_writer_set_inventory(struct ct_image_writer *w, const struct ct_ima
 	if (!w->inv.container || !w->inv.kernel_release || !w->inv.arch ||
 	    (info->hostname && !w->inv.hostname) || (info->domainname && !w->inv.domainname))
 		return -ENOMEM;
+	if (info->n_net_sysctls > 0) {
+		w->inv.net_sysctls = calloc(info->n_net_sysctls, sizeof(*w->inv.net_sysctls));
+		if (!w->inv.net_sysctls)
+			return -ENOMEM;
+		for (; w->inv.n_net_sysctls < info->n_net_sysctls; w->inv.n_net_sysctls++) {
+			const struct ct_image_sysctl *c = &info->net_sysctls[w->inv.n_net_sysctls];
+			struct ct_image_sysctl *to = &w->inv.net_sysctls[w->inv.n_net_sysctls];
+
+			to->name = strdup(c->name);
+			to->value = strdup(c->value);
+			if (!to->name || !to->value) {
+				w->inv.n_net_sysctls++; /* freed with the rest */
+				return -ENOMEM;
+			}
+		}
+	}
 	return 0;
 }
 

@@ -298,6 +298,16 @@ int ct_image_encode_inventory(const struct ct_image_inventory *inv, uint8_t **re
 
 		put_u64s(&b, INV_CLOCKS, clocks, ELEMENTSOF(clocks));
 	}
+	for (size_t i = 0; i < inv->n_net_sysctls && !b.error; i++) {
+		_cleanup_free_ char *kv = NULL;
+
+		if (asprintf(&kv, "%s=%s", inv->net_sysctls[i].name, inv->net_sysctls[i].value) <
+		    0) {
+			b.error = -ENOMEM;
+			break;
+		}
+		put_str(&b, INV_NET_SYSCTL, kv);
+	}
 	for (size_t i = 0; i < inv->n_files; i++) {
 		size_t at = nest_begin(&b, INV_FILE);
 
@@ -522,6 +532,47 @@ bool ct_image_ipc_sysctl_known(const char *name)
 	return false;
 }
 
+bool ct_image_net_sysctl_name_ok(const char *name)
+{
+	const char *c;
+
+	if (!startswith(name, "net/") || strlen(name) > CT_IMAGE_NET_SYSCTL_NAME_MAX)
+		return false;
+	for (c = name + strlen("net/");;) {
+		size_t n = strspn(
+			c, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+
+		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		if (c[n] == 0)
+			return true;
+		if (c[n] != '/')
+			return false;
+		c += n + 1;
+	}
+}
+
+bool ct_image_sysctl_value_ok(const char *value, size_t max)
+{
+	size_t n = strlen(value);
+
+	if (n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (value[i] != '\t' && (value[i] < 0x20 || value[i] > 0x7e))
+			return false;
+	return true;
+}
+
+void ct_image_sysctls_free(struct ct_image_sysctl *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(s[i].name);
+		free(s[i].value);
+	}
+	free(s);
+}
+
 static void put_ipc_perm(struct buf *b, const struct ct_image_ipc_perm *p)
 {
 	put_u32(b, IPCO_KEY, (uint32_t)p->key);
@@ -601,6 +652,7 @@ void ct_image_inventory_done(struct ct_image_inventory *inv)
 	free(inv->arch);
 	free(inv->hostname);
 	free(inv->domainname);
+	ct_image_sysctls_free(inv->net_sysctls, inv->n_net_sysctls);
 	for (size_t i = 0; i < inv->n_files; i++)
 		free(inv->files[i].name);
 	free(inv->files);
@@ -655,11 +707,7 @@ void ct_image_fds_done(struct ct_image_fds *fds)
 
 void ct_image_ipc_done(struct ct_image_ipc *ipc)
 {
-	for (size_t i = 0; i < ipc->n_sysctls; i++) {
-		free(ipc->sysctls[i].name);
-		free(ipc->sysctls[i].value);
-	}
-	free(ipc->sysctls);
+	ct_image_sysctls_free(ipc->sysctls, ipc->n_sysctls);
 	free(ipc->shms);
 	for (size_t i = 0; i < ipc->n_sems; i++)
 		free(ipc->sems[i].values);

@@ -37,6 +37,10 @@ int net_restore_socket(const struct ct_image_fd *rec, int netns_fd, int *ret_fd,
 		       size_t errlen);
 int net_restore_unix_pair(const struct ct_image_fd *a, const struct ct_image_fd *b, int *ret_a,
 			  int *ret_b, char *err, size_t errlen);
+/* Sets, in the network namespace open at netns_fd, each of the n sysctls whose value there
+ * differs; *ret_set: how many were written. On failure err names the sysctl. */
+int net_restore_sysctls(int netns_fd, const struct ct_image_sysctl *s, size_t n, char *err,
+			size_t errlen, size_t *ret_set);
 /* The queued input of rec's socket, sent into it through peer (the other end). */
 int net_unix_refill(const struct ct_image_fd *rec, int peer_fd);
 /* A named unix socket (bound, maybe listening) that is not part of a pair: its address, and

@@ -120,7 +120,7 @@ static int make_msg_queue(struct ipc_job *j, const struct ct_image_msg_queue *q,
 }
 
 /* A sysctl of the namespace, written when the new one differs. */
-static int set_sysctl(struct ipc_job *j, const struct ct_image_ipc_sysctl *c)
+static int set_sysctl(struct ipc_job *j, const struct ct_image_sysctl *c)
 {
 	_cleanup_free_ char *now = NULL;
 	char path[96];

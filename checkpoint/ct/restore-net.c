@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -352,4 +354,135 @@ int net_restore_socket(const struct ct_image_fd *rec, int netns_fd, int *ret_fd,
 	default:
 		return fail(err, errlen, -EINVAL, "not a socket");
 	}
+}
+
+/* ---- the network namespace's sysctls ---------------------------------------------------- */
+
+struct sysctl_job {
+	const struct ct_image_sysctl *s;
+	size_t n;
+	char *err;
+	size_t errlen;
+	size_t set; /* written */
+};
+
+/* Whether the sysctl reads value now; < 0 when it cannot be read. */
+static int sysctl_is(int net_fd, const char *rel, const char *value)
+{
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+	_cleanup_close_ int fd = (int)syscall(SYS_openat2, net_fd, rel, &how, sizeof(how));
+	char buf[CT_IMAGE_NET_SYSCTL_MAX + 2];
+	size_t n = 0;
+
+	if (fd < 0)
+		return NEG_ERRNO();
+	for (;;) {
+		ssize_t k = read(fd, buf + n, sizeof(buf) - 1 - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return NEG_ERRNO();
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		if (n == sizeof(buf) - 1)
+			return 0; /* longer than any value kept */
+	}
+	if (n > 0 && buf[n - 1] == '\n')
+		n--;
+	buf[n] = 0;
+	return streq(buf, value);
+}
+
+static int sysctl_write(int net_fd, const char *rel, const char *value)
+{
+	struct open_how how = {.flags = O_WRONLY | O_CLOEXEC,
+			       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+	_cleanup_close_ int fd = (int)syscall(SYS_openat2, net_fd, rel, &how, sizeof(how));
+	size_t n = strlen(value);
+	ssize_t k;
+
+	if (fd < 0)
+		return NEG_ERRNO();
+	k = write(fd, value, n);
+	if (k < 0)
+		return NEG_ERRNO();
+	return (size_t)k == n ? 0 : -EIO;
+}
+
+/* In the new network namespace. A write may wait on another (ip_local_port_range must start
+ * above ip_unprivileged_port_start) or change others (ip_forward sets every interface's
+ * conf/.../forwarding). So each round reads every sysctl again and writes those that differ,
+ * until one finds them all as the image has them; a round that writes nothing fails with its
+ * first error, and one that never comes (writes undoing each other) fails too. */
+#define SYSCTL_ROUNDS 8
+
+static int sysctl_job_run(void *arg)
+{
+	struct sysctl_job *j = arg;
+	_cleanup_close_ int net_fd = open("/proc/sys/net", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	const struct ct_image_sysctl *failed = NULL;
+	int last = 0;
+
+	if (net_fd < 0) {
+		snprintf(j->err, j->errlen, "opening /proc/sys/net: %s", strerror(errno));
+		return NEG_ERRNO();
+	}
+	for (unsigned round = 0; round < SYSCTL_ROUNDS; round++) {
+		size_t written = 0;
+
+		failed = NULL;
+		for (size_t i = 0; i < j->n; i++) {
+			const struct ct_image_sysctl *c = &j->s[i];
+			const char *rel = c->name + strlen("net/");
+			int r = sysctl_is(net_fd, rel, c->value);
+
+			if (r == 0)
+				r = sysctl_write(net_fd, rel, c->value);
+			else if (r > 0)
+				continue;
+			if (r < 0) {
+				if (!failed) {
+					failed = c;
+					last = r;
+				}
+				continue;
+			}
+			written++;
+		}
+		j->set += written;
+		if (written == 0 && !failed)
+			return 0;
+		if (written == 0)
+			break;
+	}
+	if (!failed) {
+		snprintf(j->err, j->errlen, "its sysctls did not settle in %u rounds of writes",
+			 SYSCTL_ROUNDS);
+		return -ELOOP;
+	}
+	snprintf(j->err, j->errlen, "setting %s to '%s': %s", failed->name, failed->value,
+		 strerror(-last));
+	return last;
+}
+
+int net_restore_sysctls(int netns_fd, const struct ct_image_sysctl *s, size_t n, char *err,
+			size_t errlen, size_t *ret_set)
+{
+	struct sysctl_job j = {.s = s, .n = n, .err = err, .errlen = errlen};
+	bool joined;
+	int r;
+
+	err[0] = 0;
+	*ret_set = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!ct_image_net_sysctl_name_ok(s[i].name))
+			return -EINVAL; /* the decoder refuses it first */
+	r = ns_run(netns_fd, CLONE_NEWNET, sysctl_job_run, &j, &joined);
+	if (r < 0 && !joined)
+		snprintf(err, errlen, "joining its network namespace: %s", strerror(-r));
+	*ret_set = j.set;
+	return r;
 }

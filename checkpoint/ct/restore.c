@@ -35,6 +35,7 @@
 
 #include "checkpoint/ct/container-internal.h"
 #include "checkpoint/ct/ptrace-internal.h"
+#include "checkpoint/ct/net-internal.h"
 #include "checkpoint/ct/restore-internal.h"
 #include "common/common.h"
 
@@ -1218,6 +1219,25 @@ static int release_all(struct restorer *R)
 	return 0;
 }
 
+/* The network namespace's sysctls, before any socket is made in it. */
+static int restore_net_sysctls(struct restorer *R)
+{
+	const struct ct_image_inventory *inv = &R->img->inventory;
+	char err[256];
+	size_t set;
+	int r;
+
+	if (inv->n_net_sysctls == 0)
+		return 0;
+	r = net_restore_sysctls(R->netns_fd, inv->net_sysctls, inv->n_net_sysctls, err, sizeof(err),
+				&set);
+	if (r < 0)
+		return restore_fail(R, r, "its network namespace: %s", err[0] ? err : strerror(-r));
+	log_debug("%s: %zu of %zu network sysctls differed and were set", R->o->name, set,
+		  inv->n_net_sysctls);
+	return 0;
+}
+
 static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 {
 	usec_t t = now_usec(CLOCK_MONOTONIC);
@@ -1238,6 +1258,9 @@ static int restore_all(struct restorer *R, pid_t *ret_pid, int *ret_pidfd)
 		R->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (R->netns_fd < 0)
 			return restore_fail(R, NEG_ERRNO(), "opening its network namespace: %m");
+		r = restore_net_sysctls(R);
+		if (r < 0)
+			return r;
 	}
 	r = seize_helper(R, &R->procs[0]);
 	if (r >= 0)

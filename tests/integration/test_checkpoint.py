@@ -942,10 +942,32 @@ def test_own_network_namespace(host):
         return host.run(["nsenter", "-t", str(pid), "-n", "python3", "-c", PING]).stdout
 
     assert ping() == "pong\n"
+    # Its namespace's sysctls, set as a program in it would: the restore's new namespace
+    # starts with the defaults, and must be given these (the port range only after the start of
+    # the unprivileged ports has gone down, which comes later by name).
+    settings = {"net.core.somaxconn": "777", "net.ipv4.tcp_keepalive_time": "123",
+                "net.ipv4.ip_unprivileged_port_start": "0",
+                "net.ipv4.ip_local_port_range": "1000\t2000",
+                "net.ipv4.conf.lo.accept_local": "1", "net.unix.max_dgram_qlen": "99"}
+
+    def sysctls():
+        pid = str(entry(host, name)["pid"])
+        out = host.run(["nsenter", "-t", pid, "-n", "sysctl", "-n"] + list(settings)).stdout
+        return dict(zip(settings, out.splitlines()))
+
+    defaults = sysctls()
+    assert all(defaults[k] != v for k, v in settings.items()), defaults
+    pid = str(entry(host, name)["pid"])
+    host.run(["nsenter", "-t", pid, "-n", "sysctl", "-q", "-w"] +
+             [f"{k}={v}" for k, v in sorted(settings.items(), key=lambda kv: "port_range" in kv[0])])
+    assert sysctls() == settings
     r = kill_and_restore(host, name)
     assert r["processes"] == 1
-    assert host.migctl("image", "show", image(name))["own_network_namespace"] is True
+    shown = host.migctl("image", "show", image(name))
+    assert shown["own_network_namespace"] is True
+    assert shown["network_sysctls"]["net/core/somaxconn"] == "777"
     assert ping() == "pong\n"
+    assert sysctls() == settings
     for what, cmd, expect in [
             ("addr", "ip addr add 10.9.9.9/32 dev lo", r"the address 10\.9\.9\.9/32"),
             ("link", "ip link add v0 type veth peer name v1", r"the interface v[01]"),

@@ -208,9 +208,14 @@ static struct ct_image_shm_seg model_shms[] = {
 	{{0x5e4, 2, 0, 0, 0640}, 65536, 0},
 	{{0, 5, 1000, 1000, 0600}, 100, CT_IMAGE_SHM_DEST | CT_IMAGE_SHM_LOCKED},
 };
-static struct ct_image_ipc_sysctl model_sysctls[] = {
+static struct ct_image_sysctl model_sysctls[] = {
 	{(char *)"kernel/sem", (char *)"250\t64000\t64\t256"},
 	{(char *)"fs/mqueue/msg_max", (char *)"50"},
+};
+static struct ct_image_sysctl model_net_sysctls[] = {
+	{(char *)"net/core/somaxconn", (char *)"777"},
+	{(char *)"net/ipv4/ip_local_port_range", (char *)"20000\t30000"},
+	{(char *)"net/ipv4/tcp_allowed_congestion_control", (char *)""},
 };
 static const struct ct_image_ipc model_ipc = {.sysctls = model_sysctls,
 					      .n_sysctls = 2,
@@ -281,6 +286,8 @@ static void build_model(void)
 		.domainname = (char *)"jobs.example",
 		.netns = 1,
 		.clocks = {42134123456789, 42140123456789, 1764170000123456789},
+		.net_sysctls = model_net_sysctls,
+		.n_net_sysctls = ELEMENTSOF(model_net_sysctls),
 		.vdso = {0x7ffff7fc0000, 0x7ffff7fc2000, 0x7ffff7fc2000, 0x7ffff7fc4000,
 			 0x7ffff7fc4000, 0x7ffff7fc6000}};
 	fill_thread(&m->threads[0], 1, m->regs[0]);
@@ -696,6 +703,12 @@ static void test_round_trip(void **state)
 	assert_string_equal(img->inventory.domainname, "jobs.example");
 	assert_int_equal(img->inventory.netns, 1);
 	assert_memory_equal(&img->inventory.clocks, &model.info.clocks, sizeof(model.info.clocks));
+	assert_int_equal(img->inventory.n_net_sysctls, ELEMENTSOF(model_net_sysctls));
+	for (size_t i = 0; i < ELEMENTSOF(model_net_sysctls); i++) {
+		assert_string_equal(img->inventory.net_sysctls[i].name, model_net_sysctls[i].name);
+		assert_string_equal(img->inventory.net_sysctls[i].value,
+				    model_net_sysctls[i].value);
+	}
 	assert_int_equal(img->inventory.n_files, 3 * 3 + 5);
 	assert_ipc_equal(&img->ipc, &model_ipc);
 	assert_int_equal(img->n_procs, 3);
@@ -1152,8 +1165,8 @@ static void test_refused_records(void **state)
 		struct ct_image_msg_queue bad_q = {{2, 0, 0, 0, 0600}, 16384, &zero_type, 1};
 		struct ct_image_sem_set twice[] = {model_sems[1], model_sems[0]};
 		struct ct_image_shm_seg empty = {{3, 0, 0, 0, 0600}, 0, 0};
-		struct ct_image_ipc_sysctl unknown = {(char *)"kernel/core_pattern", (char *)"1"};
-		struct ct_image_ipc_sysctl word = {(char *)"kernel/shmmax", (char *)"|/bin/sh"};
+		struct ct_image_sysctl unknown = {(char *)"kernel/core_pattern", (char *)"1"};
+		struct ct_image_sysctl word = {(char *)"kernel/shmmax", (char *)"|/bin/sh"};
 		const struct ct_image_ipc bad[] = {
 			{.sysctls = &unknown, .n_sysctls = 1}, {.sysctls = &word, .n_sysctls = 1},
 			{.sems = &bad_sem, .n_sems = 1},       {.msgqs = &bad_q, .n_msgqs = 1},
@@ -1210,6 +1223,52 @@ static void test_decode_malformed(void **state)
 		assert_string_equal(err, "inventory: clock readings out of range");
 		free(buf);
 	}
+
+	/* Network sysctls: names under net/ that cannot climb out of it, one-line values, in
+	 * order, and only with a network namespace of the container's own. */
+	{
+		static const struct {
+			const char *name, *value;
+			uint32_t netns;
+			const char *err;
+		} bad[] = {
+			{"net/../kernel/core_pattern", "1", 1,
+			 "inventory: network sysctl: bad name 'net/../kernel/core_pattern'"},
+			{"kernel/core_pattern", "1", 1,
+			 "inventory: network sysctl: bad name 'kernel/core_pattern'"},
+			{"net/core//somaxconn", "1", 1,
+			 "inventory: network sysctl: bad name 'net/core//somaxconn'"},
+			{"net/core/./somaxconn", "1", 1,
+			 "inventory: network sysctl: bad name 'net/core/./somaxconn'"},
+			{"net/core/somaxconn", "1\n2", 1,
+			 "inventory: network sysctl net/core/somaxconn: bad value"},
+			{"net/core/somaxconn", "7", 0,
+			 "inventory: network sysctls without a network namespace"},
+			{"net/a", "1", 1, "inventory: network sysctl net/a: out of order or twice"},
+			{"net/core/somaxconn", "1", 1,
+			 "inventory: network sysctl net/core/somaxconn: out of order or twice"},
+		};
+
+		for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+			struct ct_image_inventory inv = model.info, out;
+			struct ct_image_sysctl two[] = {
+				{(char *)"net/core/somaxconn", (char *)"128"},
+				{(char *)bad[i].name, (char *)bad[i].value},
+			};
+			uint8_t *buf;
+			size_t n;
+
+			inv.page_size = CT_IMAGE_PAGE_SIZE;
+			inv.netns = bad[i].netns;
+			inv.net_sysctls = i >= 6 ? two : two + 1;
+			inv.n_net_sysctls = i >= 6 ? 2 : 1;
+			assert_int_equal(ct_image_encode_inventory(&inv, &buf, &n), 0);
+			assert_int_equal(ct_image_decode_inventory(buf, n, err, sizeof(err), &out),
+					 -EBADMSG);
+			assert_string_equal(err, bad[i].err);
+			free(buf);
+		}
+	}
 }
 
 /* `migctl image show`: offline, a summary of what is in the image, exit 1 on a bad one. */
@@ -1244,6 +1303,7 @@ static void test_migctl_image_show(void **state)
 	assert_non_null(strstr(out, "file:1 pipe:1 tcp:1 epoll:1 chr:1"));
 	assert_non_null(strstr(out, "shm 5"));
 	assert_non_null(strstr(out, "zero ("));
+	assert_non_null(strstr(out, "Network: a namespace of its own, 3 sysctls kept\n"));
 	assert_string_equal(err, "");
 	free(out);
 	free(err);
@@ -1255,6 +1315,10 @@ static void test_migctl_image_show(void **state)
 
 		assert_non_null(j);
 		assert_string_equal(json_string_value(json_object_get(j, "container")), "web1");
+		assert_string_equal(
+			json_string_value(json_object_get(json_object_get(j, "network_sysctls"),
+							  "net/core/somaxconn")),
+			"777");
 		assert_int_equal(json_array_size(procs), 3);
 		assert_int_equal(
 			json_array_size(json_object_get(json_array_get(procs, 1), "threads")), 3);
