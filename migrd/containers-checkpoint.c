@@ -84,9 +84,11 @@ static void dump_done(void *userdata, int r, json_t *result, const char *code, c
 	struct container *c = j->c;
 
 	c->busy = false;
+	json_object_del(c->record, "checkpoint_started");
 	if (r < 0) {
 		/* The engine thawed it: it runs on, unless it died meanwhile. */
 		c->checkpoint_kill = false;
+		container_persist(c);
 		log_struct_errno(LOG_WARNING, r, LOG_FIELDS("MIGRD_EVENT=checkpoint-failed"),
 				 "Checkpoint of %s failed: %s", c->name, message);
 		control_request_fail(j->req, code, message);
@@ -184,14 +186,48 @@ int method_checkpoint(struct control_request *req, json_t *params, void *userdat
 					.timeout = ENGINE_TIMEOUT};
 	c->busy = true;
 	c->checkpoint_kill = !leave;
+	/* Should migrd end in the middle of it, the next one knows to mend the container. */
+	json_object_set_new(c->record, "checkpoint_started",
+			    json_integer((json_int_t)now_usec(CLOCK_REALTIME)));
+	container_persist(c);
 	r = job_start(m->jobs, dump_run, j, ct_job_free, dump_done, j);
 	if (r < 0) {
 		c->busy = false;
 		c->checkpoint_kill = false;
+		json_object_del(c->record, "checkpoint_started");
+		container_persist(c);
 		ct_job_free(j);
 		return control_request_error(req, -r, "busy", "Too many jobs running.");
 	}
 	return CONTROL_REPLY_LATER;
+}
+
+void container_recover_checkpoint(struct container *c)
+{
+	char err[CT_ENGINE_ERROR_MAX];
+	unsigned repaired = 0;
+	int r = 0;
+
+	if (!json_object_get(c->record, "checkpoint_started"))
+		return;
+	if (container_is_running(c) && c->cg) {
+		r = ct_dump_recover(c->cg, ENGINE_TIMEOUT, &repaired, err);
+		if (r < 0)
+			log_struct_errno(LOG_ERR, r,
+					 LOG_FIELDS("MIGRD_EVENT=checkpoint-recovery-failed"),
+					 "Container %s: a checkpoint was under way when migrd last "
+					 "ended, and what it left could not be undone: %s",
+					 c->name, err);
+		else
+			log_struct_errno(
+				LOG_WARNING, 0, LOG_FIELDS("MIGRD_EVENT=checkpoint-recovered"),
+				"Container %s: a checkpoint was under way when migrd last "
+				"ended; it runs on (cgroup thawed, %u TCP connection%s out of "
+				"repair mode)",
+				c->name, repaired, repaired == 1 ? "" : "s");
+	}
+	json_object_del(c->record, "checkpoint_started");
+	container_persist(c);
 }
 
 static int restore_run(void *arg, json_t **ret_result, const char **ret_code, char **ret_message)

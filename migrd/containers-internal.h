@@ -42,3 +42,6 @@ int container_watch(struct container *c);
 int containers_add(struct manager *m, struct container *c);
 void containers_del(struct manager *m, struct container *c);
 void container_free(struct container *c);
+/* At migrd's start, for a container whose record says a checkpoint was under way when the last
+ * migrd ended: undoes what that checkpoint left (containers-checkpoint.c). */
+void container_recover_checkpoint(struct container *c);

@@ -214,8 +214,13 @@ int containers_load(struct manager *m)
 			container_free(c);
 			return log_oom();
 		}
-		if (!streq(container_state(c), "running"))
+		if (!streq(container_state(c), "running")) {
+			if (json_object_get(c->record, "checkpoint_started")) {
+				json_object_del(c->record, "checkpoint_started");
+				container_persist(c);
+			}
 			continue;
+		}
 		/* Same pid and same start time: the very process we started, not a recycled pid. */
 		(void)json_get_uint64(rec, "pid", &pid);
 		(void)json_get_uint64(rec, "start_time", &start);
@@ -227,11 +232,13 @@ int containers_load(struct manager *m)
 			    container_open_cgroup(m, c->name, rec, &c->cg) >= 0) {
 				log_info("Container %s (pid %d) is still running: adopted", c->name,
 					 (int)c->pid);
+				container_recover_checkpoint(c);
 				continue;
 			}
 		}
 		log_notice("Container %s ended while migrd was not running", c->name);
 		c->pidfd = safe_close(c->pidfd);
+		json_object_del(c->record, "checkpoint_started");
 		json_object_set_new(c->record, "state", json_string("exited"));
 		json_object_set_new(c->record, "status", json_null());
 		json_object_del(c->record, "pid");

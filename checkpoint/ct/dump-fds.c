@@ -110,7 +110,7 @@ void dump_files_release(struct dumper *d, bool silent)
 {
 	for (size_t i = 0; i < d->n_files; i++) {
 		if (d->files[i].tcp_repair && !silent)
-			net_tcp_repair_off(d->files[i].fd);
+			net_tcp_repair_off(d->files[i].fd, d->files[i].tcp_repair);
 		safe_close(d->files[i].fd);
 	}
 	free(d->files);

@@ -29,9 +29,9 @@ struct dproc {
 
 /* An open file description, held through our own duplicate of the fd. */
 struct dfile {
-	int fd;		 /* ours, from pidfd_getfd() */
-	uint64_t id;	 /* written as the fd records' file_id */
-	bool tcp_repair; /* left in repair mode until the container is gone */
+	int fd;		     /* ours, from pidfd_getfd() */
+	uint64_t id;	     /* written as the fd records' file_id */
+	unsigned tcp_repair; /* NET_REPAIR*: left in repair mode until the container is gone */
 };
 
 /* A System V segment of the container's, attached read-only in migrd for its contents. */

@@ -1,5 +1,6 @@
 /* Checkpoint of pipes and sockets: pipe buffers through tee(), unix sockets through sock_diag
  * and MSG_PEEK, TCP connections through TCP_REPAIR. */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -18,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "checkpoint/ct/dump-internal.h"
@@ -385,7 +387,7 @@ static int dump_tcp_established(int fd, struct fdblob *b, const char **ret_why)
 }
 
 static int dump_inet(struct dumper *d, struct dproc *p, int fd, int ours, int domain,
-		     struct ct_image_fd *rec, bool *ret_repair)
+		     struct ct_image_fd *rec, unsigned *ret_repair)
 {
 	struct fdblob b = {};
 	const char *why = NULL;
@@ -421,8 +423,12 @@ static int dump_inet(struct dumper *d, struct dproc *p, int fd, int ours, int do
 		put_opts(&b, ours, domain, proto);
 		fdblob_u64(&b, ti.tcpi_sacked); /* a listener's backlog */
 		if (!why && ti.tcpi_state == TCP_ESTABLISHED) {
+			int reuse = 0;
+
+			sl = sizeof(reuse);
+			(void)getsockopt(ours, SOL_SOCKET, SO_REUSEADDR, &reuse, &sl);
 			r = dump_tcp_established(ours, &b, &why);
-			*ret_repair = true;
+			*ret_repair = NET_REPAIR | (reuse ? NET_REPAIR_REUSE : 0);
 		}
 	} else if (type == SOCK_DGRAM && proto == IPPROTO_UDP) {
 		struct sockaddr_storage ss;
@@ -450,7 +456,7 @@ static int dump_inet(struct dumper *d, struct dproc *p, int fd, int ours, int do
 }
 
 int net_dump_socket(struct dumper *d, struct dproc *p, int fd, int ours, uint64_t ino,
-		    struct ct_image_fd *rec, bool *ret_repair)
+		    struct ct_image_fd *rec, unsigned *ret_repair)
 {
 	socklen_t sl = sizeof(int);
 	int domain = 0;
@@ -530,9 +536,80 @@ int net_dump_check(struct dumper *d)
 	return 0;
 }
 
-void net_tcp_repair_off(int fd)
+void net_tcp_repair_off(int fd, unsigned how)
 {
-	int off = TCP_REPAIR_OFF;
+	int off = TCP_REPAIR_OFF, on = 1;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &off, sizeof(off));
+	if (how & NET_REPAIR_REUSE)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+}
+
+/* ---- after migrd ended in the middle of a dump ---------------------------------------------- */
+
+/* Every TCP socket among pid's fds that sits in repair mode leaves it. */
+static int repair_off_in(pid_t pid, unsigned *n)
+{
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	char path[64];
+	DIR *dir;
+	struct dirent *e;
+	int dfd;
+
+	if (pidfd < 0)
+		return errno == ESRCH ? 0 : NEG_ERRNO();
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return errno == ENOENT ? 0 : NEG_ERRNO();
+	dfd = dirfd(dir);
+	while ((e = readdir(dir))) {
+		struct stat st;
+		int fd, ours, v = 0, off = TCP_REPAIR_OFF;
+		socklen_t sl = sizeof(v);
+
+		if (parse_int(e->d_name, &fd) < 0 || fstatat(dfd, e->d_name, &st, 0) < 0 ||
+		    !S_ISSOCK(st.st_mode))
+			continue;
+		ours = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+		if (ours < 0)
+			continue;
+		if (getsockopt(ours, SOL_SOCKET, SO_PROTOCOL, &v, &sl) == 0 && v == IPPROTO_TCP &&
+		    (sl = sizeof(v), getsockopt(ours, IPPROTO_TCP, TCP_REPAIR, &v, &sl)) == 0 &&
+		    v > 0 && setsockopt(ours, IPPROTO_TCP, TCP_REPAIR, &off, sizeof(off)) == 0)
+			(*n)++;
+		close(ours);
+	}
+	closedir(dir);
+	return 0;
+}
+
+int ct_dump_recover(struct ct_cgroup *cg, usec_t timeout, unsigned *ret_repaired,
+		    char err[CT_ENGINE_ERROR_MAX])
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	size_t n = 0;
+	int r;
+
+	err[0] = 0;
+	*ret_repaired = 0;
+	/* The connections first: a task that ran into one still in repair mode would get EPERM. */
+	r = ct_cgroup_get_pids(cg, false, &pids, &n);
+	if (r < 0) {
+		snprintf(err, CT_ENGINE_ERROR_MAX, "cannot list its processes: %s", strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r = repair_off_in(pids[i], ret_repaired);
+		if (r < 0) {
+			snprintf(err, CT_ENGINE_ERROR_MAX, "pid %d (host): cannot read its fds: %s",
+				 (int)pids[i], strerror(-r));
+			return r;
+		}
+	}
+	r = ct_cgroup_thaw(cg, timeout);
+	if (r < 0)
+		snprintf(err, CT_ENGINE_ERROR_MAX, "cannot thaw its cgroup: %s",
+			 ct_cgroup_last_error(cg));
+	return r;
 }

@@ -1297,6 +1297,22 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 		stats.n_vmas += (unsigned)d.procs[i].mm.n_vmas;
 	}
 	stats.n_procs = (unsigned)d.n_procs;
+	/* Should migrd end while the memory is copied, no task may die of an injection's SIGTRAP
+	 * (ct_ptrace_set_settle()), and the tasks stay in the freezer instead of running on with
+	 * their TCP connections in repair mode, until the next migrd mends and thaws them
+	 * (ct_dump_recover()). The tasks sit in their ptrace stops, which the freezer counts as
+	 * frozen: frozen at once. No task is injected into while frozen. */
+	if (r >= 0) {
+		r = ct_ptrace_set_settle(d.set, o->timeout);
+		if (r < 0)
+			dump_fail(&d, r, "its tasks did not stop again: %s", strerror(-r));
+	}
+	if (r >= 0) {
+		r = ct_cgroup_freeze(o->cg, o->timeout);
+		if (r < 0)
+			dump_fail(&d, r, "cannot freeze its cgroup again: %s",
+				  ct_cgroup_last_error(o->cg));
+	}
 	stats.state_usec = now_usec(CLOCK_MONOTONIC) - t;
 	if (r >= 0)
 		r = write_image(&d, w);
@@ -1304,6 +1320,10 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	t = now_usec(CLOCK_MONOTONIC);
 	if (r < 0 || o->leave_running) {
 		/* Scratch pages still mapped after a failure go before the tasks run on. */
+		k = ct_cgroup_thaw(o->cg, o->timeout);
+		if (k < 0 && r >= 0)
+			r = dump_fail(&d, k, "thawing its cgroup failed: %s",
+				      ct_cgroup_last_error(o->cg));
 		for (size_t i = 0; i < d.n_procs; i++)
 			if (d.procs[i].scratch) {
 				long res;

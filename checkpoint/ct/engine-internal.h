@@ -62,6 +62,15 @@ struct ct_dump_stats {
 int ct_dump(const struct ct_dump_opts *opts, struct ct_dump_stats *ret_stats,
 	    char err[CT_ENGINE_ERROR_MAX]);
 
+/* After migrd ended in the middle of ct_dump() (killed, or crashed): undoes what the dump had
+ * done to the container that migrd's end did not. The tasks' ptrace stops ended with migrd; a
+ * TCP connection the dump put in repair mode, where it neither sends nor receives, leaves it
+ * (its SO_REUSEADDR, which repair mode hides, is not known any more and stays off); then the
+ * cgroup, frozen while the dump copies memory, is thawed. *ret_repaired: the connections
+ * mended. */
+int ct_dump_recover(struct ct_cgroup *cg, usec_t timeout, unsigned *ret_repaired,
+		    char err[CT_ENGINE_ERROR_MAX]);
+
 struct ct_restore_opts {
 	const char *name;     /* the container, for messages */
 	const char *dir;      /* the image */

@@ -24,12 +24,18 @@ enum net_sock_state {
 /* Buffered data of the pipe that fd (ours, in the host) is an end of, without consuming it. */
 int net_pipe_peek(pid_t hpid, int task_fd, int ours, size_t size, uint8_t **ret, size_t *ret_len);
 
-/* Fills rec for a socket; *ret_repair is set when a TCP socket was put in repair mode. */
+/* How a dump leaves a TCP socket: in repair mode, and whether SO_REUSEADDR was set before it
+ * (repair mode forces address reuse, and leaving it clears SO_REUSEADDR). */
+enum { NET_REPAIR = 1U, NET_REPAIR_REUSE = 2U };
+
+/* Fills rec for a socket; *ret_repair gets NET_REPAIR* when a TCP socket was put in repair
+ * mode. */
 int net_dump_socket(struct dumper *d, struct dproc *p, int fd, int ours, uint64_t ino,
-		    struct ct_image_fd *rec, bool *ret_repair);
+		    struct ct_image_fd *rec, unsigned *ret_repair);
 /* Every unix socket connected to another in the container, every epoll target present. */
 int net_dump_check(struct dumper *d);
-void net_tcp_repair_off(int fd);
+/* Out of repair mode (how: NET_REPAIR*, as the dump left it). */
+void net_tcp_repair_off(int fd, unsigned how);
 
 /* Restore: a socket for rec, created in the network namespace netns_fd (-1: ours). For a
  * unix pair, *ret_peer gets the other end (for the record whose object is peer). */

@@ -17,6 +17,7 @@ struct ct_ptrace_task {
 	int pending_sig;    /* dequeued while we waited for the stop; delivered on detach */
 	bool seized;
 	unsigned long syscall_insn; /* a `syscall` found in the task's [vdso], 0 until needed */
+	bool stepped; /* injected into: may sit in the signal-delivery-stop of the step's SIGTRAP */
 };
 
 struct ct_ptrace_set {
@@ -73,3 +74,9 @@ int ct_inject_syscall_site(pid_t tid, unsigned long site, long nr, const long ar
 			   long *ret_result, unsigned long *ret_event_msg);
 /* The same for a seized task, remembering where it found a syscall instruction. */
 int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result);
+/* An injection's single-step leaves the task in a signal-delivery-stop for the step's SIGTRAP,
+ * which only the tracer's next resume discards. Were migrd to die before that (killed, or
+ * crashed, in the middle of a checkpoint), the kernel would detach the task, let it go on and
+ * deliver the SIGTRAP: the container would die of it. This puts every task injected into back
+ * in a trap that carries no signal, as the seize left it: before any long wait. */
+int ct_ptrace_set_settle(struct ct_ptrace_set *s, usec_t timeout);

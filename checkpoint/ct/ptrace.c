@@ -639,5 +639,29 @@ int ct_inject_syscall(pid_t tid, long nr, const long args[6], long *ret_result)
 
 int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result)
 {
+	t->stepped = true;
 	return inject(t->tid, CT_INJECT_AUTO, &t->syscall_insn, nr, args, ret_result, NULL);
+}
+
+int ct_ptrace_set_settle(struct ct_ptrace_set *s, usec_t timeout)
+{
+	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), timeout);
+	int r = 0;
+
+	for (size_t i = 0; i < s->n; i++) {
+		struct ct_ptrace_task *t = &s->tasks[i];
+
+		if (t->stepped && (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0 ||
+				   ptrace(PTRACE_CONT, t->tid, 0, 0) < 0))
+			return log_debug_errno(errno, "Failed to resume task %d: %m", (int)t->tid);
+	}
+	for (size_t i = 0; i < s->n && r >= 0; i++) {
+		struct ct_ptrace_task *t = &s->tasks[i];
+
+		if (t->stepped) {
+			r = ct_ptrace_wait_interrupt(t, deadline);
+			t->stepped = false;
+		}
+	}
+	return r;
 }

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -461,6 +462,130 @@ def test_tcp_connections_survive(host):
     finally:
         clients.kill()
     assert_healthy(host, "echo", last_ok(host, "echo"))
+
+
+HEAVY_ECHO = r"""
+import os, socket, threading
+heap = os.urandom(24 << 20)   # slow to compress: the checkpoint lasts
+srv = socket.create_server(("127.0.0.1", 7301))   # SO_REUSEADDR, which accepted sockets inherit
+print("ready", flush=True)
+def serve(c):
+    while (b := c.recv(4096)):
+        c.sendall(b)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+LINE_CLIENT = ("import socket, sys; s = socket.create_connection(('127.0.0.1', 7301), timeout=20); "
+               "print('connected', flush=True)\n"
+               "for l in sys.stdin:\n"
+               "    s.sendall(l.encode()); print(s.recv(4096).decode().strip(), flush=True)")
+
+
+def tcp_sockets(pid):
+    """{fd: (TCP_REPAIR, SO_REUSEADDR)} of the established TCP sockets of process pid (host
+    view), read through duplicates (pidfd_getfd)."""
+    import ctypes
+    import socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    out = {}
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            fd = int(name)
+            try:
+                if not stat.S_ISSOCK(os.stat(f"/proc/{pid}/fd/{fd}").st_mode):
+                    continue
+            except FileNotFoundError:
+                continue
+            ours = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+            if ours < 0:
+                continue
+            s = socket.socket(fileno=ours)
+            try:
+                if (s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == socket.IPPROTO_TCP and
+                        s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1):
+                    out[fd] = (s.getsockopt(socket.IPPROTO_TCP, 19),  # TCP_REPAIR
+                               s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))
+            finally:
+                s.detach()
+                os.close(ours)
+    finally:
+        os.close(pidfd)
+    return out
+
+
+def cgroup_frozen(pid):
+    """Whether the cgroup (v2) of process pid is frozen."""
+    mnt = next(l.split()[1] for l in open("/proc/self/mounts") if l.split()[2] == "cgroup2")
+    path = next(l.split("::", 1)[1].strip() for l in open(f"/proc/{pid}/cgroup")
+                if l.startswith("0::"))
+    with open(f"{mnt}{path}/cgroup.events") as f:
+        return dict(l.split() for l in f)["frozen"] == "1"
+
+
+def test_migrd_killed_mid_checkpoint(host):
+    """migrd dies (SIGKILL) while a checkpoint holds the container: its processes run on, and
+    the next migrd takes its connection out of the repair mode the dump had put it in (where it
+    neither sends nor receives). A checkpoint left running keeps the connection's
+    SO_REUSEADDR, which repair mode hides."""
+    name = "heavy"
+    host.migctl("run", name, "--", "python3", "-c", HEAVY_ECHO)
+    host.wait_for(lambda: "ready" in logs(host, name), 30, "the server")
+    pid = entry(host, name)["pid"]
+    client = subprocess.Popen(host._argv(["python3", "-c", LINE_CLIENT]), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=host._env())
+
+    def echo(word):
+        client.stdin.write(word + "\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        assert echo("one") == "one"
+        host.wait_for(lambda: len(tcp_sockets(pid)) == 1, 10, "the accepted connection")
+        assert list(tcp_sockets(pid).values()) == [(0, 1)]
+        # A live checkpoint gives the connection back as it was.
+        checkpoint(host, name, "--leave-running")
+        assert list(tcp_sockets(pid).values()) == [(0, 1)]
+        assert echo("two") == "two"
+        host.run(["rm", "-rf", image(name)])
+
+        done = []
+        slow = threading.Thread(target=lambda: done.append(host.migctl_raw(
+            "checkpoint", name, "--dir", image(name), "--compress", "19", timeout=120)))
+        slow.start()
+        # The dump copies memory with the cgroup frozen and the connection in repair mode.
+        host.wait_for(lambda: cgroup_frozen(pid) and
+                      [r for r, _ in tcp_sockets(pid).values()] == [1], 30,
+                      "the dump to copy memory", interval=0.005)
+        host.procs["migrd"].kill()
+        host.procs.pop("migrd").wait()
+        slow.join()
+        assert done[0].returncode != 0
+        # migrd's end let the processes go, not killed by the SIGTRAP of the dump's last
+        # single-step; they wait in the freezer, the connection still in repair mode.
+        time.sleep(0.3)
+        assert open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in "RS", pid
+        assert cgroup_frozen(pid)
+        assert [r for r, _ in tcp_sockets(pid).values()] == [1]
+
+        host.start_migrd()
+        w = entry(host, name)
+        assert w["state"] == "running" and w["pid"] == pid
+        assert [r for r, _ in tcp_sockets(pid).values()] == [0] and not cgroup_frozen(pid)
+        assert "1 TCP connection out of repair mode" in open(host.path("migrd.log")).read()
+        assert echo("three") == "three"
+        # The partial image is the operator's to remove; the next checkpoint works.
+        host.run(["rm", "-rf", image(name)])
+        checkpoint(host, name, "--leave-running")
+        assert echo("four") == "four"
+    finally:
+        client.kill()
+        client.wait()
+    host.migctl("stop", name, "--timeout", "2")
 
 
 def test_unmodified_programs(host):
