@@ -383,21 +383,25 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 		container_free(c);
 		return -ENOMEM;
 	}
-	*strrchr(dir, '/') = 0;
-	r = mkdir_p(dir, 0700);
-	if (r >= 0) {
-		log_fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-		if (log_fd < 0)
-			r = NEG_ERRNO();
-	}
-	if (r < 0) {
-		container_free(c);
-		return control_request_error(req, -r, "internal", "Cannot create %s: %s.", logp,
-					     strerror(-r));
-	}
 	r = container_open_cgroup(m, name, c->record, &c->cg);
-	if (r >= 0)
+	if (r >= 0) {
+		/* Processes of a container that a migrd without this state left: never mixed in,
+		 * nor their log cut. */
+		_cleanup_free_ pid_t *pids = NULL;
+		size_t n = 0;
+
+		if (ct_cgroup_get_pids(c->cg, false, &pids, &n) >= 0 && n > 0) {
+			r = control_request_error(
+				req, EEXIST, "exists",
+				"The cgroup of %s already holds %zu process%s (pid %d first), "
+				"which this migrd does not know: stop them or remove the cgroup "
+				"first.",
+				name, n, n == 1 ? "" : "es", (int)pids[0]);
+			container_free(c);
+			return r;
+		}
 		r = container_set_limits(c->cg, c->record);
+	}
 	if (r < 0) {
 		r = control_request_error(req, -r, "internal",
 					  "Cannot set up the cgroup of %s: %s.", name,
@@ -406,6 +410,19 @@ int method_run(struct control_request *req, json_t *params, void *userdata, json
 			(void)ct_cgroup_remove(c->cg, USEC_PER_SEC);
 		container_free(c);
 		return r;
+	}
+	*strrchr(dir, '/') = 0;
+	r = mkdir_p(dir, 0700);
+	if (r >= 0) {
+		log_fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+		if (log_fd < 0)
+			r = NEG_ERRNO();
+	}
+	if (r < 0) {
+		(void)ct_cgroup_remove(c->cg, USEC_PER_SEC);
+		container_free(c);
+		return control_request_error(req, -r, "internal", "Cannot create %s: %s.", logp,
+					     strerror(-r));
 	}
 	spec = (struct ct_spec){.name = name, .argv = argv, .env = env, .cwd = cwd, .netns = netns};
 	r = ct_container_spawn(&spec, c->cg, log_fd, &c->pid, &c->pidfd, &error);

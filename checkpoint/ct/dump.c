@@ -1281,8 +1281,13 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	r = build_procs(&d);
 	if (r >= 0)
 		r = dump_ns_start(&d);
-	for (size_t i = 0; r >= 0 && i < d.n_procs; i++)
+	/* Each process's injections over, its tasks are settled (see below): a migrd that dies
+	 * in the state phase kills none of the processes already dumped either. */
+	for (size_t i = 0; r >= 0 && i < d.n_procs; i++) {
 		r = dump_process(&d, &d.procs[i]);
+		if (r >= 0 && (k = ct_ptrace_set_settle(d.set, o->timeout)) < 0)
+			r = dump_fail(&d, k, "its tasks did not stop again: %s", strerror(-k));
+	}
 	k = dump_ns_finish(&d, r >= 0);
 	if (r >= 0)
 		r = k;

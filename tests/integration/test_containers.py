@@ -87,6 +87,36 @@ def test_containers_survive_migrd_restart(host):
     assert host.migctl("stop", "keeper")["state"] == "stopped"
 
 
+def test_run_refuses_a_cgroup_with_strangers(host):
+    """A container whose cgroup already holds processes (left by a migrd that lost its state)
+    is refused, not mixed with them; its log is not cut."""
+    pid = host.migctl("run", "probe", "--", "sleep", "1000")["pid"]
+    mnt = next(l.split()[1] for l in open("/proc/self/mounts") if l.split()[2] == "cgroup2")
+    rel = next(l.split("::", 1)[1].strip() for l in open(f"/proc/{pid}/cgroup")
+               if l.startswith("0::"))
+    host.migctl("rm", "probe", "--force")
+    stale = os.path.join(mnt + os.path.dirname(rel), "h1.stale")
+    os.makedirs(stale, exist_ok=True)
+    sleeper = host.spawn("stranger", ["sleep", "1000"])
+    try:
+        with open(os.path.join(stale, "cgroup.procs"), "w") as f:
+            f.write(str(sleeper.pid))
+        cp = host.migctl_raw("run", "stale", "--", "sleep", "1")
+        assert cp.returncode == 1, cp
+        assert (f"The cgroup of stale already holds 1 process (pid {sleeper.pid} first), "
+                "which this migrd does not know" in cp.stderr), cp.stderr
+        assert entry(host, "stale") is None
+        assert open(os.path.join(stale, "cgroup.procs")).read().split() == [str(sleeper.pid)]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Once they are gone, the name runs.
+    host.wait_for(lambda: open(os.path.join(stale, "cgroup.procs")).read() == "", 5,
+                  "the stranger to leave the cgroup")
+    assert host.migctl("run", "stale", "--", "sleep", "1000")["pid"] > 0
+    host.migctl("rm", "stale", "--force")
+
+
 def test_bad_requests(host):
     cp = host.migctl_raw("run", "../evil", "--", "true")
     assert cp.returncode == 1 and "invalid-params" in cp.stderr
