@@ -106,6 +106,14 @@ static struct dfile *file_by_id(struct dumper *d, uint64_t id)
 	return NULL;
 }
 
+void dump_file_set_repair(struct dumper *d, uint64_t id, unsigned how)
+{
+	struct dfile *f = file_by_id(d, id);
+
+	if (f)
+		f->tcp_repair = how;
+}
+
 void dump_files_release(struct dumper *d, bool silent)
 {
 	for (size_t i = 0; i < d->n_files; i++) {
@@ -431,8 +439,7 @@ static int dump_one(struct fdctx *c)
 	if (S_ISFIFO(c->st.st_mode) && startswith(c->link, "pipe:"))
 		return dump_pipe(c, CT_IMAGE_FD_PIPE);
 	if (S_ISSOCK(c->st.st_mode))
-		return net_dump_socket(c->d, c->p, c->fd, c->ours, c->st.st_ino, c->rec,
-				       &file_by_id(c->d, id)->tcp_repair);
+		return net_dump_socket(c->d, c->p, c->fd, c->ours, c->st.st_ino, c->rec);
 	if (anon_kind(c->link))
 		return dump_anon(c, anon_kind(c->link));
 	return dump_path_fd(c);

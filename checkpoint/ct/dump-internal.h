@@ -74,6 +74,8 @@ struct dumper {
 	struct net_sysctls *net_probe;	     /* likewise, with a network namespace of its own */
 	struct ct_image_sysctl *net_sysctls; /* its network namespace's, sorted by name */
 	size_t n_net_sysctls;
+	struct tcp_later *tcp_later; /* connections read once frozen again (dump-net.c) */
+	size_t n_tcp_later;
 	struct ct_image_clocks clocks; /* the container's, when it was frozen */
 	struct ct_dump_stats *stats;
 };
@@ -110,5 +112,7 @@ int dump_ns_finish(struct dumper *d, bool check);
 /* dump-fds.c */
 int dump_fds(struct dumper *d, struct dproc *p);
 int dump_fds_check(struct dumper *d);
+/* How the dump left the file's TCP socket (NET_REPAIR*), once it is read. */
+void dump_file_set_repair(struct dumper *d, uint64_t id, unsigned how);
 /* Closes our duplicates; silent: TCP sockets stay in repair mode (the container is gone). */
 void dump_files_release(struct dumper *d, bool silent);

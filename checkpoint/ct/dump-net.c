@@ -386,8 +386,16 @@ static int dump_tcp_established(int fd, struct fdblob *b, const char **ret_why)
 	return r;
 }
 
+struct tcp_later {
+	struct ct_image_fd *rec; /* each process's records are allocated once: stable */
+	pid_t pid;		 /* the container's, for messages */
+	int fd;			 /* in the task */
+	int ours;		 /* the dump's duplicate, open until the tasks are let go */
+	struct fdblob b;	 /* the record up to the connection's own state */
+};
+
 static int dump_inet(struct dumper *d, struct dproc *p, int fd, int ours, int domain,
-		     struct ct_image_fd *rec, unsigned *ret_repair)
+		     struct ct_image_fd *rec)
 {
 	struct fdblob b = {};
 	const char *why = NULL;
@@ -423,12 +431,21 @@ static int dump_inet(struct dumper *d, struct dproc *p, int fd, int ours, int do
 		put_opts(&b, ours, domain, proto);
 		fdblob_u64(&b, ti.tcpi_sacked); /* a listener's backlog */
 		if (!why && ti.tcpi_state == TCP_ESTABLISHED) {
-			int reuse = 0;
+			struct tcp_later *n;
 
-			sl = sizeof(reuse);
-			(void)getsockopt(ours, SOL_SOCKET, SO_REUSEADDR, &reuse, &sl);
-			r = dump_tcp_established(ours, &b, &why);
-			*ret_repair = NET_REPAIR | (reuse ? NET_REPAIR_REUSE : 0);
+			if (b.oom) {
+				free(b.p);
+				return -ENOMEM;
+			}
+			n = reallocarray(d->tcp_later, d->n_tcp_later + 1, sizeof(*n));
+			if (!n) {
+				free(b.p);
+				return -ENOMEM;
+			}
+			d->tcp_later = n;
+			n[d->n_tcp_later++] = (struct tcp_later){
+				.rec = rec, .pid = p->pid, .fd = fd, .ours = ours, .b = b};
+			return 0;
 		}
 	} else if (type == SOCK_DGRAM && proto == IPPROTO_UDP) {
 		struct sockaddr_storage ss;
@@ -456,7 +473,7 @@ static int dump_inet(struct dumper *d, struct dproc *p, int fd, int ours, int do
 }
 
 int net_dump_socket(struct dumper *d, struct dproc *p, int fd, int ours, uint64_t ino,
-		    struct ct_image_fd *rec, unsigned *ret_repair)
+		    struct ct_image_fd *rec)
 {
 	socklen_t sl = sizeof(int);
 	int domain = 0;
@@ -469,7 +486,7 @@ int net_dump_socket(struct dumper *d, struct dproc *p, int fd, int ours, uint64_
 		return dump_unix(d, p, fd, ours, ino, rec);
 	case AF_INET:
 	case AF_INET6:
-		return dump_inet(d, p, fd, ours, domain, rec, ret_repair);
+		return dump_inet(d, p, fd, ours, domain, rec);
 	default:
 		return dump_fail(d, -EOPNOTSUPP,
 				 "pid %d fd %d: a socket of family %d is not "
@@ -534,6 +551,38 @@ int net_dump_check(struct dumper *d)
 		}
 	}
 	return 0;
+}
+
+int net_dump_tcp_later(struct dumper *d)
+{
+	for (size_t i = 0; i < d->n_tcp_later; i++) {
+		struct tcp_later *t = &d->tcp_later[i];
+		const char *why = NULL;
+		socklen_t sl = sizeof(int);
+		int reuse = 0, r;
+
+		(void)getsockopt(t->ours, SOL_SOCKET, SO_REUSEADDR, &reuse, &sl);
+		r = dump_tcp_established(t->ours, &t->b, &why);
+		/* In repair mode even when reading it failed: the release takes it out again. */
+		dump_file_set_repair(d, t->rec->file_id,
+				     NET_REPAIR | (reuse ? NET_REPAIR_REUSE : 0));
+		if (r < 0)
+			return dump_fail(d, r, "pid %d fd %d: TCP connection: %s: %s", (int)t->pid,
+					 t->fd, why ?: "dump", strerror(-r));
+		r = fdblob_take(&t->b, &t->rec->data, &t->rec->data_size);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void net_dump_free(struct dumper *d)
+{
+	for (size_t i = 0; i < d->n_tcp_later; i++)
+		free(d->tcp_later[i].b.p);
+	free(d->tcp_later);
+	d->tcp_later = NULL;
+	d->n_tcp_later = 0;
 }
 
 void net_tcp_repair_off(int fd, unsigned how)

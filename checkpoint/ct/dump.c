@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "checkpoint/ct/dump-internal.h"
+#include "checkpoint/ct/net-internal.h"
 #include "checkpoint/ct/memory-internal.h"
 #include "common/common.h"
 #include "common/nsthread.h"
@@ -1171,6 +1172,7 @@ static void reserve_pages(struct dumper *d, struct ct_image_writer *w)
 static void dumper_done(struct dumper *d)
 {
 	dump_files_release(d, false);
+	net_dump_free(d);
 	safe_close(d->diag_fd);
 	safe_close(d->root_fd);
 	ct_image_ipc_done(&d->ipc);
@@ -1302,11 +1304,11 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 		stats.n_vmas += (unsigned)d.procs[i].mm.n_vmas;
 	}
 	stats.n_procs = (unsigned)d.n_procs;
-	/* Should migrd end while the memory is copied, no task may die of an injection's SIGTRAP
-	 * (ct_ptrace_set_settle()), and the tasks stay in the freezer instead of running on with
-	 * their TCP connections in repair mode, until the next migrd mends and thaws them
-	 * (ct_dump_recover()). The tasks sit in their ptrace stops, which the freezer counts as
-	 * frozen: frozen at once. No task is injected into while frozen. */
+	/* Should migrd end from here on, no task may die of an injection's SIGTRAP (each was
+	 * settled after its process's state), and the tasks stay in the freezer, where their TCP
+	 * connections, put in repair mode only now, cannot fail them, until the next migrd mends
+	 * and thaws them (ct_dump_recover()). The tasks sit in their ptrace stops, which the
+	 * freezer counts as frozen: frozen at once. No task is injected into while frozen. */
 	if (r >= 0) {
 		r = ct_ptrace_set_settle(d.set, o->timeout);
 		if (r < 0)
@@ -1318,6 +1320,9 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 			dump_fail(&d, r, "cannot freeze its cgroup again: %s",
 				  ct_cgroup_last_error(o->cg));
 	}
+	/* Only now, frozen: a connection in repair mode neither sends nor receives. */
+	if (r >= 0)
+		r = net_dump_tcp_later(&d);
 	stats.state_usec = now_usec(CLOCK_MONOTONIC) - t;
 	if (r >= 0)
 		r = write_image(&d, w);

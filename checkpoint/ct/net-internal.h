@@ -28,10 +28,15 @@ int net_pipe_peek(pid_t hpid, int task_fd, int ours, size_t size, uint8_t **ret,
  * (repair mode forces address reuse, and leaving it clears SO_REUSEADDR). */
 enum { NET_REPAIR = 1U, NET_REPAIR_REUSE = 2U };
 
-/* Fills rec for a socket; *ret_repair gets NET_REPAIR* when a TCP socket was put in repair
- * mode. */
+/* Fills rec for a socket. An established TCP connection's own state is read later, by
+ * net_dump_tcp_later(): its record is complete only then. */
 int net_dump_socket(struct dumper *d, struct dproc *p, int fd, int ours, uint64_t ino,
-		    struct ct_image_fd *rec, unsigned *ret_repair);
+		    struct ct_image_fd *rec);
+/* Once the container is frozen again after every process's state: each established TCP
+ * connection is put in repair mode and read (so that a migrd that dies before never leaves a
+ * running container with connections in repair mode). */
+int net_dump_tcp_later(struct dumper *d);
+void net_dump_free(struct dumper *d);
 /* Every unix socket connected to another in the container, every epoll target present. */
 int net_dump_check(struct dumper *d);
 /* Out of repair mode (how: NET_REPAIR*, as the dump left it). */
