@@ -74,6 +74,18 @@ int ct_inject_syscall_site(pid_t tid, unsigned long site, long nr, const long ar
 			   long *ret_result, unsigned long *ret_event_msg);
 /* The same for a seized task, remembering where it found a syscall instruction. */
 int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6], long *ret_result);
+/* Batches: n syscalls run one after the other by a loop (ct_batch_code, which the caller
+ * has placed at code in executable memory of the task) from a table at table in the task's
+ * memory, n entries of CT_BATCH_ENTRY_SIZE bytes: the number, six arguments and room for the
+ * result, as 64-bit words. One resume of the task for all of them, where each injected call
+ * costs a stop and a resume. The loop stops at the first call that fails. Registers and signal
+ * mask (all signals blocked meanwhile) are restored after. *ret_done: the calls that
+ * succeeded; *ret_result: the failure of the next one (0 when all succeeded). */
+#define CT_BATCH_ENTRY_SIZE 64
+#define CT_BATCH_CODE_SIZE  64
+extern const uint8_t ct_batch_code[CT_BATCH_CODE_SIZE];
+int ct_inject_batch(pid_t tid, unsigned long code, unsigned long table, size_t n, size_t *ret_done,
+		    long *ret_result);
 /* An injection's single-step leaves the task in a signal-delivery-stop for the step's SIGTRAP,
  * which only the tracer's next resume discards. Were migrd to die before that (killed, or
  * crashed, in the middle of a checkpoint), the kernel would detach the task, let it go on and

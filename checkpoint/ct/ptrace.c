@@ -643,6 +643,83 @@ int ct_ptrace_task_inject(struct ct_ptrace_task *t, long nr, const long args[6],
 	return inject(t->tid, CT_INJECT_AUTO, &t->syscall_insn, nr, args, ret_result, NULL);
 }
 
+/* The loop of ct_inject_batch(), position independent (x86-64):
+ *
+ *	1: test %r13, %r13;  jz 2f
+ *	   mov (%r12), %rax;  mov 8..48(%r12), %rdi %rsi %rdx %r10 %r8 %r9
+ *	   syscall
+ *	   mov %rax, 56(%r12)
+ *	   cmp $-4095, %rax;  jae 2f		a failure ends the batch
+ *	   add $64, %r12;  dec %r13;  jmp 1b
+ *	2: int3
+ */
+const uint8_t ct_batch_code[CT_BATCH_CODE_SIZE] = {
+	0x4d, 0x85, 0xed, 0x74, 0x3a, 0x49, 0x8b, 0x04, 0x24, 0x49, 0x8b, 0x7c, 0x24,
+	0x08, 0x49, 0x8b, 0x74, 0x24, 0x10, 0x49, 0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b,
+	0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44, 0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30,
+	0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff,
+	0x73, 0x09, 0x49, 0x83, 0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc1, 0xcc,
+};
+
+int ct_inject_batch(pid_t tid, unsigned long code, unsigned long table, size_t n, size_t *ret_done,
+		    long *ret_result)
+{
+	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), STEP_TIMEOUT);
+	uint64_t all = ~(uint64_t)0 & ~(UINT64_C(1) << (SIGTRAP - 1));
+	struct inject_ctx c = {.tid = tid};
+	struct user_regs_struct regs;
+	int r, k;
+
+	r = ct_ptrace_get_regs(tid, &c.saved);
+	if (r < 0)
+		return r;
+	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)sizeof(c.saved_mask), &c.saved_mask) < 0)
+		return log_debug_errno(errno, "Task %d: PTRACE_GETSIGMASK failed: %m", (int)tid);
+	regs = c.saved;
+	regs.r12 = table;
+	regs.r13 = n;
+	regs.orig_rax = (unsigned long)-1;
+	regs.rip = code;
+	if (ptrace(PTRACE_SETSIGMASK, tid, (void *)sizeof(all), &all) < 0)
+		r = log_debug_errno(errno, "Task %d: PTRACE_SETSIGMASK failed: %m", (int)tid);
+	if (r >= 0)
+		r = ct_ptrace_set_regs(tid, &regs);
+	for (; r >= 0;) {
+		int st;
+
+		if (ptrace(PTRACE_CONT, tid, 0, 0) < 0) {
+			r = log_debug_errno(errno, "PTRACE_CONT of task %d failed: %m", (int)tid);
+			break;
+		}
+		r = wait_task(tid, deadline, &st);
+		if (r >= 0)
+			r = ct_ptrace_get_regs(tid, &regs);
+		if (r < 0)
+			break;
+		if (regs.rip == code + CT_BATCH_CODE_SIZE && WSTOPSIG(st) == SIGTRAP &&
+		    (unsigned)st >> 16 == 0)
+			break; /* the int3 at its end */
+		/* A trap still pending (a second interrupt) came first: go on. */
+		if ((unsigned)st >> 16 == PTRACE_EVENT_STOP)
+			continue;
+		r = log_debug_errno(EIO, "Task %d: unexpected stop 0x%x at 0x%llx in a batch",
+				    (int)tid, (unsigned)st, (unsigned long long)regs.rip);
+	}
+	k = inject_restore(&c, -EBADF);
+	if (r < 0)
+		return r;
+	if (k < 0)
+		return k;
+	if (regs.r12 < table || (regs.r12 - table) % CT_BATCH_ENTRY_SIZE ||
+	    (regs.r12 - table) / CT_BATCH_ENTRY_SIZE > n)
+		return log_debug_errno(EIO, "Task %d: a batch ended at 0x%llx, outside its table",
+				       (int)tid, (unsigned long long)regs.r12);
+	*ret_done = (regs.r12 - table) / CT_BATCH_ENTRY_SIZE;
+	*ret_result = *ret_done < n ? (long)regs.rax : 0;
+	log_debug("Task %d: injected a batch of %zu syscalls, %zu done", (int)tid, n, *ret_done);
+	return 0;
+}
+
 int ct_ptrace_set_settle(struct ct_ptrace_set *s, usec_t timeout)
 {
 	usec_t deadline = usec_add(now_usec(CLOCK_MONOTONIC), timeout);

@@ -13,6 +13,14 @@
 #include "common/macro.h"
 
 #define RESTORE_SCRATCH_SIZE (64U << 10)
+/* The scratch area's upper part serves batches of injected calls (restore_batch_*): their
+ * table, the data their arguments point to, and the loop that runs them in its last page,
+ * made executable. Below 40 KiB, what single calls need (a seccomp program: up to 32 KiB). */
+#define RESTORE_BATCH_TABLE_OFF (40U << 10)
+#define RESTORE_BATCH_MAX	64 /* 4 KiB of table */
+#define RESTORE_BATCH_DATA_OFF	(44U << 10)
+#define RESTORE_BATCH_DATA	(16U << 10)
+#define RESTORE_BATCH_CODE_OFF	(60U << 10)
 
 struct rproc {
 	const struct ct_image_process *img;
@@ -21,6 +29,7 @@ struct rproc {
 	int pidfd;
 	unsigned long site; /* a syscall instruction in its [vdso] */
 	unsigned long scratch;
+	unsigned long batch_code; /* the batch loop in its scratch area; 0: calls one by one */
 	bool mm_done;
 };
 
@@ -54,6 +63,27 @@ int restore_call(struct restorer *R, struct rproc *p, pid_t htid, const char *wh
 		 long a0, long a1, long a2, long a3, long a4, long a5, long *ret);
 int restore_poke(struct restorer *R, struct rproc *p, unsigned long addr, const void *data,
 		 size_t len);
+
+/* Calls for task htid of p that need no result and nothing between them, run together: one
+ * stop and resume of the task for up to RESTORE_BATCH_MAX calls, where restore_call() costs
+ * one each (~30 us here). They run in order at restore_batch_flush(), or earlier when the
+ * batch is full; the first that fails ends the batch and the restore, reported as
+ * restore_call() would. Any other call into the task must wait for the flush. */
+struct restore_batch {
+	struct rproc *p;
+	pid_t htid;
+	size_t n, data_len;
+	const char *what[RESTORE_BATCH_MAX];
+	uint64_t table[RESTORE_BATCH_MAX][8];
+	uint8_t data[RESTORE_BATCH_DATA];
+};
+void restore_batch_init(struct restore_batch *b, struct rproc *p, pid_t htid);
+/* Copies len bytes for the batch's calls and gives their address in the task. */
+int restore_batch_data(struct restorer *R, struct restore_batch *b, const void *data, size_t len,
+		       unsigned long *ret_addr);
+int restore_batch_add(struct restorer *R, struct restore_batch *b, const char *what, long nr,
+		      long a0, long a1, long a2, long a3, long a4, long a5);
+int restore_batch_flush(struct restorer *R, struct restore_batch *b);
 /* What is left of a timer on clock that had left_ns to go when the container was frozen (0:
  * disarmed). Timers on the wall clock and on boot time count the time the container was down,
  * as across a suspend, and one whose time passed meanwhile fires at once (1 ns); its

@@ -20,6 +20,7 @@
 
 #include "checkpoint/ct/fdblob-internal.h"
 #include "checkpoint/ct/memory-internal.h"
+#include "checkpoint/ct/ptrace-internal.h"
 #include "checkpoint/ct/restore-internal.h"
 #include "common/common.h"
 
@@ -265,11 +266,15 @@ static int lock_and_seal(struct restorer *R, struct rproc *p)
 static int map_vmas(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_mm *mm = &p->img->mm;
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
 	const char *open_path = NULL;
 	int open_flags = -1;
 	long fd = -1;
 	int r = 0;
 
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, p->hpid);
 	for (size_t i = 0; r >= 0 && i < mm->n_vmas; i++) {
 		const struct ct_image_vma *v = &mm->vmas[i];
 		long len = (long)(v->end - v->start);
@@ -282,12 +287,12 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 		case CT_IMAGE_VMA_ANON_PRIVATE:
 		case CT_IMAGE_VMA_HEAP:
 		case CT_IMAGE_VMA_STACK:
-			r = restore_call(
-				R, p, p->hpid, "mmap", SYS_mmap, (long)v->start, len, v->prot,
+			r = restore_batch_add(
+				R, b, "mmap", SYS_mmap, (long)v->start, len, v->prot,
 				(v->advice & CT_IMAGE_ADV_DROPPABLE ? MAP_DROPPABLE : MAP_PRIVATE) |
 					MAP_ANONYMOUS | MAP_FIXED |
 					(v->flags & (MAP_GROWSDOWN | MAP_NORESERVE)),
-				-1, 0, NULL);
+				-1, 0);
 			break;
 		case CT_IMAGE_VMA_FILE_PRIVATE:
 		case CT_IMAGE_VMA_FILE_SHARED: {
@@ -296,27 +301,32 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 
 			if (!open_path || !streq(open_path, v->path) || open_flags != flags) {
 				if (fd >= 0)
-					(void)restore_call(R, p, p->hpid, "close", SYS_close, fd, 0,
-							   0, 0, 0, 0, NULL);
+					r = restore_batch_add(R, b, "close", SYS_close, fd, 0, 0, 0,
+							      0, 0);
 				fd = -1;
-				r = open_in_task(R, p, v->path, flags, &fd);
+				if (r >= 0)
+					r = restore_batch_flush(R, b);
+				if (r >= 0)
+					r = open_in_task(R, p, v->path, flags, &fd);
 				if (r < 0)
 					break;
 				open_path = v->path;
 				open_flags = flags;
 			}
-			r = restore_call(
-				R, p, p->hpid, "mmap of a file", SYS_mmap, (long)v->start, len,
-				v->prot,
+			r = restore_batch_add(
+				R, b, "mmap of a file", SYS_mmap, (long)v->start, len, v->prot,
 				(v->kind == CT_IMAGE_VMA_FILE_SHARED ? MAP_SHARED : MAP_PRIVATE) |
 					MAP_FIXED | (v->flags & MAP_NORESERVE),
-				fd, (long)(v->pgoff * CT_PAGE_SIZE), NULL);
+				fd, (long)(v->pgoff * CT_PAGE_SIZE));
 			break;
 		}
 		case CT_IMAGE_VMA_ANON_SHARED: {
 			int ours = restore_shm_fd(R, v->shmid);
 			int tmp = R->chan_fd + 1;
 
+			r = restore_batch_flush(R, b);
+			if (r < 0)
+				break;
 			if (ours < 0) {
 				r = restore_fail(R, -ENOENT,
 						 "pid %u: no shared memory object %" PRIu64,
@@ -342,8 +352,10 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 			unsigned prot = PROT_READ | (v->prot & (PROT_WRITE | PROT_EXEC));
 			long at = 0;
 
-			r = restore_call(R, p, p->hpid, "shmat", SYS_shmat, (long)v->shmid,
-					 (long)v->start, shmflg, 0, 0, 0, &at);
+			r = restore_batch_flush(R, b);
+			if (r >= 0)
+				r = restore_call(R, p, p->hpid, "shmat", SYS_shmat, (long)v->shmid,
+						 (long)v->start, shmflg, 0, 0, 0, &at);
 			if (r >= 0 && (uint64_t)at != v->start)
 				r = restore_fail(R, -EADDRNOTAVAIL,
 						 "pid %u: System V shared memory %" PRIu64
@@ -358,14 +370,16 @@ static int map_vmas(struct restorer *R, struct rproc *p)
 			r = restore_fail(R, -EINVAL, "pid %u: unknown mapping kind %u",
 					 p->img->task.pid, v->kind);
 		}
-		if (r >= 0 && v->advice)
+		if (r >= 0 && v->advice && (r = restore_batch_flush(R, b)) >= 0)
 			r = advise_vma(R, p, v);
 		if (r < 0)
 			restore_fail(R, r, "pid %u: mapping %#" PRIx64 "-%#" PRIx64 " failed",
 				     p->img->task.pid, v->start, v->end);
 	}
-	if (fd >= 0)
-		(void)restore_call(R, p, p->hpid, "close", SYS_close, fd, 0, 0, 0, 0, 0, NULL);
+	if (r >= 0 && fd >= 0)
+		r = restore_batch_add(R, b, "close", SYS_close, fd, 0, 0, 0, 0, 0);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
 	return r;
 }
 
@@ -681,6 +695,22 @@ static int install_guards(struct restorer *R, struct rproc *p)
 	return r;
 }
 
+/* The loop that runs batches of calls, in the scratch area's last page made executable (and
+ * unmapped with the area). Best effort: without it each call is injected alone. */
+static void setup_batches(struct restorer *R, struct rproc *p)
+{
+	unsigned long code = p->scratch + RESTORE_BATCH_CODE_OFF;
+
+	if (restore_poke(R, p, code, ct_batch_code, sizeof(ct_batch_code)) >= 0 &&
+	    restore_call(R, p, p->hpid, "mprotect of the scratch area", SYS_mprotect, (long)code,
+			 RESTORE_SCRATCH_SIZE - RESTORE_BATCH_CODE_OFF, PROT_READ | PROT_EXEC, 0, 0,
+			 0, NULL) >= 0)
+		p->batch_code = code;
+	else
+		log_debug("pid %u: no batches of calls (%s)", p->img->task.pid, R->err);
+	R->err[0] = 0;
+}
+
 int restore_mm(struct restorer *R, struct rproc *p)
 {
 	long addr;
@@ -696,6 +726,7 @@ int restore_mm(struct restorer *R, struct rproc *p)
 	if (r < 0)
 		return r;
 	p->scratch = (unsigned long)addr;
+	setup_batches(R, p);
 	r = map_vmas(R, p);
 	if (r < 0)
 		return r;

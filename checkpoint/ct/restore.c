@@ -88,6 +88,97 @@ int restore_poke(struct restorer *R, struct rproc *p, unsigned long addr, const 
 	return 0;
 }
 
+void restore_batch_init(struct restore_batch *b, struct rproc *p, pid_t htid)
+{
+	b->p = p;
+	b->htid = htid;
+	b->n = 0;
+	b->data_len = 0;
+}
+
+int restore_batch_data(struct restorer *R, struct restore_batch *b, const void *data, size_t len,
+		       unsigned long *ret_addr)
+{
+	size_t at;
+	int r;
+
+	if (len > RESTORE_BATCH_DATA)
+		return restore_fail(R, -E2BIG, "pid %u: %zu bytes for a batch of calls",
+				    b->p->img->task.pid, len);
+	if (((b->data_len + 15) & ~(size_t)15) + len > RESTORE_BATCH_DATA) {
+		r = restore_batch_flush(R, b);
+		if (r < 0)
+			return r;
+	}
+	at = ((b->data_len + 15) & ~(size_t)15);
+	memcpy(b->data + at, data, len);
+	b->data_len = at + len;
+	*ret_addr = b->p->scratch + RESTORE_BATCH_DATA_OFF + at;
+	return 0;
+}
+
+int restore_batch_add(struct restorer *R, struct restore_batch *b, const char *what, long nr,
+		      long a0, long a1, long a2, long a3, long a4, long a5)
+{
+	if (b->n == RESTORE_BATCH_MAX) {
+		int r = restore_batch_flush(R, b);
+
+		if (r < 0)
+			return r;
+	}
+	b->what[b->n] = what;
+	memcpy(b->table[b->n],
+	       (uint64_t[8]){(uint64_t)nr, (uint64_t)a0, (uint64_t)a1, (uint64_t)a2, (uint64_t)a3,
+			     (uint64_t)a4, (uint64_t)a5, 0},
+	       sizeof(b->table[0]));
+	b->n++;
+	return 0;
+}
+
+int restore_batch_flush(struct restorer *R, struct restore_batch *b)
+{
+	struct rproc *p = b->p;
+	size_t n = b->n, done = 0;
+	long res = 0;
+	int r;
+
+	b->n = 0;
+	if (n == 0)
+		return 0;
+	if (b->data_len > 0) {
+		r = restore_poke(R, p, p->scratch + RESTORE_BATCH_DATA_OFF, b->data, b->data_len);
+		b->data_len = 0;
+		if (r < 0)
+			return r;
+	}
+	if (!p->batch_code) {
+		for (size_t i = 0; i < n; i++) {
+			const uint64_t *e = b->table[i];
+
+			r = restore_call(R, p, b->htid, b->what[i], (long)e[0], (long)e[1],
+					 (long)e[2], (long)e[3], (long)e[4], (long)e[5], (long)e[6],
+					 NULL);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	r = restore_poke(R, p, p->scratch + RESTORE_BATCH_TABLE_OFF, b->table,
+			 n * sizeof(b->table[0]));
+	if (r < 0)
+		return r;
+	r = ct_inject_batch(b->htid, p->batch_code, p->scratch + RESTORE_BATCH_TABLE_OFF, n, &done,
+			    &res);
+	if (r < 0)
+		return restore_fail(R, r,
+				    "pid %u: cannot run %s (and %zu more calls) in the task: %s",
+				    p->img->task.pid, b->what[0], n - 1, strerror(-r));
+	if (done < n)
+		return restore_fail(R, (int)res, "pid %u: %s failed: %s", p->img->task.pid,
+				    b->what[done], strerror((int)-res));
+	return 0;
+}
+
 int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec)
 {
 	/* Scratch: msghdr at 0, iovec at 64, one byte at 96, control at 128. */
@@ -696,106 +787,107 @@ static int seize_helper(struct restorer *R, struct rproc *p)
 static int restore_creds(struct restorer *R, struct rproc *p, pid_t h)
 {
 	const struct ct_image_creds *c = &p->img->task.creds;
-	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-	struct __user_cap_data_struct data[2] = {};
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
+	struct {
+		struct __user_cap_header_struct hdr;
+		struct __user_cap_data_struct data[2];
+	} caps = {.hdr = {_LINUX_CAPABILITY_VERSION_3, 0}};
 	bool root = true;
-	unsigned long s = p->scratch;
-	int r;
+	unsigned long s = p->scratch, a = 0;
+	int r = 0;
 
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, h);
 	for (int i = 0; i < 4; i++)
 		root = root && c->uids[i] == 0 && c->gids[i] == 0;
-	if (c->n_groups > 0) {
-		if (c->n_groups * 4 > RESTORE_SCRATCH_SIZE / 2)
-			return restore_fail(R, -E2BIG, "pid %u: too many groups", p->img->task.pid);
+	/* The groups below the batch's area, where they may take up to half the scratch area. */
+	if (c->n_groups * 4 > RESTORE_SCRATCH_SIZE / 2)
+		return restore_fail(R, -E2BIG, "pid %u: too many groups", p->img->task.pid);
+	if (c->n_groups > 0)
 		r = restore_poke(R, p, s, c->groups, c->n_groups * 4);
-		if (r >= 0)
-			r = restore_call(R, p, h, "setgroups", SYS_setgroups, (long)c->n_groups,
-					 (long)s, 0, 0, 0, 0, NULL);
-		if (r < 0)
-			return r;
-	} else if ((r = restore_call(R, p, h, "setgroups", SYS_setgroups, 0, 0, 0, 0, 0, 0, NULL)) <
-		   0)
-		return r;
+	if (r >= 0)
+		r = restore_batch_add(R, b, "setgroups", SYS_setgroups, (long)c->n_groups,
+				      c->n_groups > 0 ? (long)s : 0, 0, 0, 0, 0);
 	/* The bounding set only shrinks, and only with CAP_SETPCAP: first, while every
 	 * capability is still in effect. */
-	for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
-		if (!(c->caps[3] & (UINT64_C(1) << cap)) &&
-		    (r = restore_call(R, p, h, "prctl(PR_CAPBSET_DROP)", SYS_prctl, PR_CAPBSET_DROP,
-				      cap, 0, 0, 0, 0, NULL)) < 0)
-			return r;
+	for (int cap = 0; r >= 0 && cap <= CAP_LAST_CAP; cap++)
+		if (!(c->caps[3] & (UINT64_C(1) << cap)))
+			r = restore_batch_add(R, b, "prctl(PR_CAPBSET_DROP)", SYS_prctl,
+					      PR_CAPBSET_DROP, cap, 0, 0, 0, 0);
 	/* With SECBIT_NO_SETUID_FIXUP, leaving uid 0 keeps the capabilities: the securebits and
 	 * the capability sets are set to what they were after the ids. */
-	if (!root) {
-		r = restore_call(R, p, h, "prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS,
-				 SECBIT_NO_SETUID_FIXUP, 0, 0, 0, 0, NULL);
+	if (r >= 0 && !root) {
+		r = restore_batch_add(R, b, "prctl(PR_SET_SECUREBITS)", SYS_prctl,
+				      PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0, 0);
 		if (r >= 0)
-			r = restore_call(R, p, h, "setresgid", SYS_setresgid, c->gids[0],
-					 c->gids[1], c->gids[2], 0, 0, 0, NULL);
+			r = restore_batch_add(R, b, "setresgid", SYS_setresgid, c->gids[0],
+					      c->gids[1], c->gids[2], 0, 0, 0);
 		if (r >= 0)
-			r = restore_call(R, p, h, "setfsgid", SYS_setfsgid, c->gids[3], 0, 0, 0, 0,
-					 0, NULL);
+			r = restore_batch_add(R, b, "setfsgid", SYS_setfsgid, c->gids[3], 0, 0, 0,
+					      0, 0);
 		if (r >= 0)
-			r = restore_call(R, p, h, "setresuid", SYS_setresuid, c->uids[0],
-					 c->uids[1], c->uids[2], 0, 0, 0, NULL);
+			r = restore_batch_add(R, b, "setresuid", SYS_setresuid, c->uids[0],
+					      c->uids[1], c->uids[2], 0, 0, 0);
 		if (r >= 0)
-			r = restore_call(R, p, h, "setfsuid", SYS_setfsuid, c->uids[3], 0, 0, 0, 0,
-					 0, NULL);
-		if (r < 0)
-			return r;
+			r = restore_batch_add(R, b, "setfsuid", SYS_setfsuid, c->uids[3], 0, 0, 0,
+					      0, 0);
 	}
-	if (!root || c->securebits) {
-		r = restore_call(R, p, h, "prctl(PR_SET_SECUREBITS)", SYS_prctl, PR_SET_SECUREBITS,
-				 c->securebits, 0, 0, 0, 0, NULL);
-		if (r < 0)
-			return r;
-	}
+	if (r >= 0 && (!root || c->securebits))
+		r = restore_batch_add(R, b, "prctl(PR_SET_SECUREBITS)", SYS_prctl,
+				      PR_SET_SECUREBITS, c->securebits, 0, 0, 0, 0);
 	for (int i = 0; i < 2; i++) {
-		data[i].inheritable = (uint32_t)(c->caps[0] >> (32 * i));
-		data[i].permitted = (uint32_t)(c->caps[1] >> (32 * i));
-		data[i].effective = (uint32_t)(c->caps[2] >> (32 * i));
+		caps.data[i].inheritable = (uint32_t)(c->caps[0] >> (32 * i));
+		caps.data[i].permitted = (uint32_t)(c->caps[1] >> (32 * i));
+		caps.data[i].effective = (uint32_t)(c->caps[2] >> (32 * i));
 	}
-	r = restore_poke(R, p, s, &hdr, sizeof(hdr));
 	if (r >= 0)
-		r = restore_poke(R, p, s + 64, data, sizeof(data));
+		r = restore_batch_data(R, b, &caps, sizeof(caps), &a);
 	if (r >= 0)
-		r = restore_call(R, p, h, "capset", SYS_capset, (long)s, (long)s + 64, 0, 0, 0, 0,
-				 NULL);
+		r = restore_batch_add(R, b, "capset", SYS_capset, (long)a,
+				      (long)(a + offsetof(typeof(caps), data)), 0, 0, 0, 0);
 	for (int cap = 0; r >= 0 && cap <= CAP_LAST_CAP; cap++)
 		if (c->caps[4] & (UINT64_C(1) << cap))
-			r = restore_call(R, p, h, "prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl,
-					 PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, 0, NULL);
+			r = restore_batch_add(R, b, "prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl,
+					      PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, 0);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
 	return r;
 }
 
 static int restore_thread(struct restorer *R, struct rproc *p, size_t i)
 {
 	const struct ct_image_thread *th = &p->img->task.threads[i];
-	pid_t h = p->htids[i];
-	unsigned long s = p->scratch;
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
+	unsigned long a = 0;
 	int r;
 
-	r = restore_poke(R, p, s, th->comm, sizeof(th->comm));
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, p->htids[i]);
+	r = restore_batch_data(R, b, th->comm, sizeof(th->comm), &a);
 	if (r >= 0)
-		r = restore_call(R, p, h, "prctl(PR_SET_NAME)", SYS_prctl, PR_SET_NAME, (long)s, 0,
-				 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "prctl(PR_SET_NAME)", SYS_prctl, PR_SET_NAME, (long)a,
+				      0, 0, 0, 0);
 	if (r >= 0 && th->robust_list)
-		r = restore_call(R, p, h, "set_robust_list", SYS_set_robust_list,
-				 (long)th->robust_list, (long)th->robust_list_len, 0, 0, 0, 0,
-				 NULL);
+		r = restore_batch_add(R, b, "set_robust_list", SYS_set_robust_list,
+				      (long)th->robust_list, (long)th->robust_list_len, 0, 0, 0, 0);
 	if (r >= 0)
-		r = restore_call(R, p, h, "set_tid_address", SYS_set_tid_address,
-				 (long)th->tid_address, 0, 0, 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "set_tid_address", SYS_set_tid_address,
+				      (long)th->tid_address, 0, 0, 0, 0, 0);
 	if (r >= 0 && th->rseq)
-		r = restore_call(R, p, h, "rseq", SYS_rseq, (long)th->rseq, th->rseq_len, 0,
-				 (long)th->rseq_sig, 0, 0, NULL);
+		r = restore_batch_add(R, b, "rseq", SYS_rseq, (long)th->rseq, th->rseq_len, 0,
+				      (long)th->rseq_sig, 0, 0);
 	if (r >= 0 && th->altstack_sp) {
 		uint64_t ss[3] = {th->altstack_sp, th->altstack_flags, th->altstack_size};
 
-		r = restore_poke(R, p, s, ss, sizeof(ss));
+		r = restore_batch_data(R, b, ss, sizeof(ss), &a);
 		if (r >= 0)
-			r = restore_call(R, p, h, "sigaltstack", SYS_sigaltstack, (long)s, 0, 0, 0,
-					 0, 0, NULL);
+			r = restore_batch_add(R, b, "sigaltstack", SYS_sigaltstack, (long)a, 0, 0,
+					      0, 0, 0);
 	}
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
 	return r;
 }
 
@@ -930,25 +1022,33 @@ static int restore_seccomp_filters(struct restorer *R, struct rproc *p)
 static int restore_task_attrs(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_task *t = &p->img->task;
+	_cleanup_free_ struct restore_batch *b = NULL;
 	char path[64], adj[16];
 	int r = 0, n, fd;
 
 	if (!t->have_attrs)
 		return 0;
+	b = malloc(sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, p->hpid);
 	/* 2 (SUID_DUMP_ROOT) comes from the fs.suid_dumpable sysctl, not from prctl. */
 	if (t->dumpable <= 1)
-		r = restore_call(R, p, p->hpid, "prctl(PR_SET_DUMPABLE)", SYS_prctl,
-				 PR_SET_DUMPABLE, t->dumpable, 0, 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "prctl(PR_SET_DUMPABLE)", SYS_prctl, PR_SET_DUMPABLE,
+				      t->dumpable, 0, 0, 0, 0);
 	if (r >= 0 && t->subreaper)
-		r = restore_call(R, p, p->hpid, "prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl,
-				 PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl,
+				      PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
 	if (r >= 0 && (t->thp_disable & 1))
-		r = restore_call(R, p, p->hpid, "prctl(PR_SET_THP_DISABLE)", SYS_prctl,
-				 PR_SET_THP_DISABLE, 1, t->thp_disable & ~1U, 0, 0, 0, NULL);
-	/* Memory-deny-write-execute cannot be taken back; every mapping is in place by now. */
+		r = restore_batch_add(R, b, "prctl(PR_SET_THP_DISABLE)", SYS_prctl,
+				      PR_SET_THP_DISABLE, 1, t->thp_disable & ~1U, 0, 0, 0);
+	/* Memory-deny-write-execute cannot be taken back; every mapping is in place by now (the
+	 * batch loop's page too: it only runs, nothing is mapped or made executable after). */
 	if (r >= 0 && t->mdwe)
-		r = restore_call(R, p, p->hpid, "prctl(PR_SET_MDWE) (Linux 6.3 or later)",
-				 SYS_prctl, CT_PR_SET_MDWE, t->mdwe, 0, 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "prctl(PR_SET_MDWE) (Linux 6.3 or later)", SYS_prctl,
+				      CT_PR_SET_MDWE, t->mdwe, 0, 0, 0, 0);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
 	if (r < 0)
 		return r;
 	/* Below what it inherited needs CAP_SYS_RESOURCE, which a host may withhold from root:
@@ -1011,17 +1111,20 @@ static int restore_thread_sched(struct restorer *R, struct rproc *p, size_t i)
 static int restore_task_state(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_task *t = &p->img->task;
-	unsigned long s = p->scratch;
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
+	unsigned long a = 0;
 	int r;
 
-	r = restore_poke(R, p, s, t->cwd, strlen(t->cwd) + 1);
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, p->hpid);
+	r = restore_batch_data(R, b, t->cwd, strlen(t->cwd) + 1, &a);
 	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "chdir", SYS_chdir, (long)s, 0, 0, 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "chdir", SYS_chdir, (long)a, 0, 0, 0, 0, 0);
 	if (r >= 0 && !streq(t->root, "/")) {
-		r = restore_poke(R, p, s, t->root, strlen(t->root) + 1);
+		r = restore_batch_data(R, b, t->root, strlen(t->root) + 1, &a);
 		if (r >= 0)
-			r = restore_call(R, p, p->hpid, "chroot", SYS_chroot, (long)s, 0, 0, 0, 0,
-					 0, NULL);
+			r = restore_batch_add(R, b, "chroot", SYS_chroot, (long)a, 0, 0, 0, 0, 0);
 	}
 	for (int sig = 1; r >= 0 && sig <= CT_IMAGE_SIGNALS; sig++) {
 		const struct ct_image_sigaction *sa = &t->sigactions[sig - 1];
@@ -1029,10 +1132,10 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 
 		if (sig == SIGKILL || sig == SIGSTOP || (!sa->handler && !sa->flags && !sa->mask))
 			continue;
-		r = restore_poke(R, p, s, ka, sizeof(ka));
+		r = restore_batch_data(R, b, ka, sizeof(ka), &a);
 		if (r >= 0)
-			r = restore_call(R, p, p->hpid, "rt_sigaction", SYS_rt_sigaction, sig,
-					 (long)s, 0, 8, 0, 0, NULL);
+			r = restore_batch_add(R, b, "rt_sigaction", SYS_rt_sigaction, sig, (long)a,
+					      0, 8, 0, 0);
 	}
 	for (int which = 0; r >= 0 && which < 3; which++) {
 		uint64_t itv[4] = {t->itimers[2 * which] / USEC_PER_SEC,
@@ -1044,13 +1147,15 @@ static int restore_task_state(struct restorer *R, struct rproc *p)
 			continue;
 		if (!t->itimers[2 * which + 1]) /* expiring right now: next period */
 			itv[2] = itv[0], itv[3] = itv[1];
-		r = restore_poke(R, p, s, itv, sizeof(itv));
+		r = restore_batch_data(R, b, itv, sizeof(itv), &a);
 		if (r >= 0)
-			r = restore_call(R, p, p->hpid, "setitimer", SYS_setitimer, which, (long)s,
-					 0, 0, 0, 0, NULL);
+			r = restore_batch_add(R, b, "setitimer", SYS_setitimer, which, (long)a, 0,
+					      0, 0, 0);
 	}
 	if (r >= 0)
-		r = restore_call(R, p, p->hpid, "umask", SYS_umask, t->umask, 0, 0, 0, 0, 0, NULL);
+		r = restore_batch_add(R, b, "umask", SYS_umask, t->umask, 0, 0, 0, 0, 0);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
 	if (r >= 0 && t->n_timers > 0)
 		r = restore_posix_timers(R, p);
 	if (r >= 0 && t->personality)

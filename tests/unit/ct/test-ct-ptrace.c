@@ -1,5 +1,6 @@
 /* Unit tests for the ptrace primitives on real fixture processes in a frozen cgroup: seizing,
- * registers and xstate, injected syscalls, detaching running, frozen or group-stopped. */
+ * registers and xstate, injected syscalls and batches of them, detaching running, frozen or
+ * group-stopped. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -208,16 +210,34 @@ static bool maps_has(pid_t pid, unsigned long addr)
 	return false;
 }
 
-static void read_mem(pid_t pid, unsigned long addr, void *buf, size_t n)
+/* Reads (or, with wbuf, writes) n bytes of pid's memory at addr through /proc/PID/mem. */
+static void mem_io(pid_t pid, unsigned long addr, void *rbuf, const void *wbuf, size_t n)
 {
 	char path[64];
 	int fd;
 
 	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, (wbuf ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
 	assert_true(fd >= 0);
-	assert_int_equal(pread(fd, buf, n, (off_t)addr), (ssize_t)n);
+	assert_int_equal(wbuf ? pwrite(fd, wbuf, n, (off_t)addr) : pread(fd, rbuf, n, (off_t)addr),
+			 (ssize_t)n);
 	close(fd);
+}
+
+static void read_mem(pid_t pid, unsigned long addr, void *buf, size_t n)
+{
+	mem_io(pid, addr, buf, NULL, n);
+}
+
+/* Lets the fixture run on, and its threads must advance and its self-check pass. */
+static void detach_and_check(struct fixture *f)
+{
+	assert_int_equal(ct_ptrace_set_detach(f->set, f->cg, CT_DETACH_RUNNING, TIMEOUT), 0);
+	f->set = ct_ptrace_set_free(f->set);
+	assert_true(all_advance(f, TIMEOUT));
+	usleep(50000);
+	if (stop_fixture(f) != 0)
+		fail_msg("fixture failed its self-check: %s", (const char *)f->sh->why);
 }
 
 static void seize_inject(void **state, enum ct_cgroup_mode mode)
@@ -307,12 +327,7 @@ static void seize_inject(void **state, enum ct_cgroup_mode mode)
 		assert_memory_equal(code_before, code_after, sizeof(code_before));
 	}
 
-	assert_int_equal(ct_ptrace_set_detach(f->set, f->cg, CT_DETACH_RUNNING, TIMEOUT), 0);
-	f->set = ct_ptrace_set_free(f->set);
-	assert_true(all_advance(f, TIMEOUT));
-	usleep(50000);
-	if (stop_fixture(f) != 0)
-		fail_msg("fixture failed its self-check: %s", (const char *)f->sh->why);
+	detach_and_check(f);
 }
 
 static void test_seize_inject_v2(void **state)
@@ -323,6 +338,103 @@ static void test_seize_inject_v2(void **state)
 static void test_seize_inject_v1(void **state)
 {
 	seize_inject(state, CT_CGROUP_V1);
+}
+
+static void write_mem(pid_t pid, unsigned long addr, const void *buf, size_t n)
+{
+	mem_io(pid, addr, NULL, buf, n);
+}
+
+static void put_entry(uint64_t (*table)[8], size_t i, long nr, long a0, long a1, long a2, long a3,
+		      long a4, long a5)
+{
+	uint64_t e[8] = {(uint64_t)nr, (uint64_t)a0, (uint64_t)a1, (uint64_t)a2,
+			 (uint64_t)a3, (uint64_t)a4, (uint64_t)a5, 0x5a5a5a5a};
+
+	memcpy(table[i], e, sizeof(e));
+}
+
+/* Batches of calls from a table, run by the loop placed in the task: results in order, the
+ * first failure ends the batch (and says which and why), registers and signal mask as they
+ * were after it, the program still right; and what a batch saves against single calls. */
+static void test_batch(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t table[64][8], back[64][8];
+	struct user_regs_struct before, after;
+	uint64_t mask_before, mask_after;
+	unsigned long area, code, tab, mapped;
+	pid_t sleeper;
+	size_t done = 99;
+	long res = 99;
+	char b1[32], b2[32];
+	usec_t t0, t1, t2;
+
+	start_fixture(f, FIXTURE_THREADS, CT_CGROUP_V2);
+	sleeper = f->sh->tids[1];
+	freeze_and_seize(f);
+	area = (unsigned long)inject(sleeper, CT_INJECT_AUTO, SYS_mmap, 0, 8192,
+				     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(area > 0 && area < (1UL << 47));
+	tab = area;
+	code = area + 4096;
+	write_mem(f->pid, code, ct_batch_code, sizeof(ct_batch_code));
+	assert_int_equal(inject(sleeper, CT_INJECT_AUTO, SYS_mprotect, (long)code, 4096,
+				PROT_READ | PROT_EXEC, 0, 0, 0),
+			 0);
+
+	/* getpid, gettid, mmap, a close that fails, a getpid that must not run. */
+	put_entry(table, 0, SYS_getpid, 0, 0, 0, 0, 0, 0);
+	put_entry(table, 1, SYS_gettid, 0, 0, 0, 0, 0, 0);
+	put_entry(table, 2, SYS_mmap, 0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	put_entry(table, 3, SYS_close, -1, 0, 0, 0, 0, 0);
+	put_entry(table, 4, SYS_getpid, 0, 0, 0, 0, 0, 0);
+	write_mem(f->pid, tab, table, 5 * sizeof(table[0]));
+	assert_int_equal(ct_ptrace_get_regs(sleeper, &before), 0);
+	assert_int_equal(ptrace(PTRACE_GETSIGMASK, sleeper, sizeof(mask_before), &mask_before), 0);
+	assert_int_equal(ct_inject_batch(sleeper, code, tab, 5, &done, &res), 0);
+	assert_int_equal(done, 3);
+	assert_int_equal(res, -EBADF);
+	assert_int_equal(ct_ptrace_get_regs(sleeper, &after), 0);
+	assert_int_equal(ptrace(PTRACE_GETSIGMASK, sleeper, sizeof(mask_after), &mask_after), 0);
+	assert_memory_equal(&before, &after, sizeof(before));
+	assert_int_equal(mask_before, mask_after);
+	read_mem(f->pid, tab, back, 5 * sizeof(back[0]));
+	assert_int_equal((long)back[0][7], f->pid);
+	assert_int_equal((long)back[1][7], sleeper);
+	assert_true(back[2][7] > 0 && back[2][7] < (1UL << 47) && maps_has(f->pid, back[2][7]));
+	assert_int_equal((long)back[3][7], -EBADF);
+	assert_int_equal(back[4][7], 0x5a5a5a5a); /* never ran */
+	mapped = back[2][7];
+
+	/* A full table, all succeeding, against as many single calls. */
+	for (size_t i = 0; i < 64; i++)
+		put_entry(table, i, SYS_getpid, 0, 0, 0, 0, 0, 0);
+	write_mem(f->pid, tab, table, sizeof(table));
+	t0 = now_usec(CLOCK_MONOTONIC);
+	assert_int_equal(ct_inject_batch(sleeper, code, tab, 64, &done, &res), 0);
+	t1 = now_usec(CLOCK_MONOTONIC);
+	assert_int_equal(done, 64);
+	assert_int_equal(res, 0);
+	for (size_t i = 0; i < 64; i++)
+		assert_int_equal(inject(sleeper, CT_INJECT_AUTO, SYS_getpid, 0, 0, 0, 0, 0, 0),
+				 f->pid);
+	t2 = now_usec(CLOCK_MONOTONIC);
+	read_mem(f->pid, tab, back, sizeof(back));
+	for (size_t i = 0; i < 64; i++)
+		assert_int_equal((long)back[i][7], f->pid);
+	printf("64 getpid: %s in one batch, %s injected one by one\n",
+	       format_duration(b1, sizeof(b1), t1 - t0), format_duration(b2, sizeof(b2), t2 - t1));
+
+	/* An empty batch runs nothing and ends at once. */
+	assert_int_equal(ct_inject_batch(sleeper, code, tab, 0, &done, &res), 0);
+	assert_int_equal(done, 0);
+	assert_int_equal(inject(sleeper, CT_INJECT_AUTO, SYS_munmap, (long)area, 8192, 0, 0, 0, 0),
+			 0);
+	assert_int_equal(
+		inject(sleeper, CT_INJECT_AUTO, SYS_munmap, (long)mapped, 4096, 0, 0, 0, 0), 0);
+
+	detach_and_check(f);
 }
 
 /* A stopped (SIGSTOP) process: seized and injected, and still stopped after detach. */
@@ -453,6 +565,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_seize_inject_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_seize_inject_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_stopped_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_stopped_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_detach_frozen_v2, setup, teardown),
