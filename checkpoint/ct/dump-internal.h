@@ -20,7 +20,8 @@ struct dproc {
 	int pidfd;
 	struct ct_ptrace_task **threads; /* [0] is the leader */
 	size_t n_threads;
-	unsigned long scratch; /* a page injected for syscall results, 0 when none */
+	unsigned long scratch;	  /* pages injected for syscall results, 0 when none */
+	unsigned long batch_code; /* the batch loop in them, 0: each call injected alone */
 	struct ct_vma_list maps;
 	struct ct_image_task task;
 	struct ct_image_mm mm;

@@ -31,7 +31,15 @@
 #include "common/common.h"
 #include "common/nsthread.h"
 
-#define SCRATCH_SIZE 4096
+/* The scratch area injected into each process while its state is read: the first page for
+ * single calls, then a batch's table and the results its calls write, and last a page that
+ * holds the batch loop (read and execute only). */
+#define SCRATCH_SIZE	 (20U << 10)
+#define SCRATCH_CODE_OFF (16U << 10)
+#define QUERY_TABLE_OFF	 4096
+#define QUERY_MAX	 96 /* 6 KiB of table */
+#define QUERY_OUT_OFF	 (10U << 10)
+#define QUERY_OUT_SIZE	 (6U << 10)
 
 int dump_fail(struct dumper *d, int r, const char *format, ...)
 {
@@ -93,6 +101,123 @@ static int inject_ok(struct dumper *d, struct ct_ptrace_task *t, const char *wha
 	if (ret)
 		*ret = res;
 	return 0;
+}
+
+/* Questions for one task that need nothing between them, asked together: one stop and resume
+ * of the task (ct_inject_batch) for all, where each injected call costs one (~30 us here).
+ * Each call's result and what it writes to its part of the scratch area come back together.
+ * Without the batch loop (a process whose memory may not become executable), the calls are
+ * injected one by one, to the same effect. */
+struct query {
+	struct ct_ptrace_task *t;
+	size_t n, out_len;
+	const char *what[QUERY_MAX];
+	bool may_fail[QUERY_MAX];
+	size_t out_off[QUERY_MAX];
+	uint64_t table[QUERY_MAX][8];
+	uint8_t out[QUERY_OUT_SIZE];
+};
+
+/* Queues a call; its output (out_len bytes, 0 for none) goes at the address in *ret_out,
+ * which the caller passes among the arguments through the ARG_OUT placeholder. Returns the
+ * call's index. */
+#define ARG_OUT (-0x6f7574L)
+static int query_add(struct dumper *d, struct dproc *p, struct query *q, const char *what,
+		     bool may_fail, size_t out_len, long nr, long a0, long a1, long a2, long a3)
+{
+	long args[4] = {a0, a1, a2, a3};
+	size_t at = (q->out_len + 15) & ~(size_t)15;
+
+	if (q->n == QUERY_MAX || at + out_len > QUERY_OUT_SIZE)
+		return dump_fail(d, -E2BIG, "pid %d: too many questions for one task", (int)p->pid);
+	for (size_t i = 0; i < 4; i++)
+		if (args[i] == ARG_OUT)
+			args[i] = (long)(p->scratch + QUERY_OUT_OFF + at);
+	if (out_len)
+		q->out_len = at + out_len;
+	q->out_off[q->n] = at;
+	q->what[q->n] = what;
+	q->may_fail[q->n] = may_fail;
+	memcpy(q->table[q->n],
+	       (uint64_t[8]){(uint64_t)nr, (uint64_t)args[0], (uint64_t)args[1], (uint64_t)args[2],
+			     (uint64_t)args[3], 0, 0, 0},
+	       sizeof(q->table[0]));
+	return (int)q->n++;
+}
+
+/* What call i wrote to its part of the scratch area. */
+static const void *query_out(const struct query *q, int i)
+{
+	return q->out + q->out_off[i];
+}
+
+static int query_run(struct dumper *d, struct dproc *p, struct query *q)
+{
+	pid_t pid = dump_ns_pid(d, q->t->tid);
+	size_t i = 0;
+	int r;
+
+	if (!p->batch_code) {
+		for (; i < q->n; i++) {
+			uint64_t *e = q->table[i];
+			long res;
+
+			r = dump_inject(d, q->t, (long)e[0], (long)e[1], (long)e[2], (long)e[3],
+					(long)e[4], &res);
+			if (r < 0)
+				return r;
+			e[7] = (uint64_t)res;
+			if (res < 0 && res > -4096 && !q->may_fail[i])
+				return dump_fail(d, (int)res, "pid %d: %s failed in the task: %s",
+						 (int)pid, q->what[i], strerror((int)-res));
+		}
+	} else {
+		struct iovec local = {q->table, q->n * sizeof(q->table[0])},
+			     remote = {(void *)(p->scratch + QUERY_TABLE_OFF), local.iov_len};
+
+		if (process_vm_writev(p->hpid, &local, 1, &remote, 1, 0) != (ssize_t)local.iov_len)
+			return dump_fail(d, NEG_ERRNO(),
+					 "pid %d: cannot write its scratch area: %m", (int)pid);
+		q->t->stepped = true; /* the loop ends in a trap: see ct_ptrace_set_settle() */
+		while (i < q->n) {
+			size_t done = 0;
+			long res = 0;
+
+			r = ct_inject_batch(q->t->tid, p->batch_code,
+					    p->scratch + QUERY_TABLE_OFF + i * CT_BATCH_ENTRY_SIZE,
+					    q->n - i, &done, &res);
+			if (r < 0)
+				return dump_fail(
+					d, r,
+					"pid %d: cannot run %s (and %zu more calls) in the "
+					"task: %s",
+					(int)pid, q->what[i], q->n - i - 1, strerror(-r));
+			i += done;
+			if (i < q->n && !q->may_fail[i])
+				return dump_fail(d, (int)res, "pid %d: %s failed in the task: %s",
+						 (int)pid, q->what[i], strerror((int)-res));
+			i += i < q->n; /* one that may fail did: the rest goes on */
+		}
+		local = (struct iovec){q->table, q->n * sizeof(q->table[0])};
+		remote = (struct iovec){(void *)(p->scratch + QUERY_TABLE_OFF), local.iov_len};
+		if (process_vm_readv(p->hpid, &local, 1, &remote, 1, 0) != (ssize_t)local.iov_len)
+			return dump_fail(d, NEG_ERRNO(), "pid %d: cannot read its scratch area: %m",
+					 (int)pid);
+	}
+	if (q->out_len > 0) {
+		struct iovec local = {q->out, q->out_len},
+			     remote = {(void *)(p->scratch + QUERY_OUT_OFF), q->out_len};
+
+		if (process_vm_readv(p->hpid, &local, 1, &remote, 1, 0) != (ssize_t)q->out_len)
+			return dump_fail(d, NEG_ERRNO(), "pid %d: cannot read its scratch area: %m",
+					 (int)pid);
+	}
+	return 0;
+}
+
+static long query_result(const struct query *q, int i)
+{
+	return (long)q->table[i][7];
 }
 
 static int scratch_read(struct dproc *p, size_t off, void *buf, size_t len)
@@ -332,14 +457,140 @@ static int peek_siginfo(struct dumper *d, pid_t tid, bool shared, uint8_t **ret,
 	return 0;
 }
 
+/* The batch loop in the scratch area's last page: mapped read and execute only (which a
+ * process under memory-deny-write-execute may still do) and written through /proc/PID/mem.
+ * Best effort: without it every call is injected alone. */
+static void place_batch_loop(struct dproc *p)
+{
+	unsigned long code = p->scratch + SCRATCH_CODE_OFF;
+	const long args[6] = {(long)code,
+			      SCRATCH_SIZE - SCRATCH_CODE_OFF,
+			      PROT_READ | PROT_EXEC,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			      -1,
+			      0};
+	struct ct_mem mem;
+	long res = 0;
+	int r;
+
+	r = ct_ptrace_task_inject(p->threads[0], SYS_mmap, args, &res);
+	if (r >= 0 && res != (long)code)
+		r = res < 0 && res > -4096 ? (int)res : -EADDRNOTAVAIL;
+	if (r >= 0 && (r = ct_mem_open(p->hpid, &mem)) >= 0) {
+		r = ct_mem_write(&mem, code, ct_batch_code, sizeof(ct_batch_code));
+		ct_mem_close(&mem);
+	}
+	if (r >= 0)
+		p->batch_code = code;
+	else
+		log_debug_errno(r, "pid %d: no batches of calls: %m", (int)p->hpid);
+}
+
+/* What only the process can tell, asked in its first thread: securebits, dumpable, child
+ * subreaper, THP disabled, memory-deny-write-execute, the actions of the signals it catches or
+ * ignores (sigs), its interval timers. */
+static int process_queries(struct dumper *d, struct dproc *p, uint64_t sigs)
+{
+	_cleanup_free_ struct query *q = calloc(1, sizeof(*q));
+	int sb, dumpable, reaper, thp, mdwe, act[CT_IMAGE_SIGNALS] = {}, itv[3];
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	q->t = p->threads[0];
+	r = sb = query_add(d, p, q, "prctl(PR_GET_SECUREBITS)", false, 0, SYS_prctl,
+			   PR_GET_SECUREBITS, 0, 0, 0);
+	if (r >= 0)
+		r = dumpable = query_add(d, p, q, "prctl(PR_GET_DUMPABLE)", false, 0, SYS_prctl,
+					 PR_GET_DUMPABLE, 0, 0, 0);
+	if (r >= 0)
+		r = reaper =
+			query_add(d, p, q, "prctl(PR_GET_CHILD_SUBREAPER)", false, sizeof(int32_t),
+				  SYS_prctl, PR_GET_CHILD_SUBREAPER, ARG_OUT, 0, 0);
+	if (r >= 0)
+		r = thp = query_add(d, p, q, "prctl(PR_GET_THP_DISABLE)", false, 0, SYS_prctl,
+				    PR_GET_THP_DISABLE, 0, 0, 0);
+	/* Before Linux 6.3 there is no memory-deny-write-execute: EINVAL, none in force. */
+	if (r >= 0)
+		r = mdwe = query_add(d, p, q, "prctl(PR_GET_MDWE)", true, 0, SYS_prctl,
+				     CT_PR_GET_MDWE, 0, 0, 0);
+	for (int sig = 1; r >= 0 && sig <= CT_IMAGE_SIGNALS; sig++)
+		if (sigs & (UINT64_C(1) << (sig - 1)))
+			r = act[sig - 1] = query_add(d, p, q, "rt_sigaction", false, 32,
+						     SYS_rt_sigaction, sig, 0, ARG_OUT, 8);
+	for (int which = 0; r >= 0 && which < 3; which++)
+		r = itv[which] = query_add(d, p, q, "getitimer", false, 32, SYS_getitimer, which,
+					   ARG_OUT, 0, 0);
+	if (r >= 0)
+		r = query_run(d, p, q);
+	if (r < 0)
+		return r;
+	p->task.creds.securebits = (uint32_t)query_result(q, sb);
+	p->task.dumpable = (uint32_t)query_result(q, dumpable);
+	p->task.subreaper = *(const int32_t *)query_out(q, reaper) != 0;
+	p->task.thp_disable = (uint32_t)query_result(q, thp) & 3;
+	p->task.mdwe = query_result(q, mdwe) > 0 ? (uint32_t)query_result(q, mdwe) & 3 : 0;
+	for (int sig = 1; sig <= CT_IMAGE_SIGNALS; sig++)
+		if (sigs & (UINT64_C(1) << (sig - 1))) {
+			/* struct kernel_sigaction: handler, flags, restorer, mask */
+			const uint64_t *sa = query_out(q, act[sig - 1]);
+
+			p->task.sigactions[sig - 1] =
+				(struct ct_image_sigaction){sa[0], sa[1], sa[2], sa[3]};
+		}
+	for (int which = 0; which < 3; which++) {
+		const uint64_t *v = query_out(q, itv[which]);
+
+		p->task.itimers[2 * which] = v[0] * USEC_PER_SEC + v[1];
+		p->task.itimers[2 * which + 1] = v[2] * USEC_PER_SEC + v[3];
+	}
+	return 0;
+}
+
+/* What only the thread can tell: its tid address, signal stack, timer slack and parent death
+ * signal. */
+static int thread_queries(struct dumper *d, struct dproc *p, struct ct_ptrace_task *t,
+			  struct ct_image_thread *th)
+{
+	_cleanup_free_ struct query *q = calloc(1, sizeof(*q));
+	int tid_address, stack, slack, pdeath;
+	int r;
+
+	if (!q)
+		return -ENOMEM;
+	q->t = t;
+	r = tid_address = query_add(d, p, q, "prctl(PR_GET_TID_ADDRESS)", false, 8, SYS_prctl,
+				    PR_GET_TID_ADDRESS, ARG_OUT, 0, 0);
+	if (r >= 0)
+		r = stack = query_add(d, p, q, "sigaltstack", false, 24, SYS_sigaltstack, 0,
+				      ARG_OUT, 0, 0);
+	if (r >= 0)
+		r = slack = query_add(d, p, q, "prctl(PR_GET_TIMERSLACK)", false, 0, SYS_prctl,
+				      PR_GET_TIMERSLACK, 0, 0, 0);
+	if (r >= 0)
+		r = pdeath = query_add(d, p, q, "prctl(PR_GET_PDEATHSIG)", false, sizeof(int32_t),
+				       SYS_prctl, PR_GET_PDEATHSIG, ARG_OUT, 0, 0);
+	if (r >= 0)
+		r = query_run(d, p, q);
+	if (r < 0)
+		return r;
+	th->tid_address = *(const uint64_t *)query_out(q, tid_address);
+	/* stack_t: ss_sp, int ss_flags (padded), ss_size. On the stack now is no state. */
+	const uint64_t *ss = query_out(q, stack);
+	th->altstack_sp = ss[0];
+	th->altstack_flags = (uint32_t)ss[1] & ~(uint32_t)SS_ONSTACK;
+	th->altstack_size = ss[2];
+	th->timerslack_ns = (uint64_t)query_result(q, slack);
+	th->pdeathsig = (uint32_t) * (const int32_t *)query_out(q, pdeath);
+	return 0;
+}
+
 /* oom_score_adj (/proc); dumpable, child subreaper, THP disabled and memory-deny-write-execute
- * (asked in the task). */
+ * were asked in the task (process_queries()). */
 static int dump_task_attrs(struct dumper *d, struct dproc *p)
 {
 	_cleanup_free_ char *adj = NULL;
 	char path[64];
-	int32_t reaper = 0;
-	long res;
 	int r;
 
 	snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)p->hpid);
@@ -348,42 +599,18 @@ static int dump_task_attrs(struct dumper *d, struct dproc *p)
 		return dump_fail(d, r, "pid %d: cannot read %s: %s", (int)p->pid, path,
 				 strerror(-r));
 	p->task.oom_score_adj = (int32_t)strtol(adj, NULL, 10);
-	r = inject_ok(d, p->threads[0], "prctl(PR_GET_DUMPABLE)", SYS_prctl, PR_GET_DUMPABLE, 0, 0,
-		      0, &res);
-	if (r < 0)
-		return r;
-	p->task.dumpable = (uint32_t)res;
-	r = inject_ok(d, p->threads[0], "prctl(PR_GET_CHILD_SUBREAPER)", SYS_prctl,
-		      PR_GET_CHILD_SUBREAPER, (long)p->scratch, 0, 0, NULL);
-	if (r >= 0 && (r = scratch_read(p, 0, &reaper, sizeof(reaper))) < 0)
-		return dump_fail(d, r, "pid %d: cannot read its subreaper flag", (int)p->pid);
-	if (r < 0)
-		return r;
-	p->task.subreaper = reaper != 0;
-	r = inject_ok(d, p->threads[0], "prctl(PR_GET_THP_DISABLE)", SYS_prctl, PR_GET_THP_DISABLE,
-		      0, 0, 0, &res);
-	if (r < 0)
-		return r;
-	p->task.thp_disable = (uint32_t)res & 3;
-	/* Before Linux 6.3 there is no memory-deny-write-execute: EINVAL, none in force. */
-	r = dump_inject(d, p->threads[0], SYS_prctl, CT_PR_GET_MDWE, 0, 0, 0, &res);
-	if (r < 0)
-		return r;
-	p->task.mdwe = res > 0 ? (uint32_t)res & 3 : 0;
 	p->task.have_attrs = true;
 	return 0;
 }
 
-/* Scheduling policy, nice, CPU affinity, I/O priority (read from here), timer slack and parent
- * death signal (asked in the thread: only it can). */
+/* Scheduling policy, nice, CPU affinity, I/O priority, read from here (timer slack and parent
+ * death signal only the thread can tell: thread_queries()). */
 static int dump_thread_sched(struct dumper *d, struct dproc *p, struct ct_ptrace_task *t,
 			     struct ct_image_thread *th)
 {
 	struct ct_sched_attr attr = {.size = sizeof(attr)};
 	uint8_t mask[CT_IMAGE_AFFINITY_MAX];
-	long n, res;
-	int32_t sig = 0;
-	int r;
+	long n;
 
 	if (syscall(SYS_sched_getattr, t->tid, &attr, sizeof(attr), 0) < 0)
 		return dump_fail(d, NEG_ERRNO(), "task %u: sched_getattr failed: %m", th->tid);
@@ -404,18 +631,6 @@ static int dump_thread_sched(struct dumper *d, struct dproc *p, struct ct_ptrace
 		return -ENOMEM;
 	memcpy(th->affinity, mask, (size_t)n);
 	th->affinity_len = (size_t)n;
-	r = inject_ok(d, t, "prctl(PR_GET_TIMERSLACK)", SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0,
-		      &res);
-	if (r < 0)
-		return r;
-	th->timerslack_ns = (uint64_t)res;
-	r = inject_ok(d, t, "prctl(PR_GET_PDEATHSIG)", SYS_prctl, PR_GET_PDEATHSIG,
-		      (long)p->scratch, 0, 0, NULL);
-	if (r >= 0 && (r = scratch_read(p, 0, &sig, sizeof(sig))) < 0)
-		return dump_fail(d, r, "task %u: cannot read its parent death signal", th->tid);
-	if (r < 0)
-		return r;
-	th->pdeathsig = (uint32_t)sig;
 	th->sched_policy = attr.sched_policy;
 	th->sched_flags = attr.sched_flags & CT_SCHED_FLAG_RESET_ON_FORK;
 	th->sched_priority = attr.sched_priority;
@@ -433,9 +648,8 @@ static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task 
 	_cleanup_free_ char *comm = NULL;
 	void *xs = NULL;
 	size_t xs_size, len;
-	uint64_t head = 0, stack[3];
+	uint64_t head = 0;
 	char path[96];
-	long res;
 	int r;
 
 	th->tid = (uint32_t)dump_ns_pid(d, t->tid);
@@ -469,22 +683,9 @@ static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task 
 	th->rseq = rseq.rseq_abi_pointer;
 	th->rseq_len = rseq.rseq_abi_size;
 	th->rseq_sig = rseq.signature;
-	r = inject_ok(d, t, "prctl(PR_GET_TID_ADDRESS)", SYS_prctl, PR_GET_TID_ADDRESS,
-		      (long)p->scratch, 0, 0, NULL);
-	if (r >= 0)
-		r = scratch_read(p, 0, &th->tid_address, 8);
-	if (r >= 0)
-		r = inject_ok(d, t, "sigaltstack", SYS_sigaltstack, 0, (long)p->scratch, 0, 0,
-			      &res);
-	if (r >= 0)
-		r = scratch_read(p, 0, stack, sizeof(stack));
+	r = thread_queries(d, p, t, th);
 	if (r < 0)
-		return dump_fail(d, r, "task %u: cannot read its tid address or signal stack",
-				 th->tid);
-	/* stack_t: ss_sp, int ss_flags (padded), ss_size. On the stack now is no state. */
-	th->altstack_sp = stack[0];
-	th->altstack_flags = (uint32_t)stack[1] & ~(uint32_t)SS_ONSTACK;
-	th->altstack_size = stack[2];
+		return r;
 	r = dump_thread_sched(d, p, t, th);
 	if (r < 0)
 		return r;
@@ -506,30 +707,6 @@ static int dump_thread(struct dumper *d, struct dproc *p, struct ct_ptrace_task 
 	if (!th->regsets[0].data)
 		return -ENOMEM;
 	memcpy(th->regsets[0].data, &regs, sizeof(regs));
-	return 0;
-}
-
-static int dump_sigactions(struct dumper *d, struct dproc *p, uint64_t sigs)
-{
-	struct ct_ptrace_task *t = p->threads[0];
-
-	for (int sig = 1; sig <= CT_IMAGE_SIGNALS; sig++) {
-		uint64_t sa[4];
-		int r;
-
-		if (!(sigs & (UINT64_C(1) << (sig - 1))))
-			continue;
-		r = inject_ok(d, t, "rt_sigaction", SYS_rt_sigaction, sig, 0, (long)p->scratch, 8,
-			      NULL);
-		if (r >= 0)
-			r = scratch_read(p, 0, sa, sizeof(sa));
-		if (r < 0)
-			return dump_fail(d, r, "pid %d: cannot read the action of signal %d",
-					 (int)p->pid, sig);
-		/* struct kernel_sigaction: handler, flags, restorer, mask */
-		p->task.sigactions[sig - 1] =
-			(struct ct_image_sigaction){sa[0], sa[1], sa[2], sa[3]};
-	}
 	return 0;
 }
 
@@ -601,23 +778,7 @@ static int dump_timers(struct dumper *d, struct dproc *p)
 	r = read_small(path, &text);
 	if (r < 0)
 		return dump_fail(d, r, "pid %d: cannot read its POSIX timers", (int)p->pid);
-	r = dump_posix_timers(d, p, text);
-	if (r < 0)
-		return r;
-	for (int which = 0; which < 3; which++) {
-		uint64_t itv[4];
-
-		r = inject_ok(d, p->threads[0], "getitimer", SYS_getitimer, which, (long)p->scratch,
-			      0, 0, NULL);
-		if (r >= 0)
-			r = scratch_read(p, 0, itv, sizeof(itv));
-		if (r < 0)
-			return dump_fail(d, r, "pid %d: cannot read its interval timers",
-					 (int)p->pid);
-		p->task.itimers[2 * which] = itv[0] * USEC_PER_SEC + itv[1];
-		p->task.itimers[2 * which + 1] = itv[2] * USEC_PER_SEC + itv[3];
-	}
-	return 0;
+	return dump_posix_timers(d, p, text);
 }
 
 static int dump_path_link(struct dumper *d, struct dproc *p, const char *what, char **ret)
@@ -856,18 +1017,16 @@ static int dump_process(struct dumper *d, struct dproc *p)
 	if (r < 0)
 		return r;
 
-	/* A page for the results of injected calls, unmapped before the layout is read. */
+	/* Pages for the results of injected calls, unmapped before the layout is read. */
 	r = inject_ok(d, p->threads[0], "mmap", SYS_mmap, 0, SCRATCH_SIZE, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, &res);
 	if (r < 0)
 		return r;
 	p->scratch = (unsigned long)res;
-	r = inject_ok(d, p->threads[0], "prctl(PR_GET_SECUREBITS)", SYS_prctl, PR_GET_SECUREBITS, 0,
-		      0, 0, &res);
-	if (r < 0)
-		return r;
-	p->task.creds.securebits = (uint32_t)res;
-	r = dump_task_attrs(d, p);
+	place_batch_loop(p);
+	r = process_queries(d, p, st.sigcgt | st.sigign);
+	if (r >= 0)
+		r = dump_task_attrs(d, p);
 	if (r < 0)
 		return r;
 	/* Another process's limits need matching ids or CAP_SYS_RESOURCE, which a host may
@@ -888,9 +1047,6 @@ static int dump_process(struct dumper *d, struct dproc *p)
 		}
 		p->task.rlimits[i] = (struct ct_image_rlimit){rl[0], rl[1]};
 	}
-	if (r < 0)
-		return r;
-	r = dump_sigactions(d, p, st.sigcgt | st.sigign);
 	if (r < 0)
 		return r;
 	p->task.shared_pending = st.shdpnd;
