@@ -159,8 +159,12 @@ static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_
 {
 	int flags = (int)f->flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
 	bool fifo = f->type == CT_IMAGE_FD_FIFO;
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
 	long t;
 	int r;
+
+	if (!b)
+		return -ENOMEM;
 
 	/* A FIFO: we hold it open both ways (with its data back in it), so that the task's
 	 * open, non-blocking for the moment, finds its other end. */
@@ -174,23 +178,18 @@ static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_
 	if (r >= 0)
 		r = restore_call(R, p, p->hpid, "open", SYS_openat, AT_FDCWD, (long)p->scratch,
 				 flags | (fifo ? O_NONBLOCK : 0), 0, 0, 0, &t);
-	if (r >= 0 && fifo)
-		r = restore_call(R, p, p->hpid, "fcntl", SYS_fcntl, t, F_SETFL, flags & SETFL_MASK,
-				 0, 0, 0, NULL);
 	if (r < 0)
 		return restore_fail(R, r, "pid %u fd %u: cannot open %s", p->img->task.pid, f->fd,
 				    f->path);
-	if (f->pos && (f->type == CT_IMAGE_FD_REG || f->type == CT_IMAGE_FD_DIR))
-		r = restore_call(R, p, p->hpid, "lseek", SYS_lseek, t, (long)f->pos, SEEK_SET, 0, 0,
-				 0, NULL);
-	if (r >= 0 && t != f->fd)
-		r = restore_call(R, p, p->hpid, "dup3", SYS_dup3, t, f->fd,
-				 (f->fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0, 0, 0, 0, NULL);
-	if (r >= 0 && t != f->fd)
-		r = restore_call(R, p, p->hpid, "close", SYS_close, t, 0, 0, 0, 0, 0, NULL);
-	else if (r >= 0 && (f->fd_flags & FD_CLOEXEC))
-		r = restore_call(R, p, p->hpid, "fcntl", SYS_fcntl, t, F_SETFD, FD_CLOEXEC, 0, 0, 0,
-				 NULL);
+	/* What follows the open goes to the task together. */
+	restore_batch_init(b, p, p->hpid);
+	if (fifo)
+		r = restore_batch_add(R, b, "fcntl", SYS_fcntl, t, F_SETFL, flags & SETFL_MASK, 0,
+				      0, 0);
+	if (r >= 0 && f->pos && (f->type == CT_IMAGE_FD_REG || f->type == CT_IMAGE_FD_DIR))
+		r = restore_batch_add(R, b, "lseek", SYS_lseek, t, (long)f->pos, SEEK_SET, 0, 0, 0);
+	if (r >= 0)
+		r = restore_fd_move(R, b, (int)t, (int)f->fd, f->fd_flags & FD_CLOEXEC);
 	if (r < 0 || file_users(R, f->file_id) < 2)
 		return r;
 	/* Shared with other fds: keep a reference to hand to them. */

@@ -84,6 +84,9 @@ int restore_batch_data(struct restorer *R, struct restore_batch *b, const void *
 int restore_batch_add(struct restorer *R, struct restore_batch *b, const char *what, long nr,
 		      long a0, long a1, long a2, long a3, long a4, long a5);
 int restore_batch_flush(struct restorer *R, struct restore_batch *b);
+/* Adds to b what puts the task's fd at number target (dup3 and close, or only the
+ * close-on-exec flag when it is there already), then flushes b. */
+int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int target, bool cloexec);
 /* What is left of a timer on clock that had left_ns to go when the container was frozen (0:
  * disarmed). Timers on the wall clock and on boot time count the time the container was down,
  * as across a suspend, and one whose time passed meanwhile fires at once (1 ns); its

@@ -197,8 +197,8 @@ int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target
 		uint8_t byte[32];
 		uint8_t ctl[CMSG_SPACE(sizeof(int))];
 	} remote = {};
+	_cleanup_free_ struct restore_batch *b = NULL;
 	struct cmsghdr *c;
-	long t;
 	int r;
 
 	mh.msg_iov = &iov;
@@ -235,15 +235,26 @@ int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target
 	if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 		return restore_fail(R, -EIO, "pid %u: no file arrived", p->img->task.pid);
 	memcpy(&r, CMSG_DATA(c), sizeof(int));
-	t = r;
-	if (t != target) {
-		r = restore_call(R, p, p->hpid, "dup3", SYS_dup3, t, target,
-				 cloexec ? O_CLOEXEC : 0, 0, 0, 0, NULL);
+	b = malloc(sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, p->hpid);
+	return restore_fd_move(R, b, r, target, cloexec);
+}
+
+int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int target, bool cloexec)
+{
+	int r = 0;
+
+	if (fd != target) {
+		r = restore_batch_add(R, b, "dup3", SYS_dup3, fd, target, cloexec ? O_CLOEXEC : 0,
+				      0, 0, 0);
 		if (r >= 0)
-			r = restore_call(R, p, p->hpid, "close", SYS_close, t, 0, 0, 0, 0, 0, NULL);
+			r = restore_batch_add(R, b, "close", SYS_close, fd, 0, 0, 0, 0, 0);
 	} else if (cloexec)
-		r = restore_call(R, p, p->hpid, "fcntl", SYS_fcntl, t, F_SETFD, FD_CLOEXEC, 0, 0, 0,
-				 NULL);
+		r = restore_batch_add(R, b, "fcntl", SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
 	return r;
 }
 
