@@ -2,6 +2,7 @@
  * identity (pid + start time) used to find them again after a migrd restart. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
@@ -127,6 +128,9 @@ _noreturn_ static void child(const struct ct_spec *spec, const char *exe, char *
 		goto fail;
 	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (nul < 0 || dup2(nul, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+		goto fail;
+	/* Nothing of migrd's beyond the three (the error pipe goes at exec too). */
+	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		goto fail;
 	if (chdir(spec->cwd ?: "/") < 0)
 		goto fail;

@@ -266,17 +266,38 @@ static void test_clone_into(void **state)
 	assert_int_equal(ct_cgroup_remove(cg1, TIMEOUT), 0);
 }
 
-/* Starts CMD in the cgroup and checks it is the one task there, then kills the cgroup. */
+/* The fd numbers pid has open, as a string: "0 1 2". */
+static void fd_list(pid_t pid, char *buf, size_t size)
+{
+	char path[64];
+	size_t at = 0;
+
+	buf[0] = 0;
+	for (int fd = 0; fd < 1024; fd++) {
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		if (access(path, F_OK) == 0)
+			at += (size_t)snprintf(buf + at, size - at, "%s%d", at ? " " : "", fd);
+	}
+}
+
+/* Starts CMD in the cgroup and checks it is the one task there, with stdin, stdout and
+ * stderr and nothing else of ours (an fd we leave open on exec included), then kills the
+ * cgroup. */
 static void spawn_in(struct fixture *f, char *const *argv)
 {
 	struct ct_spec spec = {.name = f->name, .argv = argv};
 	_cleanup_free_ char *error = NULL;
 	_cleanup_close_ int log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC), pidfd = -EBADF;
+	_cleanup_close_ int leaked = fcntl(log_fd, F_DUPFD, 100);
+	char fds[256];
 	pid_t pid;
 
 	assert_true(log_fd >= 0);
+	assert_true(leaked >= 100);
 	assert_int_equal(ct_container_spawn(&spec, f->cg, log_fd, &pid, &pidfd, &error), 0);
 	assert_true(pidfd >= 0);
+	fd_list(pid, fds, sizeof(fds));
+	assert_string_equal(fds, "0 1 2");
 	alone_then_killed(f, pid);
 }
 
