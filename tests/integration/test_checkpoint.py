@@ -1157,7 +1157,14 @@ def test_clocks_go_on(host):
         r = restore(host, name)
         assert r["own_clocks"] is True, r
         host.wait_for(lambda: len(ticks(host, name)) >= len(before) + 5, 20, "ticks after it")
-        m2, b2, dom = ticks(host, name)[len(before)]
+        after = ticks(host, name)[len(before):]
+        # The first line printed after the restore may hold clocks read before the
+        # checkpoint (it came between the reading and the print): the jump is at the first
+        # tick or the second, and only there.
+        jumps = [i for i, (p, q) in enumerate(zip([before[-1]] + after, after))
+                 if q[1] - p[1] >= 1.0]
+        assert len(jumps) == 1 and jumps[0] <= 1, (round_, before[-1], after[:3])
+        (m1, b1, _), (m2, b2, dom) = ([before[-1]] + after)[jumps[0]], after[jumps[0]]
         # Stopped while it was down: the last tick's sleep and the checkpoint and restore
         # themselves, not the gap (the host's clock went on by more than the gap).
         assert 0 < m2 - m1 < 1.5, (round_, m1, m2)
