@@ -48,7 +48,7 @@
 
 /* Parsed arguments. */
 static uint64_t arg_sizes[MAX_SIZES] = {64, 256, 1024}; /* MiB */
-static unsigned arg_n_sizes = 3, arg_runs = 5, arg_threads;
+static unsigned arg_n_sizes = 3, arg_runs = 5, arg_threads, arg_fds;
 static const char *arg_dir = "/dev/shm";
 #ifndef ENGINE_BENCH_FIXTURE /* the build's fixture-ct-counter, when it builds the tests */
 #define ENGINE_BENCH_FIXTURE NULL
@@ -79,6 +79,8 @@ enum col {
 	COL_RESTORE_RATIO,
 	COL_RESTORE_PWRITE_RATIO,
 	COL_RESTORE_UFFD_RATIO,
+	COL_DUMP_STATE_MS,
+	COL_RESTORE_STATE_MS,
 	N_COLS
 };
 
@@ -105,6 +107,8 @@ static const struct {
 	[COL_RESTORE_RATIO] = {"restore", "/readv", "restore_vs_readv", 2, true},
 	[COL_RESTORE_PWRITE_RATIO] = {"restore", "/pwrite", "restore_vs_pwrite", 2, true},
 	[COL_RESTORE_UFFD_RATIO] = {"restore", "/uffd", "restore_vs_uffd", 2, true},
+	[COL_DUMP_STATE_MS] = {"dstate", "ms", "dump_state_ms", 1},
+	[COL_RESTORE_STATE_MS] = {"rstate", "ms", "restore_state_ms", 1},
 };
 
 struct row {
@@ -295,12 +299,13 @@ static int wait_fixture(const struct bench_ct *ct, struct log_watch *w, unsigned
 static int bench_ct_spawn(const char *name, int log_fd, uint64_t mib, struct bench_ct *ct)
 {
 	_cleanup_free_ char *error = NULL;
-	char size[32];
-	char *argv[] = {(char *)arg_fixture, size, NULL};
+	char size[32], fds[32];
+	char *argv[] = {(char *)arg_fixture, size, (char *)"256", (char *)"0", fds, NULL};
 	struct log_watch w = {.fd = log_fd};
 	int r;
 
 	snprintf(size, sizeof(size), "%" PRIu64, mib);
+	snprintf(fds, sizeof(fds), "%u", arg_fds);
 	r = bench_ct_new_cgroup(name, ct);
 	if (r < 0)
 		return r;
@@ -597,13 +602,14 @@ static void print_phases(const struct row *row, const struct ct_dump_stats *ds,
 	fprintf(stderr,
 		"  %" PRIu64 " MiB %s: dump: reserve %.1f (before the freeze), freeze %.2f, seize "
 		"%.1f, state %.1f, memory %.1f, "
-		"release %.1f ms; restore: verify %.1f, tree %.1f, memory %.1f, state %.1f ms\n",
+		"release %.1f ms; restore: verify %.1f, tree %.1f, memory %.1f, state %.1f, "
+		"total %.1f ms\n",
 		row->mib, level_name(row->level), (double)ds->reserve_usec / 1e3,
 		(double)ds->freeze_usec / 1e3, (double)ds->seize_usec / 1e3,
 		(double)ds->state_usec / 1e3, (double)ds->memory_usec / 1e3,
 		(double)ds->release_usec / 1e3, (double)rs->verify_usec / 1e3,
 		(double)rs->tree_usec / 1e3, (double)rs->memory_usec / 1e3,
-		(double)rs->state_usec / 1e3);
+		(double)rs->state_usec / 1e3, (double)rs->total_usec / 1e3);
 }
 
 static void fill_columns(const struct ct_dump_stats *ds, const struct ct_restore_stats *rs,
@@ -623,6 +629,8 @@ static void fill_columns(const struct ct_dump_stats *ds, const struct ct_restore
 	ret[COL_RESTORE_RATIO] = ret[COL_RESTORE_GBS] / ret[COL_READV];
 	ret[COL_RESTORE_PWRITE_RATIO] = ret[COL_RESTORE_GBS] / ret[COL_PWRITE];
 	ret[COL_RESTORE_UFFD_RATIO] = ret[COL_RESTORE_GBS] / ret[COL_UFFD];
+	ret[COL_DUMP_STATE_MS] = (double)ds->state_usec / 1e3;
+	ret[COL_RESTORE_STATE_MS] = (double)rs->state_usec / 1e3;
 }
 
 /* Spawn, baselines, dump (which kills the original), restore into a new cgroup, check the
@@ -716,8 +724,12 @@ static void print_header(const char *workdir, bool tmpfs)
 	       "pwrite and uffd; %ld CPUs; XXH3 checksums: %s\n",
 	       arg_runs, arg_runs > 1 ? "s" : "", arg_threads, sysconf(_SC_NPROCESSORS_ONLN),
 	       hash_xxh3_impl());
+	printf("the fixture holds %u pipe fds beside its heap (--fds)\n", arg_fds);
 	printf("reserve = the pages files allocated while the container still runs, before the "
 	       "freeze (uncompressed only)\n");
+	printf("dstate = the dump's state phase (frozen: tasks, fds); rstate = the restore's "
+	       "(files, "
+	       "signals, credentials, registers)\n");
 	printf("dump = freeze start until the image is complete; GB/s = 1e9 bytes of dumped memory "
 	       "per s\n");
 	printf("uffd = UFFDIO_COPY of the heap's size from memory into a fresh mapping, as a "
@@ -880,6 +892,8 @@ static void usage(void)
 	       "  --threads N      memory threads: engine, readv, pwrite (default CPUs, at most "
 	       "4)\n"
 	       "  --fixture PATH   fixture-ct-counter (default %s)\n"
+	       "  --fds N          the fixture also holds N fds (N/2 pipes, a byte in each),\n"
+	       "                   0..8192 (default 0); dstate and rstate show what they cost\n"
 	       "  --no-zstd        skip the zstd-1 rows\n"
 	       "  --reserve-ab     one more uncompressed row per size (\"nores\") whose pages\n"
 	       "                   files are not allocated before the freeze, as before the\n"
@@ -911,6 +925,7 @@ static int parse_argv(int argc, char *argv[])
 		ARG_RESERVE_AB,
 		ARG_DIRECT_AB,
 		ARG_MAP_AB,
+		ARG_FDS,
 	};
 	static const struct option options[] = {
 		{"help", no_argument, NULL, 'h'},
@@ -924,6 +939,7 @@ static int parse_argv(int argc, char *argv[])
 		{"reserve-ab", no_argument, NULL, ARG_RESERVE_AB},
 		{"direct-ab", no_argument, NULL, ARG_DIRECT_AB},
 		{"map-ab", no_argument, NULL, ARG_MAP_AB},
+		{"fds", required_argument, NULL, ARG_FDS},
 		{"smoke", no_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{},
@@ -974,6 +990,11 @@ static int parse_argv(int argc, char *argv[])
 			break;
 		case ARG_MAP_AB:
 			arg_map_ab = true;
+			break;
+		case ARG_FDS:
+			if (parse_uint32(optarg, &u) < 0 || u > 8192)
+				return log_error_errno(EINVAL, "--fds: 0..8192");
+			arg_fds = u;
 			break;
 		case 's':
 			arg_smoke = true;

@@ -478,18 +478,59 @@ static int make_memfd(struct restorer *R, const struct ct_image_fd *f, int *ret)
 	return 0;
 }
 
+/* Files made here, waiting to go to the task together; unix sockets with a name are bound in
+ * the task once theirs is in place. */
+struct fd_group {
+	size_t n;
+	struct restore_fd_install fds[RESTORE_INSTALL_MAX];
+	const struct ct_image_fd *bind[RESTORE_INSTALL_MAX];
+};
+
+static int group_flush(struct restorer *R, struct rproc *p, struct fd_group *g)
+{
+	int r = 0;
+
+	if (g->n > 0)
+		r = restore_install_fds(R, p, g->fds, g->n);
+	for (size_t i = 0; r >= 0 && i < g->n; i++)
+		if (g->bind[i])
+			r = bind_in_task(R, p, g->bind[i]);
+	g->n = 0;
+	return r;
+}
+
+static int group_add(struct restorer *R, struct rproc *p, struct fd_group *g, int ours,
+		     const struct ct_image_fd *f, bool bind)
+{
+	if (g->n == RESTORE_INSTALL_MAX) {
+		int r = group_flush(R, p, g);
+
+		if (r < 0)
+			return r;
+	}
+	/* bind[] is in the order of the image: after the install, fds[] is not. */
+	g->fds[g->n] = (struct restore_fd_install){
+		.ours = ours, .target = (int)f->fd, .cloexec = f->fd_flags & FD_CLOEXEC};
+	g->bind[g->n] = bind ? f : NULL;
+	g->n++;
+	return 0;
+}
+
 int restore_fds(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_fds *fds = &p->img->fds;
+	_cleanup_free_ struct fd_group *g = calloc(1, sizeof(*g));
+	int r;
 
+	if (!g)
+		return -ENOMEM;
 	for (size_t i = 0; i < fds->n_fds; i++) {
 		const struct ct_image_fd *f = &fds->fds[i];
 		struct robj *shared = obj_find(R, OBJ_FILE, f->file_id);
-		bool cloexec = f->fd_flags & FD_CLOEXEC;
-		int ours = -1, r;
+		int ours = -1;
 
 		if (shared) {
-			r = restore_install_fd(R, p, shared->fd, (int)f->fd, cloexec);
+			r = group_add(R, p, g, shared->fd, f, false);
 			if (r < 0)
 				return r;
 			continue;
@@ -533,15 +574,12 @@ int restore_fds(struct restorer *R, struct rproc *p)
 					    p->img->task.pid, f->fd);
 		}
 		r = obj_add(R, OBJ_FILE, f->file_id, ours, -1);
-		if (r < 0)
-			return r;
-		r = restore_install_fd(R, p, ours, (int)f->fd, cloexec);
 		if (r >= 0)
-			r = bind_in_task(R, p, f);
+			r = group_add(R, p, g, ours, f, true);
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	return group_flush(R, p, g);
 }
 
 static const struct ct_image_fd *fd_record(const struct ct_image_fds *fds, uint32_t fd)

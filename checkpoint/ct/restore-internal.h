@@ -87,6 +87,9 @@ int restore_batch_flush(struct restorer *R, struct restore_batch *b);
 /* Adds to b what puts the task's fd at number target (dup3 and close, or only the
  * close-on-exec flag when it is there already), then flushes b. */
 int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int target, bool cloexec);
+/* The same without the flush. */
+int restore_fd_move_add(struct restorer *R, struct restore_batch *b, int fd, int target,
+			bool cloexec);
 /* What is left of a timer on clock that had left_ns to go when the container was frozen (0:
  * disarmed). Timers on the wall clock and on boot time count the time the container was down,
  * as across a suspend, and one whose time passed meanwhile fires at once (1 ns); its
@@ -94,6 +97,16 @@ int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int tar
 uint64_t restore_timer_left(const struct restorer *R, int clock, uint64_t left_ns);
 /* Gives the task the file ours at number target (close-on-exec per cloexec). */
 int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec);
+/* The same for up to RESTORE_INSTALL_MAX files at once, with two stops of the task and one
+ * more per RESTORE_BATCH_MAX / 2 of them (fds is sorted by target meanwhile). Every target
+ * must be a number the task has free. */
+#define RESTORE_INSTALL_MAX 253 /* SCM_MAX_FD: the most one message carries */
+struct restore_fd_install {
+	int ours, target;
+	bool cloexec;
+};
+int restore_install_fds(struct restorer *R, struct rproc *p, struct restore_fd_install *fds,
+			size_t n);
 
 /* restore-mm.c */
 int restore_mm(struct restorer *R, struct rproc *p);

@@ -1,6 +1,7 @@
 /* Restore: a stopped helper becomes the container's PID 1 in fresh namespaces; every other
  * process and thread is cloned from its parent by injected clone3() with its old pid; then each
  * process gets its memory, files and state through injected calls, and all are let go at once. */
+#include <assert.h>
 #include <elf.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -179,12 +180,26 @@ int restore_batch_flush(struct restorer *R, struct restore_batch *b)
 	return 0;
 }
 
-int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec)
+static int cmp_install(const void *a, const void *b)
+{
+	const struct restore_fd_install *x = a, *y = b;
+
+	return (x->target > y->target) - (x->target < y->target);
+}
+
+/* One SCM_RIGHTS message carries them all, in the order of their targets; the task's recvmsg
+ * gives them the lowest free numbers, in that order. The targets are free too (nothing is at
+ * a number of the image's before it is restored, and every number is restored once), so the
+ * i-th number received is at most the i-th target. Moved into place from the last down, no
+ * dup3 can overwrite one still to be moved: each target is above every number received
+ * before its own. */
+int restore_install_fds(struct restorer *R, struct rproc *p, struct restore_fd_install *fds,
+			size_t n)
 {
 	/* Scratch: msghdr at 0, iovec at 64, one byte at 96, control at 128. */
 	union {
 		struct cmsghdr h;
-		uint8_t b[CMSG_SPACE(sizeof(int))];
+		uint8_t b[CMSG_SPACE(sizeof(int) * RESTORE_INSTALL_MAX)];
 	} ctl = {};
 	struct msghdr mh = {};
 	struct iovec iov = {(void *)"f", 1};
@@ -195,54 +210,83 @@ int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target
 		struct iovec iov;
 		uint8_t pad2[32 - sizeof(struct iovec)];
 		uint8_t byte[32];
-		uint8_t ctl[CMSG_SPACE(sizeof(int))];
+		uint8_t ctl[CMSG_SPACE(sizeof(int) * RESTORE_INSTALL_MAX)];
 	} remote = {};
+	size_t ctl_len = CMSG_SPACE(sizeof(int) * n);
+	int got[RESTORE_INSTALL_MAX];
 	_cleanup_free_ struct restore_batch *b = NULL;
 	struct cmsghdr *c;
 	int r;
 
+	assert(n > 0 && n <= RESTORE_INSTALL_MAX);
+	qsort(fds, n, sizeof(*fds), cmp_install);
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
 	mh.msg_control = &ctl;
-	mh.msg_controllen = sizeof(ctl);
+	mh.msg_controllen = ctl_len;
 	c = CMSG_FIRSTHDR(&mh);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &ours, sizeof(int));
+	c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	for (size_t i = 0; i < n; i++)
+		memcpy(CMSG_DATA(c) + i * sizeof(int), &fds[i].ours, sizeof(int));
 	if (sendmsg(R->chan, &mh, MSG_DONTWAIT) < 0)
-		return restore_fail(R, NEG_ERRNO(), "sending a file to pid %u failed: %m",
+		return restore_fail(R, NEG_ERRNO(), "sending %zu files to pid %u failed: %m", n,
 				    p->img->task.pid);
 	remote.mh.msg_iov = (void *)(s + 64);
 	remote.mh.msg_iovlen = 1;
 	remote.mh.msg_control = (void *)(s + 128);
-	remote.mh.msg_controllen = sizeof(remote.ctl);
+	remote.mh.msg_controllen = ctl_len;
 	remote.iov = (struct iovec){(void *)(s + 96), 1};
-	r = restore_poke(R, p, s, &remote, sizeof(remote));
+	r = restore_poke(R, p, s, &remote, offsetof(typeof(remote), ctl) + ctl_len);
 	if (r >= 0)
 		r = restore_call(R, p, p->hpid, "recvmsg", SYS_recvmsg, R->chan_fd, (long)s, 0, 0,
 				 0, 0, NULL);
 	if (r < 0)
 		return r;
 	{
-		struct iovec l = {&remote, sizeof(remote)}, rm = {(void *)s, sizeof(remote)};
+		size_t len = offsetof(typeof(remote), ctl) + ctl_len;
+		struct iovec l = {&remote, len}, rm = {(void *)s, len};
 
-		if (process_vm_readv(p->hpid, &l, 1, &rm, 1, 0) != (ssize_t)sizeof(remote))
-			return restore_fail(R, NEG_ERRNO(), "pid %u: reading a received fd: %m",
+		if (process_vm_readv(p->hpid, &l, 1, &rm, 1, 0) != (ssize_t)len)
+			return restore_fail(R, NEG_ERRNO(), "pid %u: reading received fds: %m",
 					    p->img->task.pid);
 	}
 	c = (struct cmsghdr *)remote.ctl;
-	if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-		return restore_fail(R, -EIO, "pid %u: no file arrived", p->img->task.pid);
-	memcpy(&r, CMSG_DATA(c), sizeof(int));
+	if ((remote.mh.msg_flags & MSG_CTRUNC) || c->cmsg_level != SOL_SOCKET ||
+	    c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int) * n))
+		return restore_fail(R, -EMFILE,
+				    "pid %u: of %zu files handed over, not all arrived (out of fd "
+				    "numbers?)",
+				    p->img->task.pid, n);
+	memcpy(got, CMSG_DATA(c), sizeof(int) * n);
+	for (size_t i = 0; i < n; i++)
+		if (got[i] < 0 || got[i] > fds[i].target || (i > 0 && got[i] <= got[i - 1]))
+			return restore_fail(R, -EIO,
+					    "pid %u: a file handed over arrived at fd %d, where "
+					    "%d was to come (at or below %d)",
+					    p->img->task.pid, got[i], i ? got[i - 1] + 1 : 0,
+					    fds[i].target);
 	b = malloc(sizeof(*b));
 	if (!b)
 		return -ENOMEM;
 	restore_batch_init(b, p, p->hpid);
-	return restore_fd_move(R, b, r, target, cloexec);
+	for (size_t i = n; r >= 0 && i-- > 0;)
+		r = restore_fd_move_add(R, b, got[i], fds[i].target, fds[i].cloexec);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
+	return r;
 }
 
-int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int target, bool cloexec)
+int restore_install_fd(struct restorer *R, struct rproc *p, int ours, int target, bool cloexec)
+{
+	struct restore_fd_install one = {.ours = ours, .target = target, .cloexec = cloexec};
+
+	return restore_install_fds(R, p, &one, 1);
+}
+
+int restore_fd_move_add(struct restorer *R, struct restore_batch *b, int fd, int target,
+			bool cloexec)
 {
 	int r = 0;
 
@@ -253,9 +297,14 @@ int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int tar
 			r = restore_batch_add(R, b, "close", SYS_close, fd, 0, 0, 0, 0, 0);
 	} else if (cloexec)
 		r = restore_batch_add(R, b, "fcntl", SYS_fcntl, fd, F_SETFD, FD_CLOEXEC, 0, 0, 0);
-	if (r >= 0)
-		r = restore_batch_flush(R, b);
 	return r;
+}
+
+int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int target, bool cloexec)
+{
+	int r = restore_fd_move_add(R, b, fd, target, cloexec);
+
+	return r < 0 ? r : restore_batch_flush(R, b);
 }
 
 static struct rproc *proc_by_pid(struct restorer *R, uint32_t pid)

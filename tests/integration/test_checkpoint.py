@@ -160,6 +160,8 @@ def kill_and_restore(h, name, ids=None):
     ("signals", ["fixture-ct-signals"]),
     ("shm", ["fixture-ct-shm"]),
     ("fds", ["fixture-ct-fds"]),
+    # 500 pipe fds at gapped numbers: handed to the restored task in messages of up to 253.
+    ("manyfds", ["fixture-ct-counter", "16", "256", "0", "500"]),
 ])
 def test_fixture_kill_and_restore(host, name, argv):
     host.migctl("run", name, "--", fixture(argv[0]), *argv[1:])
