@@ -29,38 +29,83 @@
 
 #define TFD_IOC_SET_TICKS_ _IOW('T', 0, uint64_t)
 
-enum {
-	OBJ_FILE = 1,	    /* key: file id */
-	OBJ_PIPE = 2,	    /* key: pipe inode; fd read end, fd2 write end */
-	OBJ_SHM = 3,	    /* restore-mm.c */
-	OBJ_SOCK = 4,	    /* key: socket inode */
-	OBJ_EPOLL_DONE = 5, /* key: file id of an epoll whose interest list is restored */
-};
-
 /* Flags that belong to the open file description and that F_SETFL can set. */
 #define SETFL_MASK (O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME)
 
-static struct robj *obj_find(struct restorer *R, int kind, uint64_t key)
+/* The objects are found through an open-addressing index of their positions plus one (a power
+ * of two in size, at most half full): a restore of thousands of fds looks one up for each. */
+static size_t obj_slot(const struct restorer *R, int kind, uint64_t key)
 {
-	for (size_t i = 0; i < R->n_objs; i++)
-		if (R->objs[i].kind == kind && R->objs[i].key == key)
-			return &R->objs[i];
+	uint64_t h = (key ^ ((uint64_t)kind << 56)) * 0x9e3779b97f4a7c15ULL;
+
+	return (size_t)(h >> 32) & (R->obj_index_size - 1);
+}
+
+static int obj_reindex(struct restorer *R, size_t size)
+{
+	uint32_t *idx = calloc(size, sizeof(*idx));
+
+	if (!idx)
+		return -ENOMEM;
+	free(R->obj_index);
+	R->obj_index = idx;
+	R->obj_index_size = size;
+	for (size_t i = 0; i < R->n_objs; i++) {
+		size_t at = obj_slot(R, R->objs[i].kind, R->objs[i].key);
+
+		while (idx[at])
+			at = (at + 1) & (size - 1);
+		idx[at] = (uint32_t)(i + 1);
+	}
+	return 0;
+}
+
+struct robj *restore_obj_find(struct restorer *R, int kind, uint64_t key)
+{
+	if (R->obj_index_size == 0)
+		return NULL;
+	for (size_t at = obj_slot(R, kind, key); R->obj_index[at];
+	     at = (at + 1) & (R->obj_index_size - 1)) {
+		struct robj *o = &R->objs[R->obj_index[at] - 1];
+
+		if (o->kind == kind && o->key == key)
+			return o;
+	}
 	return NULL;
 }
 
-/* Takes ownership of fd (and fd2). */
-static int obj_add(struct restorer *R, int kind, uint64_t key, int fd, int fd2)
+int restore_obj_add(struct restorer *R, int kind, uint64_t key, int fd, int fd2)
 {
-	struct robj *n = reallocarray(R->objs, R->n_objs + 1, sizeof(*n));
+	struct robj *n = NULL;
+	int r = -ENOMEM;
 
-	if (!n) {
+	if (R->n_objs < UINT32_MAX - 1)
+		n = reallocarray(R->objs, R->n_objs + 1, sizeof(*n));
+	if (n) {
+		R->objs = n;
+		n[R->n_objs++] = (struct robj){.key = key, .kind = kind, .fd = fd, .fd2 = fd2};
+		if (R->obj_index_size < 2 * R->n_objs) {
+			size_t size = 64;
+
+			while (size < 4 * R->n_objs)
+				size *= 2;
+			r = obj_reindex(R, size);
+			if (r < 0)
+				R->n_objs--;
+		} else {
+			size_t at = obj_slot(R, kind, key);
+
+			while (R->obj_index[at])
+				at = (at + 1) & (R->obj_index_size - 1);
+			R->obj_index[at] = (uint32_t)R->n_objs;
+			r = 0;
+		}
+	}
+	if (r < 0) {
 		safe_close(fd);
 		safe_close(fd2);
-		return -ENOMEM;
 	}
-	R->objs = n;
-	n[R->n_objs++] = (struct robj){.key = key, .kind = kind, .fd = fd, .fd2 = fd2};
-	return 0;
+	return r;
 }
 
 void restore_objs_free(struct restorer *R)
@@ -72,6 +117,9 @@ void restore_objs_free(struct restorer *R)
 	free(R->objs);
 	R->objs = NULL;
 	R->n_objs = 0;
+	free(R->obj_index);
+	R->obj_index = NULL;
+	R->obj_index_size = 0;
 }
 
 static bool chr_allowed(dev_t rdev)
@@ -197,7 +245,7 @@ static int open_path(struct restorer *R, struct rproc *p, const struct ct_image_
 	if (t < 0)
 		return restore_fail(R, NEG_ERRNO(), "pid %u fd %u: pidfd_getfd: %m",
 				    p->img->task.pid, f->fd);
-	return obj_add(R, OBJ_FILE, f->file_id, (int)t, -1);
+	return restore_obj_add(R, OBJ_FILE, f->file_id, (int)t, -1);
 }
 
 /* The FIFO held open both ways, with its data back in it: opened by the task (its view of
@@ -211,7 +259,7 @@ static int fifo_object(struct restorer *R, struct rproc *p, const struct ct_imag
 	long t;
 	int fd, r;
 
-	if (obj_find(R, OBJ_PIPE, f->object))
+	if (restore_obj_find(R, OBJ_PIPE, f->object))
 		return 0;
 	r = restore_poke(R, p, p->scratch, f->path, strlen(f->path) + 1);
 	if (r >= 0)
@@ -224,7 +272,7 @@ static int fifo_object(struct restorer *R, struct rproc *p, const struct ct_imag
 	(void)restore_call(R, p, p->hpid, "close", SYS_close, t, 0, 0, 0, 0, 0, NULL);
 	if (r < 0)
 		return r;
-	r = obj_add(R, OBJ_PIPE, f->object, fd, -1);
+	r = restore_obj_add(R, OBJ_PIPE, f->object, fd, -1);
 	if (r < 0 || f->data_size == 0)
 		return r;
 	size = fdblob_get_u64(&rd);
@@ -289,7 +337,7 @@ static int bind_in_task(struct restorer *R, struct rproc *p, const struct ct_ima
 
 static int make_pipe(struct restorer *R, const struct ct_image_fd *f, int *ret)
 {
-	struct robj *o = obj_find(R, OBJ_PIPE, f->object);
+	struct robj *o = restore_obj_find(R, OBJ_PIPE, f->object);
 	int fds[2], r;
 
 	if (!o) {
@@ -311,7 +359,7 @@ static int make_pipe(struct restorer *R, const struct ct_image_fd *f, int *ret)
 			close(fds[1]);
 			return -EIO;
 		}
-		r = obj_add(R, OBJ_PIPE, f->object, fds[0], fds[1]);
+		r = restore_obj_add(R, OBJ_PIPE, f->object, fds[0], fds[1]);
 		if (r < 0)
 			return r;
 		o = &R->objs[R->n_objs - 1];
@@ -420,7 +468,7 @@ static const struct ct_image_fd *find_sock_record(struct restorer *R, uint64_t i
 
 static int make_socket(struct restorer *R, struct rproc *p, const struct ct_image_fd *f, int *ret)
 {
-	struct robj *o = obj_find(R, OBJ_SOCK, f->object);
+	struct robj *o = restore_obj_find(R, OBJ_SOCK, f->object);
 	char err[256] = "";
 	uint64_t peer_ino = 0;
 	int r, a = -1, b = -1;
@@ -440,19 +488,19 @@ static int make_socket(struct restorer *R, struct rproc *p, const struct ct_imag
 			if (r >= 0)
 				r = net_unix_refill(peer, a);
 			if (r >= 0)
-				r = obj_add(R, OBJ_SOCK, peer->object, b, -1);
+				r = restore_obj_add(R, OBJ_SOCK, peer->object, b, -1);
 			else
 				safe_close(b);
 		} else
 			r = net_restore_socket(f, R->netns_fd, &a, err, sizeof(err));
 		if (r >= 0)
-			r = obj_add(R, OBJ_SOCK, f->object, a, -1);
+			r = restore_obj_add(R, OBJ_SOCK, f->object, a, -1);
 		else
 			safe_close(a);
 		if (r < 0)
 			return restore_fail(R, r, "pid %u fd %u: socket: %s", p->img->task.pid,
 					    f->fd, err[0] ? err : strerror(-r));
-		o = obj_find(R, OBJ_SOCK, f->object);
+		o = restore_obj_find(R, OBJ_SOCK, f->object);
 	}
 	*ret = fcntl(o->fd, F_DUPFD_CLOEXEC, 3);
 	return *ret < 0 ? NEG_ERRNO() : 0;
@@ -526,7 +574,7 @@ int restore_fds(struct restorer *R, struct rproc *p)
 		return -ENOMEM;
 	for (size_t i = 0; i < fds->n_fds; i++) {
 		const struct ct_image_fd *f = &fds->fds[i];
-		struct robj *shared = obj_find(R, OBJ_FILE, f->file_id);
+		struct robj *shared = restore_obj_find(R, OBJ_FILE, f->file_id);
 		int ours = -1;
 
 		if (shared) {
@@ -573,7 +621,7 @@ int restore_fds(struct restorer *R, struct rproc *p)
 			return restore_fail(R, NEG_ERRNO(), "pid %u fd %u: F_SETFL: %m",
 					    p->img->task.pid, f->fd);
 		}
-		r = obj_add(R, OBJ_FILE, f->file_id, ours, -1);
+		r = restore_obj_add(R, OBJ_FILE, f->file_id, ours, -1);
 		if (r >= 0)
 			r = group_add(R, p, g, ours, f, true);
 		if (r < 0)
@@ -600,9 +648,9 @@ int restore_epolls(struct restorer *R, struct rproc *p)
 		uint64_t n;
 		int r;
 
-		if (f->type != CT_IMAGE_FD_EPOLL || obj_find(R, OBJ_EPOLL_DONE, f->file_id))
+		if (f->type != CT_IMAGE_FD_EPOLL || restore_obj_find(R, OBJ_EPOLL_DONE, f->file_id))
 			continue;
-		r = obj_add(R, OBJ_EPOLL_DONE, f->file_id, -1, -1);
+		r = restore_obj_add(R, OBJ_EPOLL_DONE, f->file_id, -1, -1);
 		if (r < 0)
 			return r;
 		n = fdblob_get_u64(&rd);

@@ -33,11 +33,20 @@ struct rproc {
 	bool mm_done;
 };
 
+enum {
+	OBJ_FILE = 1,	    /* key: file id */
+	OBJ_PIPE = 2,	    /* key: pipe inode; fd read end, fd2 write end */
+	OBJ_SHM = 3,	    /* key: shared memory id (restore-mm.c) */
+	OBJ_SOCK = 4,	    /* key: socket inode */
+	OBJ_EPOLL_DONE = 5, /* key: file id of an epoll whose interest list is restored */
+};
+
+/* What the restore made and keeps until it ends, found by kind and key. */
 struct robj {
-	uint64_t key; /* file id, or object inode (pipes, sockets, shm) */
-	int kind;     /* which table: see restore-fds.c */
-	int fd;	      /* ours */
-	int fd2;      /* pipes: the write end; unix pairs: unused */
+	uint64_t key;
+	int kind; /* OBJ_* */
+	int fd;	  /* ours */
+	int fd2;  /* pipes: the write end; unix pairs: unused */
 };
 
 struct restorer {
@@ -52,6 +61,8 @@ struct restorer {
 	unsigned long event_msg; /* the new task of the last injected clone */
 	struct robj *objs;
 	size_t n_objs;
+	uint32_t *obj_index; /* restore-fds.c */
+	size_t obj_index_size;
 	struct ct_restore_stats *stats;
 	uint64_t downtime_ns; /* since the container was frozen, by CLOCK_REALTIME; 0: unknown */
 };
@@ -126,3 +137,6 @@ int restore_ipc_finish(struct restorer *R, pid_t pid1);
 int restore_locks(struct restorer *R, struct rproc *p);
 int restore_check_files(struct restorer *R);
 void restore_objs_free(struct restorer *R);
+struct robj *restore_obj_find(struct restorer *R, int kind, uint64_t key);
+/* Takes ownership of fd (and fd2), closed on failure too. */
+int restore_obj_add(struct restorer *R, int kind, uint64_t key, int fd, int fd2);

@@ -25,7 +25,6 @@
 #include "common/common.h"
 
 #define TASK_SIZE_47 0x7ffffffff000UL
-#define OBJ_SHM	     3 /* robj kind, see restore-fds.c for the others */
 
 struct trio {
 	unsigned long start[3], end[3]; /* vvar, vvar_vclock, vdso */
@@ -787,10 +786,9 @@ static const struct ct_image_fd *memfd_record(struct restorer *R, uint64_t shmid
 
 int restore_shm_fd(struct restorer *R, uint64_t shmid)
 {
-	for (size_t i = 0; i < R->n_objs; i++)
-		if (R->objs[i].kind == OBJ_SHM && R->objs[i].key == shmid)
-			return R->objs[i].fd;
-	return -ENOENT;
+	struct robj *o = restore_obj_find(R, OBJ_SHM, shmid);
+
+	return o ? o->fd : -ENOENT;
 }
 
 int restore_shm_objects(struct restorer *R)
@@ -807,7 +805,6 @@ int restore_shm_objects(struct restorer *R)
 		struct shm_fill f = {.fd = -1};
 		uint64_t size = 0, seals = 0;
 		char name[256] = "migrd-shm";
-		struct robj *n;
 		int r;
 
 		for (size_t j = 0; j < R->img->n_procs; j++) {
@@ -834,14 +831,9 @@ int restore_shm_objects(struct restorer *R)
 		f.fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (f.fd < 0)
 			return restore_fail(R, NEG_ERRNO(), "memfd_create: %m");
-		n = reallocarray(R->objs, R->n_objs + 1, sizeof(*n));
-		if (!n) {
-			close(f.fd);
-			return -ENOMEM;
-		}
-		R->objs = n;
-		n[R->n_objs++] =
-			(struct robj){.key = pg->owner, .kind = OBJ_SHM, .fd = f.fd, .fd2 = -1};
+		r = restore_obj_add(R, OBJ_SHM, pg->owner, f.fd, -1);
+		if (r < 0)
+			return r;
 		if (ftruncate(f.fd, (off_t)size) < 0)
 			return restore_fail(R, NEG_ERRNO(),
 					    "shared memory %" PRIu64 ": ftruncate: %m", pg->owner);
