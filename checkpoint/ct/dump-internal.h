@@ -30,9 +30,18 @@ struct dproc {
 
 /* An open file description, held through our own duplicate of the fd. */
 struct dfile {
-	int fd;		     /* ours, from pidfd_getfd() */
-	uint64_t id;	     /* written as the fd records' file_id */
-	unsigned tcp_repair; /* NET_REPAIR*: left in repair mode until the container is gone */
+	int fd;			 /* ours, from pidfd_getfd() */
+	uint64_t id;		 /* written as the fd records' file_id */
+	unsigned tcp_repair;	 /* NET_REPAIR*: left in repair mode until the container is gone */
+	struct ct_image_fd *rec; /* the first fd record of it */
+};
+
+/* An inode and its open file descriptions (indexes into dumper.files, in kcmp() order). */
+struct dinode {
+	dev_t dev;
+	ino_t ino;
+	uint32_t *files;
+	size_t n_files; /* 0: a free slot */
 };
 
 /* A System V segment of the container's, attached read-only in migrd for its contents. */
@@ -59,9 +68,13 @@ struct dumper {
 		pid_t host, ns;
 	} * tids; /* every task, sorted by host tid */
 	size_t n_tids;
-	struct dfile *files; /* sorted with kcmp() */
+	struct dfile *files; /* open file descriptions, by id (dump-fds.c) */
 	size_t n_files;
-	uint64_t next_file_id;
+	uint64_t first_file_id;
+	struct dinode *inodes; /* hashed by inode (dump-fds.c) */
+	size_t inodes_size, n_inodes;
+	dev_t pipefs_dev; /* once known */
+	bool pipefs_known;
 	struct dshm *shms;
 	size_t n_shms;
 	uint64_t net_ino;	 /* migrd's network namespace */

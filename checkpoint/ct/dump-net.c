@@ -34,10 +34,16 @@ int net_pipe_peek(pid_t hpid, int task_fd, int ours, size_t size, uint8_t **ret,
 {
 	_cleanup_close_ int rd = -EBADF, tmp_r = -EBADF, tmp_w = -EBADF;
 	_cleanup_free_ uint8_t *buf = NULL;
-	int fl = fcntl(ours, F_GETFL), tmp[2];
+	int fl = fcntl(ours, F_GETFL), tmp[2], avail = -1;
 	ssize_t k;
 	size_t got = 0;
 
+	/* Most pipes are empty: nothing to copy then. */
+	if (ioctl(ours, FIONREAD, &avail) == 0 && avail == 0) {
+		*ret = malloc(1);
+		*ret_len = 0;
+		return *ret ? 0 : -ENOMEM;
+	}
 	if ((fl & O_ACCMODE) == O_RDONLY)
 		rd = fcntl(ours, F_DUPFD_CLOEXEC, 3);
 	else {

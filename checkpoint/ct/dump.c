@@ -1390,7 +1390,7 @@ int ct_dump(const struct ct_dump_opts *o, struct ct_dump_stats *ret_stats,
 	struct dumper d = {.o = o,
 			   .err = err,
 			   .stats = &stats,
-			   .next_file_id = 1,
+			   .first_file_id = 1,
 			   .diag_fd = -EBADF,
 			   .root_fd = -EBADF};
 	_cleanup_(ct_image_writer_freep) struct ct_image_writer *w = NULL;
