@@ -526,6 +526,109 @@ static int make_memfd(struct restorer *R, const struct ct_image_fd *f, int *ret)
 	return 0;
 }
 
+/* Files the task opens by path (regular files, directories, devices), waiting to be opened
+ * together: one batch of opens, whose results come back, then one batch that seeks and moves
+ * them into place. Ordered by target, the opens give the lowest free numbers in that order, at
+ * most the targets (which are free): moved from the last down, as restore_install_fds() does. */
+#define PATH_GROUP_MAX RESTORE_BATCH_MAX
+struct path_group {
+	size_t n, data_len;
+	const struct ct_image_fd *f[PATH_GROUP_MAX];
+};
+
+static int cmp_path_target(const void *a, const void *b)
+{
+	const struct ct_image_fd *x = *(const struct ct_image_fd *const *)a,
+				 *y = *(const struct ct_image_fd *const *)b;
+
+	return (x->fd > y->fd) - (x->fd < y->fd);
+}
+
+static int path_flush(struct restorer *R, struct rproc *p, struct path_group *g)
+{
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
+	long got[PATH_GROUP_MAX];
+	size_t n = g->n, done = 0;
+	int r = 0;
+
+	g->n = g->data_len = 0;
+	if (n == 0)
+		return 0;
+	if (!b)
+		return -ENOMEM;
+	qsort(g->f, n, sizeof(g->f[0]), cmp_path_target);
+	restore_batch_init(b, p, p->hpid);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		const struct ct_image_fd *f = g->f[i];
+		int flags = (int)f->flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC);
+		unsigned long at;
+
+		r = restore_batch_data(R, b, f->path, strlen(f->path) + 1, &at);
+		if (r >= 0)
+			r = restore_batch_add(R, b, "open", SYS_openat, AT_FDCWD, (long)at, flags,
+					      0, 0, 0);
+	}
+	if (r >= 0)
+		r = restore_batch_run(R, b, got, &done);
+	if (r < 0)
+		return r;
+	if (done < n)
+		return restore_fail(R, (int)got[done], "pid %u fd %u: cannot open %s: %s",
+				    p->img->task.pid, g->f[done]->fd, g->f[done]->path,
+				    strerror((int)-got[done]));
+	for (size_t i = 0; i < n; i++)
+		if (got[i] > (long)g->f[i]->fd || (i > 0 && got[i] <= got[i - 1]))
+			return restore_fail(R, -EIO,
+					    "pid %u fd %u: %s was opened as fd %ld, above its "
+					    "number or out of order",
+					    p->img->task.pid, g->f[i]->fd, g->f[i]->path, got[i]);
+	/* Offsets first, where each fd is now; then the moves, from the last down. */
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		const struct ct_image_fd *f = g->f[i];
+
+		if (f->pos && (f->type == CT_IMAGE_FD_REG || f->type == CT_IMAGE_FD_DIR))
+			r = restore_batch_add(R, b, "lseek", SYS_lseek, got[i], (long)f->pos,
+					      SEEK_SET, 0, 0, 0);
+	}
+	for (size_t i = n; r >= 0 && i-- > 0;)
+		r = restore_fd_move_add(R, b, (int)got[i], (int)g->f[i]->fd,
+					g->f[i]->fd_flags & FD_CLOEXEC);
+	if (r >= 0)
+		r = restore_batch_flush(R, b);
+	/* Shared with other fds: keep a reference to hand to them. */
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		const struct ct_image_fd *f = g->f[i];
+		long t;
+
+		if (file_users(R, f->file_id) < 2)
+			continue;
+		t = syscall(SYS_pidfd_getfd, p->pidfd, f->fd, 0);
+		if (t < 0)
+			return restore_fail(R, NEG_ERRNO(), "pid %u fd %u: pidfd_getfd: %m",
+					    p->img->task.pid, f->fd);
+		r = restore_obj_add(R, OBJ_FILE, f->file_id, (int)t, -1);
+	}
+	return r;
+}
+
+/* A file shared with later fds is opened at once (with the rest of the group), so that they
+ * find it. */
+static int path_add(struct restorer *R, struct rproc *p, struct path_group *g,
+		    const struct ct_image_fd *f)
+{
+	size_t len = (strlen(f->path) + 1 + 15) & ~(size_t)15;
+	int r;
+
+	if (g->n == PATH_GROUP_MAX || g->data_len + len > RESTORE_BATCH_DATA) {
+		r = path_flush(R, p, g);
+		if (r < 0)
+			return r;
+	}
+	g->f[g->n++] = f;
+	g->data_len += len;
+	return file_users(R, f->file_id) >= 2 ? path_flush(R, p, g) : 0;
+}
+
 /* Files made here, waiting to go to the task together; unix sockets with a name are bound in
  * the task once theirs is in place. */
 struct fd_group {
@@ -568,9 +671,10 @@ int restore_fds(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_fds *fds = &p->img->fds;
 	_cleanup_free_ struct fd_group *g = calloc(1, sizeof(*g));
+	_cleanup_free_ struct path_group *pg = calloc(1, sizeof(*pg));
 	int r;
 
-	if (!g)
+	if (!g || !pg)
 		return -ENOMEM;
 	for (size_t i = 0; i < fds->n_fds; i++) {
 		const struct ct_image_fd *f = &fds->fds[i];
@@ -587,6 +691,10 @@ int restore_fds(struct restorer *R, struct rproc *p)
 		case CT_IMAGE_FD_REG:
 		case CT_IMAGE_FD_DIR:
 		case CT_IMAGE_FD_CHR:
+			r = path_add(R, p, pg, f);
+			if (r < 0)
+				return r;
+			continue;
 		case CT_IMAGE_FD_FIFO:
 			r = open_path(R, p, f);
 			if (r < 0)
@@ -627,7 +735,8 @@ int restore_fds(struct restorer *R, struct rproc *p)
 		if (r < 0)
 			return r;
 	}
-	return group_flush(R, p, g);
+	r = path_flush(R, p, pg);
+	return r < 0 ? r : group_flush(R, p, g);
 }
 
 static const struct ct_image_fd *fd_record(const struct ct_image_fds *fds, uint32_t fd)

@@ -95,6 +95,10 @@ int restore_batch_data(struct restorer *R, struct restore_batch *b, const void *
 int restore_batch_add(struct restorer *R, struct restore_batch *b, const char *what, long nr,
 		      long a0, long a1, long a2, long a3, long a4, long a5);
 int restore_batch_flush(struct restorer *R, struct restore_batch *b);
+/* Runs b's calls (at most RESTORE_BATCH_MAX: none may have flushed it) and gives their results:
+ * *ret_done succeeded, results[0 .. *ret_done); when one failed, results[*ret_done] is its
+ * -errno. Only a failure to run them at all is reported (and returned). */
+int restore_batch_run(struct restorer *R, struct restore_batch *b, long *results, size_t *ret_done);
 /* Adds to b what puts the task's fd at number target (dup3 and close, or only the
  * close-on-exec flag when it is there already), then flushes b. */
 int restore_fd_move(struct restorer *R, struct restore_batch *b, int fd, int target, bool cloexec);

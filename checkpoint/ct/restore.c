@@ -180,6 +180,67 @@ int restore_batch_flush(struct restorer *R, struct restore_batch *b)
 	return 0;
 }
 
+int restore_batch_run(struct restorer *R, struct restore_batch *b, long *results, size_t *ret_done)
+{
+	struct rproc *p = b->p;
+	size_t n = b->n, done = 0;
+	long res = 0;
+	int r;
+
+	b->n = 0;
+	*ret_done = 0;
+	if (n == 0)
+		return 0;
+	if (b->data_len > 0) {
+		r = restore_poke(R, p, p->scratch + RESTORE_BATCH_DATA_OFF, b->data, b->data_len);
+		b->data_len = 0;
+		if (r < 0)
+			return r;
+	}
+	if (!p->batch_code) {
+		for (; done < n; done++) {
+			const uint64_t *e = b->table[done];
+			const long args[6] = {(long)e[1], (long)e[2], (long)e[3],
+					      (long)e[4], (long)e[5], (long)e[6]};
+
+			r = ct_inject_syscall_site(b->htid, p->site, (long)e[0], args,
+						   &results[done], &R->event_msg);
+			if (r < 0)
+				return restore_fail(R, r, "pid %u: cannot run %s in the task: %s",
+						    p->img->task.pid, b->what[done], strerror(-r));
+			if (results[done] < 0 && results[done] > -4096)
+				break;
+		}
+		*ret_done = done;
+		return 0;
+	}
+	r = restore_poke(R, p, p->scratch + RESTORE_BATCH_TABLE_OFF, b->table,
+			 n * sizeof(b->table[0]));
+	if (r < 0)
+		return r;
+	r = ct_inject_batch(b->htid, p->batch_code, p->scratch + RESTORE_BATCH_TABLE_OFF, n, &done,
+			    &res);
+	if (r < 0)
+		return restore_fail(R, r,
+				    "pid %u: cannot run %s (and %zu more calls) in the task: %s",
+				    p->img->task.pid, b->what[0], n - 1, strerror(-r));
+	{
+		struct iovec l = {b->table, done * sizeof(b->table[0])},
+			     rm = {(void *)(p->scratch + RESTORE_BATCH_TABLE_OFF), l.iov_len};
+
+		if (done > 0 && process_vm_readv(p->hpid, &l, 1, &rm, 1, 0) != (ssize_t)l.iov_len)
+			return restore_fail(R, NEG_ERRNO(),
+					    "pid %u: reading the results of its calls: %m",
+					    p->img->task.pid);
+	}
+	for (size_t i = 0; i < done; i++)
+		results[i] = (long)b->table[i][7];
+	if (done < n)
+		results[done] = res;
+	*ret_done = done;
+	return 0;
+}
+
 static int cmp_install(const void *a, const void *b)
 {
 	const struct restore_fd_install *x = a, *y = b;

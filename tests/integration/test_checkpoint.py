@@ -162,6 +162,9 @@ def kill_and_restore(h, name, ids=None):
     ("fds", ["fixture-ct-fds"]),
     # 500 pipe fds at gapped numbers: handed to the restored task in messages of up to 253.
     ("manyfds", ["fixture-ct-counter", "16", "256", "0", "500"]),
+    # 300 fds of its executable, each its own description at an offset of its own, at every
+    # other number from 3 up: opened by path in batches of 64, moved into place.
+    ("manyfiles", ["fixture-ct-counter", "16", "256", "0", "0", "300"]),
 ])
 def test_fixture_kill_and_restore(host, name, argv):
     host.migctl("run", name, "--", fixture(argv[0]), *argv[1:])
