@@ -48,7 +48,7 @@
 
 /* Parsed arguments. */
 static uint64_t arg_sizes[MAX_SIZES] = {64, 256, 1024}; /* MiB */
-static unsigned arg_n_sizes = 3, arg_runs = 5, arg_threads, arg_fds, arg_files;
+static unsigned arg_n_sizes = 3, arg_runs = 5, arg_threads, arg_fds, arg_files, arg_pairs;
 static const char *arg_dir = "/dev/shm";
 #ifndef ENGINE_BENCH_FIXTURE /* the build's fixture-ct-counter, when it builds the tests */
 #define ENGINE_BENCH_FIXTURE NULL
@@ -299,14 +299,16 @@ static int wait_fixture(const struct bench_ct *ct, struct log_watch *w, unsigned
 static int bench_ct_spawn(const char *name, int log_fd, uint64_t mib, struct bench_ct *ct)
 {
 	_cleanup_free_ char *error = NULL;
-	char size[32], fds[32], files[32];
-	char *argv[] = {(char *)arg_fixture, size, (char *)"256", (char *)"0", fds, files, NULL};
+	char size[32], fds[32], files[32], pairs[32];
+	char *argv[] = {
+		(char *)arg_fixture, size, (char *)"256", (char *)"0", fds, files, pairs, NULL};
 	struct log_watch w = {.fd = log_fd};
 	int r;
 
 	snprintf(size, sizeof(size), "%" PRIu64, mib);
 	snprintf(fds, sizeof(fds), "%u", arg_fds);
 	snprintf(files, sizeof(files), "%u", arg_files);
+	snprintf(pairs, sizeof(pairs), "%u", arg_pairs);
 	r = bench_ct_new_cgroup(name, ct);
 	if (r < 0)
 		return r;
@@ -725,10 +727,9 @@ static void print_header(const char *workdir, bool tmpfs)
 	       "pwrite and uffd; %ld CPUs; XXH3 checksums: %s\n",
 	       arg_runs, arg_runs > 1 ? "s" : "", arg_threads, sysconf(_SC_NPROCESSORS_ONLN),
 	       hash_xxh3_impl());
-	printf("the fixture holds %u pipe fds (--fds) and %u fds of its executable (--files) "
-	       "beside "
-	       "its heap\n",
-	       arg_fds, arg_files);
+	printf("the fixture holds %u pipe fds (--fds), %u fds of its executable (--files) and %u "
+	       "socketpair fds (--socketpairs) beside its heap\n",
+	       arg_fds, arg_files, arg_pairs);
 	printf("reserve = the pages files allocated while the container still runs, before the "
 	       "freeze (uncompressed only)\n");
 	printf("dstate = the dump's state phase (frozen: tasks, fds); rstate = the restore's "
@@ -900,6 +901,8 @@ static void usage(void)
 	       "                   0..8192 (default 0); dstate and rstate show what they cost\n"
 	       "  --files N        and N fds of its own executable, each opened alone at an\n"
 	       "                   offset of its own, 0..8192 (default 0)\n"
+	       "  --socketpairs N  and N fds of unix socketpairs (N/2 pairs, a byte in each,\n"
+	       "                   an epoll watching one end of each), 0..8192 (default 0)\n"
 	       "  --no-zstd        skip the zstd-1 rows\n"
 	       "  --reserve-ab     one more uncompressed row per size (\"nores\") whose pages\n"
 	       "                   files are not allocated before the freeze, as before the\n"
@@ -933,6 +936,7 @@ static int parse_argv(int argc, char *argv[])
 		ARG_MAP_AB,
 		ARG_FDS,
 		ARG_FILES,
+		ARG_PAIRS,
 	};
 	static const struct option options[] = {
 		{"help", no_argument, NULL, 'h'},
@@ -948,6 +952,7 @@ static int parse_argv(int argc, char *argv[])
 		{"map-ab", no_argument, NULL, ARG_MAP_AB},
 		{"fds", required_argument, NULL, ARG_FDS},
 		{"files", required_argument, NULL, ARG_FILES},
+		{"socketpairs", required_argument, NULL, ARG_PAIRS},
 		{"smoke", no_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{},
@@ -1008,6 +1013,11 @@ static int parse_argv(int argc, char *argv[])
 			if (parse_uint32(optarg, &u) < 0 || u > 8192)
 				return log_error_errno(EINVAL, "--files: 0..8192");
 			arg_files = u;
+			break;
+		case ARG_PAIRS:
+			if (parse_uint32(optarg, &u) < 0 || u > 8192)
+				return log_error_errno(EINVAL, "--socketpairs: 0..8192");
+			arg_pairs = u;
 			break;
 		case 's':
 			arg_smoke = true;

@@ -519,21 +519,59 @@ int net_unix_record_peer(const struct ct_image_fd *rec, uint64_t *ret_peer)
 	return (int)type;
 }
 
-static const struct ct_image_fd *find_object(struct dumper *d, uint64_t object, pid_t *ret_pid)
+struct unix_ref {
+	uint64_t object;
+	size_t seq; /* its place among the records */
+	const struct ct_image_fd *rec;
+};
+
+static int cmp_unix_ref(const void *a, const void *b)
 {
-	for (size_t i = 0; i < d->n_procs; i++)
-		for (size_t j = 0; j < d->procs[i].fds.n_fds; j++)
-			if (d->procs[i].fds.fds[j].type == CT_IMAGE_FD_UNIX &&
-			    d->procs[i].fds.fds[j].object == object) {
-				if (ret_pid)
-					*ret_pid = d->procs[i].pid;
-				return &d->procs[i].fds.fds[j];
-			}
-	return NULL;
+	const struct unix_ref *x = a, *y = b;
+
+	if (x->object != y->object)
+		return x->object < y->object ? -1 : 1;
+	return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
+static int cmp_unix_object(const void *key, const void *elem)
+{
+	uint64_t k = *(const uint64_t *)key, o = ((const struct unix_ref *)elem)->object;
+
+	return (k > o) - (k < o);
+}
+
+/* The first unix socket record of that inode, among v[n] sorted by inode. */
+static const struct ct_image_fd *find_unix(const struct unix_ref *v, size_t n, uint64_t object)
+{
+	const struct unix_ref *e = bsearch(&object, v, n, sizeof(*v), cmp_unix_object);
+
+	while (e && e > v && e[-1].object == object)
+		e--;
+	return e ? e->rec : NULL;
+}
+
+/* Every connected unix socket's peer is in the container and connected back to it: looked up
+ * among the unix socket records, sorted by inode once. */
 int net_dump_check(struct dumper *d)
 {
+	_cleanup_free_ struct unix_ref *v = NULL;
+	size_t n = 0, all = 0;
+
+	for (size_t i = 0; i < d->n_procs; i++)
+		all += d->procs[i].fds.n_fds;
+	v = malloc(MAX(all, 1u) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->n_procs; i++)
+		for (size_t j = 0; j < d->procs[i].fds.n_fds; j++)
+			if (d->procs[i].fds.fds[j].type == CT_IMAGE_FD_UNIX) {
+				v[n] = (struct unix_ref){.object = d->procs[i].fds.fds[j].object,
+							 .seq = n,
+							 .rec = &d->procs[i].fds.fds[j]};
+				n++;
+			}
+	qsort(v, n, sizeof(*v), cmp_unix_ref);
 	for (size_t i = 0; i < d->n_procs; i++) {
 		const struct dproc *p = &d->procs[i];
 
@@ -543,7 +581,7 @@ int net_dump_check(struct dumper *d)
 
 			if (net_unix_record_peer(f, &peer_ino) < 0 || !peer_ino)
 				continue;
-			peer = find_object(d, peer_ino, NULL);
+			peer = find_unix(v, n, peer_ino);
 			if (!peer)
 				return dump_fail(d, -EOPNOTSUPP,
 						 "pid %d fd %u: a unix socket connected to outside "

@@ -120,6 +120,12 @@ void restore_objs_free(struct restorer *R)
 	free(R->obj_index);
 	R->obj_index = NULL;
 	R->obj_index_size = 0;
+	free(R->file_ids);
+	R->file_ids = NULL;
+	R->n_file_ids = 0;
+	free(R->socks);
+	R->socks = NULL;
+	R->n_socks = 0;
 }
 
 static bool chr_allowed(dev_t rdev)
@@ -190,14 +196,47 @@ int restore_check_files(struct restorer *R)
 	return 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The index of the first of v[n] (sorted) above key, or at or above it. */
+static size_t bound(const uint64_t *v, size_t n, uint64_t key, bool above)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (v[mid] < key || (above && v[mid] == key))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* How many fds of the image share the description: from every fd's file id, sorted once. */
 static unsigned file_users(struct restorer *R, uint64_t file_id)
 {
-	unsigned n = 0;
+	if (!R->file_ids) {
+		size_t n = 0;
 
-	for (size_t i = 0; i < R->img->n_procs; i++)
-		for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++)
-			n += R->img->procs[i].fds.fds[j].file_id == file_id;
-	return n;
+		for (size_t i = 0; i < R->img->n_procs; i++)
+			n += R->img->procs[i].fds.n_fds;
+		R->file_ids = malloc(MAX(n, 1u) * sizeof(uint64_t));
+		if (!R->file_ids)
+			return 2; /* shared, for all we know: a reference kept costs nothing */
+		for (size_t i = 0; i < R->img->n_procs; i++)
+			for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++)
+				R->file_ids[R->n_file_ids++] = R->img->procs[i].fds.fds[j].file_id;
+		qsort(R->file_ids, R->n_file_ids, sizeof(uint64_t), cmp_u64);
+	}
+	return (unsigned)(bound(R->file_ids, R->n_file_ids, file_id, true) -
+			  bound(R->file_ids, R->n_file_ids, file_id, false));
 }
 
 static int fifo_object(struct restorer *R, struct rproc *p, const struct ct_image_fd *f);
@@ -452,18 +491,51 @@ static int make_anon(struct restorer *R, const struct ct_image_fd *f, int *ret)
 	return 0;
 }
 
+static int cmp_sock_ref(const void *a, const void *b)
+{
+	const struct restore_sock_ref *x = a, *y = b;
+
+	if (x->object != y->object)
+		return x->object < y->object ? -1 : 1;
+	return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* The image's first socket record of that inode (in the order of processes and fds): from
+ * every socket record, sorted once by inode. NULL: none, or no memory to sort them. */
+static int cmp_sock_object(const void *key, const void *elem)
+{
+	uint64_t k = *(const uint64_t *)key, o = ((const struct restore_sock_ref *)elem)->object;
+
+	return (k > o) - (k < o);
+}
+
 static const struct ct_image_fd *find_sock_record(struct restorer *R, uint64_t ino)
 {
-	for (size_t i = 0; i < R->img->n_procs; i++)
-		for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++) {
-			const struct ct_image_fd *f = &R->img->procs[i].fds.fds[j];
+	const struct restore_sock_ref *e;
 
-			if ((f->type == CT_IMAGE_FD_UNIX || f->type == CT_IMAGE_FD_TCP ||
-			     f->type == CT_IMAGE_FD_UDP) &&
-			    f->object == ino)
-				return f;
-		}
-	return NULL;
+	if (!R->socks) {
+		size_t n = 0;
+
+		for (size_t i = 0; i < R->img->n_procs; i++)
+			n += R->img->procs[i].fds.n_fds;
+		R->socks = malloc(MAX(n, 1u) * sizeof(*R->socks));
+		if (!R->socks)
+			return NULL;
+		for (size_t i = 0; i < R->img->n_procs; i++)
+			for (size_t j = 0; j < R->img->procs[i].fds.n_fds; j++) {
+				const struct ct_image_fd *f = &R->img->procs[i].fds.fds[j];
+
+				if (f->type == CT_IMAGE_FD_UNIX || f->type == CT_IMAGE_FD_TCP ||
+				    f->type == CT_IMAGE_FD_UDP)
+					R->socks[R->n_socks++] = (struct restore_sock_ref){
+						.object = f->object, .seq = R->n_socks, .rec = f};
+			}
+		qsort(R->socks, R->n_socks, sizeof(*R->socks), cmp_sock_ref);
+	}
+	e = bsearch(&ino, R->socks, R->n_socks, sizeof(*R->socks), cmp_sock_object);
+	while (e && e > R->socks && e[-1].object == ino)
+		e--;
+	return e ? e->rec : NULL;
 }
 
 static int make_socket(struct restorer *R, struct rproc *p, const struct ct_image_fd *f, int *ret)
@@ -739,18 +811,28 @@ int restore_fds(struct restorer *R, struct rproc *p)
 	return r < 0 ? r : group_flush(R, p, g);
 }
 
-static const struct ct_image_fd *fd_record(const struct ct_image_fds *fds, uint32_t fd)
+/* The image's fds are ascending (the decoder checks it). */
+static int cmp_fd_number(const void *key, const void *elem)
 {
-	for (size_t i = 0; i < fds->n_fds; i++)
-		if (fds->fds[i].fd == fd)
-			return &fds->fds[i];
-	return NULL;
+	uint32_t k = *(const uint32_t *)key, fd = ((const struct ct_image_fd *)elem)->fd;
+
+	return (k > fd) - (k < fd);
 }
 
+static const struct ct_image_fd *fd_record(const struct ct_image_fds *fds, uint32_t fd)
+{
+	return bsearch(&fd, fds->fds, fds->n_fds, sizeof(*fds->fds), cmp_fd_number);
+}
+
+/* Each watched fd goes back with an epoll_ctl of the task's, in batches (up to 64 a stop). */
 int restore_epolls(struct restorer *R, struct rproc *p)
 {
 	const struct ct_image_fds *fds = &p->img->fds;
+	_cleanup_free_ struct restore_batch *b = malloc(sizeof(*b));
 
+	if (!b)
+		return -ENOMEM;
+	restore_batch_init(b, p, p->hpid);
 	for (size_t i = 0; i < fds->n_fds; i++) {
 		const struct ct_image_fd *f = &fds->fds[i];
 		struct fdblob_reader rd = {f->data, f->data_size};
@@ -767,6 +849,7 @@ int restore_epolls(struct restorer *R, struct rproc *p)
 			uint64_t tfd = fdblob_get_u64(&rd), events = fdblob_get_u64(&rd),
 				 data = fdblob_get_u64(&rd);
 			struct epoll_event ev = {.events = (uint32_t)events, .data.u64 = data};
+			unsigned long at;
 
 			(void)fdblob_get_u64(&rd); /* inode of the target */
 			if (rd.bad)
@@ -776,11 +859,10 @@ int restore_epolls(struct restorer *R, struct rproc *p)
 						    "pid %u fd %u: epoll watches fd %" PRIu64
 						    " which this process does not have",
 						    p->img->task.pid, f->fd, tfd);
-			r = restore_poke(R, p, p->scratch, &ev, sizeof(ev));
+			r = restore_batch_data(R, b, &ev, sizeof(ev), &at);
 			if (r >= 0)
-				r = restore_call(R, p, p->hpid, "epoll_ctl", SYS_epoll_ctl, f->fd,
-						 EPOLL_CTL_ADD, (long)tfd, (long)p->scratch, 0, 0,
-						 NULL);
+				r = restore_batch_add(R, b, "epoll_ctl", SYS_epoll_ctl, f->fd,
+						      EPOLL_CTL_ADD, (long)tfd, (long)at, 0, 0);
 			if (r < 0)
 				return r;
 		}
@@ -788,7 +870,7 @@ int restore_epolls(struct restorer *R, struct rproc *p)
 			return restore_fail(R, -EBADMSG, "pid %u fd %u: malformed epoll record",
 					    p->img->task.pid, f->fd);
 	}
-	return 0;
+	return restore_batch_flush(R, b);
 }
 
 /* ---- file locks ------------------------------------------------------------------------------ */

@@ -41,6 +41,12 @@ enum {
 	OBJ_EPOLL_DONE = 5, /* key: file id of an epoll whose interest list is restored */
 };
 
+struct restore_sock_ref {
+	uint64_t object; /* the socket's inode */
+	size_t seq;	 /* its place in the image */
+	const struct ct_image_fd *rec;
+};
+
 /* What the restore made and keeps until it ends, found by kind and key. */
 struct robj {
 	uint64_t key;
@@ -63,6 +69,10 @@ struct restorer {
 	size_t n_objs;
 	uint32_t *obj_index; /* restore-fds.c */
 	size_t obj_index_size;
+	uint64_t *file_ids; /* every fd's, sorted (restore-fds.c) */
+	size_t n_file_ids;
+	struct restore_sock_ref *socks; /* every socket record, by inode (restore-fds.c) */
+	size_t n_socks;
 	struct ct_restore_stats *stats;
 	uint64_t downtime_ns; /* since the container was frozen, by CLOCK_REALTIME; 0: unknown */
 };
