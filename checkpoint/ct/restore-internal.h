@@ -99,7 +99,8 @@ struct restore_batch {
 	uint8_t data[RESTORE_BATCH_DATA];
 };
 void restore_batch_init(struct restore_batch *b, struct rproc *p, pid_t htid);
-/* Copies len bytes for the batch's calls and gives their address in the task. */
+/* Copies len bytes for the batch's calls and gives their address in the task: for the one
+ * call added next (the data stays until that call has run). */
 int restore_batch_data(struct restorer *R, struct restore_batch *b, const void *data, size_t len,
 		       unsigned long *ret_addr);
 int restore_batch_add(struct restorer *R, struct restore_batch *b, const char *what, long nr,

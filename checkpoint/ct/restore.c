@@ -106,7 +106,10 @@ int restore_batch_data(struct restorer *R, struct restore_batch *b, const void *
 	if (len > RESTORE_BATCH_DATA)
 		return restore_fail(R, -E2BIG, "pid %u: %zu bytes for a batch of calls",
 				    b->p->img->task.pid, len);
-	if (((b->data_len + 15) & ~(size_t)15) + len > RESTORE_BATCH_DATA) {
+	/* A full table flushes here, not at the restore_batch_add() that follows: that flush
+	 * would start the next batch's data over these bytes, which its call still needs. */
+	if (b->n == RESTORE_BATCH_MAX ||
+	    ((b->data_len + 15) & ~(size_t)15) + len > RESTORE_BATCH_DATA) {
 		r = restore_batch_flush(R, b);
 		if (r < 0)
 			return r;

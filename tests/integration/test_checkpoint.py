@@ -160,9 +160,11 @@ def kill_and_restore(h, name, ids=None):
     ("signals", ["fixture-ct-signals"]),
     ("shm", ["fixture-ct-shm"]),
     ("fds", ["fixture-ct-fds"]),
-    # 400 pipe fds and 200 of unix socketpairs at gapped numbers, and an epoll watching 100
-    # of them: handed to the restored task in messages of up to 253.
-    ("manyfds", ["fixture-ct-counter", "16", "256", "0", "400", "0", "200"]),
+    # 200 pipe fds and 400 of unix socketpairs at gapped numbers, and an epoll watching 200
+    # of them: handed to the restored task in messages of up to 253; the epoll's 200 calls,
+    # each with its event in the batch's data, in four batches (a call whose data came in
+    # one batch and that ran in the next lost it to the third).
+    ("manyfds", ["fixture-ct-counter", "16", "256", "0", "200", "0", "400"]),
     # 300 fds of its executable, each its own description at an offset of its own, at every
     # other number from 3 up: opened by path in batches of 64, moved into place.
     ("manyfiles", ["fixture-ct-counter", "16", "256", "0", "0", "300"]),
