@@ -90,6 +90,9 @@ struct dumper {
 	size_t n_net_sysctls;
 	struct tcp_later *tcp_later; /* connections read once frozen again (dump-net.c) */
 	size_t n_tcp_later;
+	struct unix_snap *unix_snap; /* its unix sockets, by inode (dump-net.c) */
+	size_t n_unix_snap;
+	bool unix_snap_tried;
 	struct ct_image_clocks clocks; /* the container's, when it was frozen */
 	struct ct_dump_stats *stats;
 };

@@ -113,44 +113,19 @@ static int diag_socket(struct dumper *d)
 	return fd;
 }
 
-static int unix_diag(struct dumper *d, uint32_t ino, struct unix_info *ret)
+/* One sock_diag answer: the socket's inode and what we keep of it. */
+static int parse_unix_msg(const struct nlmsghdr *h, uint32_t *ret_ino, struct unix_info *ret)
 {
-	struct {
-		struct nlmsghdr nlh;
-		struct unix_diag_req req;
-	} q = {
-		.nlh = {.nlmsg_len = sizeof(q),
-			.nlmsg_type = SOCK_DIAG_BY_FAMILY,
-			.nlmsg_flags = NLM_F_REQUEST},
-		.req = {.sdiag_family = AF_UNIX,
-			.udiag_states = ~0U,
-			.udiag_ino = ino,
-			.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN,
-			.udiag_cookie = {~0U, ~0U}},
-	};
-	struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
-	uint8_t buf[8192] __attribute__((aligned(4)));
-	struct nlmsghdr *h = (struct nlmsghdr *)buf;
-	struct unix_diag_msg *m;
-	struct rtattr *a;
-	int fd = diag_socket(d), len;
-	ssize_t k;
+	const struct unix_diag_msg *m = NLMSG_DATA(h);
+	const struct rtattr *a;
+	int len;
 
-	if (fd < 0)
-		return fd;
-	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0)
-		return NEG_ERRNO();
-	k = recv(fd, buf, sizeof(buf), 0);
-	if (k < 0)
-		return NEG_ERRNO();
-	if (!NLMSG_OK(h, (size_t)k))
+	if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
 		return -EBADMSG;
-	if (h->nlmsg_type == NLMSG_ERROR)
-		return ((struct nlmsgerr *)NLMSG_DATA(h))->error ?: -EBADMSG;
-	m = NLMSG_DATA(h);
+	*ret_ino = m->udiag_ino;
 	*ret = (struct unix_info){.state = m->udiag_state};
 	len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
-	for (a = (struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+	for (a = (const struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
 		size_t n = RTA_PAYLOAD(a);
 
 		switch (a->rta_type) {
@@ -169,6 +144,155 @@ static int unix_diag(struct dumper *d, uint32_t ino, struct unix_info *ret)
 		}
 	}
 	return 0;
+}
+
+struct unix_snap {
+	uint32_t ino;
+	struct unix_info info;
+};
+
+static int cmp_snap(const void *a, const void *b)
+{
+	uint32_t x = ((const struct unix_snap *)a)->ino, y = ((const struct unix_snap *)b)->ino;
+
+	return (x > y) - (x < y);
+}
+
+/* Every unix socket of the container's network namespace, asked once (NLM_F_DUMP) when the
+ * first is needed, while the container is stopped: a request for one inode makes the kernel
+ * search every unix socket of the namespace, so one request per socket grew with the square
+ * of their number (~45 us each at 4000). Sorted by inode. */
+static int unix_snapshot(struct dumper *d)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct unix_diag_req req;
+	} q = {
+		.nlh = {.nlmsg_len = sizeof(q),
+			.nlmsg_type = SOCK_DIAG_BY_FAMILY,
+			.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP},
+		.req = {.sdiag_family = AF_UNIX,
+			.udiag_states = ~0U,
+			.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN},
+	};
+	struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+	_cleanup_free_ uint8_t *buf = malloc(32768);
+	struct unix_snap *v = NULL;
+	size_t n = 0, alloc = 0;
+	int fd = diag_socket(d);
+	bool done = false;
+
+	if (fd < 0)
+		return fd;
+	if (!buf)
+		return -ENOMEM;
+	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0)
+		return NEG_ERRNO();
+	while (!done) {
+		ssize_t k = recv(fd, buf, 32768, 0);
+		size_t left = k > 0 ? (size_t)k : 0;
+		int r = 0;
+
+		if (k < 0)
+			r = NEG_ERRNO();
+		else if (k == 0)
+			r = -EBADMSG;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf;
+		     r >= 0 && left >= sizeof(*h) && h->nlmsg_len >= sizeof(*h) &&
+		     h->nlmsg_len <= left;
+		     left -= MIN(left, (size_t)NLMSG_ALIGN(h->nlmsg_len)),
+				     h = (struct nlmsghdr *)((uint8_t *)h +
+							     NLMSG_ALIGN(h->nlmsg_len))) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				done = true;
+				break;
+			}
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				r = ((struct nlmsgerr *)NLMSG_DATA(h))->error ?: -EBADMSG;
+				break;
+			}
+			if (n == alloc) {
+				struct unix_snap *nv;
+
+				alloc = MAX(alloc * 2, 256u);
+				nv = reallocarray(v, alloc, sizeof(*v));
+				if (!nv) {
+					r = -ENOMEM;
+					break;
+				}
+				v = nv;
+			}
+			r = parse_unix_msg(h, &v[n].ino, &v[n].info);
+			n += r >= 0;
+		}
+		if (r < 0) {
+			free(v);
+			return r;
+		}
+	}
+	qsort(v, n, sizeof(*v), cmp_snap);
+	d->unix_snap = v;
+	d->n_unix_snap = n;
+	return 0;
+}
+
+/* One socket, asked alone: for one the snapshot lacks, or when it could not be taken. */
+static int unix_diag_one(struct dumper *d, uint32_t ino, struct unix_info *ret)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct unix_diag_req req;
+	} q = {
+		.nlh = {.nlmsg_len = sizeof(q),
+			.nlmsg_type = SOCK_DIAG_BY_FAMILY,
+			.nlmsg_flags = NLM_F_REQUEST},
+		.req = {.sdiag_family = AF_UNIX,
+			.udiag_states = ~0U,
+			.udiag_ino = ino,
+			.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN,
+			.udiag_cookie = {~0U, ~0U}},
+	};
+	struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+	uint8_t buf[8192] __attribute__((aligned(4)));
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	uint32_t got;
+	int fd = diag_socket(d);
+	ssize_t k;
+
+	if (fd < 0)
+		return fd;
+	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0)
+		return NEG_ERRNO();
+	k = recv(fd, buf, sizeof(buf), 0);
+	if (k < 0)
+		return NEG_ERRNO();
+	if (!NLMSG_OK(h, (size_t)k))
+		return -EBADMSG;
+	if (h->nlmsg_type == NLMSG_ERROR)
+		return ((struct nlmsgerr *)NLMSG_DATA(h))->error ?: -EBADMSG;
+	return parse_unix_msg(h, &got, ret);
+}
+
+static int unix_diag(struct dumper *d, uint32_t ino, struct unix_info *ret)
+{
+	const struct unix_snap key = {.ino = ino}, *e;
+
+	if (!d->unix_snap_tried) {
+		int r;
+
+		d->unix_snap_tried = true;
+		r = unix_snapshot(d);
+		if (r < 0)
+			log_debug("%s: no snapshot of the unix sockets (%s): asked one by one",
+				  d->o->name, strerror(-r));
+	}
+	e = d->n_unix_snap ? bsearch(&key, d->unix_snap, d->n_unix_snap, sizeof(key), cmp_snap)
+			   : NULL;
+	if (e) {
+		*ret = e->info;
+		return 0;
+	}
+	return unix_diag_one(d, ino, ret);
 }
 
 /* The receive queue, peeked message by message (SO_PEEK_OFF walks it without consuming). */
@@ -627,6 +751,9 @@ void net_dump_free(struct dumper *d)
 	free(d->tcp_later);
 	d->tcp_later = NULL;
 	d->n_tcp_later = 0;
+	free(d->unix_snap);
+	d->unix_snap = NULL;
+	d->n_unix_snap = 0;
 }
 
 void net_tcp_repair_off(int fd, unsigned how)
